@@ -1,0 +1,1 @@
+"""Baseline against fault phases: per-layer added latency, significance, the absorbing layer."""

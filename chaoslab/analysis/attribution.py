@@ -1,0 +1,145 @@
+"""Which layer absorbed a fault: the deepest layer whose added time explains the client's.
+
+Per-request shares make layers comparable: a layer's share in a phase is the total time
+its probe recorded there divided by the client requests of the phase. Shares add up along
+a request path (medians do not), so `explained = added share / client added mean`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from chaoslab.analysis.stats import mann_whitney_p
+from chaoslab.hist import Histogram
+from chaoslab.layers import DEPTH, Layer
+from chaoslab.load.records import Request, quantile
+from chaoslab.report.model import ClientRow, Contribution, LayerRow, Verdict
+from chaoslab.scenario.model import Status
+
+P_SIGNIFICANT = 0.001
+MIN_ADDED_S = 0.001  # a change smaller than 1 ms on the client is never "significant"
+MIN_ADDED_FRACTION = 0.10  # ... nor one under 10% of the baseline
+EXPLAINS = 0.5  # a layer "explains" the client's added time from this fraction on
+OBSERVED_FRACTION = 0.5  # a fault's layer must show at least this share of its expected shift
+
+Snapshot = dict[tuple[Layer, str], Histogram]
+
+
+@dataclass(frozen=True)
+class FaultCheck:
+    """What the analysis must see for a fault to count as having happened."""
+
+    layer: Layer
+    target: str
+    expected_shift: float | None  # seconds added per event of that layer, if the fault says
+    observed: bool  # the fault's own mechanism saw its effect
+    detail: str
+
+
+def client_row(phase: str, reqs: list[Request], duration: float) -> ClientRow:
+    lat = sorted(r.latency for r in reqs if r.ok)
+    errors = Counter(r.error for r in reqs if not r.ok)
+    return ClientRow(
+        phase=phase, requests=len(reqs), errors=sum(errors.values()),
+        rate=round(len(reqs) / duration, 2) if duration > 0 else 0.0,
+        p50_ms=_ms(quantile(lat, 0.5)), p90_ms=_ms(quantile(lat, 0.9)), p99_ms=_ms(quantile(lat, 0.99)),
+        max_ms=_ms(lat[-1] if lat else 0.0), late=sum(1 for r in reqs if r.late > 0.010),
+        errors_by_kind=dict(errors),
+    )
+
+
+def layer_rows(phase: str, snap: Snapshot, n_requests: int) -> list[LayerRow]:
+    rows = []
+    for (layer, target), h in sorted(snap.items(), key=lambda kv: (DEPTH[kv[0][0]], kv[0][1])):
+        rows.append(LayerRow(
+            phase=phase, target=target, layer=str(layer), count=h.count,
+            p50_ms=_ms(h.quantile_ns(0.5) / 1e9), p90_ms=_ms(h.quantile_ns(0.9) / 1e9),
+            p99_ms=_ms(h.quantile_ns(0.99) / 1e9), mean_ms=_ms(h.mean_ns / 1e9),
+            per_request_ms=_ms(h.sum_ns / 1e9 / n_requests) if n_requests else 0.0,
+        ))
+    return rows
+
+
+def verdict(
+    phase: str,
+    base_reqs: list[Request], base_snap: Snapshot,
+    reqs: list[Request], snap: Snapshot,
+    checks: list[FaultCheck],
+) -> Verdict:
+    b = sorted(r.latency for r in base_reqs if r.ok)
+    f = sorted(r.latency for r in reqs if r.ok)
+    added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
+    added_mean = (sum(f) / len(f) if f else 0.0) - (sum(b) / len(b) if b else 0.0)
+    p = mann_whitney_p(b, f)
+    contributions = _contributions(base_snap, len(base_reqs), snap, len(reqs), added_mean)
+
+    def make(status: Status, layer: str | None, target: str | None, added: float, explained: float,
+             reason: str) -> Verdict:
+        return Verdict(phase, status, layer, target, _ms(added), round(max(0.0, min(1.0, explained)), 3),
+                       _ms(added_p50), _ms(added_mean), _ms(max(0.0, added_mean - added)), p, reason, contributions)
+
+    for check in checks:
+        problem = _not_observed(check, base_snap, snap)
+        if problem:
+            return make(Status.INVALID, str(check.layer), check.target, 0.0, 0.0, problem)
+    if len(b) < 5 or len(f) < 5:
+        return make(Status.INCONCLUSIVE, None, None, 0.0, 0.0, f"too few requests ({len(b)} baseline, {len(f)} here)")
+    floor = max(MIN_ADDED_S, MIN_ADDED_FRACTION * quantile(b, 0.5))
+    if p >= P_SIGNIFICANT or max(added_p50, added_mean) < floor:
+        return make(Status.NO_CHANGE, None, None, 0.0, 0.0,
+                    f"p={p:.2g}, added p50 {added_p50 * 1000:+.1f} ms against a {floor * 1000:.1f} ms threshold")
+    for c in contributions:  # deepest first
+        if c.explained >= EXPLAINS:
+            return make(Status.ABSORBED, c.layer, c.target, c.added_ms / 1000, c.explained,
+                        f"deepest layer explaining at least {EXPLAINS:.0%} of the client's added time")
+    return make(Status.INCONCLUSIVE, str(Layer.CLIENT), None, added_mean, 1.0,
+                "the client slowed down but no measured layer explains half of it")
+
+
+def _contributions(base: Snapshot, n_base: int, snap: Snapshot, n: int, client_added: float) -> list[Contribution]:
+    out = []
+    for key in sorted(set(base) | set(snap), key=lambda k: (-DEPTH[k[0]], k[1])):
+        hb, hf = base.get(key, Histogram()), snap.get(key, Histogram())
+        share_b = hb.sum_ns / 1e9 / n_base if n_base else 0.0
+        share_f = hf.sum_ns / 1e9 / n if n else 0.0
+        added = share_f - share_b
+        out.append(Contribution(
+            layer=str(key[0]), target=key[1], added_ms=_ms(added),
+            added_p50_ms=_ms((hf.quantile_ns(0.5) - hb.quantile_ns(0.5)) / 1e9),
+            added_p99_ms=_ms((hf.quantile_ns(0.99) - hb.quantile_ns(0.99)) / 1e9),
+            explained=round(added / client_added, 3) if client_added > 0 else 0.0,
+        ))
+    return out
+
+
+def _not_observed(check: FaultCheck, base: Snapshot, snap: Snapshot) -> str:
+    if not check.observed:
+        return f"the fault's mechanism saw no effect ({check.detail})"
+    hf = snap.get((check.layer, check.target))
+    if hf is None or hf.count == 0:
+        return f"no {check.layer} events at {check.target} while the fault was active: the probe saw nothing"
+    if check.expected_shift:
+        hb = base.get((check.layer, check.target), Histogram())
+        shift = (hf.mean_ns - hb.mean_ns) / 1e9
+        if shift < OBSERVED_FRACTION * check.expected_shift:
+            return (f"{check.layer} at {check.target} rose by {shift * 1000:.2f} ms per event, expected about "
+                    f"{check.expected_shift * 1000:.2f} ms")
+    return ""
+
+
+def drift(first: list[Request], last: list[Request], first_name: str, last_name: str) -> str | None:
+    """Say so when the baseline and the final fault-free phase disagree."""
+    a = sorted(r.latency for r in first if r.ok)
+    b = sorted(r.latency for r in last if r.ok)
+    if len(a) < 5 or len(b) < 5:
+        return None
+    shift = quantile(b, 0.5) - quantile(a, 0.5)
+    floor = max(MIN_ADDED_S, MIN_ADDED_FRACTION * quantile(a, 0.5))
+    if mann_whitney_p(a, b) < P_SIGNIFICANT and abs(shift) >= floor:
+        return f"{last_name} p50 differs from {first_name} by {shift * 1000:+.1f} ms: the baseline drifted"
+    return None
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)

@@ -1,0 +1,97 @@
+"""The `chaoslab` command: run, validate, recover, build."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from chaoslab.errors import ChaoslabError, ExitCode
+
+REPORTS = Path("reports")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chaoslab", description="Chaos and load testing that names the layer "
+                                     "that absorbed a fault.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run a scenario end to end")
+    p_run.add_argument("scenario", type=Path)
+    p_run.add_argument("--out", type=Path, help="directory for report.json and the journal "
+                       "(default: reports/<scenario>-<time>)")
+    p_val = sub.add_parser("validate", help="check a scenario file; exit 2 with every problem if it is invalid")
+    p_val.add_argument("scenario", type=Path)
+    p_rec = sub.add_parser("recover", help="undo what killed runs left behind (safe to run twice)")
+    p_rec.add_argument("journal", type=Path, nargs="*", help="journal files (default: every run that died)")
+    p_rec.add_argument("--force", action="store_true", help="also recover runs whose chaoslab is still alive")
+    sub.add_parser("build", help="build the Go services, BPF programs and native helpers")
+    args = parser.parse_args(argv)
+
+    out = Console()
+    err = Console(stderr=True)
+    try:
+        if args.command == "validate":
+            return _validate(args.scenario, out)
+        if args.command == "run":
+            return _run(args.scenario, args.out, out, err)
+        if args.command == "recover":
+            return _recover(args.journal, args.force, out)
+        if args.command == "build":
+            from chaoslab.build import build_all
+
+            for path in build_all():
+                out.print(f"built {path}")
+            return ExitCode.OK
+    except ChaoslabError as exc:
+        err.print(f"[red]error:[/] {exc.render()}", highlight=False, markup=True)
+        return int(exc.exit_code)
+    return ExitCode.OK
+
+
+def _validate(path: Path, out: Console) -> int:
+    from chaoslab.scenario import load_scenario
+
+    s = load_scenario(path)
+    faults = sum(len(p.faults) for p in s.phases)
+    out.print(f"{path}: valid: {len(s.targets)} targets, {len(s.phases)} phases ({faults} faults), "
+              f"{s.duration:g}s, {len(s.expect)} expectations")
+    return ExitCode.OK
+
+
+def _run(path: Path, out_dir: Path | None, out: Console, err: Console) -> int:
+    from chaoslab.orchestrator import execute, new_run
+    from chaoslab.report.render import print_report, save_json
+    from chaoslab.scenario import load_scenario
+    from chaoslab.signals import exit_signals
+
+    scenario = load_scenario(path)  # exit 2 here, before anything is touched
+    out_dir = out_dir or REPORTS / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def say(msg: str) -> None:
+        err.print(msg, highlight=False, markup=False)
+
+    ctx = new_run(scenario, out_dir, say)
+    clean = False
+    try:
+        with exit_signals(say) as signals:
+            say(f"chaoslab run {ctx.run_id[:8]}: {scenario.name}, {scenario.duration:g}s, output in {out_dir}")
+            report = execute(ctx, signals)
+        clean = True
+    finally:
+        ctx.journal.close(clean)
+    save_json(report, out_dir / "report.json")
+    print_report(report, out, out_dir)
+    return ExitCode.OK if report.passed else ExitCode.EXPECTATIONS_FAILED
+
+
+def _recover(journals: list[Path], force: bool, out: Console) -> int:
+    from chaoslab.recover import recover_all
+
+    done = recover_all(journals or None, force)
+    for line in done:
+        out.print(line)
+    out.print("nothing to recover" if not done else f"recover: {len(done)} actions")
+    return ExitCode.OK

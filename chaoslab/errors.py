@@ -1,0 +1,43 @@
+"""One error root: every user-facing error carries an exit code and a hint."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    EXPECTATIONS_FAILED = 1
+    BAD_INPUT = 2
+    ENVIRONMENT = 3
+    INTERRUPTED = 130
+
+
+class ChaoslabError(Exception):
+    """An error meant for the user: message, hint and the exit code to leave with."""
+
+    exit_code: ExitCode = ExitCode.ENVIRONMENT
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class PreflightError(ChaoslabError):
+    """A tool, privilege or kernel feature is missing; nothing was applied."""
+
+
+class TargetError(ChaoslabError):
+    """A target failed to start, became unhealthy or could not be torn down."""
+
+
+class FaultError(ChaoslabError):
+    """A fault could not be applied or reverted."""
+
+
+class Interrupted(ChaoslabError):
+    exit_code = ExitCode.INTERRUPTED

@@ -1,0 +1,51 @@
+"""Check a scenario's `expect:` list against a finished report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from chaoslab.report.model import ExpectationResult, Report
+from chaoslab.scenario.model import Expectation, Status
+
+
+def check(e: Expectation, report: Report) -> ExpectationResult:
+    failures: list[str] = []
+    seen: list[str] = []
+    verdict = next((v for v in report.verdicts if v.phase == e.phase), None)
+    client = next((c for c in report.client if c.phase == e.phase), None)
+    if e.absorbed_by or e.status:
+        if verdict is None:
+            failures.append("the phase has no verdict (it has no faults)")
+        else:
+            seen.append(f"status {verdict.status}" + (f", layer {verdict.layer} at {verdict.target}" if verdict.layer else ""))
+            if verdict.status is Status.INVALID:
+                failures.append(f"the phase is INVALID: {verdict.reason}")
+            if e.status and verdict.status is not e.status:
+                failures.append(f"status is {verdict.status}, expected {e.status}")
+            if e.absorbed_by:
+                if verdict.status is not Status.ABSORBED or verdict.layer != e.absorbed_by:
+                    failures.append(f"not absorbed by {e.absorbed_by}")
+                elif e.target and verdict.target != e.target:
+                    failures.append(f"absorbed at {verdict.target}, expected {e.target}")
+    if client is not None:
+        if e.client_p50_below is not None:
+            seen.append(f"p50 {client.p50_ms:.1f}ms")
+            if client.p50_ms >= e.client_p50_below * 1000:
+                failures.append(f"client p50 {client.p50_ms:.1f}ms is not below {e.client_p50_below * 1000:g}ms")
+        if e.client_p99_below is not None:
+            seen.append(f"p99 {client.p99_ms:.1f}ms")
+            if client.p99_ms >= e.client_p99_below * 1000:
+                failures.append(f"client p99 {client.p99_ms:.1f}ms is not below {e.client_p99_below * 1000:g}ms")
+        if e.error_rate_below is not None:
+            rate = client.errors / client.requests if client.requests else 1.0
+            seen.append(f"error rate {rate:.2%}")
+            if rate >= e.error_rate_below:
+                failures.append(f"error rate {rate:.2%} is not below {e.error_rate_below:.2%}")
+    elif any(x is not None for x in (e.client_p50_below, e.client_p99_below, e.error_rate_below)):
+        failures.append("no client data for the phase")
+    detail = "; ".join(failures) if failures else ", ".join(seen)
+    return ExpectationResult(e.describe(), e.path, not failures, detail)
+
+
+def check_all(expect: Iterable[Expectation], report: Report) -> list[ExpectationResult]:
+    return [check(e, report) for e in expect]

@@ -1,0 +1,10 @@
+"""Fault kinds, registered under their YAML `kind:`."""
+
+from __future__ import annotations
+
+from chaoslab.faults.base import Fault, Verification
+from chaoslab.faults.entropy import EntropyFault
+
+FAULT_KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (EntropyFault,)}
+
+__all__ = ["FAULT_KINDS", "Fault", "Verification"]

@@ -1,0 +1,83 @@
+"""The life cycle every fault kind shares: preflight, apply, verify, revert.
+
+`revert()` must be safe to call twice and after a failed `apply()`. Before `apply()` runs,
+the run writes `journal_record()` to the write-ahead journal, so `recover()` can undo the
+fault from that record alone after the run was killed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from chaoslab.layers import Layer
+from chaoslab.scenario.fields import Fields
+from chaoslab.scenario.model import FaultSpec
+
+if TYPE_CHECKING:
+    from chaoslab.targets.base import RunningTarget
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What a fault's own mechanism saw while the fault was active."""
+
+    observed: bool
+    detail: str
+    mechanism: str
+
+
+class Fault(ABC):
+    kind: ClassVar[str]
+    # The layer in which this fault's effect must show; if it does not, the phase is invalid.
+    layer: ClassVar[Layer]
+
+    def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
+        self.spec = spec
+        self.target = target
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, fields: Fields, kind: str, target: str) -> FaultSpec:
+        """Read this kind's parameters; problems go to `fields.problems`."""
+
+    @abstractmethod
+    def preflight(self) -> None:
+        """Check tools, privileges and kernel features; raise PreflightError naming the fix."""
+
+    @abstractmethod
+    def plan(self) -> list[str]:
+        """The commands and mechanism this fault would use, without running anything."""
+
+    @abstractmethod
+    def journal_record(self) -> dict[str, object]:
+        """Everything `recover()` needs to undo the fault; written before `apply()`."""
+
+    @abstractmethod
+    def apply(self, note: Callable[..., None]) -> None:
+        """Apply the fault; `note(**facts)` adds facts to its journal record (e.g. a helper's PID)."""
+
+    @abstractmethod
+    def verify(self) -> Verification: ...
+
+    @abstractmethod
+    def revert(self) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def recover(cls, record: Mapping[str, object]) -> list[str]:
+        """Undo what a killed run left, from its journal record; return what was done."""
+
+    def expected_shift(self) -> float | None:
+        """Seconds this fault should add to each event of its layer, when it can say."""
+        return None
+
+    def params(self) -> dict[str, object]:
+        """The fault's parameters as given, for the report."""
+        skip = {"kind", "target", "path"}
+        return {k: v for k, v in vars(self.spec).items() if k not in skip}
+
+    def describe(self) -> str:
+        return f"{self.kind} on {self.spec.target}"

@@ -1,0 +1,174 @@
+"""entropy: slow every randomness read of a running Go target by a fixed delay.
+
+Why not a syscall injector: Go >= 1.24 on Linux >= 6.11 reads randomness through the vDSO
+getrandom and never enters the syscall, so `strace -e inject=getrandom` changes nothing.
+Instead chaoslab's native injector (faults/native/uinject.c) attaches to the target with
+ptrace and puts a breakpoint on the second instruction of `crypto/internal/sysrand.Read`,
+the function every crypto/rand read of a Go program goes through, whatever the kernel path.
+A thread that hits it is held for the delay while every other thread runs on; it is then
+stepped over the original instruction. Nothing in the target needs to cooperate.
+
+Revert: SIGTERM to the injector restores the original byte and detaches. If the injector
+was killed outright, `recover` writes the original byte back through /proc/PID/mem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaoslab import build, proc
+from chaoslab.errors import FaultError, PreflightError
+from chaoslab.faults.base import Fault, Verification
+from chaoslab.gobinary import find_function, runtime_address
+from chaoslab.layers import Layer
+from chaoslab.probes.gofunc import ENTROPY_FUNCTION
+from chaoslab.scenario.fields import Fields
+from chaoslab.scenario.model import FaultSpec
+
+MAX_DELAY = 10.0
+READY_TIMEOUT = 10.0
+INT3 = 0xCC
+MECHANISM = f"ptrace breakpoint on {ENTROPY_FUNCTION} (uinject)"
+
+
+@dataclass(frozen=True)
+class EntropySpec(FaultSpec):
+    delay: float = 0.0
+    every: int = 1
+
+
+class EntropyFault(Fault):
+    kind = "entropy"
+    layer = Layer.ENTROPY
+    spec: EntropySpec
+
+    @classmethod
+    def parse(cls, fields: Fields, kind: str, target: str) -> FaultSpec:
+        delay = fields.duration("delay", required=True)
+        if delay > MAX_DELAY:
+            fields.problems.add(fields.at("delay"), f"at most {MAX_DELAY:g}s, got {delay:g}s")
+        every = fields.integer("every", 1, low=1, high=1_000_000)
+        return EntropySpec(kind=kind, target=target, path=fields.path, delay=delay, every=every)
+
+    def __init__(self, spec: FaultSpec, target: object) -> None:
+        super().__init__(spec, target)  # type: ignore[arg-type]
+        self.addr = 0
+        self.orig = 0
+        self.injector: subprocess.Popen[str] | None = None
+        self.stats: dict[str, int] = {"hits": 0, "delayed": 0}
+        self.exit_event: dict[str, object] = {}
+        self._reader: threading.Thread | None = None
+
+    def preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise PreflightError("the entropy fault needs root (ptrace)", "run chaoslab with sudo")
+        self.binary = build.native("uinject")
+        fn = find_function(self.target.exe, ENTROPY_FUNCTION)
+        self.addr = runtime_address(self.target.pid, self.target.exe, fn.second_insn)
+        self.orig = _read_byte(self.target.pid, self.addr)
+        if self.orig == INT3:
+            raise PreflightError(f"{self.target.name}: a breakpoint is already set at {self.addr:#x}",
+                                 "another debugger or a killed run left it: run `chaoslab recover`")
+
+    def argv(self) -> list[str]:
+        return [str(build.native("uinject")), "--pid", str(self.target.pid), "--addr", f"{self.addr:#x}",
+                "--delay-us", str(int(self.spec.delay * 1e6)), "--every", str(self.spec.every)]
+
+    def plan(self) -> list[str]:
+        return [" ".join(self.argv()), f"mechanism: {MECHANISM}"]
+
+    def journal_record(self) -> dict[str, object]:
+        return {"pid": self.target.pid, "pid_start": proc.start_time(self.target.pid),
+                "addr": self.addr, "orig_byte": self.orig}
+
+    def apply(self, note: Callable[..., None]) -> None:
+        p = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.injector = p
+        note(injector_pid=p.pid, injector_start=proc.start_time(p.pid))
+        assert p.stdout is not None
+        ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, args=(p, ready), name="uinject", daemon=True)
+        self._reader.start()
+        if not ready.wait(READY_TIMEOUT):
+            err = p.stderr.read() if p.poll() is not None and p.stderr else ""
+            self.revert()
+            raise FaultError(f"entropy injector did not start on {self.target.name}: {err.strip() or 'timeout'}")
+
+    def _read(self, p: subprocess.Popen[str], ready: threading.Event) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("event") == "ready":
+                ready.set()
+            elif event.get("event") == "stats":
+                self.stats = {"hits": int(event["hits"]), "delayed": int(event["delayed"])}
+            elif event.get("event") == "exit":
+                self.exit_event = event
+                self.stats = {"hits": int(event["hits"]), "delayed": int(event["delayed"])}
+
+    def expected_shift(self) -> float | None:
+        return self.spec.delay / self.spec.every
+
+    def verify(self) -> Verification:
+        delayed = self.stats["delayed"]
+        return Verification(
+            observed=delayed > 0,
+            detail=f"{delayed} of {self.stats['hits']} randomness reads held {self.spec.delay * 1000:g}ms",
+            mechanism=MECHANISM,
+        )
+
+    def revert(self) -> None:
+        p, self.injector = self.injector, None
+        if p is None:
+            return
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+        if not self.exit_event.get("restored") and self.target.alive():
+            # The injector died without restoring: put the original byte back ourselves.
+            _restore(self.target.pid, self.addr, self.orig)
+        if self.target.alive() and _read_byte(self.target.pid, self.addr) == INT3:
+            raise FaultError(f"entropy revert failed on {self.target.name}: breakpoint still at {self.addr:#x}")
+
+    @classmethod
+    def recover(cls, record: Mapping[str, object]) -> list[str]:
+        done = []
+        ipid, istart = record.get("injector_pid"), record.get("injector_start")
+        if isinstance(ipid, int) and proc.kill_if_same(ipid, istart if isinstance(istart, int) else None, wait=8):
+            done.append(f"stopped entropy injector {ipid}")
+        pid, start = record.get("pid"), record.get("pid_start")
+        addr, orig = record.get("addr"), record.get("orig_byte")
+        if (isinstance(pid, int) and isinstance(addr, int) and isinstance(orig, int)
+                and proc.start_time(pid) == start and _read_byte(pid, addr) == INT3):
+            _restore(pid, addr, orig)
+            done.append(f"restored the instruction at {addr:#x} in pid {pid}")
+        return done
+
+
+def _read_byte(pid: int, addr: int) -> int:
+    with Path(f"/proc/{pid}/mem").open("rb") as mem:
+        mem.seek(addr)
+        return mem.read(1)[0]
+
+
+def _restore(pid: int, addr: int, orig: int) -> None:
+    with Path(f"/proc/{pid}/mem").open("r+b") as mem:
+        mem.seek(addr)
+        mem.write(bytes([orig]))

@@ -1,0 +1,136 @@
+"""Find functions, instruction boundaries and RET sites in an ELF binary (Go or not).
+
+Go functions cannot be probed with uretprobes (the Go runtime moves and inspects stacks,
+and a uretprobe rewrites the return address on the stack), so the end of a Go function
+is observed with uprobes on each of its RET instructions. Symbols come from the ELF
+`.symtab`; instruction boundaries from binutils' objdump.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from chaoslab.errors import PreflightError
+
+_SHT_SYMTAB = 2
+_STT_FUNC = 2
+_PT_LOAD = 1
+_ET_DYN = 3
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    vaddr: int  # address in the ELF file's virtual address space
+    size: int
+    file_offset: int  # offset of the entry in the file, as uprobes want it
+    second_insn: int  # vaddr of the second instruction
+    rets: tuple[int, ...]  # vaddrs of the RET instructions
+
+    def offset_of(self, vaddr: int) -> int:
+        return self.file_offset + (vaddr - self.vaddr)
+
+
+@dataclass(frozen=True)
+class Elf:
+    path: Path
+    is_pie: bool
+    symbols: dict[str, tuple[int, int]]  # name -> (vaddr, size), functions only
+    loads: tuple[tuple[int, int, int], ...]  # (vaddr, file offset, file size) of PT_LOAD segments
+
+    def file_offset(self, vaddr: int) -> int:
+        for seg_vaddr, seg_off, seg_size in self.loads:
+            if seg_vaddr <= vaddr < seg_vaddr + seg_size:
+                return vaddr - seg_vaddr + seg_off
+        raise PreflightError(f"{self.path}: address {vaddr:#x} is in no loadable segment")
+
+
+@lru_cache(maxsize=16)
+def read_elf(path: Path) -> Elf:
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise PreflightError(f"{path} is not a 64-bit little-endian ELF binary", "point the target at a Linux x86-64 binary")
+    e_type = struct.unpack_from("<H", data, 16)[0]
+    e_phoff, e_shoff = struct.unpack_from("<QQ", data, 32)
+    e_phentsize, e_phnum, e_shentsize, e_shnum = struct.unpack_from("<HHHH", data, 54)
+    loads = []
+    for i in range(e_phnum):
+        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from("<IIQQQQ", data, e_phoff + i * e_phentsize)
+        if p_type == _PT_LOAD:
+            loads.append((p_vaddr, p_offset, p_filesz))
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
+    symbols: dict[str, tuple[int, int]] = {}
+    for sh in sections:
+        if sh[1] != _SHT_SYMTAB:
+            continue
+        sym_off, sym_size, link, entsize = sh[4], sh[5], sh[6], sh[9]
+        str_off = sections[link][4]
+        for j in range(sym_size // entsize):
+            st_name, st_info, _other, _shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", data, sym_off + j * entsize)
+            if st_info & 0xF != _STT_FUNC or st_value == 0:
+                continue
+            end = data.index(b"\0", str_off + st_name)
+            symbols[data[str_off + st_name : end].decode(errors="replace")] = (st_value, st_size)
+    return Elf(path, e_type == _ET_DYN, symbols, tuple(loads))
+
+
+def find_function(path: Path, name: str) -> Function:
+    elf = read_elf(path)
+    if not elf.symbols:
+        raise PreflightError(
+            f"{path} has no symbol table (stripped binary): Go probes and faults need function symbols",
+            "build the service without '-ldflags=-s' and without running strip on it",
+        )
+    if name not in elf.symbols:
+        raise PreflightError(f"{path}: function {name!r} not found", "is this a Go binary that uses crypto/tls?")
+    vaddr, size = elf.symbols[name]
+    insns = _instructions(path, vaddr, vaddr + size)
+    if len(insns) < 2:
+        raise PreflightError(f"{path}: cannot disassemble {name}")
+    rets = tuple(a for a, mnemonic in insns if mnemonic.startswith("ret"))
+    if not rets:
+        raise PreflightError(f"{path}: {name} has no RET instruction to probe")
+    return Function(name, vaddr, size, elf.file_offset(vaddr), insns[1][0], rets)
+
+
+def runtime_address(pid: int, path: Path, vaddr: int) -> int:
+    """The address of `vaddr` of `path` inside process `pid` (differs from vaddr only for PIE)."""
+    elf = read_elf(path)
+    if not elf.is_pie:
+        return vaddr
+    offset = elf.file_offset(vaddr)
+    real = path.resolve()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and Path(parts[5]) == real:
+            start, _end = (int(x, 16) for x in parts[0].split("-"))
+            map_off = int(parts[2], 16)
+            if map_off == 0:
+                return start + offset
+    raise PreflightError(f"{path} is not mapped in process {pid}")
+
+
+def _instructions(path: Path, start: int, end: int) -> list[tuple[int, str]]:
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        raise PreflightError("objdump is missing (needed to find instruction boundaries)", "apt-get install binutils")
+    out = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", f"--start-address={start:#x}", f"--stop-address={end:#x}", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    insns = []
+    for line in out.splitlines():
+        head, sep, rest = line.partition(":\t")
+        if not sep:
+            continue
+        try:
+            addr = int(head.strip(), 16)
+        except ValueError:
+            continue
+        insns.append((addr, rest.split()[0] if rest.split() else ""))
+    return insns

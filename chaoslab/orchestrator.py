@@ -1,0 +1,161 @@
+"""One run: targets up, probes on, load started, phases with their faults, analysis, report.
+
+Everything that changes the machine is entered into one ExitStack, so it is undone in
+reverse order on every exit path: success, error, Ctrl-C, SIGTERM, a crashed target.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chaoslab.analysis import attribution
+from chaoslab.context import RunContext
+from chaoslab.errors import TargetError
+from chaoslab.expectations import check_all
+from chaoslab.faults import FAULT_KINDS, Fault, Verification
+from chaoslab.journal import Journal
+from chaoslab.live import LiveView
+from chaoslab.load.records import Request
+from chaoslab.load.runner import LoadRunner
+from chaoslab.probes import PROBES, ProbeSet
+from chaoslab.probes.set import Snapshot
+from chaoslab.report.model import FaultRecord, PhaseRecord, Report
+from chaoslab.scenario.model import PhaseSpec, Scenario
+from chaoslab.signals import SignalState
+from chaoslab.targets.base import RunningTarget
+from chaoslab.targets.local import LocalRuntime
+
+TICK = 0.2
+
+
+@dataclass
+class PhaseRun:
+    spec: PhaseSpec
+    start: float
+    end: float = 0.0
+    faults: list[tuple[Fault, Verification]] = field(default_factory=list)
+    snap: Snapshot = field(default_factory=dict)
+
+
+def new_run(scenario: Scenario, out_dir: Path, say: object) -> RunContext:
+    run_id = uuid.uuid4().hex
+    out_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(out_dir / "journal.jsonl", run_id)
+    ctx = RunContext(scenario, run_id, out_dir, journal, say)  # type: ignore[arg-type]
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    return ctx
+
+
+def execute(ctx: RunContext, signals: SignalState) -> Report:
+    scenario = ctx.scenario
+    runtime = LocalRuntime(ctx)
+    stack = ExitStack()
+    try:
+        runtime.preflight()
+        targets = runtime.start(stack)
+        faults = {id(f): FAULT_KINDS[f.kind](f, targets[f.target]) for p in scenario.phases for f in p.faults}
+        for fault in faults.values():
+            fault.preflight()
+        probes = ProbeSet(PROBES, targets)
+        stack.callback(probes.close)
+        for line in probes.attach():
+            ctx.say(line)
+        load = LoadRunner(ctx, targets[scenario.load.target].url)
+        stack.callback(load.stop)
+        live = LiveView(ctx, load)
+        stack.callback(live.close)
+        t0 = load.start()
+        ctx.say(f"load: {scenario.load.rate:g}/s {scenario.load.protocol} to {scenario.load.target}, "
+                f"{scenario.load.concurrency} connections")
+        phases = _run_phases(ctx, t0, targets, faults, probes, live, signals)
+        load.stop()
+        return _analyse(ctx, phases, load.records, [f"{p.layer}: {p.mechanism}" for p in probes.probes])
+    finally:
+        signals.shield()
+        stack.close()
+
+
+def _run_phases(
+    ctx: RunContext, t0: float, targets: dict[str, RunningTarget], faults: dict[int, Fault],
+    probes: ProbeSet, live: LiveView, signals: SignalState,
+) -> list[PhaseRun]:
+    runs: list[PhaseRun] = []
+    offset = 0.0
+    for spec in ctx.scenario.phases:
+        start = t0 + offset
+        _wait_until(start, targets)
+        before = probes.snapshot()
+        run = PhaseRun(spec, time.time())
+        active = [faults[id(f)] for f in spec.faults]
+        with ExitStack() as phase_stack:
+            for fault in active:
+                seq = ctx.journal.intent("fault", kind=fault.kind, target=fault.spec.target, **fault.journal_record())
+                phase_stack.callback(_revert, ctx, fault, seq, signals)
+                with signals.shielding():
+                    fault.apply(lambda seq=seq, **facts: ctx.journal.update(seq, **facts))
+            live.phase(spec.name, start, spec.duration, [f.describe() for f in active])
+            offset += spec.duration
+            _wait_until(t0 + offset, targets, live)
+            run.faults = [(f, f.verify()) for f in active]
+        run.end = time.time()
+        after = probes.snapshot()
+        run.snap = {k: h - before.get(k, type(h)()) for k, h in after.items()}
+        runs.append(run)
+        ctx.say(f"phase {spec.name} done" + "".join(f"; {f.kind} on {f.spec.target}: {v.detail}" for f, v in run.faults))
+    return runs
+
+
+def _revert(ctx: RunContext, fault: Fault, seq: int, signals: SignalState) -> None:
+    with signals.shielding():
+        fault.revert()
+        ctx.journal.undone(seq)
+
+
+def _wait_until(deadline: float, targets: dict[str, RunningTarget], live: LiveView | None = None) -> None:
+    while (left := deadline - time.time()) > 0:
+        for t in targets.values():
+            if not t.alive():
+                raise TargetError(f"target {t.name} exited (code {t.proc.returncode}) during the run",
+                                  "see its log in the run's work directory")
+        if live is not None:
+            live.tick()
+        time.sleep(min(TICK, left))
+
+
+def _analyse(ctx: RunContext, runs: list[PhaseRun], records: list[Request], probe_lines: list[str]) -> Report:
+    by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
+    for req in records:
+        for r in runs:
+            if r.start <= req.due < r.end:
+                by_phase[r.spec.name].append(req)
+                break
+    base = runs[0]
+    client = [attribution.client_row(r.spec.name, by_phase[r.spec.name], r.end - r.start) for r in runs]
+    layers = [row for r in runs for row in attribution.layer_rows(r.spec.name, r.snap, len(by_phase[r.spec.name]))]
+    verdicts = []
+    for r in runs:
+        if not r.spec.faults:
+            continue
+        checks = [attribution.FaultCheck(f.layer, f.spec.target, f.expected_shift(), v.observed, v.detail)
+                  for f, v in r.faults]
+        verdicts.append(attribution.verdict(r.spec.name, by_phase[base.spec.name], base.snap,
+                                            by_phase[r.spec.name], r.snap, checks))
+    phases = [
+        PhaseRecord(r.spec.name, round(r.start, 3), round(r.end, 3), [
+            FaultRecord(f.kind, f.spec.target, f.params(), v.mechanism, v.observed, v.detail) for f, v in r.faults
+        ])
+        for r in runs
+    ]
+    quiet = [r for r in runs if not r.spec.faults]
+    drift = None
+    if len(quiet) >= 2:
+        drift = attribution.drift(by_phase[quiet[0].spec.name], by_phase[quiet[-1].spec.name],
+                                  quiet[0].spec.name, quiet[-1].spec.name)
+    report = Report(ctx.scenario.name, ctx.run_id, "local", runs[0].start, probe_lines, phases, client, layers,
+                    verdicts, [], drift)
+    report.expectations = check_all(ctx.scenario.expect, report)
+    return report

@@ -1,0 +1,12 @@
+"""Per-layer probes, registered by layer; `ProbeSet` attaches those that apply to a run's targets."""
+
+from __future__ import annotations
+
+from chaoslab.probes.base import Probe
+from chaoslab.probes.gofunc import GoFunctionProbe
+from chaoslab.probes.proxy import ProxyProbe
+from chaoslab.probes.set import ProbeSet
+
+PROBES: tuple[type[Probe], ...] = (ProxyProbe, GoFunctionProbe.for_tls(), GoFunctionProbe.for_entropy())
+
+__all__ = ["PROBES", "Probe", "ProbeSet"]

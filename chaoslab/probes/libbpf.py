@@ -1,0 +1,129 @@
+"""A thin ctypes binding to libbpf (Debian `libbpf1`): open, load, attach, read maps.
+
+Only what chaoslab's probes use. Programs are compiled BPF objects from bpf/*.bpf.c.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from chaoslab.errors import PreflightError
+
+_lib: ctypes.CDLL | None = None
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_LOG: list[str] = []
+
+
+@_PRINT_FN
+def _quiet(level: int, fmt: bytes, args: int) -> int:  # pragma: no cover - called from C
+    return 0
+
+
+def lib() -> ctypes.CDLL:
+    global _lib
+    if _lib is None:
+        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+        try:
+            handle = ctypes.CDLL(name, use_errno=True)
+        except OSError as exc:
+            raise PreflightError(f"libbpf is missing ({exc})", "apt-get install libbpf1") from exc
+        vp, cp, ci = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+        sigs: dict[str, tuple[type | None, list[type]]] = {
+            "bpf_object__open_file": (vp, [cp, vp]),
+            "bpf_object__load": (ci, [vp]),
+            "bpf_object__close": (None, [vp]),
+            "bpf_object__find_program_by_name": (vp, [vp, cp]),
+            "bpf_object__next_program": (vp, [vp, vp]),
+            "bpf_object__find_map_fd_by_name": (ci, [vp, cp]),
+            "bpf_program__attach_uprobe": (vp, [vp, ctypes.c_bool, ci, cp, ctypes.c_size_t]),
+            "bpf_program__attach": (vp, [vp]),
+            "bpf_link__destroy": (ci, [vp]),
+            "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
+            "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
+            "bpf_map_get_next_key": (ci, [ci, vp, vp]),
+            "libbpf_set_print": (vp, [_PRINT_FN]),
+        }
+        for fn, (res, args) in sigs.items():
+            f = getattr(handle, fn)
+            f.restype, f.argtypes = res, args
+        handle.libbpf_set_print(_quiet)
+        _lib = handle
+    return _lib
+
+
+def _fail(what: str) -> PreflightError:
+    err = ctypes.get_errno()
+    return PreflightError(f"{what}: {os.strerror(err) if err else 'failed'}")
+
+
+class BpfObject:
+    """One loaded BPF object file and the links attached from it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._obj = lib().bpf_object__open_file(str(path).encode(), None)
+        if not self._obj:
+            raise _fail(f"cannot open BPF object {path}")
+        if lib().bpf_object__load(self._obj) != 0:
+            err = _fail(f"kernel refused BPF object {path.name}")
+            lib().bpf_object__close(self._obj)
+            self._obj = None
+            raise err
+        self._links: list[int] = []
+
+    def _program(self, name: str) -> int:
+        prog = lib().bpf_object__find_program_by_name(self._obj, name.encode())
+        if not prog:
+            raise PreflightError(f"{self.path.name}: no program {name!r}")
+        return int(prog)
+
+    def attach_uprobe(self, program: str, pid: int, binary: Path, offset: int) -> None:
+        link = lib().bpf_program__attach_uprobe(self._program(program), False, pid, str(binary).encode(), offset)
+        if not link:
+            raise _fail(f"cannot attach uprobe {program} at {binary}+{offset:#x} for pid {pid}")
+        self._links.append(int(link))
+
+    def attach_all(self) -> None:
+        """Attach every program by its SEC() name (tracepoints)."""
+        prog = lib().bpf_object__next_program(self._obj, None)
+        while prog:
+            link = lib().bpf_program__attach(prog)
+            if not link:
+                raise _fail(f"{self.path.name}: cannot attach a program")
+            self._links.append(int(link))
+            prog = lib().bpf_object__next_program(self._obj, prog)
+
+    def map_fd(self, name: str) -> int:
+        fd = int(lib().bpf_object__find_map_fd_by_name(self._obj, name.encode()))
+        if fd < 0:
+            raise PreflightError(f"{self.path.name}: no map {name!r}")
+        return fd
+
+    def update_u32(self, map_name: str, key: int, value: int) -> None:
+        k, v = ctypes.c_uint32(key), ctypes.c_uint32(value)
+        if lib().bpf_map_update_elem(self.map_fd(map_name), ctypes.byref(k), ctypes.byref(v), 0) != 0:
+            raise _fail(f"{self.path.name}: cannot update map {map_name}")
+
+    def items_u32x2_u64(self, map_name: str) -> Iterator[tuple[int, int, int]]:
+        """Entries of a map keyed by two u32 with a u64 value."""
+        fd = self.map_fd(map_name)
+        key_t = ctypes.c_uint32 * 2
+        prev, key, val = key_t(), key_t(), ctypes.c_uint64()
+        first = True
+        while lib().bpf_map_get_next_key(fd, None if first else ctypes.byref(prev), ctypes.byref(key)) == 0:
+            first = False
+            if lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0:
+                yield key[0], key[1], val.value
+            ctypes.memmove(prev, key, ctypes.sizeof(key))
+
+    def close(self) -> None:
+        for link in self._links:
+            lib().bpf_link__destroy(link)
+        self._links.clear()
+        if self._obj:
+            lib().bpf_object__close(self._obj)
+            self._obj = None

@@ -1,0 +1,50 @@
+"""Attach every applicable probe to a run's targets; snapshot them all at phase boundaries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from chaoslab import build
+from chaoslab.hist import Histogram
+from chaoslab.layers import Layer
+from chaoslab.probes.base import Probe
+from chaoslab.probes.libbpf import BpfObject
+from chaoslab.targets.base import RunningTarget
+
+Snapshot = dict[tuple[Layer, str], Histogram]
+
+
+class ProbeSet:
+    def __init__(self, probe_types: Iterable[type[Probe]], targets: dict[str, RunningTarget]) -> None:
+        self.probes: list[Probe] = []
+        self._plan = [
+            (cls, [t for t in targets.values() if cls.applies_to(t)]) for cls in probe_types
+        ]
+
+    def attach(self) -> list[str]:
+        """Attach everything; returns one line per probe for the run log."""
+        lines = []
+        for cls, targets in self._plan:
+            if not targets:
+                continue
+            probe = cls()
+            self.probes.append(probe)
+            probe.obj = BpfObject(build.bpf_object(cls.program))
+            for i, t in enumerate(targets):
+                probe.obj.update_u32("targets", t.pid, i)
+                probe.index[i] = t.name
+            probe.attach(probe.obj, targets)
+            lines.append(f"probe {cls.layer}: {', '.join(t.name for t in targets)} ({cls.mechanism})")
+        return lines
+
+    def snapshot(self) -> Snapshot:
+        out: Snapshot = {}
+        for probe in self.probes:
+            for target, hist in probe.snapshot().items():
+                out[(probe.layer, target)] = hist
+        return out
+
+    def close(self) -> None:
+        for probe in self.probes:
+            probe.close()
+        self.probes.clear()

@@ -1,0 +1,88 @@
+"""`chaoslab recover`: undo what killed runs left, from their write-ahead journals.
+
+Safe to run twice: every undo checks the state first (a namespace that is gone, a PID
+that now belongs to another process, an instruction already restored are skipped).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from chaoslab import proc
+from chaoslab.faults import FAULT_KINDS
+from chaoslab.journal import Entry, indexed_runs, pending
+from chaoslab.targets import netns
+from chaoslab.targets.cgroup import Cgroup
+
+
+def _undo_process(e: Entry) -> list[str]:
+    pid, start = e.data.get("pid"), e.data.get("start_time")
+    if isinstance(pid, int) and proc.kill_if_same(pid, start if isinstance(start, int) else None):
+        return [f"stopped {e.data.get('target', 'process')} pid {pid}"]
+    return []
+
+
+def _undo_cgroup(e: Entry) -> list[str]:
+    dirs = tuple(Path(str(d)) for d in e.data.get("dirs", []) or [])  # type: ignore[union-attr]
+    existing = tuple(d for d in dirs if d.exists())
+    if not existing:
+        return []
+    Cgroup(str(e.data.get("name")), existing).remove()
+    return [f"removed cgroup {e.data.get('name')}"]
+
+
+def _undo_netns(e: Entry) -> list[str]:
+    name = str(e.data.get("name"))
+    return [f"deleted network namespace {name}"] if netns.delete(name) else []
+
+
+def _undo_fault(e: Entry) -> list[str]:
+    kind = str(e.data.get("kind"))
+    cls = FAULT_KINDS.get(kind)
+    return cls.recover(e.data) if cls else [f"unknown fault kind {kind!r} in journal: left as is"]
+
+
+UNDO: dict[str, Callable[[Entry], list[str]]] = {
+    "process": _undo_process, "cgroup": _undo_cgroup, "netns": _undo_netns, "fault": _undo_fault,
+}
+
+
+def recover_journal(path: Path) -> list[str]:
+    done: list[str] = []
+    entries = pending(path)
+    # Faults first (they act on live targets), then processes, cgroups, namespaces.
+    order = {"fault": 0, "process": 1, "cgroup": 2, "netns": 3}
+    for e in sorted(entries, key=lambda e: (order.get(e.kind, 9), -e.seq)):
+        done += UNDO.get(e.kind, lambda _e: [])(e)
+    return done
+
+
+def recover_all(journals: list[Path] | None = None, force: bool = False) -> list[str]:
+    """Recover the given journals, or every indexed run whose chaoslab process is gone."""
+    done: list[str] = []
+    if journals:
+        for j in journals:
+            done += recover_journal(j)
+        return done
+    for index, info in indexed_runs():
+        pid = info.get("pid")
+        if not force and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+            done.append(f"run {info.get('run_id')} is still running (pid {pid}): left alone, use --force")
+            continue
+        journal = Path(str(info.get("journal")))
+        if journal.exists():
+            done += recover_journal(journal)
+        index.unlink(missing_ok=True)
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

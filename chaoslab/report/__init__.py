@@ -1,0 +1,1 @@
+"""The report: a model first (model.py), rendered second (render.py)."""

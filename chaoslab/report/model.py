@@ -1,0 +1,125 @@
+"""The report as data: built by the analysis, rendered to the terminal, saved as JSON.
+
+Schema `chaoslab.report/1` (documented in reports/README.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from chaoslab.scenario.model import Status
+
+SCHEMA = "chaoslab.report/1"
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    kind: str
+    target: str
+    params: dict[str, object]
+    mechanism: str
+    observed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class PhaseRecord:
+    name: str
+    start: float  # epoch seconds
+    end: float
+    faults: list[FaultRecord]
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    phase: str
+    target: str
+    layer: str
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    per_request_ms: float  # layer time in the phase / client requests in the phase
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    phase: str
+    requests: int
+    errors: int
+    rate: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    late: int  # requests sent more than 10 ms after their due time
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Contribution:
+    layer: str
+    target: str
+    added_ms: float  # per client request
+    added_p50_ms: float  # shift of the layer's own median
+    added_p99_ms: float
+    explained: float  # added_ms / client added mean
+
+
+@dataclass(frozen=True)
+class Verdict:
+    phase: str
+    status: Status
+    layer: str | None
+    target: str | None
+    added_ms: float  # the named layer's added time per client request
+    explained: float  # 0..1
+    client_added_p50_ms: float
+    client_added_mean_ms: float
+    unexplained_ms: float
+    p_value: float
+    reason: str
+    contributions: list[Contribution]
+
+    def sentence(self) -> str:
+        head = f"phase {self.phase}: client p50 {self.client_added_p50_ms:+.1f} ms"
+        if self.status is Status.ABSORBED:
+            return (f"{head}, absorbed by {self.layer} at {self.target}, "
+                    f"{self.explained:.0%} explained ({self.added_ms:+.1f} ms per request)")
+        if self.status is Status.NO_CHANGE:
+            return f"{head}, no significant change ({self.reason})"
+        return f"{head}, {self.status.upper()}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ExpectationResult:
+    expectation: str
+    path: str
+    held: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    scenario: str
+    run_id: str
+    runtime: str
+    started: float
+    probes: list[str]
+    phases: list[PhaseRecord]
+    client: list[ClientRow]
+    layers: list[LayerRow]
+    verdicts: list[Verdict]
+    expectations: list[ExpectationResult]
+    baseline_drift: str | None = None
+    schema: str = SCHEMA
+
+    @property
+    def passed(self) -> bool:
+        return all(e.held for e in self.expectations) and not any(v.status is Status.INVALID for v in self.verdicts)
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data

@@ -1,0 +1,74 @@
+"""Render a Report to the terminal (rich) and save it as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from chaoslab.report.model import Report
+from chaoslab.scenario.model import Status
+
+STYLE = {Status.ABSORBED: "green", Status.NO_CHANGE: "cyan", Status.INCONCLUSIVE: "yellow", Status.INVALID: "red"}
+
+
+def save_json(report: Report, path: Path) -> None:
+    path.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+
+
+def client_table(report: Report) -> Table:
+    t = Table(title="client (from due time)", title_justify="left")
+    for col in ("phase", "requests", "errors", "rate/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "late"):
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    for c in report.client:
+        t.add_row(c.phase, str(c.requests), str(c.errors), f"{c.rate:.1f}", f"{c.p50_ms:.1f}", f"{c.p90_ms:.1f}",
+                  f"{c.p99_ms:.1f}", f"{c.max_ms:.1f}", str(c.late))
+    return t
+
+
+def layer_table(report: Report) -> Table:
+    t = Table(title="layers (per-request share = layer time / client requests)", title_justify="left")
+    for col in ("phase", "target", "layer", "count", "p50 ms", "p99 ms", "mean ms", "per-request ms"):
+        t.add_column(col, justify="left" if col in ("phase", "target", "layer") else "right")
+    for r in report.layers:
+        t.add_row(r.phase, r.target, r.layer, str(r.count), f"{r.p50_ms:.3f}", f"{r.p99_ms:.3f}",
+                  f"{r.mean_ms:.3f}", f"{r.per_request_ms:.3f}")
+    return t
+
+
+def added_table(report: Report) -> Table:
+    t = Table(title="added against baseline, per fault phase", title_justify="left")
+    for col in ("phase", "target", "layer", "added/request ms", "added p50 ms", "added p99 ms", "explained"):
+        t.add_column(col, justify="left" if col in ("phase", "target", "layer") else "right")
+    for v in report.verdicts:
+        for c in v.contributions:
+            t.add_row(v.phase, c.target, c.layer, f"{c.added_ms:+.2f}", f"{c.added_p50_ms:+.3f}",
+                      f"{c.added_p99_ms:+.3f}", f"{c.explained:.0%}")
+    return t
+
+
+def verdict_lines(report: Report) -> RenderableType:
+    lines: list[RenderableType] = []
+    for v in report.verdicts:
+        lines.append(Text(v.sentence(), style=STYLE[v.status]))
+    if not report.verdicts:
+        lines.append(Text("no fault phases: nothing to attribute"))
+    if report.baseline_drift:
+        lines.append(Text(f"warning: {report.baseline_drift}", style="yellow"))
+    for e in report.expectations:
+        mark = "[green]held[/]" if e.held else "[red]FAILED[/]"
+        lines.append(Text.from_markup(f"expect {e.expectation}: {mark} ({e.detail})"))
+    return Group(*lines)
+
+
+def print_report(report: Report, console: Console, out_dir: Path | None) -> None:
+    console.print(client_table(report))
+    console.print(layer_table(report))
+    if report.verdicts:
+        console.print(added_table(report))
+    console.print(verdict_lines(report))
+    if out_dir is not None:
+        console.print(f"report: {out_dir / 'report.json'}")

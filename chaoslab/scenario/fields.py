@@ -1,0 +1,186 @@
+"""Path-tracking readers for validating YAML: every problem is collected, none raised early.
+
+A `Fields` wraps one YAML mapping at a known path (`phases[1].faults[0]`). Reading a key
+removes it; `finish()` reports whatever keys were left as unknown, with the closest known key
+as a hint. Errors accumulate in a shared `Problems` list so a user sees all of them at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from chaoslab.units import parse_duration, parse_rate
+
+T = TypeVar("T")
+
+# Identifiers used as names of targets, phases and requests; they end up in file names,
+# network namespace names and reports, so keep them to a safe alphabet.
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,23}$")
+NAME_HINT = "use 1-24 lowercase letters, digits, '-' or '_', starting with a letter"
+# Characters never allowed in any string field (they would be shell metacharacters if a
+# value ever reached a shell; chaoslab uses argv lists, but a scenario should not carry them).
+SHELL_META = re.compile(r"[;&|`$<>\\\n\r\"']")
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    hint: str = ""
+
+    def render(self) -> str:
+        text = f"{self.path}: {self.message}"
+        return f"{text}\n    hint: {self.hint}" if self.hint else text
+
+
+@dataclass
+class Problems:
+    items: list[Problem] = field(default_factory=list)
+
+    def add(self, path: str, message: str, hint: str = "") -> None:
+        self.items.append(Problem(path, message, hint))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self.items)
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+class Fields:
+    """Reads typed values out of one mapping, recording problems under their YAML path."""
+
+    def __init__(self, raw: object, path: str, problems: Problems) -> None:
+        self.path = path
+        self.problems = problems
+        self.known: list[str] = []
+        if isinstance(raw, dict):
+            self.raw: dict[str, object] = {str(k): v for k, v in raw.items()}
+            self.ok = True
+        else:
+            self.raw = {}
+            self.ok = False
+            problems.add(path or "<root>", f"expected a mapping, got {_kind(raw)}")
+
+    def at(self, key: str) -> str:
+        return join(self.path, key)
+
+    def has(self, key: str) -> bool:
+        return key in self.raw
+
+    def _take(self, key: str, required: bool) -> object | None:
+        self.known.append(key)
+        if key not in self.raw:
+            if required and self.ok:
+                self.problems.add(self.at(key), "is required")
+            return None
+        return self.raw.pop(key)
+
+    def get(self, key: str, conv: Callable[[object], T], default: T, *, required: bool = False) -> T:
+        value = self._take(key, required)
+        if value is None:
+            return default
+        try:
+            return conv(value)
+        except ValueError as exc:
+            self.problems.add(self.at(key), str(exc))
+            return default
+
+    def string(self, key: str, default: str = "", *, required: bool = False) -> str:
+        return self.get(key, _string, default, required=required)
+
+    def name(self, key: str, default: str = "", *, required: bool = False) -> str:
+        return self.get(key, _name, default, required=required)
+
+    def duration(self, key: str, default: float = 0.0, *, required: bool = False, positive: bool = True) -> float:
+        def conv(v: object) -> float:
+            seconds = parse_duration(v)
+            if positive and seconds <= 0:
+                raise ValueError(f"must be greater than zero, got {v!r}")
+            if seconds < 0:
+                raise ValueError(f"must not be negative, got {v!r}")
+            return seconds
+
+        return self.get(key, conv, default, required=required)
+
+    def rate(self, key: str, default: float = 0.0, *, required: bool = False) -> float:
+        def conv(v: object) -> float:
+            per_second = parse_rate(v)
+            if per_second <= 0:
+                raise ValueError(f"must be greater than zero, got {v!r}")
+            return per_second
+
+        return self.get(key, conv, default, required=required)
+
+    def integer(self, key: str, default: int, *, low: int, high: int, required: bool = False) -> int:
+        def conv(v: object) -> int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"expected an integer, got {_kind(v)}")
+            if not low <= v <= high:
+                raise ValueError(f"must be between {low} and {high}, got {v}")
+            return v
+
+        return self.get(key, conv, default, required=required)
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str, *, required: bool = False) -> str:
+        def conv(v: object) -> str:
+            s = _string(v)
+            if s not in choices:
+                raise ValueError(f"must be one of {', '.join(choices)}, got {s!r}")
+            return s
+
+        return self.get(key, conv, default, required=required)
+
+    def mapping(self, key: str, *, required: bool = False) -> dict[str, object]:
+        value = self._take(key, required)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problems.add(self.at(key), f"expected a mapping, got {_kind(value)}")
+            return {}
+        return {str(k): v for k, v in value.items()}
+
+    def sequence(self, key: str, *, required: bool = False) -> list[object]:
+        value = self._take(key, required)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problems.add(self.at(key), f"expected a list, got {_kind(value)}")
+            return []
+        return value
+
+    def finish(self) -> None:
+        for key in self.raw:
+            close = difflib.get_close_matches(key, self.known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys here: {', '.join(sorted(self.known))}"
+            self.problems.add(self.at(key), "unknown key", hint)
+        self.raw.clear()
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_kind(value)}")
+    if SHELL_META.search(value):
+        raise ValueError(f"{value!r} contains a character that is not allowed (; & | ` $ < > \\ quotes newline)")
+    return value
+
+
+def _name(value: object) -> str:
+    s = _string(value)
+    if not NAME_RE.match(s):
+        raise ValueError(f"{s!r} is not a valid name: {NAME_HINT}")
+    return s

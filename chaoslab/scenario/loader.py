@@ -1,0 +1,233 @@
+"""YAML text to a validated `Scenario`, reporting every problem with its YAML path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from chaoslab.errors import ChaoslabError, ExitCode
+from chaoslab.layers import Layer
+from chaoslab.scenario.fields import Fields, Problems, join
+from chaoslab.scenario.model import (
+    Expectation,
+    FaultSpec,
+    LoadSpec,
+    PhaseSpec,
+    RequestSpec,
+    Scenario,
+    Status,
+    TargetSpec,
+)
+
+RUNTIMES = ("local",)
+PROTOCOLS = ("https",)
+MAX_PHASE = 3600.0
+MAX_RATE = 20_000.0
+
+
+class ScenarioError(ChaoslabError):
+    exit_code = ExitCode.BAD_INPUT
+
+    def __init__(self, source: str, problems: Problems) -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        lines = [f"{source}: {n} problem{'s' if n != 1 else ''}, nothing was started"]
+        lines += ["  " + p.render() for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        problems = Problems()
+        problems.add("<file>", f"cannot read {path}: {exc.strerror}", "check the path")
+        raise ScenarioError(str(path), problems) from exc
+    return parse_scenario(text, source=path)
+
+
+def parse_scenario(text: str, source: Path | None = None) -> Scenario:
+    label = str(source) if source else "<scenario>"
+    problems = Problems()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
+        problems.add(where, f"not valid YAML: {getattr(exc, 'problem', exc)}", "check indentation and quoting")
+        raise ScenarioError(label, problems) from exc
+    scenario = _Reader(problems).scenario(raw, source)
+    if problems or scenario is None:
+        raise ScenarioError(label, problems)
+    return scenario
+
+
+class _Reader:
+    def __init__(self, problems: Problems) -> None:
+        self.problems = problems
+
+    def scenario(self, raw: object, source: Path | None) -> Scenario | None:
+        top = Fields(raw, "", self.problems)
+        name = top.name("name", required=True)
+        description = top.string("description")
+        runtime = top.choice("runtime", RUNTIMES, "local")
+        targets = self.targets(top)
+        load = self.load(top, targets)
+        phases = self.phases(top, targets)
+        expect = self.expectations(top, phases, targets)
+        top.finish()
+        if load is None or not top.ok:
+            return None
+        return Scenario(name, description, runtime, targets, load, phases, expect, source)
+
+    def targets(self, top: Fields) -> dict[str, TargetSpec]:
+        from chaoslab.targets.services import SERVICES
+
+        out: dict[str, TargetSpec] = {}
+        raw = top.mapping("targets", required=True)
+        for name, value in raw.items():
+            f = Fields(value, join("targets", name), self.problems)
+            valid_name = Fields({"name": name}, "targets", self.problems).name("name")
+            service = f.choice("service", tuple(SERVICES), "", required=True)
+            if service:
+                spec = SERVICES[service].parse(f, name)
+                if valid_name:
+                    out[name] = spec
+            f.finish()
+        for spec in out.values():
+            if spec.upstream is not None:
+                path = join(join("targets", spec.name), "upstream")
+                if spec.upstream == spec.name:
+                    self.problems.add(path, "a target cannot be its own upstream")
+                elif spec.upstream not in out:
+                    self.problems.add(path, f"unknown target {spec.upstream!r}", _known(out))
+        if raw and not out and not self.problems:
+            self.problems.add("targets", "no valid target")
+        return out
+
+    def load(self, top: Fields, targets: dict[str, TargetSpec]) -> LoadSpec | None:
+        f = Fields(top.mapping("load", required=True), "load", self.problems)
+        protocol = f.choice("protocol", PROTOCOLS, "https")
+        target = f.name("target", required=True)
+        if target and target not in targets:
+            self.problems.add(f.at("target"), f"unknown target {target!r}", _known(targets))
+        rate = f.rate("rate", required=True)
+        if rate > MAX_RATE:
+            self.problems.add(f.at("rate"), f"at most {MAX_RATE:g}/s is allowed, got {rate:g}/s")
+        concurrency = f.integer("concurrency", 64, low=1, high=2000)
+        requests: list[RequestSpec] = []
+        if f.has("path") and f.has("requests"):
+            self.problems.add(f.at("path"), "give either 'path' or 'requests', not both")
+        path = f.string("path")
+        if path:
+            requests.append(RequestSpec(name="default", path=_check_path(path, f.at("path"), self.problems)))
+        for i, item in enumerate(f.sequence("requests")):
+            rf = Fields(item, join(f.at("requests"), i), self.problems)
+            requests.append(
+                RequestSpec(
+                    name=rf.name("name", required=True),
+                    path=_check_path(rf.string("path", required=True), rf.at("path"), self.problems),
+                    weight=rf.integer("weight", 1, low=1, high=1000),
+                )
+            )
+            rf.finish()
+        if not requests and f.ok:
+            self.problems.add(f.at("path"), "is required", "give 'path: /work' or a 'requests:' list")
+        names = [r.name for r in requests]
+        if len(set(names)) != len(names):
+            self.problems.add(f.at("requests"), "request names must be unique")
+        f.finish()
+        if not f.ok:
+            return None
+        return LoadSpec(protocol, target, rate, concurrency, tuple(requests))
+
+    def phases(self, top: Fields, targets: dict[str, TargetSpec]) -> tuple[PhaseSpec, ...]:
+        from chaoslab.faults import FAULT_KINDS
+
+        out: list[PhaseSpec] = []
+        items = top.sequence("phases", required=True)
+        for i, item in enumerate(items):
+            f = Fields(item, join("phases", i), self.problems)
+            name = f.name("name", required=True)
+            duration = f.duration("duration", required=True)
+            if duration > MAX_PHASE:
+                self.problems.add(f.at("duration"), f"at most {MAX_PHASE:g}s per phase, got {duration:g}s")
+            faults: list[FaultSpec] = []
+            for j, raw_fault in enumerate(f.sequence("faults")):
+                ff = Fields(raw_fault, join(f.at("faults"), j), self.problems)
+                kind = ff.choice("kind", tuple(FAULT_KINDS), "", required=True)
+                target = ff.name("target", required=True)
+                if target and target not in targets:
+                    self.problems.add(ff.at("target"), f"unknown target {target!r}", _known(targets))
+                if kind:
+                    faults.append(FAULT_KINDS[kind].parse(ff, kind, target))
+                ff.finish()
+            f.finish()
+            out.append(PhaseSpec(name, duration, tuple(faults)))
+        names = [p.name for p in out if p.name]
+        for dup in {n for n in names if names.count(n) > 1}:
+            self.problems.add("phases", f"phase name {dup!r} is used more than once", "phase names must be unique")
+        if out and out[0].faults:
+            self.problems.add(
+                "phases[0].faults", "the first phase is the baseline and must have no faults",
+                "add a phase without faults before the first fault phase",
+            )
+        return tuple(out)
+
+    def expectations(
+        self, top: Fields, phases: tuple[PhaseSpec, ...], targets: dict[str, TargetSpec]
+    ) -> tuple[Expectation, ...]:
+        out: list[Expectation] = []
+        phase_names = [p.name for p in phases]
+        layers = tuple(layer.value for layer in Layer)
+        for i, item in enumerate(top.sequence("expect")):
+            path = join("expect", i)
+            f = Fields(item, path, self.problems)
+            phase = f.name("phase", required=True)
+            if phase and phase not in phase_names:
+                self.problems.add(f.at("phase"), f"unknown phase {phase!r}", f"phases are: {', '.join(phase_names)}")
+            absorbed = f.choice("absorbed_by", layers, "") or None
+            target = f.name("target") or None
+            if target and target not in targets:
+                self.problems.add(f.at("target"), f"unknown target {target!r}", _known(targets))
+            status_text = f.choice("status", tuple(s.value for s in Status), "")
+            e = Expectation(
+                phase=phase,
+                path=path,
+                absorbed_by=absorbed,
+                target=target,
+                status=Status(status_text) if status_text else None,
+                client_p50_below=f.duration("client_p50_below") or None,
+                client_p99_below=f.duration("client_p99_below") or None,
+                error_rate_below=f.get("error_rate_below", _fraction, -1.0) if f.has("error_rate_below") else None,
+            )
+            f.finish()
+            if target and not absorbed:
+                self.problems.add(f.at("target"), "'target' qualifies 'absorbed_by'", "add 'absorbed_by: LAYER'")
+            checks = (e.absorbed_by, e.status, e.client_p50_below, e.client_p99_below, e.error_rate_below)
+            if f.ok and all(c is None for c in checks):
+                self.problems.add(
+                    path, "expects nothing",
+                    "add one of absorbed_by, status, client_p50_below, client_p99_below, error_rate_below",
+                )
+            out.append(e)
+        return tuple(out)
+
+
+def _known(targets: dict[str, TargetSpec]) -> str:
+    return f"targets are: {', '.join(targets)}" if targets else "define it under 'targets:'"
+
+
+def _check_path(path: str, where: str, problems: Problems) -> str:
+    if path and not path.startswith("/"):
+        problems.add(where, f"{path!r} must start with '/'", "e.g. '/work'")
+    return path
+
+
+def _fraction(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a fraction between 0 and 1, e.g. 0.01")
+    if not 0 <= float(value) <= 1:
+        raise ValueError(f"must be between 0 and 1, got {value}")
+    return float(value)

@@ -1,0 +1,44 @@
+"""A target as it runs: the process, where it can be reached, its namespace and cgroup."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaoslab.scenario.model import TargetSpec
+from chaoslab.targets.cgroup import Cgroup
+from chaoslab.targets.services import Service
+
+
+@dataclass
+class RunningTarget:
+    spec: TargetSpec
+    service: type[Service]
+    proc: subprocess.Popen[bytes]
+    ip: str  # where the host reaches it
+    netns: str
+    cgroup: Cgroup
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.ip}:{self.port}"
+
+    @property
+    def exe(self) -> Path:
+        return Path(f"/proc/{self.pid}/exe").resolve()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None

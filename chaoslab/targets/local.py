@@ -1,0 +1,103 @@
+"""The local runtime: each target is a process in its own network namespace and cgroup.
+
+Everything created is journaled before it is created and torn down through the run's
+ExitStack, in reverse order, on every exit path.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+
+from chaoslab import proc
+from chaoslab.context import RunContext
+from chaoslab.errors import PreflightError, TargetError
+from chaoslab.scenario.model import TargetSpec
+from chaoslab.targets import certs, netns
+from chaoslab.targets.base import RunningTarget
+from chaoslab.targets.cgroup import Cgroup
+from chaoslab.targets.health import wait_healthy
+from chaoslab.targets.services import SERVICES, Launch
+
+START_TIMEOUT = 30.0
+
+
+def start_order(targets: dict[str, TargetSpec]) -> list[TargetSpec]:
+    """Upstreams before the targets in front of them."""
+    done: list[TargetSpec] = []
+    pending = dict(targets)
+    while pending:
+        ready = [t for t in pending.values() if t.upstream is None or t.upstream in {d.name for d in done}]
+        if not ready:
+            raise TargetError(f"targets form a cycle of upstreams: {', '.join(pending)}")
+        for t in ready:
+            done.append(pending.pop(t.name))
+    return done
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise PreflightError("the local runtime needs root (namespaces, cgroups, BPF)", "run chaoslab with sudo")
+        netns.preflight()
+        Cgroup.paths_for("probe")  # detects the cgroup layout or raises
+
+    def start(self, stack: ExitStack) -> dict[str, RunningTarget]:
+        ctx, journal = self.ctx, self.ctx.journal
+        specs = start_order(dict(ctx.scenario.targets))
+        net = netns.free_subnet_index()
+        names = {t.name: f"chaoslab-{ctx.short_id}-{t.name}" for t in specs}
+        host_ips: dict[str, str] = {}
+        for i, t in enumerate(specs):
+            ns = names[t.name]
+            seq = journal.intent("netns", name=ns)
+            stack.callback(self._delete_ns, ns, seq)
+            netns.create(ns)
+            host_ips[t.name] = netns.host_link(ns, f"clh{ctx.short_id}{i}", net, i).local_ip
+        upstream_addr: dict[str, str] = {}
+        for k, t in enumerate(t for t in specs if t.upstream):
+            assert t.upstream is not None
+            _, b = netns.peer_link(names[t.name], names[t.upstream], f"clp{ctx.short_id}{k}", net, k)
+            upstream_addr[t.name] = b.local_ip
+        tls = certs.make(ctx.work_dir / "certs", [*host_ips.values(), *upstream_addr.values()])
+
+        running: dict[str, RunningTarget] = {}
+        for t in specs:
+            service = SERVICES[t.service]
+            upstream = None
+            if t.upstream:
+                upstream = (upstream_addr[t.name], SERVICES[ctx.scenario.targets[t.upstream].service].port)
+            argv = service.argv(Launch(t, ctx.work_dir, tls, upstream))
+            cg_name = names[t.name]
+            cg_seq = journal.intent("cgroup", name=cg_name, dirs=[str(d) for d in Cgroup.paths_for(cg_name)])
+            cgroup = Cgroup.create(cg_name)
+            stack.callback(self._remove_cgroup, cgroup, cg_seq)
+            seq = journal.intent("process", target=t.name, argv=argv)
+            p = proc.start(netns.enter_argv(names[t.name]) + argv, ctx.work_dir / f"{t.name}.log")
+            journal.update(seq, pid=p.pid, start_time=proc.start_time(p.pid))
+            cgroup.add(p.pid)
+            rt = RunningTarget(t, service, p, host_ips[t.name], names[t.name], cgroup)
+            stack.callback(self._stop, rt, seq)
+            took = wait_healthy(f"{rt.url}/healthz", tls.ca, START_TIMEOUT, rt.alive)
+            ctx.say(f"target {t.name}: {t.service} pid {p.pid} at {rt.url} (healthy in {took:.1f}s)")
+            running[t.name] = rt
+        return running
+
+    def _stop(self, rt: RunningTarget, seq: int) -> None:
+        code = proc.stop(rt.proc)
+        if code not in (0, -15, None):
+            self.ctx.say(f"target {rt.name} exited with code {code}")
+        self.ctx.journal.undone(seq)
+
+    def _remove_cgroup(self, cgroup: Cgroup, seq: int) -> None:
+        cgroup.remove()
+        self.ctx.journal.undone(seq)
+
+    def _delete_ns(self, ns: str, seq: int) -> None:
+        netns.delete(ns)
+        self.ctx.journal.undone(seq)

@@ -1,0 +1,97 @@
+"""Network namespaces and veth links for the local runtime (iproute2).
+
+Topology, with no bridge and no host forwarding (so host firewalls, Docker's FORWARD
+policy and br_netfilter never see the run's traffic):
+- each target's namespace has a veth `eth0` to the host (host side `clh<run><i>`),
+  a /30 from 10.231.<net>.0/24; the host reaches the target there;
+- each upstream relation gets its own veth pair between the two namespaces, a /30
+  from 10.232.<net>.0/24.
+Deleting a namespace deletes the veth ends inside it and with them their peers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaoslab.errors import PreflightError
+from chaoslab.proc import run
+
+NETNS_DIR = Path("/run/netns")
+HOST_NET = "10.231"
+PEER_NET = "10.232"
+
+
+def preflight() -> None:
+    if shutil.which("ip") is None or shutil.which("nsenter") is None:
+        raise PreflightError("iproute2 and util-linux (ip, nsenter) are needed", "apt-get install iproute2 util-linux")
+
+
+def free_subnet_index() -> int:
+    """An index N such that neither 10.231.N.0/24 nor 10.232.N.0/24 is in use here."""
+    used = run(["ip", "-o", "-4", "addr", "show"]).stdout
+    for n in range(1, 255):
+        if f" {HOST_NET}.{n}." not in used and f" {PEER_NET}.{n}." not in used:
+            return n
+    raise PreflightError("no free 10.231.N.0/24 subnet left", "run `chaoslab recover` to remove stale runs")
+
+
+@dataclass(frozen=True)
+class Link:
+    local_if: str
+    local_ip: str
+    peer_ip: str
+
+
+def pair_ips(prefix: str, net: int, index: int) -> tuple[str, str]:
+    base = ipaddress.IPv4Address(f"{prefix}.{net}.0") + 4 * index
+    return str(base + 1), str(base + 2)
+
+
+def create(ns: str) -> None:
+    run(["ip", "netns", "add", ns])
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+
+def delete(ns: str) -> bool:
+    if not (NETNS_DIR / ns).exists():
+        return False
+    run(["ip", "netns", "del", ns], check=False)
+    return True
+
+
+def exists(ns: str) -> bool:
+    return (NETNS_DIR / ns).exists()
+
+
+def host_link(ns: str, host_if: str, net: int, index: int) -> Link:
+    """veth host<->ns; returns the namespace side's address (local_ip) and the host's (peer_ip)."""
+    host_ip, ns_ip = pair_ips(HOST_NET, net, index)
+    tmp = f"{host_if}n"
+    run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", tmp])
+    run(["ip", "link", "set", tmp, "netns", ns])
+    run(["ip", "-n", ns, "link", "set", tmp, "name", "eth0"])
+    run(["ip", "addr", "add", f"{host_ip}/30", "dev", host_if])
+    run(["ip", "-n", ns, "addr", "add", f"{ns_ip}/30", "dev", "eth0"])
+    run(["ip", "link", "set", host_if, "up"])
+    run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+    return Link("eth0", ns_ip, host_ip)
+
+
+def peer_link(ns_a: str, ns_b: str, name: str, net: int, index: int) -> tuple[Link, Link]:
+    """veth between two namespaces; returns (side in a, side in b)."""
+    ip_a, ip_b = pair_ips(PEER_NET, net, index)
+    a_if, b_if = f"{name}a", f"{name}b"
+    run(["ip", "link", "add", a_if, "netns", ns_a, "type", "veth", "peer", "name", b_if, "netns", ns_b])
+    run(["ip", "-n", ns_a, "addr", "add", f"{ip_a}/30", "dev", a_if])
+    run(["ip", "-n", ns_b, "addr", "add", f"{ip_b}/30", "dev", b_if])
+    run(["ip", "-n", ns_a, "link", "set", a_if, "up"])
+    run(["ip", "-n", ns_b, "link", "set", b_if, "up"])
+    return Link(a_if, ip_a, ip_b), Link(b_if, ip_b, ip_a)
+
+
+def enter_argv(ns: str) -> list[str]:
+    """Prefix that runs a command inside the namespace (same mount namespace, unlike `ip netns exec`)."""
+    return ["nsenter", f"--net={NETNS_DIR / ns}", "--"]

@@ -1,0 +1,85 @@
+"""Service kinds a target can be, registered under their YAML `service:` name.
+
+A service knows its scenario options and how to launch it (command line and config
+files); where it runs (namespace and cgroup, or container) is the runtime's business.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from chaoslab import build
+from chaoslab.scenario.fields import Fields
+from chaoslab.scenario.model import TargetSpec
+from chaoslab.targets import envoy_config
+from chaoslab.targets.certs import Certs
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a runtime tells a service about where it runs."""
+
+    spec: TargetSpec
+    workdir: Path
+    certs: Certs
+    upstream: tuple[str, int] | None  # address and port of the upstream target, as seen from here
+
+
+class Service:
+    name: ClassVar[str]
+    port: ClassVar[int]
+    # Whether the service is a Go binary (Go probes and Go faults apply to it).
+    is_go: ClassVar[bool] = False
+    # Whether the service is a proxy (the proxy layer is measured on it).
+    is_proxy: ClassVar[bool] = False
+
+    @classmethod
+    def parse(cls, fields: Fields, name: str) -> TargetSpec:
+        return TargetSpec(name=name, service=cls.name)
+
+    @classmethod
+    def argv(cls, launch: Launch) -> list[str]:
+        raise NotImplementedError
+
+
+class GoApi(Service):
+    """The demo Go HTTPS service in docker/go-api."""
+
+    name = "go-api"
+    port = 8443
+    is_go = True
+
+    @classmethod
+    def argv(cls, launch: Launch) -> list[str]:
+        return [str(build.go_service("go-api")), "-addr", f"0.0.0.0:{cls.port}",
+                "-cert", str(launch.certs.cert), "-key", str(launch.certs.key)]
+
+
+class Envoy(Service):
+    """Envoy in front of one upstream target, TLS on both sides."""
+
+    name = "envoy"
+    port = envoy_config.LISTEN_PORT
+    is_proxy = True
+
+    @classmethod
+    def parse(cls, fields: Fields, name: str) -> TargetSpec:
+        upstream = fields.name("upstream", required=True)
+        per_conn = fields.integer("requests_per_connection", 1, low=1, high=100_000)
+        return TargetSpec(name=name, service=cls.name, upstream=upstream or None, requests_per_connection=per_conn)
+
+    @classmethod
+    def argv(cls, launch: Launch) -> list[str]:
+        assert launch.upstream is not None, "validated: an envoy target has an upstream"
+        config = launch.workdir / f"envoy-{launch.spec.name}.json"
+        ip, port = launch.upstream
+        config.write_text(json.dumps(
+            envoy_config.bootstrap(launch.certs, ip, port, launch.spec.requests_per_connection), indent=1))
+        return [str(build.envoy_binary()), "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
+                "-l", "warning", "--log-path", str(launch.workdir / f"envoy-{launch.spec.name}.log")]
+
+
+SERVICES: dict[str, type[Service]] = {cls.name: cls for cls in (GoApi, Envoy)}

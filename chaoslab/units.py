@@ -1,0 +1,35 @@
+"""Durations and rates with units: `250ms`, `30s`, `2m`, `200/s`, `600/m`."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(us|µs|ms|s|m|h)\s*$")
+_DURATION_SCALE = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_RATE_SCALE = {"s": 1.0, "m": 1 / 60, "h": 1 / 3600}
+
+
+def parse_duration(text: object) -> float:
+    """Seconds from a string such as `250ms`; raises ValueError with the accepted forms."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a duration string such as '250ms' or '30s', got {text!r}")
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration: use a number and a unit (us, ms, s, m, h), e.g. '250ms'")
+    return float(m.group(1)) * _DURATION_SCALE[m.group(2)]
+
+
+def parse_rate(text: object) -> float:
+    """Events per second from a string such as `200/s`."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a rate string such as '200/s', got {text!r}")
+    m = _RATE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a rate: use a number, '/' and a unit (s, m, h), e.g. '200/s'")
+    return float(m.group(1)) * _RATE_SCALE[m.group(2)]
+
+
+def format_ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.0f}ms" if abs(ms) >= 10 else f"{ms:.1f}ms"

@@ -1,0 +1,3 @@
+module chaoslab.dev/go-api
+
+go 1.26.8
