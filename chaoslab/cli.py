@@ -30,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("build", help="build the Go services, BPF programs and native helpers")
     args = parser.parse_args(argv)
 
-    out = Console()
-    err = Console(stderr=True)
+    out = Console(width=None if Console().is_terminal else 132)
+    err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 132)
     try:
         if args.command == "validate":
             return _validate(args.scenario, out)
@@ -73,7 +73,7 @@ def _run(path: Path, out_dir: Path | None, out: Console, err: Console) -> int:
     def say(msg: str) -> None:
         err.print(msg, highlight=False, markup=False)
 
-    ctx = new_run(scenario, out_dir, say)
+    ctx = new_run(scenario, out_dir, say, err)
     clean = False
     try:
         with exit_signals(say) as signals:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.console import Console
+
 from chaoslab.events import EventBus
 from chaoslab.journal import Journal
 from chaoslab.scenario.model import Scenario
@@ -18,6 +20,7 @@ class RunContext:
     out_dir: Path
     journal: Journal
     say: Callable[[str], None]
+    console: Console | None = None
     events: EventBus = field(default_factory=EventBus)
 
     @property

@@ -43,7 +43,7 @@ class Journal:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
-    def intent(self, kind: str, **data: object) -> int:
+    def intent(self, kind: str, /, **data: object) -> int:
         """Record an action about to happen; returns its sequence number for `undone`."""
         self._seq += 1
         self._write({"seq": self._seq, "op": "intent", "kind": kind, "data": data})

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rich.console import Console
 
 from chaoslab.analysis import attribution
 from chaoslab.context import RunContext
@@ -41,11 +44,11 @@ class PhaseRun:
     snap: Snapshot = field(default_factory=dict)
 
 
-def new_run(scenario: Scenario, out_dir: Path, say: object) -> RunContext:
+def new_run(scenario: Scenario, out_dir: Path, say: Callable[[str], None], console: Console | None = None) -> RunContext:
     run_id = uuid.uuid4().hex
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / "journal.jsonl", run_id)
-    ctx = RunContext(scenario, run_id, out_dir, journal, say)  # type: ignore[arg-type]
+    ctx = RunContext(scenario, run_id, out_dir, journal, say, console)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     return ctx
 
@@ -66,7 +69,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
             ctx.say(line)
         load = LoadRunner(ctx, targets[scenario.load.target].url)
         stack.callback(load.stop)
-        live = LiveView(ctx, load)
+        live = LiveView(ctx, load, ctx.console)
         stack.callback(live.close)
         t0 = load.start()
         ctx.say(f"load: {scenario.load.rate:g}/s {scenario.load.protocol} to {scenario.load.target}, "
@@ -137,8 +140,8 @@ def _analyse(ctx: RunContext, runs: list[PhaseRun], records: list[Request], prob
     client = [attribution.client_row(r.spec.name, by_phase[r.spec.name], r.end - r.start) for r in runs]
     layers = [row for r in runs for row in attribution.layer_rows(r.spec.name, r.snap, len(by_phase[r.spec.name]))]
     verdicts = []
-    for r in runs:
-        if not r.spec.faults:
+    for r in runs[1:]:
+        if not r.spec.compare:
             continue
         checks = [attribution.FaultCheck(f.layer, f.spec.target, f.expected_shift(), v.observed, v.detail)
                   for f, v in r.faults]

@@ -110,7 +110,7 @@ class Report:
     phases: list[PhaseRecord]
     client: list[ClientRow]
     layers: list[LayerRow]
-    verdicts: list[Verdict]
+    verdicts: list[Verdict]  # one per compared phase (every fault phase, and controls)
     expectations: list[ExpectationResult]
     baseline_drift: str | None = None
     schema: str = SCHEMA

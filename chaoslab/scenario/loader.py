@@ -70,7 +70,7 @@ class _Reader:
     def scenario(self, raw: object, source: Path | None) -> Scenario | None:
         top = Fields(raw, "", self.problems)
         name = top.name("name", required=True)
-        description = top.string("description")
+        description = top.get("description", _text, "")
         runtime = top.choice("runtime", RUNTIMES, "local")
         targets = self.targets(top)
         load = self.load(top, targets)
@@ -153,6 +153,7 @@ class _Reader:
             duration = f.duration("duration", required=True)
             if duration > MAX_PHASE:
                 self.problems.add(f.at("duration"), f"at most {MAX_PHASE:g}s per phase, got {duration:g}s")
+            compare = f.get("compare", _boolean, False)
             faults: list[FaultSpec] = []
             for j, raw_fault in enumerate(f.sequence("faults")):
                 ff = Fields(raw_fault, join(f.at("faults"), j), self.problems)
@@ -164,13 +165,13 @@ class _Reader:
                     faults.append(FAULT_KINDS[kind].parse(ff, kind, target))
                 ff.finish()
             f.finish()
-            out.append(PhaseSpec(name, duration, tuple(faults)))
+            out.append(PhaseSpec(name, duration, tuple(faults), compare or bool(faults)))
         names = [p.name for p in out if p.name]
         for dup in {n for n in names if names.count(n) > 1}:
             self.problems.add("phases", f"phase name {dup!r} is used more than once", "phase names must be unique")
-        if out and out[0].faults:
+        if out and out[0].compare:
             self.problems.add(
-                "phases[0].faults", "the first phase is the baseline and must have no faults",
+                "phases[0]", "the first phase is the baseline: it can have no faults and no 'compare'",
                 "add a phase without faults before the first fault phase",
             )
         return tuple(out)
@@ -223,6 +224,19 @@ def _check_path(path: str, where: str, problems: Problems) -> str:
     if path and not path.startswith("/"):
         problems.add(where, f"{path!r} must start with '/'", "e.g. '/work'")
     return path
+
+
+def _text(value: object) -> str:
+    """Free text (descriptions): never used in a command, so any character is fine."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
 
 
 def _fraction(value: object) -> float:

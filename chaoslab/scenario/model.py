@@ -57,6 +57,9 @@ class PhaseSpec:
     name: str
     duration: float
     faults: tuple[FaultSpec, ...] = ()
+    # Compare this phase against the baseline and give it a verdict (fault phases always
+    # are; a fault-free phase with `compare: true` is a control).
+    compare: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,5 +104,5 @@ class Scenario:
         return sum(p.duration for p in self.phases)
 
     @property
-    def fault_phases(self) -> tuple[PhaseSpec, ...]:
-        return tuple(p for p in self.phases if p.faults)
+    def compared_phases(self) -> tuple[PhaseSpec, ...]:
+        return tuple(p for p in self.phases[1:] if p.compare)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install everything chaoslab needs on a fresh Debian/Ubuntu machine (as root), idempotently:
+# apt packages, a virtual environment with the Python dependencies, tracefs, and the
+# builds (Go services, BPF programs, native injector).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (chaoslab needs namespaces, cgroups, BPF and ptrace)" >&2
+  exit 1
+fi
+
+packages=(
+  iproute2 util-linux procps psmisc   # namespaces, veth, nsenter
+  iptables strace                     # fault tools
+  binutils                            # objdump: instruction boundaries for Go probes and faults
+  clang llvm libbpf-dev libbpf1       # BPF programs (compiled here, loaded through libbpf)
+  gcc libc6-dev                       # the native injector
+  openssl curl ca-certificates
+  python3-venv
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Go (>= 1.24: the demo services and the entropy fault's target path). Debian stable's
+# golang is too old; this machine kind ships Go in /usr/local/go.
+export PATH="$PATH:/usr/local/go/bin"
+if ! command -v go >/dev/null; then
+  echo "setup: Go >= 1.24 is needed (https://go.dev/dl/); not found on PATH or in /usr/local/go" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[dev]'
+
+# Tracepoints are looked up in tracefs, which is not mounted at boot everywhere.
+if [ ! -e /sys/kernel/tracing/events ]; then
+  mount -t tracefs nodev /sys/kernel/tracing
+fi
+
+(cd docker/go-api && go mod download)
+.venv/bin/chaoslab build
+echo "setup: done"

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from chaoslab.faults.entropy import EntropySpec
+from chaoslab.scenario import ScenarioError, Status, parse_scenario
+from tests.conftest import REPO, chaoslab
+
+GOOD = """
+name: t
+targets:
+  api: {service: go-api}
+  edge: {service: envoy, upstream: api, requests_per_connection: 4}
+load: {protocol: https, target: edge, path: /work, rate: 200/s, concurrency: 10}
+phases:
+  - {name: baseline, duration: 20s}
+  - {name: starve, duration: 30s, faults: [{kind: entropy, target: api, delay: 40ms}]}
+  - {name: recovery, duration: 20s}
+expect:
+  - {phase: starve, absorbed_by: entropy, target: api}
+  - {phase: recovery, client_p99_below: 50ms}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(textwrap.dedent(text))
+    return [p.render() for p in info.value.problems]
+
+
+def test_good_scenario_is_typed() -> None:
+    s = parse_scenario(GOOD)
+    assert s.targets["edge"].upstream == "api"
+    assert s.targets["edge"].requests_per_connection == 4
+    assert s.load.rate == 200.0
+    assert s.duration == 70.0
+    fault = s.phases[1].faults[0]
+    assert isinstance(fault, EntropySpec)
+    assert fault.delay == pytest.approx(0.040)
+    assert fault.path == "phases[1].faults[0]"
+    assert [p.name for p in s.compared_phases] == ["starve"]
+    assert s.expect[0].absorbed_by == "entropy"
+    assert s.expect[1].client_p99_below == pytest.approx(0.05)
+
+
+def test_every_problem_is_reported_at_once_with_its_path() -> None:
+    found = problems(
+        """
+        name: bad
+        targets:
+          api: {service: go-api, colour: blue}
+          edge: {service: envoy, upstream: nope}
+        load: {protocol: https, target: edge, path: /work, rate: 10/s}
+        phases:
+          - {name: baseline, duration: -5s}
+          - {name: starve, duration: 10s, faults: [{kind: entropy, target: ghost, delay: 0ms}]}
+        """
+    )
+    assert found == [
+        "targets.api.colour: unknown key\n    hint: known keys here: service",
+        "targets.edge.upstream: unknown target 'nope'\n    hint: targets are: api, edge",
+        "phases[0].duration: must be greater than zero, got '-5s'",
+        "phases[1].faults[0].target: unknown target 'ghost'\n    hint: targets are: api, edge",
+        "phases[1].faults[0].delay: must be greater than zero, got '0ms'",
+    ]
+
+
+def test_unknown_key_suggests_the_closest() -> None:
+    found = problems(GOOD.replace("rate: 200/s", "rat: 200/s"))
+    assert "load.rat: unknown key\n    hint: did you mean 'rate'?" in found
+    assert "load.rate: is required" in found
+
+
+def test_shell_metacharacters_are_refused() -> None:
+    found = problems(GOOD.replace("path: /work", "path: '/work;rm -rf /'"))
+    assert any(f.startswith("load.path: '/work;rm -rf /' contains a character that is not allowed") for f in found)
+
+
+def test_baseline_cannot_carry_faults() -> None:
+    text = GOOD.replace("{name: baseline, duration: 20s}", "{name: baseline, duration: 20s, faults: "
+                        "[{kind: entropy, target: api, delay: 1ms}]}")
+    assert any(f.startswith("phases[0]: the first phase is the baseline") for f in problems(text))
+
+
+def test_expectations_are_checked_against_phases_and_layers() -> None:
+    found = problems(GOOD.replace("{phase: starve, absorbed_by: entropy, target: api}",
+                                  "{phase: strave, absorbed_by: kernel}"))
+    assert "expect[0].phase: unknown phase 'strave'\n    hint: phases are: baseline, starve, recovery" in found
+    assert any(f.startswith("expect[0].absorbed_by: must be one of client, proxy, tls, entropy") for f in found)
+
+
+def test_unknown_fault_kind_and_service() -> None:
+    found = problems(GOOD.replace("kind: entropy", "kind: meteor").replace("service: go-api", "service: cobol"))
+    assert any(f.startswith("phases[1].faults[0].kind: must be one of entropy") for f in found)
+    assert any(f.startswith("targets.api.service: must be one of go-api, envoy") for f in found)
+
+
+def test_control_phase() -> None:
+    s = parse_scenario(GOOD.replace("faults: [{kind: entropy, target: api, delay: 40ms}]", "compare: true"))
+    assert [p.name for p in s.compared_phases] == ["starve"]
+    assert s.phases[1].faults == ()
+
+
+def test_expect_status_value() -> None:
+    s = parse_scenario(GOOD.replace("client_p99_below: 50ms", "status: no-change"))
+    assert s.expect[1].status is Status.NO_CHANGE
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    found = problems("name: x\ntargets: {api: {service: go-api}\n")
+    assert found[0].startswith("line 3, column 1: not valid YAML")
+
+
+def test_validate_command_exit_codes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("20s", "-20s"))
+    res = chaoslab("validate", str(bad))
+    assert res.returncode == 2
+    assert "2 problems, nothing was started" in res.stderr
+    assert "phases[0].duration: must be greater than zero, got '-20s'" in res.stderr
+    ok = chaoslab("validate", str(REPO / "scenarios" / "tls_entropy.yaml"))
+    assert ok.returncode == 0, ok.stderr
+    assert "valid: 2 targets, 3 phases (1 faults)" in ok.stdout
