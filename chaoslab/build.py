@@ -39,7 +39,13 @@ def go_service(name: str) -> Path:
         go = _tool("go", "install Go 1.22 or newer (the set-up script does)")
         out.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CGO_ENABLED": "0"}
-        _run([go, "build", "-trimpath", "-o", str(out), "."], src, f"the Go service {name}", "see the error above", env)
+        _run(
+            [go, "build", "-trimpath", "-o", str(out), "."],
+            src,
+            f"the Go service {name}",
+            "see the error above",
+            env,
+        )
     return out
 
 
@@ -49,9 +55,25 @@ def bpf_object(name: str) -> Path:
     if _stale(out, [src, BPF_SRC / "chaoslab.bpf.h"]):
         clang = _tool("clang", "apt-get install clang libbpf-dev")
         out.parent.mkdir(parents=True, exist_ok=True)
-        _run([clang, "-O2", "-g", "-Wall", "-target", "bpf", "-D__TARGET_ARCH_x86",
-              "-I/usr/include/x86_64-linux-gnu", "-c", str(src), "-o", str(out)],
-             None, f"BPF program {src.name}", "apt-get install clang libbpf-dev")
+        _run(
+            [
+                clang,
+                "-O2",
+                "-g",
+                "-Wall",
+                "-target",
+                "bpf",
+                "-D__TARGET_ARCH_x86",
+                "-I/usr/include/x86_64-linux-gnu",
+                "-c",
+                str(src),
+                "-o",
+                str(out),
+            ],
+            None,
+            f"BPF program {src.name}",
+            "apt-get install clang libbpf-dev",
+        )
     return out
 
 
@@ -61,7 +83,12 @@ def native(name: str) -> Path:
     if _stale(out, [src]):
         cc = _tool("cc", "apt-get install gcc")
         out.parent.mkdir(parents=True, exist_ok=True)
-        _run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(src)], None, name, "apt-get install gcc")
+        _run(
+            [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(src)],
+            None,
+            name,
+            "apt-get install gcc",
+        )
     return out
 
 

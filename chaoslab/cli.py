@@ -15,14 +15,20 @@ REPORTS = Path("reports")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chaoslab", description="Chaos and load testing that names the layer "
-                                     "that absorbed a fault.")
+    parser = argparse.ArgumentParser(
+        prog="chaoslab", description="Chaos and load testing that names the layer that absorbed a fault."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run a scenario end to end")
     p_run.add_argument("scenario", type=Path)
-    p_run.add_argument("--out", type=Path, help="directory for report.json and the journal "
-                       "(default: reports/<scenario>-<time>)")
-    p_val = sub.add_parser("validate", help="check a scenario file; exit 2 with every problem if it is invalid")
+    p_run.add_argument(
+        "--out",
+        type=Path,
+        help="directory for report.json and the journal (default: reports/<scenario>-<time>)",
+    )
+    p_val = sub.add_parser(
+        "validate", help="check a scenario file; exit 2 with every problem if it is invalid"
+    )
     p_val.add_argument("scenario", type=Path)
     p_rec = sub.add_parser("recover", help="undo what killed runs left behind (safe to run twice)")
     p_rec.add_argument("journal", type=Path, nargs="*", help="journal files (default: every run that died)")
@@ -56,8 +62,10 @@ def _validate(path: Path, out: Console) -> int:
 
     s = load_scenario(path)
     faults = sum(len(p.faults) for p in s.phases)
-    out.print(f"{path}: valid: {len(s.targets)} targets, {len(s.phases)} phases ({faults} faults), "
-              f"{s.duration:g}s, {len(s.expect)} expectations")
+    out.print(
+        f"{path}: valid: {len(s.targets)} targets, {len(s.phases)} phases ({faults} faults), "
+        f"{s.duration:g}s, {len(s.expect)} expectations"
+    )
     return ExitCode.OK
 
 
@@ -77,7 +85,9 @@ def _run(path: Path, out_dir: Path | None, out: Console, err: Console) -> int:
     clean = False
     try:
         with exit_signals(say) as signals:
-            say(f"chaoslab run {ctx.run_id[:8]}: {scenario.name}, {scenario.duration:g}s, output in {out_dir}")
+            say(
+                f"chaoslab run {ctx.run_id[:8]}: {scenario.name}, {scenario.duration:g}s, output in {out_dir}"
+            )
             report = execute(ctx, signals)
         clean = True
     finally:

@@ -17,7 +17,10 @@ def check(e: Expectation, report: Report) -> ExpectationResult:
         if verdict is None:
             failures.append("the phase has no verdict (it has no faults)")
         else:
-            seen.append(f"status {verdict.status}" + (f", layer {verdict.layer} at {verdict.target}" if verdict.layer else ""))
+            seen.append(
+                f"status {verdict.status}"
+                + (f", layer {verdict.layer} at {verdict.target}" if verdict.layer else "")
+            )
             if verdict.status is Status.INVALID:
                 failures.append(f"the phase is INVALID: {verdict.reason}")
             if e.status and verdict.status is not e.status:
@@ -31,11 +34,15 @@ def check(e: Expectation, report: Report) -> ExpectationResult:
         if e.client_p50_below is not None:
             seen.append(f"p50 {client.p50_ms:.1f}ms")
             if client.p50_ms >= e.client_p50_below * 1000:
-                failures.append(f"client p50 {client.p50_ms:.1f}ms is not below {e.client_p50_below * 1000:g}ms")
+                failures.append(
+                    f"client p50 {client.p50_ms:.1f}ms is not below {e.client_p50_below * 1000:g}ms"
+                )
         if e.client_p99_below is not None:
             seen.append(f"p99 {client.p99_ms:.1f}ms")
             if client.p99_ms >= e.client_p99_below * 1000:
-                failures.append(f"client p99 {client.p99_ms:.1f}ms is not below {e.client_p99_below * 1000:g}ms")
+                failures.append(
+                    f"client p99 {client.p99_ms:.1f}ms is not below {e.client_p99_below * 1000:g}ms"
+                )
         if e.error_rate_below is not None:
             rate = client.errors / client.requests if client.requests else 1.0
             seen.append(f"error rate {rate:.2%}")

@@ -54,13 +54,17 @@ class Elf:
 def read_elf(path: Path) -> Elf:
     data = path.read_bytes()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        raise PreflightError(f"{path} is not a 64-bit little-endian ELF binary", "point the target at a Linux x86-64 binary")
+        raise PreflightError(
+            f"{path} is not a 64-bit little-endian ELF binary", "point the target at a Linux x86-64 binary"
+        )
     e_type = struct.unpack_from("<H", data, 16)[0]
     e_phoff, e_shoff = struct.unpack_from("<QQ", data, 32)
     e_phentsize, e_phnum, e_shentsize, e_shnum = struct.unpack_from("<HHHH", data, 54)
     loads = []
     for i in range(e_phnum):
-        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from("<IIQQQQ", data, e_phoff + i * e_phentsize)
+        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+            "<IIQQQQ", data, e_phoff + i * e_phentsize
+        )
         if p_type == _PT_LOAD:
             loads.append((p_vaddr, p_offset, p_filesz))
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
@@ -71,7 +75,9 @@ def read_elf(path: Path) -> Elf:
         sym_off, sym_size, link, entsize = sh[4], sh[5], sh[6], sh[9]
         str_off = sections[link][4]
         for j in range(sym_size // entsize):
-            st_name, st_info, _other, _shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", data, sym_off + j * entsize)
+            st_name, st_info, _other, _shndx, st_value, st_size = struct.unpack_from(
+                "<IBBHQQ", data, sym_off + j * entsize
+            )
             if st_info & 0xF != _STT_FUNC or st_value == 0:
                 continue
             end = data.index(b"\0", str_off + st_name)
@@ -87,7 +93,9 @@ def find_function(path: Path, name: str) -> Function:
             "build the service without '-ldflags=-s' and without running strip on it",
         )
     if name not in elf.symbols:
-        raise PreflightError(f"{path}: function {name!r} not found", "is this a Go binary that uses crypto/tls?")
+        raise PreflightError(
+            f"{path}: function {name!r} not found", "is this a Go binary that uses crypto/tls?"
+        )
     vaddr, size = elf.symbols[name]
     insns = _instructions(path, vaddr, vaddr + size)
     if len(insns) < 2:
@@ -118,10 +126,21 @@ def runtime_address(pid: int, path: Path, vaddr: int) -> int:
 def _instructions(path: Path, start: int, end: int) -> list[tuple[int, str]]:
     objdump = shutil.which("objdump")
     if objdump is None:
-        raise PreflightError("objdump is missing (needed to find instruction boundaries)", "apt-get install binutils")
+        raise PreflightError(
+            "objdump is missing (needed to find instruction boundaries)", "apt-get install binutils"
+        )
     out = subprocess.run(
-        [objdump, "-d", "--no-show-raw-insn", f"--start-address={start:#x}", f"--stop-address={end:#x}", str(path)],
-        check=True, capture_output=True, text=True,
+        [
+            objdump,
+            "-d",
+            "--no-show-raw-insn",
+            f"--start-address={start:#x}",
+            f"--stop-address={end:#x}",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     insns = []
     for line in out.splitlines():

@@ -35,7 +35,9 @@ class Journal:
         self._fh = path.open("a", encoding="utf-8")
         INDEX_DIR.mkdir(parents=True, exist_ok=True)
         self._index = INDEX_DIR / f"{run_id}.json"
-        self._index.write_text(json.dumps({"run_id": run_id, "pid": os.getpid(), "journal": str(path.resolve())}))
+        self._index.write_text(
+            json.dumps({"run_id": run_id, "pid": os.getpid(), "journal": str(path.resolve())})
+        )
 
     def _write(self, record: dict[str, object]) -> None:
         record["time"] = round(time.time(), 6)

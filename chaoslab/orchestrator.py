@@ -44,7 +44,9 @@ class PhaseRun:
     snap: Snapshot = field(default_factory=dict)
 
 
-def new_run(scenario: Scenario, out_dir: Path, say: Callable[[str], None], console: Console | None = None) -> RunContext:
+def new_run(
+    scenario: Scenario, out_dir: Path, say: Callable[[str], None], console: Console | None = None
+) -> RunContext:
     run_id = uuid.uuid4().hex
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / "journal.jsonl", run_id)
@@ -72,8 +74,10 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         live = LiveView(ctx, load, ctx.console)
         stack.callback(live.close)
         t0 = load.start()
-        ctx.say(f"load: {scenario.load.rate:g}/s {scenario.load.protocol} to {scenario.load.target}, "
-                f"{scenario.load.concurrency} connections")
+        ctx.say(
+            f"load: {scenario.load.rate:g}/s {scenario.load.protocol} to {scenario.load.target}, "
+            f"{scenario.load.concurrency} connections"
+        )
         phases = _run_phases(ctx, t0, targets, faults, probes, live, signals)
         load.stop()
         return _analyse(ctx, phases, load.records, [f"{p.layer}: {p.mechanism}" for p in probes.probes])
@@ -83,8 +87,13 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
 
 
 def _run_phases(
-    ctx: RunContext, t0: float, targets: dict[str, RunningTarget], faults: dict[int, Fault],
-    probes: ProbeSet, live: LiveView, signals: SignalState,
+    ctx: RunContext,
+    t0: float,
+    targets: dict[str, RunningTarget],
+    faults: dict[int, Fault],
+    probes: ProbeSet,
+    live: LiveView,
+    signals: SignalState,
 ) -> list[PhaseRun]:
     runs: list[PhaseRun] = []
     offset = 0.0
@@ -96,7 +105,9 @@ def _run_phases(
         active = [faults[id(f)] for f in spec.faults]
         with ExitStack() as phase_stack:
             for fault in active:
-                seq = ctx.journal.intent("fault", kind=fault.kind, target=fault.spec.target, **fault.journal_record())
+                seq = ctx.journal.intent(
+                    "fault", kind=fault.kind, target=fault.spec.target, **fault.journal_record()
+                )
                 phase_stack.callback(_revert, ctx, fault, seq, signals)
                 with signals.shielding():
                     fault.apply(lambda seq=seq, **facts: ctx.journal.update(seq, **facts))
@@ -108,7 +119,10 @@ def _run_phases(
         after = probes.snapshot()
         run.snap = {k: h - before.get(k, type(h)()) for k, h in after.items()}
         runs.append(run)
-        ctx.say(f"phase {spec.name} done" + "".join(f"; {f.kind} on {f.spec.target}: {v.detail}" for f, v in run.faults))
+        ctx.say(
+            f"phase {spec.name} done"
+            + "".join(f"; {f.kind} on {f.spec.target}: {v.detail}" for f, v in run.faults)
+        )
     return runs
 
 
@@ -122,8 +136,10 @@ def _wait_until(deadline: float, targets: dict[str, RunningTarget], live: LiveVi
     while (left := deadline - time.time()) > 0:
         for t in targets.values():
             if not t.alive():
-                raise TargetError(f"target {t.name} exited (code {t.proc.returncode}) during the run",
-                                  "see its log in the run's work directory")
+                raise TargetError(
+                    f"target {t.name} exited (code {t.proc.returncode}) during the run",
+                    "see its log in the run's work directory",
+                )
         if live is not None:
             live.tick()
         time.sleep(min(TICK, left))
@@ -138,27 +154,55 @@ def _analyse(ctx: RunContext, runs: list[PhaseRun], records: list[Request], prob
                 break
     base = runs[0]
     client = [attribution.client_row(r.spec.name, by_phase[r.spec.name], r.end - r.start) for r in runs]
-    layers = [row for r in runs for row in attribution.layer_rows(r.spec.name, r.snap, len(by_phase[r.spec.name]))]
+    layers = [
+        row for r in runs for row in attribution.layer_rows(r.spec.name, r.snap, len(by_phase[r.spec.name]))
+    ]
     verdicts = []
     for r in runs[1:]:
         if not r.spec.compare:
             continue
-        checks = [attribution.FaultCheck(f.layer, f.spec.target, f.expected_shift(), v.observed, v.detail)
-                  for f, v in r.faults]
-        verdicts.append(attribution.verdict(r.spec.name, by_phase[base.spec.name], base.snap,
-                                            by_phase[r.spec.name], r.snap, checks))
+        checks = [
+            attribution.FaultCheck(f.layer, f.spec.target, f.expected_shift(), v.observed, v.detail)
+            for f, v in r.faults
+        ]
+        verdicts.append(
+            attribution.verdict(
+                r.spec.name, by_phase[base.spec.name], base.snap, by_phase[r.spec.name], r.snap, checks
+            )
+        )
     phases = [
-        PhaseRecord(r.spec.name, round(r.start, 3), round(r.end, 3), [
-            FaultRecord(f.kind, f.spec.target, f.params(), v.mechanism, v.observed, v.detail) for f, v in r.faults
-        ])
+        PhaseRecord(
+            r.spec.name,
+            round(r.start, 3),
+            round(r.end, 3),
+            [
+                FaultRecord(f.kind, f.spec.target, f.params(), v.mechanism, v.observed, v.detail)
+                for f, v in r.faults
+            ],
+        )
         for r in runs
     ]
     quiet = [r for r in runs if not r.spec.faults]
     drift = None
     if len(quiet) >= 2:
-        drift = attribution.drift(by_phase[quiet[0].spec.name], by_phase[quiet[-1].spec.name],
-                                  quiet[0].spec.name, quiet[-1].spec.name)
-    report = Report(ctx.scenario.name, ctx.run_id, "local", runs[0].start, probe_lines, phases, client, layers,
-                    verdicts, [], drift)
+        drift = attribution.drift(
+            by_phase[quiet[0].spec.name],
+            by_phase[quiet[-1].spec.name],
+            quiet[0].spec.name,
+            quiet[-1].spec.name,
+        )
+    report = Report(
+        ctx.scenario.name,
+        ctx.run_id,
+        "local",
+        runs[0].start,
+        probe_lines,
+        phases,
+        client,
+        layers,
+        verdicts,
+        [],
+        drift,
+    )
     report.expectations = check_all(ctx.scenario.expect, report)
     return report

@@ -25,7 +25,8 @@ def _undo_process(e: Entry) -> list[str]:
 
 
 def _undo_cgroup(e: Entry) -> list[str]:
-    dirs = tuple(Path(str(d)) for d in e.data.get("dirs", []) or [])  # type: ignore[union-attr]
+    raw = e.data.get("dirs")
+    dirs = tuple(Path(str(d)) for d in raw) if isinstance(raw, list) else ()
     existing = tuple(d for d in dirs if d.exists())
     if not existing:
         return []
@@ -45,7 +46,10 @@ def _undo_fault(e: Entry) -> list[str]:
 
 
 UNDO: dict[str, Callable[[Entry], list[str]]] = {
-    "process": _undo_process, "cgroup": _undo_cgroup, "netns": _undo_netns, "fault": _undo_fault,
+    "process": _undo_process,
+    "cgroup": _undo_cgroup,
+    "netns": _undo_netns,
+    "fault": _undo_fault,
 }
 
 
@@ -55,7 +59,8 @@ def recover_journal(path: Path) -> list[str]:
     # Faults first (they act on live targets), then processes, cgroups, namespaces.
     order = {"fault": 0, "process": 1, "cgroup": 2, "netns": 3}
     for e in sorted(entries, key=lambda e: (order.get(e.kind, 9), -e.seq)):
-        done += UNDO.get(e.kind, lambda _e: [])(e)
+        undo = UNDO.get(e.kind)
+        done += undo(e) if undo else [f"unknown journal entry {e.kind!r}: left as is"]
     return done
 
 

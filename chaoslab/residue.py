@@ -42,7 +42,10 @@ def _processes() -> list[str]:
         ours = (
             exe.parent == build_bin
             or any(a.endswith("chaoslab/load/locustfile.py") for a in argv)
-            or (exe.name == "envoy" and any(Path(a).parent.name == "work" and a.endswith(".json") for a in argv))
+            or (
+                exe.name == "envoy"
+                and any(Path(a).parent.name == "work" and a.endswith(".json") for a in argv)
+            )
         )
         if ours:
             out.append(f"process {d.name}: {' '.join(argv)[:120]}")

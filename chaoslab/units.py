@@ -16,7 +16,9 @@ def parse_duration(text: object) -> float:
         raise ValueError(f"expected a duration string such as '250ms' or '30s', got {text!r}")
     m = _DURATION.match(text)
     if not m:
-        raise ValueError(f"{text!r} is not a duration: use a number and a unit (us, ms, s, m, h), e.g. '250ms'")
+        raise ValueError(
+            f"{text!r} is not a duration: use a number and a unit (us, ms, s, m, h), e.g. '250ms'"
+        )
     return float(m.group(1)) * _DURATION_SCALE[m.group(2)]
 
 

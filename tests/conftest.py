@@ -13,7 +13,12 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 def chaoslab(*args: str, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "chaoslab", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw
+        [sys.executable, "-m", "chaoslab", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        **kw,
     )  # type: ignore[call-overload]
 
 

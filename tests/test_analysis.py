@@ -13,8 +13,10 @@ from chaoslab.scenario.model import Status
 
 
 def requests(latencies: list[float], start: float = 1000.0) -> list[Request]:
-    return [Request(start + i * 0.02, start + i * 0.02, start + i * 0.02 + lat, 200, "work", "")
-            for i, lat in enumerate(latencies)]
+    return [
+        Request(start + i * 0.02, start + i * 0.02, start + i * 0.02 + lat, 200, "work", "")
+        for i, lat in enumerate(latencies)
+    ]
 
 
 def lat(rng: random.Random, n: int, median: float) -> list[float]:
@@ -40,23 +42,29 @@ def test_entropy_fault_is_attributed_to_the_deepest_explaining_layer() -> None:
     rng = random.Random(2)
     base = requests(lat(rng, 400, 0.004))
     fault = requests([x + 0.012 for x in lat(rng, 400, 0.004)])
-    v = verdict("starve", base, snapshot(400, 20e-6, 4, 0.001, 0.002),
-                fault, snapshot(400, 3e-3, 4, 0.001, 0.002),
-                [FaultCheck(Layer.ENTROPY, "api", 0.003, True, "held")])
+    v = verdict(
+        "starve",
+        base,
+        snapshot(400, 20e-6, 4, 0.001, 0.002),
+        fault,
+        snapshot(400, 3e-3, 4, 0.001, 0.002),
+        [FaultCheck(Layer.ENTROPY, "api", 0.003, True, "held")],
+    )
     assert v.status is Status.ABSORBED
     assert (v.layer, v.target) == ("entropy", "api")
     assert v.added_ms == pytest.approx(11.92, abs=0.05)
     assert v.explained == pytest.approx(1.0, abs=0.1)
     assert [c.layer for c in v.contributions] == ["entropy", "tls", "proxy"]
-    assert "absorbed by entropy at api" in v.sentence()
+    assert "absorbed by entropy at api (inside tls at api, proxy at edge), 100% explained" in v.sentence()
 
 
 def test_outer_layer_wins_when_inner_layers_do_not_explain() -> None:
     rng = random.Random(3)
     base = requests(lat(rng, 400, 0.004))
     fault = requests([x + 0.010 for x in lat(rng, 400, 0.004)])
-    v = verdict("slow", base, snapshot(400, 20e-6, 4, 0.001, 0.002),
-                fault, snapshot(400, 20e-6, 4, 0.001, 0.012), [])
+    v = verdict(
+        "slow", base, snapshot(400, 20e-6, 4, 0.001, 0.002), fault, snapshot(400, 20e-6, 4, 0.001, 0.012), []
+    )
     assert v.status is Status.ABSORBED
     assert v.layer == "proxy"
 
@@ -85,13 +93,21 @@ def test_fault_whose_layer_shows_nothing_is_invalid() -> None:
 def test_slowdown_no_layer_explains_is_inconclusive() -> None:
     rng = random.Random(6)
     snap = snapshot(400, 20e-6, 4, 0.001, 0.002)
-    v = verdict("x", requests(lat(rng, 400, 0.004)), snap, requests([x + 0.02 for x in lat(rng, 400, 0.004)]),
-                snap, [])
+    v = verdict(
+        "x",
+        requests(lat(rng, 400, 0.004)),
+        snap,
+        requests([x + 0.02 for x in lat(rng, 400, 0.004)]),
+        snap,
+        [],
+    )
     assert v.status is Status.INCONCLUSIVE
 
 
 def test_drift_between_baseline_and_recovery_is_reported() -> None:
     rng = random.Random(8)
-    assert drift(requests(lat(rng, 300, 0.004)), requests(lat(rng, 300, 0.004)), "baseline", "recovery") is None
+    assert (
+        drift(requests(lat(rng, 300, 0.004)), requests(lat(rng, 300, 0.004)), "baseline", "recovery") is None
+    )
     text = drift(requests(lat(rng, 300, 0.004)), requests(lat(rng, 300, 0.009)), "baseline", "recovery")
     assert text is not None and "the baseline drifted" in text

@@ -67,7 +67,9 @@ def test_control_without_fault_is_no_change(tmp_path: Path) -> None:
 
 def test_bad_scenario_exits_2_and_touches_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text((SCENARIOS / "short_entropy.yaml").read_text().replace("target: api, delay", "target: db, delay"))
+    bad.write_text(
+        (SCENARIOS / "short_entropy.yaml").read_text().replace("target: api, delay", "target: db, delay")
+    )
     res = chaoslab("run", str(bad), "--out", str(tmp_path / "out"))
     assert res.returncode == 2
     assert "phases[1].faults[0].target: unknown target 'db'" in res.stderr
@@ -77,7 +79,10 @@ def test_bad_scenario_exits_2_and_touches_nothing(tmp_path: Path) -> None:
 def start_run(tmp_path: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "chaoslab", "run", str(SCENARIOS / "long_fault.yaml"), "--out", str(tmp_path)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

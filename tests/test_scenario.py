@@ -76,24 +76,37 @@ def test_unknown_key_suggests_the_closest() -> None:
 
 def test_shell_metacharacters_are_refused() -> None:
     found = problems(GOOD.replace("path: /work", "path: '/work;rm -rf /'"))
-    assert any(f.startswith("load.path: '/work;rm -rf /' contains a character that is not allowed") for f in found)
+    assert any(
+        f.startswith("load.path: '/work;rm -rf /' contains a character that is not allowed") for f in found
+    )
 
 
 def test_baseline_cannot_carry_faults() -> None:
-    text = GOOD.replace("{name: baseline, duration: 20s}", "{name: baseline, duration: 20s, faults: "
-                        "[{kind: entropy, target: api, delay: 1ms}]}")
+    text = GOOD.replace(
+        "{name: baseline, duration: 20s}",
+        "{name: baseline, duration: 20s, faults: [{kind: entropy, target: api, delay: 1ms}]}",
+    )
     assert any(f.startswith("phases[0]: the first phase is the baseline") for f in problems(text))
 
 
 def test_expectations_are_checked_against_phases_and_layers() -> None:
-    found = problems(GOOD.replace("{phase: starve, absorbed_by: entropy, target: api}",
-                                  "{phase: strave, absorbed_by: kernel}"))
-    assert "expect[0].phase: unknown phase 'strave'\n    hint: phases are: baseline, starve, recovery" in found
-    assert any(f.startswith("expect[0].absorbed_by: must be one of client, proxy, tls, entropy") for f in found)
+    found = problems(
+        GOOD.replace(
+            "{phase: starve, absorbed_by: entropy, target: api}", "{phase: strave, absorbed_by: kernel}"
+        )
+    )
+    assert (
+        "expect[0].phase: unknown phase 'strave'\n    hint: phases are: baseline, starve, recovery" in found
+    )
+    assert any(
+        f.startswith("expect[0].absorbed_by: must be one of client, proxy, tls, entropy") for f in found
+    )
 
 
 def test_unknown_fault_kind_and_service() -> None:
-    found = problems(GOOD.replace("kind: entropy", "kind: meteor").replace("service: go-api", "service: cobol"))
+    found = problems(
+        GOOD.replace("kind: entropy", "kind: meteor").replace("service: go-api", "service: cobol")
+    )
     assert any(f.startswith("phases[1].faults[0].kind: must be one of entropy") for f in found)
     assert any(f.startswith("targets.api.service: must be one of go-api, envoy") for f in found)
 

@@ -6,7 +6,8 @@ from chaoslab.units import parse_duration, parse_rate
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("250ms", 0.25), ("30s", 30.0), ("2m", 120.0), ("1.5s", 1.5), ("500us", 0.0005), ("1h", 3600)]
+    ("text", "seconds"),
+    [("250ms", 0.25), ("30s", 30.0), ("2m", 120.0), ("1.5s", 1.5), ("500us", 0.0005), ("1h", 3600)],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)

@@ -18,7 +18,7 @@ from chaoslab.report.model import ClientRow, Contribution, LayerRow, Verdict
 from chaoslab.scenario.model import Status
 
 P_SIGNIFICANT = 0.001
-MIN_ADDED_S = 0.001  # a change smaller than 1 ms on the client is never "significant"
+MIN_ADDED_S = 0.002  # a change smaller than 2 ms on the client is never "significant"
 MIN_ADDED_FRACTION = 0.10  # ... nor one under 10% of the baseline
 EXPLAINS = 0.5  # a layer "explains" the client's added time from this fraction on
 OBSERVED_FRACTION = 0.5  # a fault's layer must show at least this share of its expected shift
@@ -41,10 +41,15 @@ def client_row(phase: str, reqs: list[Request], duration: float) -> ClientRow:
     lat = sorted(r.latency for r in reqs if r.ok)
     errors = Counter(r.error for r in reqs if not r.ok)
     return ClientRow(
-        phase=phase, requests=len(reqs), errors=sum(errors.values()),
+        phase=phase,
+        requests=len(reqs),
+        errors=sum(errors.values()),
         rate=round(len(reqs) / duration, 2) if duration > 0 else 0.0,
-        p50_ms=_ms(quantile(lat, 0.5)), p90_ms=_ms(quantile(lat, 0.9)), p99_ms=_ms(quantile(lat, 0.99)),
-        max_ms=_ms(lat[-1] if lat else 0.0), late=sum(1 for r in reqs if r.late > 0.010),
+        p50_ms=_ms(quantile(lat, 0.5)),
+        p90_ms=_ms(quantile(lat, 0.9)),
+        p99_ms=_ms(quantile(lat, 0.99)),
+        max_ms=_ms(lat[-1] if lat else 0.0),
+        late=sum(1 for r in reqs if r.late > 0.010),
         errors_by_kind=dict(errors),
     )
 
@@ -52,19 +57,28 @@ def client_row(phase: str, reqs: list[Request], duration: float) -> ClientRow:
 def layer_rows(phase: str, snap: Snapshot, n_requests: int) -> list[LayerRow]:
     rows = []
     for (layer, target), h in sorted(snap.items(), key=lambda kv: (DEPTH[kv[0][0]], kv[0][1])):
-        rows.append(LayerRow(
-            phase=phase, target=target, layer=str(layer), count=h.count,
-            p50_ms=_ms(h.quantile_ns(0.5) / 1e9), p90_ms=_ms(h.quantile_ns(0.9) / 1e9),
-            p99_ms=_ms(h.quantile_ns(0.99) / 1e9), mean_ms=_ms(h.mean_ns / 1e9),
-            per_request_ms=_ms(h.sum_ns / 1e9 / n_requests) if n_requests else 0.0,
-        ))
+        rows.append(
+            LayerRow(
+                phase=phase,
+                target=target,
+                layer=str(layer),
+                count=h.count,
+                p50_ms=_ms(h.quantile_ns(0.5) / 1e9),
+                p90_ms=_ms(h.quantile_ns(0.9) / 1e9),
+                p99_ms=_ms(h.quantile_ns(0.99) / 1e9),
+                mean_ms=_ms(h.mean_ns / 1e9),
+                per_request_ms=_ms(h.sum_ns / 1e9 / n_requests) if n_requests else 0.0,
+            )
+        )
     return rows
 
 
 def verdict(
     phase: str,
-    base_reqs: list[Request], base_snap: Snapshot,
-    reqs: list[Request], snap: Snapshot,
+    base_reqs: list[Request],
+    base_snap: Snapshot,
+    reqs: list[Request],
+    snap: Snapshot,
     checks: list[FaultCheck],
 ) -> Verdict:
     b = sorted(r.latency for r in base_reqs if r.ok)
@@ -74,42 +88,81 @@ def verdict(
     p = mann_whitney_p(b, f)
     contributions = _contributions(base_snap, len(base_reqs), snap, len(reqs), added_mean)
 
-    def make(status: Status, layer: str | None, target: str | None, added: float, explained: float,
-             reason: str) -> Verdict:
-        return Verdict(phase, status, layer, target, _ms(added), round(max(0.0, min(1.0, explained)), 3),
-                       _ms(added_p50), _ms(added_mean), _ms(max(0.0, added_mean - added)), p, reason, contributions)
+    def make(
+        status: Status, layer: str | None, target: str | None, added: float, explained: float, reason: str
+    ) -> Verdict:
+        return Verdict(
+            phase,
+            status,
+            layer,
+            target,
+            _ms(added),
+            round(max(0.0, min(1.0, explained)), 3),
+            _ms(added_p50),
+            _ms(added_mean),
+            _ms(max(0.0, added_mean - added)),
+            p,
+            reason,
+            contributions,
+        )
 
     for check in checks:
         problem = _not_observed(check, base_snap, snap)
         if problem:
             return make(Status.INVALID, str(check.layer), check.target, 0.0, 0.0, problem)
     if len(b) < 5 or len(f) < 5:
-        return make(Status.INCONCLUSIVE, None, None, 0.0, 0.0, f"too few requests ({len(b)} baseline, {len(f)} here)")
+        return make(
+            Status.INCONCLUSIVE, None, None, 0.0, 0.0, f"too few requests ({len(b)} baseline, {len(f)} here)"
+        )
     floor = max(MIN_ADDED_S, MIN_ADDED_FRACTION * quantile(b, 0.5))
     if p >= P_SIGNIFICANT or max(added_p50, added_mean) < floor:
-        return make(Status.NO_CHANGE, None, None, 0.0, 0.0,
-                    f"p={p:.2g}, added p50 {added_p50 * 1000:+.1f} ms against a {floor * 1000:.1f} ms threshold")
+        return make(
+            Status.NO_CHANGE,
+            None,
+            None,
+            0.0,
+            0.0,
+            f"p={p:.2g}, added p50 {added_p50 * 1000:+.1f} ms against a {floor * 1000:.1f} ms threshold",
+        )
     for c in contributions:  # deepest first
         if c.explained >= EXPLAINS:
-            return make(Status.ABSORBED, c.layer, c.target, c.added_ms / 1000, c.explained,
-                        f"deepest layer explaining at least {EXPLAINS:.0%} of the client's added time")
-    return make(Status.INCONCLUSIVE, str(Layer.CLIENT), None, added_mean, 1.0,
-                "the client slowed down but no measured layer explains half of it")
+            return make(
+                Status.ABSORBED,
+                c.layer,
+                c.target,
+                c.added_ms / 1000,
+                c.explained,
+                f"deepest layer explaining at least {EXPLAINS:.0%} of the client's added time",
+            )
+    return make(
+        Status.INCONCLUSIVE,
+        str(Layer.CLIENT),
+        None,
+        added_mean,
+        1.0,
+        "the client slowed down but no measured layer explains half of it",
+    )
 
 
-def _contributions(base: Snapshot, n_base: int, snap: Snapshot, n: int, client_added: float) -> list[Contribution]:
+def _contributions(
+    base: Snapshot, n_base: int, snap: Snapshot, n: int, client_added: float
+) -> list[Contribution]:
     out = []
     for key in sorted(set(base) | set(snap), key=lambda k: (-DEPTH[k[0]], k[1])):
         hb, hf = base.get(key, Histogram()), snap.get(key, Histogram())
         share_b = hb.sum_ns / 1e9 / n_base if n_base else 0.0
         share_f = hf.sum_ns / 1e9 / n if n else 0.0
         added = share_f - share_b
-        out.append(Contribution(
-            layer=str(key[0]), target=key[1], added_ms=_ms(added),
-            added_p50_ms=_ms((hf.quantile_ns(0.5) - hb.quantile_ns(0.5)) / 1e9),
-            added_p99_ms=_ms((hf.quantile_ns(0.99) - hb.quantile_ns(0.99)) / 1e9),
-            explained=round(added / client_added, 3) if client_added > 0 else 0.0,
-        ))
+        out.append(
+            Contribution(
+                layer=str(key[0]),
+                target=key[1],
+                added_ms=_ms(added),
+                added_p50_ms=_ms((hf.quantile_ns(0.5) - hb.quantile_ns(0.5)) / 1e9),
+                added_p99_ms=_ms((hf.quantile_ns(0.99) - hb.quantile_ns(0.99)) / 1e9),
+                explained=round(added / client_added, 3) if client_added > 0 else 0.0,
+            )
+        )
     return out
 
 
@@ -123,8 +176,10 @@ def _not_observed(check: FaultCheck, base: Snapshot, snap: Snapshot) -> str:
         hb = base.get((check.layer, check.target), Histogram())
         shift = (hf.mean_ns - hb.mean_ns) / 1e9
         if shift < OBSERVED_FRACTION * check.expected_shift:
-            return (f"{check.layer} at {check.target} rose by {shift * 1000:.2f} ms per event, expected about "
-                    f"{check.expected_shift * 1000:.2f} ms")
+            return (
+                f"{check.layer} at {check.target} rose by {shift * 1000:.2f} ms per event, expected about "
+                f"{check.expected_shift * 1000:.2f} ms"
+            )
     return ""
 
 

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chaoslab import build, proc
 from chaoslab.errors import FaultError, PreflightError
@@ -31,6 +32,9 @@ from chaoslab.layers import Layer
 from chaoslab.probes.gofunc import ENTROPY_FUNCTION
 from chaoslab.scenario.fields import Fields
 from chaoslab.scenario.model import FaultSpec
+
+if TYPE_CHECKING:
+    from chaoslab.targets.base import RunningTarget
 
 MAX_DELAY = 10.0
 READY_TIMEOUT = 10.0
@@ -57,8 +61,8 @@ class EntropyFault(Fault):
         every = fields.integer("every", 1, low=1, high=1_000_000)
         return EntropySpec(kind=kind, target=target, path=fields.path, delay=delay, every=every)
 
-    def __init__(self, spec: FaultSpec, target: object) -> None:
-        super().__init__(spec, target)  # type: ignore[arg-type]
+    def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
+        super().__init__(spec, target)
         self.addr = 0
         self.orig = 0
         self.injector: subprocess.Popen[str] | None = None
@@ -74,23 +78,44 @@ class EntropyFault(Fault):
         self.addr = runtime_address(self.target.pid, self.target.exe, fn.second_insn)
         self.orig = _read_byte(self.target.pid, self.addr)
         if self.orig == INT3:
-            raise PreflightError(f"{self.target.name}: a breakpoint is already set at {self.addr:#x}",
-                                 "another debugger or a killed run left it: run `chaoslab recover`")
+            raise PreflightError(
+                f"{self.target.name}: a breakpoint is already set at {self.addr:#x}",
+                "another debugger or a killed run left it: run `chaoslab recover`",
+            )
 
     def argv(self) -> list[str]:
-        return [str(build.native("uinject")), "--pid", str(self.target.pid), "--addr", f"{self.addr:#x}",
-                "--delay-us", str(int(self.spec.delay * 1e6)), "--every", str(self.spec.every)]
+        return [
+            str(build.native("uinject")),
+            "--pid",
+            str(self.target.pid),
+            "--addr",
+            f"{self.addr:#x}",
+            "--delay-us",
+            str(int(self.spec.delay * 1e6)),
+            "--every",
+            str(self.spec.every),
+        ]
 
     def plan(self) -> list[str]:
         return [" ".join(self.argv()), f"mechanism: {MECHANISM}"]
 
     def journal_record(self) -> dict[str, object]:
-        return {"pid": self.target.pid, "pid_start": proc.start_time(self.target.pid),
-                "addr": self.addr, "orig_byte": self.orig}
+        return {
+            "pid": self.target.pid,
+            "pid_start": proc.start_time(self.target.pid),
+            "addr": self.addr,
+            "orig_byte": self.orig,
+        }
 
     def apply(self, note: Callable[..., None]) -> None:
-        p = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+        p = subprocess.Popen(
+            self.argv(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.injector = p
         note(injector_pid=p.pid, injector_start=proc.start_time(p.pid))
         assert p.stdout is not None
@@ -100,7 +125,9 @@ class EntropyFault(Fault):
         if not ready.wait(READY_TIMEOUT):
             err = p.stderr.read() if p.poll() is not None and p.stderr else ""
             self.revert()
-            raise FaultError(f"entropy injector did not start on {self.target.name}: {err.strip() or 'timeout'}")
+            raise FaultError(
+                f"entropy injector did not start on {self.target.name}: {err.strip() or 'timeout'}"
+            )
 
     def _read(self, p: subprocess.Popen[str], ready: threading.Event) -> None:
         assert p.stdout is not None
@@ -145,18 +172,27 @@ class EntropyFault(Fault):
             # The injector died without restoring: put the original byte back ourselves.
             _restore(self.target.pid, self.addr, self.orig)
         if self.target.alive() and _read_byte(self.target.pid, self.addr) == INT3:
-            raise FaultError(f"entropy revert failed on {self.target.name}: breakpoint still at {self.addr:#x}")
+            raise FaultError(
+                f"entropy revert failed on {self.target.name}: breakpoint still at {self.addr:#x}"
+            )
 
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:
         done = []
         ipid, istart = record.get("injector_pid"), record.get("injector_start")
-        if isinstance(ipid, int) and proc.kill_if_same(ipid, istart if isinstance(istart, int) else None, wait=8):
+        if isinstance(ipid, int) and proc.kill_if_same(
+            ipid, istart if isinstance(istart, int) else None, wait=8
+        ):
             done.append(f"stopped entropy injector {ipid}")
         pid, start = record.get("pid"), record.get("pid_start")
         addr, orig = record.get("addr"), record.get("orig_byte")
-        if (isinstance(pid, int) and isinstance(addr, int) and isinstance(orig, int)
-                and proc.start_time(pid) == start and _read_byte(pid, addr) == INT3):
+        if (
+            isinstance(pid, int)
+            and isinstance(addr, int)
+            and isinstance(orig, int)
+            and proc.start_time(pid) == start
+            and _read_byte(pid, addr) == INT3
+        ):
             _restore(pid, addr, orig)
             done.append(f"restored the instruction at {addr:#x} in pid {pid}")
         return done

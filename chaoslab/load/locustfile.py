@@ -19,7 +19,8 @@ import gevent
 from locust import FastHttpUser, events, task
 from locust.exception import StopUser
 
-CONFIG = json.loads(open(os.environ["CHAOSLAB_LOAD_CONFIG"]).read())
+with open(os.environ["CHAOSLAB_LOAD_CONFIG"]) as _fh:
+    CONFIG = json.load(_fh)
 RATE = float(CONFIG["rate"])
 DURATION = float(CONFIG["duration"])
 MAX_REQUESTS = int(CONFIG["max_requests"])
@@ -32,7 +33,8 @@ class Schedule:
         self.t0 = None
         self.k = 0
         self.connected = 0
-        self.out = open(CONFIG["records"], "a", buffering=1 << 16)
+        # Open for the whole life of the Locust process; flushed by _flusher and on quit.
+        self.out = open(CONFIG["records"], "a", buffering=1 << 16)  # noqa: SIM115
 
     def next_due(self):
         if self.t0 is None:
@@ -87,7 +89,7 @@ class ArrivalUser(FastHttpUser):
                 with self.client.get("/healthz", name="warmup", catch_response=True) as r:
                     if r.status_code == 200:
                         break
-            except Exception:  # noqa: BLE001 - keep trying until the target answers
+            except Exception:
                 pass
             gevent.sleep(0.1)
         SCHEDULE.user_connected(int(CONFIG["concurrency"]))
@@ -109,11 +111,17 @@ class ArrivalUser(FastHttpUser):
             with self.client.get(req["path"], name=req["name"], catch_response=True) as resp:
                 status = resp.status_code or 0
                 if status != 200:
-                    error = f"http-{status}" if status else type(resp.error).__name__ if resp.error else "no-response"
+                    error = (
+                        f"http-{status}"
+                        if status
+                        else type(resp.error).__name__
+                        if resp.error
+                        else "no-response"
+                    )
                     resp.failure(error)
                 else:
                     resp.success()
-        except Exception as exc:  # noqa: BLE001 - every failure is a record, not a crash
+        except Exception as exc:
             error = type(exc).__name__
         end = time.time()
         SCHEDULE.out.write(f"{due:.6f}\t{sent:.6f}\t{end:.6f}\t{status}\t{req['name']}\t{error}\n")

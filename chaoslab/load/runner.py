@@ -51,10 +51,29 @@ class LoadRunner:
         cfg = self.ctx.work_dir / "load.json"
         cfg.write_text(json.dumps(config, indent=1))
         run_time = int(warmup + duration + 15)
-        return [sys.executable, "-m", "locust", "-f", str(PACKAGE / "load" / "locustfile.py"), "--headless",
-                "--users", str(load.concurrency), "--spawn-rate", str(max(load.concurrency, 1)),
-                "--run-time", f"{run_time}s", "--stop-timeout", "5", "--host", self.url,
-                "--loglevel", "WARNING", "--only-summary", "--exit-code-on-error", "0"]
+        return [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(PACKAGE / "load" / "locustfile.py"),
+            "--headless",
+            "--users",
+            str(load.concurrency),
+            "--spawn-rate",
+            str(max(load.concurrency, 1)),
+            "--run-time",
+            f"{run_time}s",
+            "--stop-timeout",
+            "5",
+            "--host",
+            self.url,
+            "--loglevel",
+            "WARNING",
+            "--only-summary",
+            "--exit-code-on-error",
+            "0",
+        ]
 
     def start(self) -> float:
         """Start Locust and return t0, the epoch time of the first scheduled arrival."""
@@ -72,11 +91,15 @@ class LoadRunner:
                 self.t0 = float(first.split("\t")[1])
                 break
             if p.poll() is not None:
-                raise TargetError(f"Locust exited with code {p.returncode} before starting",
-                                  f"see {self.ctx.work_dir / 'locust.log'}")
+                raise TargetError(
+                    f"Locust exited with code {p.returncode} before starting",
+                    f"see {self.ctx.work_dir / 'locust.log'}",
+                )
             time.sleep(0.05)
         else:
-            raise TargetError("Locust did not connect to the target in time", f"see {self.ctx.work_dir / 'locust.log'}")
+            raise TargetError(
+                "Locust did not connect to the target in time", f"see {self.ctx.work_dir / 'locust.log'}"
+            )
         self._thread = threading.Thread(target=self._tail, name="load-tail", daemon=True)
         self._thread.start()
         return self.t0

@@ -15,12 +15,13 @@ from chaoslab.errors import PreflightError
 
 _lib: ctypes.CDLL | None = None
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-_LOG: list[str] = []
 
 
-@_PRINT_FN
-def _quiet(level: int, fmt: bytes, args: int) -> int:  # pragma: no cover - called from C
-    return 0
+def _quiet_impl(level: int, fmt: bytes, args: int) -> int:
+    return 0  # libbpf's own messages are replaced by chaoslab's errors
+
+
+_quiet = _PRINT_FN(_quiet_impl)
 
 
 def lib() -> ctypes.CDLL:
@@ -82,7 +83,9 @@ class BpfObject:
         return int(prog)
 
     def attach_uprobe(self, program: str, pid: int, binary: Path, offset: int) -> None:
-        link = lib().bpf_program__attach_uprobe(self._program(program), False, pid, str(binary).encode(), offset)
+        link = lib().bpf_program__attach_uprobe(
+            self._program(program), False, pid, str(binary).encode(), offset
+        )
         if not link:
             raise _fail(f"cannot attach uprobe {program} at {binary}+{offset:#x} for pid {pid}")
         self._links.append(int(link))

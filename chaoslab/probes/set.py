@@ -17,9 +17,7 @@ Snapshot = dict[tuple[Layer, str], Histogram]
 class ProbeSet:
     def __init__(self, probe_types: Iterable[type[Probe]], targets: dict[str, RunningTarget]) -> None:
         self.probes: list[Probe] = []
-        self._plan = [
-            (cls, [t for t in targets.values() if cls.applies_to(t)]) for cls in probe_types
-        ]
+        self._plan = [(cls, [t for t in targets.values() if cls.applies_to(t)]) for cls in probe_types]
 
     def attach(self) -> list[str]:
         """Attach everything; returns one line per probe for the run log."""

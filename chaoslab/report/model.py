@@ -85,8 +85,16 @@ class Verdict:
     def sentence(self) -> str:
         head = f"phase {self.phase}: client p50 {self.client_added_p50_ms:+.1f} ms"
         if self.status is Status.ABSORBED:
-            return (f"{head}, absorbed by {self.layer} at {self.target}, "
-                    f"{self.explained:.0%} explained ({self.added_ms:+.1f} ms per request)")
+            outer = [
+                f"{c.layer} at {c.target}"
+                for c in self.contributions
+                if c.explained >= 0.5 and (c.layer, c.target) != (self.layer, self.target)
+            ]
+            inside = f" (inside {', '.join(outer)})" if outer else ""
+            return (
+                f"{head}, absorbed by {self.layer} at {self.target}{inside}, "
+                f"{self.explained:.0%} explained ({self.added_ms:+.1f} ms per request)"
+            )
         if self.status is Status.NO_CHANGE:
             return f"{head}, no significant change ({self.reason})"
         return f"{head}, {self.status.upper()}: {self.reason}"
@@ -117,7 +125,9 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(e.held for e in self.expectations) and not any(v.status is Status.INVALID for v in self.verdicts)
+        return all(e.held for e in self.expectations) and not any(
+            v.status is Status.INVALID for v in self.verdicts
+        )
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)

@@ -12,7 +12,12 @@ from rich.text import Text
 from chaoslab.report.model import Report
 from chaoslab.scenario.model import Status
 
-STYLE = {Status.ABSORBED: "green", Status.NO_CHANGE: "cyan", Status.INCONCLUSIVE: "yellow", Status.INVALID: "red"}
+STYLE = {
+    Status.ABSORBED: "green",
+    Status.NO_CHANGE: "cyan",
+    Status.INCONCLUSIVE: "yellow",
+    Status.INVALID: "red",
+}
 
 
 def save_json(report: Report, path: Path) -> None:
@@ -24,8 +29,17 @@ def client_table(report: Report) -> Table:
     for col in ("phase", "requests", "errors", "rate/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "late"):
         t.add_column(col, justify="left" if col == "phase" else "right")
     for c in report.client:
-        t.add_row(c.phase, str(c.requests), str(c.errors), f"{c.rate:.1f}", f"{c.p50_ms:.1f}", f"{c.p90_ms:.1f}",
-                  f"{c.p99_ms:.1f}", f"{c.max_ms:.1f}", str(c.late))
+        t.add_row(
+            c.phase,
+            str(c.requests),
+            str(c.errors),
+            f"{c.rate:.1f}",
+            f"{c.p50_ms:.1f}",
+            f"{c.p90_ms:.1f}",
+            f"{c.p99_ms:.1f}",
+            f"{c.max_ms:.1f}",
+            str(c.late),
+        )
     return t
 
 
@@ -34,8 +48,16 @@ def layer_table(report: Report) -> Table:
     for col in ("phase", "target", "layer", "count", "p50 ms", "p99 ms", "mean ms", "per-request ms"):
         t.add_column(col, justify="left" if col in ("phase", "target", "layer") else "right")
     for r in report.layers:
-        t.add_row(r.phase, r.target, r.layer, str(r.count), f"{r.p50_ms:.3f}", f"{r.p99_ms:.3f}",
-                  f"{r.mean_ms:.3f}", f"{r.per_request_ms:.3f}")
+        t.add_row(
+            r.phase,
+            r.target,
+            r.layer,
+            str(r.count),
+            f"{r.p50_ms:.3f}",
+            f"{r.p99_ms:.3f}",
+            f"{r.mean_ms:.3f}",
+            f"{r.per_request_ms:.3f}",
+        )
     return t
 
 
@@ -45,8 +67,15 @@ def added_table(report: Report) -> Table:
         t.add_column(col, justify="left" if col in ("phase", "target", "layer") else "right")
     for v in report.verdicts:
         for c in v.contributions:
-            t.add_row(v.phase, c.target, c.layer, f"{c.added_ms:+.2f}", f"{c.added_p50_ms:+.3f}",
-                      f"{c.added_p99_ms:+.3f}", f"{c.explained:.0%}")
+            t.add_row(
+                v.phase,
+                c.target,
+                c.layer,
+                f"{c.added_ms:+.2f}",
+                f"{c.added_p50_ms:+.3f}",
+                f"{c.added_p99_ms:+.3f}",
+                f"{c.explained:.0%}",
+            )
     return t
 
 

@@ -102,7 +102,9 @@ class Fields:
     def name(self, key: str, default: str = "", *, required: bool = False) -> str:
         return self.get(key, _name, default, required=required)
 
-    def duration(self, key: str, default: float = 0.0, *, required: bool = False, positive: bool = True) -> float:
+    def duration(
+        self, key: str, default: float = 0.0, *, required: bool = False, positive: bool = True
+    ) -> float:
         def conv(v: object) -> float:
             seconds = parse_duration(v)
             if positive and seconds <= 0:
@@ -162,7 +164,11 @@ class Fields:
     def finish(self) -> None:
         for key in self.raw:
             close = difflib.get_close_matches(key, self.known, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"known keys here: {', '.join(sorted(self.known))}"
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else f"known keys here: {', '.join(sorted(self.known))}"
+            )
             self.problems.add(self.at(key), "unknown key", hint)
         self.raw.clear()
 
@@ -175,7 +181,9 @@ def _string(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {_kind(value)}")
     if SHELL_META.search(value):
-        raise ValueError(f"{value!r} contains a character that is not allowed (; & | ` $ < > \\ quotes newline)")
+        raise ValueError(
+            f"{value!r} contains a character that is not allowed (; & | ` $ < > \\ quotes newline)"
+        )
     return value
 
 

@@ -55,7 +55,9 @@ def parse_scenario(text: str, source: Path | None = None) -> Scenario:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
-        problems.add(where, f"not valid YAML: {getattr(exc, 'problem', exc)}", "check indentation and quoting")
+        problems.add(
+            where, f"not valid YAML: {getattr(exc, 'problem', exc)}", "check indentation and quoting"
+        )
         raise ScenarioError(label, problems) from exc
     scenario = _Reader(problems).scenario(raw, source)
     if problems or scenario is None:
@@ -168,10 +170,13 @@ class _Reader:
             out.append(PhaseSpec(name, duration, tuple(faults), compare or bool(faults)))
         names = [p.name for p in out if p.name]
         for dup in {n for n in names if names.count(n) > 1}:
-            self.problems.add("phases", f"phase name {dup!r} is used more than once", "phase names must be unique")
+            self.problems.add(
+                "phases", f"phase name {dup!r} is used more than once", "phase names must be unique"
+            )
         if out and out[0].compare:
             self.problems.add(
-                "phases[0]", "the first phase is the baseline: it can have no faults and no 'compare'",
+                "phases[0]",
+                "the first phase is the baseline: it can have no faults and no 'compare'",
                 "add a phase without faults before the first fault phase",
             )
         return tuple(out)
@@ -187,7 +192,9 @@ class _Reader:
             f = Fields(item, path, self.problems)
             phase = f.name("phase", required=True)
             if phase and phase not in phase_names:
-                self.problems.add(f.at("phase"), f"unknown phase {phase!r}", f"phases are: {', '.join(phase_names)}")
+                self.problems.add(
+                    f.at("phase"), f"unknown phase {phase!r}", f"phases are: {', '.join(phase_names)}"
+                )
             absorbed = f.choice("absorbed_by", layers, "") or None
             target = f.name("target") or None
             if target and target not in targets:
@@ -201,15 +208,20 @@ class _Reader:
                 status=Status(status_text) if status_text else None,
                 client_p50_below=f.duration("client_p50_below") or None,
                 client_p99_below=f.duration("client_p99_below") or None,
-                error_rate_below=f.get("error_rate_below", _fraction, -1.0) if f.has("error_rate_below") else None,
+                error_rate_below=f.get("error_rate_below", _fraction, -1.0)
+                if f.has("error_rate_below")
+                else None,
             )
             f.finish()
             if target and not absorbed:
-                self.problems.add(f.at("target"), "'target' qualifies 'absorbed_by'", "add 'absorbed_by: LAYER'")
+                self.problems.add(
+                    f.at("target"), "'target' qualifies 'absorbed_by'", "add 'absorbed_by: LAYER'"
+                )
             checks = (e.absorbed_by, e.status, e.client_p50_below, e.client_p99_below, e.error_rate_below)
             if f.ok and all(c is None for c in checks):
                 self.problems.add(
-                    path, "expects nothing",
+                    path,
+                    "expects nothing",
                     "add one of absorbed_by, status, client_p50_below, client_p99_below, error_rate_below",
                 )
             out.append(e)

@@ -7,6 +7,7 @@ The layout is detected, never assumed: v2 when /sys/fs/cgroup is itself a cgroup
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -24,7 +25,9 @@ def version() -> int:
         return 2
     if (ROOT / "cpu").is_dir():
         return 1
-    raise PreflightError("no cgroup hierarchy found under /sys/fs/cgroup", "mount cgroup v2 or the v1 cpu controller")
+    raise PreflightError(
+        "no cgroup hierarchy found under /sys/fs/cgroup", "mount cgroup v2 or the v1 cpu controller"
+    )
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,9 @@ class Cgroup:
             try:
                 d.mkdir(exist_ok=True)
             except OSError as exc:
-                raise PreflightError(f"cannot create cgroup {d}: {exc.strerror}", "run chaoslab as root") from exc
+                raise PreflightError(
+                    f"cannot create cgroup {d}: {exc.strerror}", "run chaoslab as root"
+                ) from exc
         return cls(name, dirs)
 
     def add(self, pid: int) -> None:
@@ -67,10 +72,8 @@ class Cgroup:
         sig = signal.SIGTERM
         while self.pids() and time.monotonic() < deadline:
             for pid in self.pids():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.1)
             if time.monotonic() > deadline - timeout / 2:
                 sig = signal.SIGKILL

@@ -19,7 +19,9 @@ def wait_healthy(url: str, ca: Path, timeout: float, alive: object = None) -> fl
     last = "no answer"
     while time.monotonic() - start < timeout:
         if callable(alive) and not alive():
-            raise TargetError(f"{url}: the target exited while starting", "see its log in the run's work directory")
+            raise TargetError(
+                f"{url}: the target exited while starting", "see its log in the run's work directory"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
                 if resp.status == 200:
@@ -28,5 +30,7 @@ def wait_healthy(url: str, ca: Path, timeout: float, alive: object = None) -> fl
         except (urllib.error.URLError, OSError) as exc:
             last = str(getattr(exc, "reason", exc))
         time.sleep(0.1)
-    raise TargetError(f"{url} did not become healthy in {timeout:.0f}s (last: {last})",
-                      "see the target's log in the run's work directory")
+    raise TargetError(
+        f"{url} did not become healthy in {timeout:.0f}s (last: {last})",
+        "see the target's log in the run's work directory",
+    )

@@ -43,7 +43,9 @@ class LocalRuntime:
 
     def preflight(self) -> None:
         if os.geteuid() != 0:
-            raise PreflightError("the local runtime needs root (namespaces, cgroups, BPF)", "run chaoslab with sudo")
+            raise PreflightError(
+                "the local runtime needs root (namespaces, cgroups, BPF)", "run chaoslab with sudo"
+            )
         netns.preflight()
         Cgroup.paths_for("probe")  # detects the cgroup layout or raises
 

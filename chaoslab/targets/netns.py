@@ -26,7 +26,9 @@ PEER_NET = "10.232"
 
 def preflight() -> None:
     if shutil.which("ip") is None or shutil.which("nsenter") is None:
-        raise PreflightError("iproute2 and util-linux (ip, nsenter) are needed", "apt-get install iproute2 util-linux")
+        raise PreflightError(
+            "iproute2 and util-linux (ip, nsenter) are needed", "apt-get install iproute2 util-linux"
+        )
 
 
 def free_subnet_index() -> int:

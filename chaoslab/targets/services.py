@@ -54,8 +54,15 @@ class GoApi(Service):
 
     @classmethod
     def argv(cls, launch: Launch) -> list[str]:
-        return [str(build.go_service("go-api")), "-addr", f"0.0.0.0:{cls.port}",
-                "-cert", str(launch.certs.cert), "-key", str(launch.certs.key)]
+        return [
+            str(build.go_service("go-api")),
+            "-addr",
+            f"0.0.0.0:{cls.port}",
+            "-cert",
+            str(launch.certs.cert),
+            "-key",
+            str(launch.certs.key),
+        ]
 
 
 class Envoy(Service):
@@ -69,17 +76,32 @@ class Envoy(Service):
     def parse(cls, fields: Fields, name: str) -> TargetSpec:
         upstream = fields.name("upstream", required=True)
         per_conn = fields.integer("requests_per_connection", 1, low=1, high=100_000)
-        return TargetSpec(name=name, service=cls.name, upstream=upstream or None, requests_per_connection=per_conn)
+        return TargetSpec(
+            name=name, service=cls.name, upstream=upstream or None, requests_per_connection=per_conn
+        )
 
     @classmethod
     def argv(cls, launch: Launch) -> list[str]:
         assert launch.upstream is not None, "validated: an envoy target has an upstream"
         config = launch.workdir / f"envoy-{launch.spec.name}.json"
         ip, port = launch.upstream
-        config.write_text(json.dumps(
-            envoy_config.bootstrap(launch.certs, ip, port, launch.spec.requests_per_connection), indent=1))
-        return [str(build.envoy_binary()), "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
-                "-l", "warning", "--log-path", str(launch.workdir / f"envoy-{launch.spec.name}.log")]
+        config.write_text(
+            json.dumps(
+                envoy_config.bootstrap(launch.certs, ip, port, launch.spec.requests_per_connection), indent=1
+            )
+        )
+        return [
+            str(build.envoy_binary()),
+            "-c",
+            str(config),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+            "--log-path",
+            str(launch.workdir / f"envoy-{launch.spec.name}.log"),
+        ]
 
 
 SERVICES: dict[str, type[Service]] = {cls.name: cls for cls in (GoApi, Envoy)}
