@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console, Group, RenderableType
@@ -24,12 +25,22 @@ def save_json(report: Report, path: Path) -> None:
     path.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
 
 
+LEFT = {"phase", "target", "layer"}
+
+
+def _table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="left" if col in LEFT else "right")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def client_table(report: Report) -> Table:
-    t = Table(title="client (from due time)", title_justify="left")
-    for col in ("phase", "requests", "errors", "rate/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "late"):
-        t.add_column(col, justify="left" if col == "phase" else "right")
-    for c in report.client:
-        t.add_row(
+    cols = ("phase", "requests", "errors", "rate/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "late")
+    rows = [
+        (
             c.phase,
             str(c.requests),
             str(c.errors),
@@ -40,15 +51,15 @@ def client_table(report: Report) -> Table:
             f"{c.max_ms:.1f}",
             str(c.late),
         )
-    return t
+        for c in report.client
+    ]
+    return _table("client (from due time)", cols, rows)
 
 
 def layer_table(report: Report) -> Table:
-    t = Table(title="layers (per-request share = layer time / client requests)", title_justify="left")
-    for col in ("phase", "target", "layer", "count", "p50 ms", "p99 ms", "mean ms", "per-request ms"):
-        t.add_column(col, justify="left" if col in ("phase", "target", "layer") else "right")
-    for r in report.layers:
-        t.add_row(
+    cols = ("phase", "target", "layer", "count", "p50 ms", "p99 ms", "mean ms", "per-request ms")
+    rows = [
+        (
             r.phase,
             r.target,
             r.layer,
@@ -58,25 +69,27 @@ def layer_table(report: Report) -> Table:
             f"{r.mean_ms:.3f}",
             f"{r.per_request_ms:.3f}",
         )
-    return t
+        for r in report.layers
+    ]
+    return _table("layers (per-request share = layer time / client requests)", cols, rows)
 
 
 def added_table(report: Report) -> Table:
-    t = Table(title="added against baseline, per fault phase", title_justify="left")
-    for col in ("phase", "target", "layer", "added/request ms", "added p50 ms", "added p99 ms", "explained"):
-        t.add_column(col, justify="left" if col in ("phase", "target", "layer") else "right")
-    for v in report.verdicts:
-        for c in v.contributions:
-            t.add_row(
-                v.phase,
-                c.target,
-                c.layer,
-                f"{c.added_ms:+.2f}",
-                f"{c.added_p50_ms:+.3f}",
-                f"{c.added_p99_ms:+.3f}",
-                f"{c.explained:.0%}",
-            )
-    return t
+    cols = ("phase", "target", "layer", "added/request ms", "added p50 ms", "added p99 ms", "explained")
+    rows = [
+        (
+            v.phase,
+            c.target,
+            c.layer,
+            f"{c.added_ms:+.2f}",
+            f"{c.added_p50_ms:+.3f}",
+            f"{c.added_p99_ms:+.3f}",
+            f"{c.explained:.0%}",
+        )
+        for v in report.verdicts
+        for c in v.contributions
+    ]
+    return _table("added against baseline, per compared phase", cols, rows)
 
 
 def verdict_lines(report: Report) -> RenderableType:
