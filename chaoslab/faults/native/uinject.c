@@ -75,7 +75,7 @@ static uint8_t insn[16];     /* original bytes at addr (insn[0] is the one we re
 static int jcc = -1, jlen;   /* condition code / length when insn is an emulable Jcc */
 static long jdisp;
 static int memfd = -1;
-static uint64_t delay_ns, every = 1, hits, delayed;
+static unsigned long long delay_ns, every = 1, hits, delayed;
 static const char *reason = "signal";
 
 static uint64_t now_ns(void)
@@ -85,7 +85,7 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
 }
 
-static void emit(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void emit(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -97,7 +97,7 @@ static void emit(const char *fmt, ...)
 }
 
 /* Fatal error before the target's memory is touched (exiting auto-detaches). */
-static void die(const char *fmt, ...)
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -118,13 +118,14 @@ static long long status_field(pid_t tid, const char *key, int base)
 	size_t kl = strlen(key);
 	snprintf(path, sizeof path, "/proc/%d/task/%d/status", pid, tid);
 	FILE *f = fopen(path, "r");
-	while (f && fgets(line, sizeof line, f))
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof line, f))
 		if (!strncmp(line, key, kl) && line[kl] == ':') {
-			v = strtoll(line + kl + 1, NULL, base);
+			v = (long long)strtoull(line + kl + 1, NULL, base);
 			break;
 		}
-	if (f)
-		fclose(f);
+	fclose(f);
 	return v;
 }
 
@@ -164,15 +165,13 @@ static void drop(struct thr *t)
 
 static void queue_sig(struct thr *t, const siginfo_t *si)
 {
-	for (int i = 0; i < t->nq; i++)
-		if (t->q[i].si_signo == si->si_signo) {  /* coalesce, as the kernel does */
-			t->q[i] = *si;
-			return;
-		}
-	if (t->nq < MAXQ)
-		t->q[t->nq++] = *si;
-	else
-		fprintf(stderr, "uinject: tid %d: signal queue full, dropped %d\n", t->tid, si->si_signo);
+	int i = 0;
+	while (i < t->nq && t->q[i].si_signo != si->si_signo)  /* coalesce, as the kernel does */
+		i++;
+	if (i < MAXQ)
+		t->q[i] = *si;
+	if (i == t->nq && i < MAXQ)
+		t->nq++;
 }
 
 /*
@@ -181,7 +180,7 @@ static void queue_sig(struct thr *t, const siginfo_t *si)
  * those can inject a signal).  The first queued signal keeps its siginfo via
  * PTRACE_SETSIGINFO; the others are re-raised with tgkill.
  */
-static void release(struct thr *t, int req, int sig, int sigstop)
+static void release(struct thr *t, enum __ptrace_request req, int sig, int sigstop)
 {
 	int i = 0;
 	if (sigstop && !sig && t->nq && !ptrace(PTRACE_SETSIGINFO, t->tid, 0, &t->q[0])) {
@@ -289,7 +288,7 @@ static void handle(pid_t tid, int status)
 	} else {  /* signal-delivery stop */
 		siginfo_t si;
 		struct user_regs_struct r;
-		int req = reverting ? PTRACE_DETACH : PTRACE_CONT;
+		enum __ptrace_request req = reverting ? PTRACE_DETACH : PTRACE_CONT;
 		if (ptrace(PTRACE_GETSIGINFO, tid, 0, &si))
 			return;  /* killed meanwhile */
 		int ktrap = sig == SIGTRAP && si.si_code > 0;  /* made by the kernel, not kill() */
@@ -435,14 +434,12 @@ int main(int argc, char **argv)
 		die("read 0x%lx in pid %d: %s", addr, pid, n ? strerror(errno) : "end of memory");
 	if (insn[0] == 0xCC)
 		die("0x%lx already holds int3 (another breakpoint, or left by a killed injector)", addr);
-	if (n >= 2 && insn[0] >= 0x70 && insn[0] <= 0x7F)  /* Jcc rel8 */
+	int32_t d32;
+	memcpy(&d32, insn + 2, 4);
+	if (n >= 2 && (insn[0] & 0xF0) == 0x70)  /* Jcc rel8 */
 		jcc = insn[0] & 15, jlen = 2, jdisp = (int8_t)insn[1];
 	else if (n >= 6 && insn[0] == 0x0F && (insn[1] & 0xF0) == 0x80)  /* Jcc rel32 */
-	{
-		int32_t d32;
-		memcpy(&d32, insn + 2, 4);
 		jcc = insn[1] & 15, jlen = 6, jdisp = d32;
-	}
 	if (poke(0xCC))
 		die("write int3 at 0x%lx in pid %d: %s", addr, pid, strerror(errno));
 	emit("{\"event\":\"ready\",\"pid\":%d,\"addr\":\"0x%lx\",\"orig_byte\":\"0x%02x\"}", pid, addr, insn[0]);
@@ -493,13 +490,11 @@ int main(int argc, char **argv)
 			 * thread exited instead of being detached. */
 			int restored = done && (poke_ok || ndetached == 0);
 			emit("{\"event\":\"exit\",\"reason\":\"%s\",\"hits\":%llu,\"delayed\":%llu,\"restored\":%s}",
-			     reason, (unsigned long long)hits, (unsigned long long)delayed,
-			     restored ? "true" : "false");
+			     reason, hits, delayed, restored ? "true" : "false");
 			return restored && strcmp(reason, "error") ? 0 : 1;
 		}
 		if (now >= next_stats) {
-			emit("{\"event\":\"stats\",\"hits\":%llu,\"delayed\":%llu,\"threads\":%d}",
-			     (unsigned long long)hits, (unsigned long long)delayed, nthr);
+			emit("{\"event\":\"stats\",\"hits\":%llu,\"delayed\":%llu,\"threads\":%d}", hits, delayed, nthr);
 			next_stats = now + NS / 4;
 		}
 	}
