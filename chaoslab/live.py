@@ -25,7 +25,10 @@ class LiveView:
     def __init__(self, ctx: RunContext, load: LoadRunner, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.recent: deque[Request] = deque()
-        self.name, self.start, self.duration, self.faults = "", 0.0, 0.0, list[str]()
+        self.name = ""
+        self.start = 0.0
+        self.duration = 0.0
+        self.faults: list[str] = []
         self._last_plain = 0.0
         self._live: Live | None = None
         ctx.events.subscribe("requests", self._on_requests)

@@ -20,6 +20,7 @@ from chaoslab.context import RunContext
 from chaoslab.errors import TargetError
 from chaoslab.expectations import check_all
 from chaoslab.faults import FAULT_KINDS, Fault, Verification
+from chaoslab.hist import Histogram
 from chaoslab.journal import Journal
 from chaoslab.live import LiveView
 from chaoslab.load.records import Request
@@ -117,7 +118,7 @@ def _run_phases(
             run.faults = [(f, f.verify()) for f in active]
         run.end = time.time()
         after = probes.snapshot()
-        run.snap = {k: h - before.get(k, type(h)()) for k, h in after.items()}
+        run.snap = {k: h - before.get(k, Histogram()) for k, h in after.items()}
         runs.append(run)
         ctx.say(
             f"phase {spec.name} done"

@@ -68,6 +68,14 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
     ]
 
 
+def test_bad_target_name_is_reported_at_its_own_path() -> None:
+    found = problems(GOOD.replace("api: {service: go-api}", "Api!: {service: go-api}"))
+    assert (
+        "targets.Api!: 'Api!' is not a valid target name\n    hint: use 1-24 lowercase letters, digits, "
+        "'-' or '_', starting with a letter" in found
+    )
+
+
 def test_unknown_key_suggests_the_closest() -> None:
     found = problems(GOOD.replace("rate: 200/s", "rat: 200/s"))
     assert "load.rat: unknown key\n    hint: did you mean 'rate'?" in found

@@ -73,7 +73,7 @@ class EntropyFault(Fault):
     def preflight(self) -> None:
         if os.geteuid() != 0:
             raise PreflightError("the entropy fault needs root (ptrace)", "run chaoslab with sudo")
-        self.binary = build.native("uinject")
+        build.native("uinject")  # fail here, before anything is applied, if it cannot be built
         fn = find_function(self.target.exe, ENTROPY_FUNCTION)
         self.addr = runtime_address(self.target.pid, self.target.exe, fn.second_insn)
         self.orig = _read_byte(self.target.pid, self.addr)

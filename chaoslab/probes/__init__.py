@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from chaoslab.probes.base import Probe
-from chaoslab.probes.gofunc import GoFunctionProbe
+from chaoslab.probes.gofunc import EntropyProbe, TlsProbe
 from chaoslab.probes.proxy import ProxyProbe
 from chaoslab.probes.set import ProbeSet
 
-PROBES: tuple[type[Probe], ...] = (ProxyProbe, GoFunctionProbe.for_tls(), GoFunctionProbe.for_entropy())
+PROBES: tuple[type[Probe], ...] = (ProxyProbe, TlsProbe, EntropyProbe)
 
 __all__ = ["PROBES", "Probe", "ProbeSet"]

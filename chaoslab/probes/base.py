@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import ClassVar
 
 from chaoslab.hist import Histogram
@@ -30,11 +29,6 @@ class Probe(ABC):
     @abstractmethod
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
         """Attach `obj`'s programs for these targets (the `targets` map is already filled)."""
-
-    def source(self) -> Path:
-        from chaoslab.paths import BPF_SRC
-
-        return BPF_SRC / f"{self.program}.bpf.c"
 
     def snapshot(self) -> dict[str, Histogram]:
         """Cumulative histograms per target name since attach."""

@@ -20,14 +20,6 @@ class GoFunctionProbe(Probe):
     function: ClassVar[str]
 
     @classmethod
-    def for_tls(cls) -> type[GoFunctionProbe]:
-        return type("TlsProbe", (cls,), {"layer": Layer.TLS, "function": TLS_FUNCTION})
-
-    @classmethod
-    def for_entropy(cls) -> type[GoFunctionProbe]:
-        return type("EntropyProbe", (cls,), {"layer": Layer.ENTROPY, "function": ENTROPY_FUNCTION})
-
-    @classmethod
     def applies_to(cls, target: RunningTarget) -> bool:
         return target.service.is_go
 
@@ -38,3 +30,13 @@ class GoFunctionProbe(Probe):
             obj.attach_uprobe("func_entry", t.pid, exe, fn.file_offset)
             for ret in fn.rets:
                 obj.attach_uprobe("func_ret", t.pid, exe, fn.offset_of(ret))
+
+
+class TlsProbe(GoFunctionProbe):
+    layer = Layer.TLS
+    function = TLS_FUNCTION
+
+
+class EntropyProbe(GoFunctionProbe):
+    layer = Layer.ENTROPY
+    function = ENTROPY_FUNCTION

@@ -8,7 +8,7 @@ import yaml
 
 from chaoslab.errors import ChaoslabError, ExitCode
 from chaoslab.layers import Layer
-from chaoslab.scenario.fields import Fields, Problems, join
+from chaoslab.scenario.fields import NAME_HINT, NAME_RE, Fields, Problems, join
 from chaoslab.scenario.model import (
     Expectation,
     FaultSpec,
@@ -90,7 +90,9 @@ class _Reader:
         raw = top.mapping("targets", required=True)
         for name, value in raw.items():
             f = Fields(value, join("targets", name), self.problems)
-            valid_name = Fields({"name": name}, "targets", self.problems).name("name")
+            valid_name = bool(NAME_RE.match(name))
+            if not valid_name:
+                self.problems.add(f.path, f"{name!r} is not a valid target name", NAME_HINT)
             service = f.choice("service", tuple(SERVICES), "", required=True)
             if service:
                 spec = SERVICES[service].parse(f, name)

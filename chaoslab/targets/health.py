@@ -6,19 +6,20 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from chaoslab.errors import TargetError
 
 
-def wait_healthy(url: str, ca: Path, timeout: float, alive: object = None) -> float:
+def wait_healthy(url: str, ca: Path, timeout: float, alive: Callable[[], bool] | None = None) -> float:
     """GET `url` until it answers 200; returns the seconds it took."""
     ctx = ssl.create_default_context(cafile=str(ca))
     ctx.check_hostname = False
     start = time.monotonic()
     last = "no answer"
     while time.monotonic() - start < timeout:
-        if callable(alive) and not alive():
+        if alive is not None and not alive():
             raise TargetError(
                 f"{url}: the target exited while starting", "see its log in the run's work directory"
             )
