@@ -77,17 +77,25 @@ def bpf_object(name: str) -> Path:
     return out
 
 
+# Libraries each native helper links against (Debian package in the hint).
+NATIVE_LIBS: dict[str, tuple[list[str], str]] = {
+    "uinject": ([], "apt-get install gcc"),
+    "nfqdelay": (["-lnetfilter_queue", "-lm"], "apt-get install gcc libnetfilter-queue-dev"),
+}
+
+
 def native(name: str) -> Path:
     src = PACKAGE / "faults" / "native" / f"{name}.c"
+    libs, hint = NATIVE_LIBS[name]
     out = BUILD / "bin" / name
     if _stale(out, [src]):
         cc = _tool("cc", "apt-get install gcc")
         out.parent.mkdir(parents=True, exist_ok=True)
         _run(
-            [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(src)],
+            [cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(src), *libs],
             None,
             name,
-            "apt-get install gcc",
+            hint,
         )
     return out
 
@@ -113,6 +121,6 @@ def build_all() -> list[Path]:
         go_service("go-api"),
         bpf_object("gofunc"),
         bpf_object("proxy"),
-        native("uinject"),
+        *(native(n) for n in NATIVE_LIBS),
         envoy_binary(),
     ]

@@ -13,8 +13,21 @@ from enum import StrEnum
 class Layer(StrEnum):
     CLIENT = "client"
     PROXY = "proxy"
+    NETWORK = "network"
+    APP = "app"
     TLS = "tls"
     ENTROPY = "entropy"
+    SYSCALL = "syscall"
+    CPU = "cpu"
 
 
-DEPTH: dict[Layer, int] = {Layer.CLIENT: 0, Layer.PROXY: 1, Layer.TLS: 2, Layer.ENTROPY: 3}
+DEPTH: dict[Layer, int] = {
+    Layer.CLIENT: 0,
+    Layer.PROXY: 1,
+    Layer.NETWORK: 2,
+    Layer.APP: 2,
+    Layer.TLS: 3,
+    Layer.ENTROPY: 4,
+    Layer.SYSCALL: 5,
+    Layer.CPU: 5,
+}

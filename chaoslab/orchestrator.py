@@ -177,7 +177,7 @@ def _analyse(ctx: RunContext, runs: list[PhaseRun], records: list[Request], prob
             round(r.start, 3),
             round(r.end, 3),
             [
-                FaultRecord(f.kind, f.spec.target, f.params(), v.mechanism, v.observed, v.detail)
+                FaultRecord(f.kind, f.spec.target, f.params(), v.mechanism, v.observed, v.detail, v.measured)
                 for f, v in r.faults
             ],
         )

@@ -67,3 +67,13 @@ def kill_if_same(pid: int, started: int | None, wait: float = KILL_WAIT) -> bool
 
 def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=check, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def must(argv: list[str]) -> str:
+    """Run a fault command; a failure raises FaultError carrying the command and its stderr."""
+    from chaoslab.errors import FaultError
+
+    res = run(argv, check=False)
+    if res.returncode != 0:
+        raise FaultError(f"`{' '.join(argv)}` failed: {res.stderr.strip() or f'exit {res.returncode}'}")
+    return res.stdout

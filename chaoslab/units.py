@@ -22,6 +22,23 @@ def parse_duration(text: object) -> float:
     return float(m.group(1)) * _DURATION_SCALE[m.group(2)]
 
 
+_BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)\s*$")
+_BITRATE_SCALE = {"bit": 1, "kbit": 1_000, "mbit": 1_000_000, "gbit": 1_000_000_000}
+
+
+def parse_bitrate(text: object) -> int:
+    """Bits per second from `1mbit` (tc's units); at least 8 bit/s."""
+    m = _BITRATE.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(
+            f"{text!r} is not a bit rate: use a number and bit, kbit, mbit or gbit, e.g. '1mbit'"
+        )
+    bits = int(float(m.group(1)) * _BITRATE_SCALE[m.group(2)])
+    if bits < 8:
+        raise ValueError(f"must be at least 8bit, got {text!r}")
+    return bits
+
+
 def parse_rate(text: object) -> float:
     """Events per second from a string such as `200/s`."""
     if not isinstance(text, str):

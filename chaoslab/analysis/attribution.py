@@ -169,6 +169,8 @@ def _contributions(
 def _not_observed(check: FaultCheck, base: Snapshot, snap: Snapshot) -> str:
     if not check.observed:
         return f"the fault's mechanism saw no effect ({check.detail})"
+    if not any(key[0] == check.layer for key in (*base, *snap)):
+        return ""  # no probe measures this layer in this run: the mechanism's own measurement stands
     hf = snap.get((check.layer, check.target))
     if hf is None or hf.count == 0:
         return f"no {check.layer} events at {check.target} while the fault was active: the probe saw nothing"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from chaoslab.faults.base import Fault, Verification
 from chaoslab.faults.entropy import EntropyFault
+from chaoslab.faults.network import NetworkFault
 
-FAULT_KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (EntropyFault,)}
+FAULT_KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (EntropyFault, NetworkFault)}
 
 __all__ = ["FAULT_KINDS", "Fault", "Verification"]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from chaoslab.layers import Layer
-from chaoslab.scenario.fields import Fields
-from chaoslab.scenario.model import FaultSpec
+from chaoslab.scenario.fields import Fields, Problems
+from chaoslab.scenario.model import FaultSpec, TargetSpec
 
 if TYPE_CHECKING:
     from chaoslab.targets.base import RunningTarget
@@ -27,6 +27,8 @@ class Verification:
     observed: bool
     detail: str
     mechanism: str
+    # The measurements behind `observed`, by name (ms, counts), for the report.
+    measured: dict[str, float] = field(default_factory=dict)
 
 
 class Fault(ABC):
@@ -42,6 +44,11 @@ class Fault(ABC):
     @abstractmethod
     def parse(cls, fields: Fields, kind: str, target: str) -> FaultSpec:
         """Read this kind's parameters; problems go to `fields.problems`."""
+
+    @classmethod
+    def check(cls, spec: FaultSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
+        """Checks that need the rest of the scenario (other targets); problems go to `problems`."""
+        return None
 
     @abstractmethod
     def preflight(self) -> None:

@@ -14,11 +14,7 @@ was killed outright, `recover` writes the original byte back through /proc/PID/m
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +23,7 @@ from typing import TYPE_CHECKING
 from chaoslab import build, proc
 from chaoslab.errors import FaultError, PreflightError
 from chaoslab.faults.base import Fault, Verification
+from chaoslab.faults.helper import Helper
 from chaoslab.gobinary import find_function, runtime_address
 from chaoslab.layers import Layer
 from chaoslab.probes.gofunc import ENTROPY_FUNCTION
@@ -37,7 +34,6 @@ if TYPE_CHECKING:
     from chaoslab.targets.base import RunningTarget
 
 MAX_DELAY = 10.0
-READY_TIMEOUT = 10.0
 INT3 = 0xCC
 MECHANISM = f"ptrace breakpoint on {ENTROPY_FUNCTION} (uinject)"
 
@@ -65,10 +61,8 @@ class EntropyFault(Fault):
         super().__init__(spec, target)
         self.addr = 0
         self.orig = 0
-        self.injector: subprocess.Popen[str] | None = None
-        self.stats: dict[str, int] = {"hits": 0, "delayed": 0}
-        self.exit_event: dict[str, object] = {}
-        self._reader: threading.Thread | None = None
+        self.injector: Helper | None = None
+        self.last = (0, 0)  # randomness reads seen, reads held
 
     def preflight(self) -> None:
         if os.geteuid() != 0:
@@ -108,67 +102,30 @@ class EntropyFault(Fault):
         }
 
     def apply(self, note: Callable[..., None]) -> None:
-        p = subprocess.Popen(
-            self.argv(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.injector = p
-        note(injector_pid=p.pid, injector_start=proc.start_time(p.pid))
-        assert p.stdout is not None
-        ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, args=(p, ready), name="uinject", daemon=True)
-        self._reader.start()
-        if not ready.wait(READY_TIMEOUT):
-            err = p.stderr.read() if p.poll() is not None and p.stderr else ""
-            self.revert()
-            raise FaultError(
-                f"entropy injector did not start on {self.target.name}: {err.strip() or 'timeout'}"
-            )
-
-    def _read(self, p: subprocess.Popen[str], ready: threading.Event) -> None:
-        assert p.stdout is not None
-        for line in p.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if event.get("event") == "ready":
-                ready.set()
-            elif event.get("event") == "stats":
-                self.stats = {"hits": int(event["hits"]), "delayed": int(event["delayed"])}
-            elif event.get("event") == "exit":
-                self.exit_event = event
-                self.stats = {"hits": int(event["hits"]), "delayed": int(event["delayed"])}
+        self.injector = Helper("uinject", self.argv())
+        self.injector.start(note, f"on {self.target.name}")
 
     def expected_shift(self) -> float | None:
         return self.spec.delay / self.spec.every
 
     def verify(self) -> Verification:
-        delayed = self.stats["delayed"]
+        if self.injector is not None:
+            self._stats_from(self.injector)
+        hits, delayed = self.last
         return Verification(
             observed=delayed > 0,
-            detail=f"{delayed} of {self.stats['hits']} randomness reads held {self.spec.delay * 1000:g}ms",
+            detail=f"{delayed} of {hits} randomness reads held {self.spec.delay * 1000:g}ms",
             mechanism=MECHANISM,
         )
 
     def revert(self) -> None:
-        p, self.injector = self.injector, None
-        if p is None:
+        injector, self.injector = self.injector, None
+        if injector is None:
             return
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=8)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=2)
-        if not self.exit_event.get("restored") and self.target.alive():
+        self._stats_from(injector)
+        injector.stop()
+        self._stats_from(injector)
+        if not injector.exit.get("restored") and self.target.alive():
             # The injector died without restoring: put the original byte back ourselves.
             _restore(self.target.pid, self.addr, self.orig)
         if self.target.alive() and _read_byte(self.target.pid, self.addr) == INT3:
@@ -176,14 +133,12 @@ class EntropyFault(Fault):
                 f"entropy revert failed on {self.target.name}: breakpoint still at {self.addr:#x}"
             )
 
+    def _stats_from(self, injector: Helper) -> None:
+        self.last = (injector.latest("hits"), injector.latest("delayed"))
+
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:
-        done = []
-        ipid, istart = record.get("injector_pid"), record.get("injector_start")
-        if isinstance(ipid, int) and proc.kill_if_same(
-            ipid, istart if isinstance(istart, int) else None, wait=8
-        ):
-            done.append(f"stopped entropy injector {ipid}")
+        done = Helper.recover("uinject", record)
         pid, start = record.get("pid"), record.get("pid_start")
         addr, orig = record.get("addr"), record.get("orig_byte")
         if (

@@ -20,6 +20,7 @@ class FaultRecord:
     mechanism: str
     observed: bool
     detail: str
+    measured: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from chaoslab.units import parse_duration, parse_rate
+from chaoslab.units import parse_bitrate, parse_duration, parse_rate
 
 T = TypeVar("T")
 
@@ -123,6 +123,41 @@ class Fields:
             return per_second
 
         return self.get(key, conv, default, required=required)
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        def conv(v: object) -> bool:
+            if not isinstance(v, bool):
+                raise ValueError(f"expected true or false, got {v!r}")
+            return v
+
+        return self.get(key, conv, default)
+
+    def percent(self, key: str) -> float:
+        """A percentage, `10%` or `10` (0 when absent); must be in (0, 100]."""
+
+        def conv(v: object) -> float:
+            text = v.strip().removesuffix("%") if isinstance(v, str) else v
+            try:
+                value = (
+                    float(text)
+                    if isinstance(text, str | int | float) and not isinstance(text, bool)
+                    else -1.0
+                )
+            except ValueError:
+                value = -1.0
+            if not 0 < value <= 100:
+                raise ValueError(f"must be a percentage above 0 and at most 100, e.g. '10%', got {v!r}")
+            return value
+
+        return self.get(key, conv, 0.0)
+
+    def bitrate(self, key: str) -> int:
+        """Bits per second from `1mbit`, `500kbit`, `2gbit`, `100bit` (0 when absent)."""
+
+        def conv(v: object) -> int:
+            return parse_bitrate(v)
+
+        return self.get(key, conv, 0)
 
     def integer(self, key: str, default: int, *, low: int, high: int, required: bool = False) -> int:
         def conv(v: object) -> int:

@@ -157,7 +157,7 @@ class _Reader:
             duration = f.duration("duration", required=True)
             if duration > MAX_PHASE:
                 self.problems.add(f.at("duration"), f"at most {MAX_PHASE:g}s per phase, got {duration:g}s")
-            compare = f.get("compare", _boolean, False)
+            compare = f.flag("compare")
             faults: list[FaultSpec] = []
             for j, raw_fault in enumerate(f.sequence("faults")):
                 ff = Fields(raw_fault, join(f.at("faults"), j), self.problems)
@@ -166,7 +166,10 @@ class _Reader:
                 if target and target not in targets:
                     self.problems.add(ff.at("target"), f"unknown target {target!r}", _known(targets))
                 if kind:
-                    faults.append(FAULT_KINDS[kind].parse(ff, kind, target))
+                    spec = FAULT_KINDS[kind].parse(ff, kind, target)
+                    if target in targets:
+                        FAULT_KINDS[kind].check(spec, targets, self.problems)
+                    faults.append(spec)
                 ff.finish()
             f.finish()
             out.append(PhaseSpec(name, duration, tuple(faults), compare or bool(faults)))
@@ -244,12 +247,6 @@ def _text(value: object) -> str:
     """Free text (descriptions): never used in a command, so any character is fine."""
     if not isinstance(value, str):
         raise ValueError(f"expected text, got {type(value).__name__}")
-    return value
-
-
-def _boolean(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
     return value
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaoslab.scenario.model import TargetSpec
 from chaoslab.targets.cgroup import Cgroup
+from chaoslab.targets.netns import Link
 from chaoslab.targets.services import Service
+
+# The peer name of a target's link to the host, where chaoslab and the load generator run.
+HOST = "host"
 
 
 @dataclass
@@ -19,6 +23,7 @@ class RunningTarget:
     ip: str  # where the host reaches it
     netns: str
     cgroup: Cgroup
+    links: dict[str, Link] = field(default_factory=dict)  # peer target name (or HOST) -> link
 
     @property
     def name(self) -> str:

@@ -1,15 +1,45 @@
-"""Readiness checks: control traffic from the host to a target, never faulted."""
+"""Readiness checks: control traffic from the host to a target, never faulted.
+
+Control traffic leaves from a reserved source-port block outside Linux's ephemeral range
+(32768-60999), aligned so one mask matches it (u32 filters, iptables ranges): every network
+fault exempts it, so a health check always sees the target itself, never the fault.
+"""
 
 from __future__ import annotations
 
+import http.client
+import random
 import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from chaoslab.errors import TargetError
+
+CONTROL_PORT = 61440  # first source port of the control block
+CONTROL_MASK = 0xFE00  # the block is CONTROL_PORT..CONTROL_LAST
+CONTROL_LAST = CONTROL_PORT + (0xFFFF & ~CONTROL_MASK)
+
+
+def get_status(url: str, ctx: ssl.SSLContext, timeout: float) -> int:
+    """One GET from a control source port; returns the HTTP status."""
+    parts = urlsplit(url)
+    for _ in range(20):
+        port = random.randint(CONTROL_PORT, CONTROL_LAST)
+        conn = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=timeout, context=ctx, source_address=("", port)
+        )
+        try:
+            conn.request("GET", parts.path or "/")
+            return conn.getresponse().status
+        except OSError as exc:
+            if exc.errno == 98:  # EADDRINUSE: that control port is busy, take another
+                continue
+            raise
+        finally:
+            conn.close()
+    raise OSError("no free control source port")
 
 
 def wait_healthy(url: str, ca: Path, timeout: float, alive: Callable[[], bool] | None = None) -> float:
@@ -24,12 +54,12 @@ def wait_healthy(url: str, ca: Path, timeout: float, alive: Callable[[], bool] |
                 f"{url}: the target exited while starting", "see its log in the run's work directory"
             )
         try:
-            with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
-                if resp.status == 200:
-                    return time.monotonic() - start
-                last = f"HTTP {resp.status}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(getattr(exc, "reason", exc))
+            status = get_status(url, ctx, 2.0)
+            if status == 200:
+                return time.monotonic() - start
+            last = f"HTTP {status}"
+        except (OSError, http.client.HTTPException) as exc:
+            last = str(exc)
         time.sleep(0.1)
     raise TargetError(
         f"{url} did not become healthy in {timeout:.0f}s (last: {last})",

@@ -14,7 +14,7 @@ from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
 from chaoslab.scenario.model import TargetSpec
 from chaoslab.targets import certs, netns
-from chaoslab.targets.base import RunningTarget
+from chaoslab.targets.base import HOST, RunningTarget
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.health import wait_healthy
 from chaoslab.targets.services import SERVICES, Launch
@@ -54,26 +54,28 @@ class LocalRuntime:
         specs = start_order(dict(ctx.scenario.targets))
         net = netns.free_subnet_index()
         names = {t.name: f"chaoslab-{ctx.short_id}-{t.name}" for t in specs}
-        host_ips: dict[str, str] = {}
+        links: dict[str, dict[str, netns.Link]] = {t.name: {} for t in specs}
         for i, t in enumerate(specs):
             ns = names[t.name]
             seq = journal.intent("netns", name=ns)
             stack.callback(self._delete_ns, ns, seq)
             netns.create(ns)
-            host_ips[t.name] = netns.host_link(ns, f"clh{ctx.short_id}{i}", net, i).local_ip
-        upstream_addr: dict[str, str] = {}
+            links[t.name][HOST] = netns.host_link(ns, f"clh{ctx.short_id}{i}", net, i)
         for k, t in enumerate(t for t in specs if t.upstream):
             assert t.upstream is not None
-            _, b = netns.peer_link(names[t.name], names[t.upstream], f"clp{ctx.short_id}{k}", net, k)
-            upstream_addr[t.name] = b.local_ip
-        tls = certs.make(ctx.work_dir / "certs", [*host_ips.values(), *upstream_addr.values()])
+            a, b = netns.peer_link(names[t.name], names[t.upstream], f"clp{ctx.short_id}{k}", net, k)
+            links[t.name][t.upstream], links[t.upstream][t.name] = a, b
+        tls = certs.make(
+            ctx.work_dir / "certs", sorted({lk.local_ip for d in links.values() for lk in d.values()})
+        )
 
         running: dict[str, RunningTarget] = {}
         for t in specs:
             service = SERVICES[t.service]
             upstream = None
             if t.upstream:
-                upstream = (upstream_addr[t.name], SERVICES[ctx.scenario.targets[t.upstream].service].port)
+                up = links[t.name][t.upstream]
+                upstream = (up.peer_ip, SERVICES[ctx.scenario.targets[t.upstream].service].port)
             argv = service.argv(Launch(t, ctx.work_dir, tls, upstream))
             cg_name = names[t.name]
             cg_seq = journal.intent("cgroup", name=cg_name, dirs=[str(d) for d in Cgroup.paths_for(cg_name)])
@@ -83,7 +85,9 @@ class LocalRuntime:
             p = proc.start(netns.enter_argv(names[t.name]) + argv, ctx.work_dir / f"{t.name}.log")
             journal.update(seq, pid=p.pid, start_time=proc.start_time(p.pid))
             cgroup.add(p.pid)
-            rt = RunningTarget(t, service, p, host_ips[t.name], names[t.name], cgroup)
+            rt = RunningTarget(
+                t, service, p, links[t.name][HOST].local_ip, names[t.name], cgroup, links[t.name]
+            )
             stack.callback(self._stop, rt, seq)
             took = wait_healthy(f"{rt.url}/healthz", tls.ca, START_TIMEOUT, rt.alive)
             ctx.say(f"target {t.name}: {t.service} pid {p.pid} at {rt.url} (healthy in {took:.1f}s)")

@@ -42,9 +42,13 @@ def free_subnet_index() -> int:
 
 @dataclass(frozen=True)
 class Link:
+    """One end of a veth pair, seen from the namespace it is in."""
+
     local_if: str
     local_ip: str
     peer_ip: str
+    peer_if: str = ""
+    peer_netns: str | None = None  # None: the other end is in the host's namespace
 
 
 def pair_ips(prefix: str, net: int, index: int) -> tuple[str, str]:
@@ -79,7 +83,7 @@ def host_link(ns: str, host_if: str, net: int, index: int) -> Link:
     run(["ip", "-n", ns, "addr", "add", f"{ns_ip}/30", "dev", "eth0"])
     run(["ip", "link", "set", host_if, "up"])
     run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-    return Link("eth0", ns_ip, host_ip)
+    return Link("eth0", ns_ip, host_ip, host_if, None)
 
 
 def peer_link(ns_a: str, ns_b: str, name: str, net: int, index: int) -> tuple[Link, Link]:
@@ -91,7 +95,7 @@ def peer_link(ns_a: str, ns_b: str, name: str, net: int, index: int) -> tuple[Li
     run(["ip", "-n", ns_b, "addr", "add", f"{ip_b}/30", "dev", b_if])
     run(["ip", "-n", ns_a, "link", "set", a_if, "up"])
     run(["ip", "-n", ns_b, "link", "set", b_if, "up"])
-    return Link(a_if, ip_a, ip_b), Link(b_if, ip_b, ip_a)
+    return Link(a_if, ip_a, ip_b, b_if, ns_b), Link(b_if, ip_b, ip_a, a_if, ns_a)
 
 
 def enter_argv(ns: str) -> list[str]:

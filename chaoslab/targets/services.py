@@ -35,6 +35,8 @@ class Service:
     is_go: ClassVar[bool] = False
     # Whether the service is a proxy (the proxy layer is measured on it).
     is_proxy: ClassVar[bool] = False
+    # Ports that carry control traffic only (admin APIs): network faults never touch them.
+    control_ports: ClassVar[tuple[int, ...]] = ()
 
     @classmethod
     def parse(cls, fields: Fields, name: str) -> TargetSpec:
@@ -71,6 +73,7 @@ class Envoy(Service):
     name = "envoy"
     port = envoy_config.LISTEN_PORT
     is_proxy = True
+    control_ports = (envoy_config.ADMIN_PORT,)
 
     @classmethod
     def parse(cls, fields: Fields, name: str) -> TargetSpec:

@@ -1,0 +1,1 @@
+"""Building blocks of the network fault: iptables chains, tc shaping trees, mechanism probes."""

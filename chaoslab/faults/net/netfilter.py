@@ -1,0 +1,85 @@
+"""An iptables chain of one fault inside a namespace, jumped to from OUTPUT or INPUT.
+
+All of a fault's rules live in its own chain, each tagged with a `chaoslab:<label>`
+comment, so their packet counters can be read back (drops counted, packets seen) and the
+whole fault goes away with one jump deleted and one chain flushed and removed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from chaoslab.proc import must, run
+from chaoslab.targets import netns
+
+_COUNTER = re.compile(r"^\s*(\d+)\s+(\d+)\s.*/\* chaoslab:(\S+) \*/")
+
+
+def prefix(ns: str | None) -> list[str]:
+    return netns.enter_argv(ns) if ns else []
+
+
+@dataclass(frozen=True)
+class Rule:
+    label: str
+    args: tuple[str, ...]  # matches and target, e.g. ("-p", "tcp", "-j", "DROP")
+
+
+@dataclass(frozen=True)
+class Chain:
+    netns: str
+    name: str
+    hook: str  # OUTPUT (egress) or INPUT (ingress)
+    ifaces: tuple[str, ...]
+
+    @property
+    def _flag(self) -> str:
+        return "-o" if self.hook == "OUTPUT" else "-i"
+
+    def _ipt(self, *args: str) -> list[str]:
+        return [*prefix(self.netns), "iptables", "-w", "-t", "filter", *args]
+
+    def commands(self, rules: list[Rule]) -> list[list[str]]:
+        out = [self._ipt("-N", self.name)]
+        for r in rules:
+            out.append(
+                self._ipt("-A", self.name, *r.args, "-m", "comment", "--comment", f"chaoslab:{r.label}")
+            )
+        for iface in self.ifaces:
+            out.append(self._ipt("-I", self.hook, "1", self._flag, iface, "-j", self.name))
+        return out
+
+    def delete_commands(self) -> list[list[str]]:
+        jumps = [self._ipt("-D", self.hook, self._flag, i, "-j", self.name) for i in self.ifaces]
+        return [*jumps, self._ipt("-F", self.name), self._ipt("-X", self.name)]
+
+    def create(self, rules: list[Rule]) -> None:
+        for argv in self.commands(rules):
+            must(argv)
+
+    def exists(self) -> bool:
+        if not netns.exists(self.netns):
+            return False
+        return run(self._ipt("-S", self.name), check=False).returncode == 0
+
+    def counters(self) -> dict[str, int]:
+        """Packets each labelled rule matched so far."""
+        res = run(self._ipt("-L", self.name, "-n", "-v", "-x"), check=False)
+        out: dict[str, int] = {}
+        for line in res.stdout.splitlines():
+            m = _COUNTER.match(line)
+            if m:
+                out[m.group(3)] = out.get(m.group(3), 0) + int(m.group(1))
+        return out
+
+    def delete(self) -> bool:
+        """Remove the jumps and the chain; False if there was nothing to remove."""
+        if not self.exists():
+            return False
+        for argv in self.delete_commands()[: len(self.ifaces)]:
+            while run(argv, check=False).returncode == 0:  # a jump inserted twice goes too
+                pass
+        for argv in self.delete_commands()[len(self.ifaces) :]:
+            run(argv, check=False)
+        return True

@@ -1,0 +1,515 @@
+"""network: delay, jitter, loss, rate limit, blackhole and reset on a target's traffic.
+
+Where the traffic is: the target's own links (its namespace's veth ends), all of them or
+the one to `peer`, in one `direction`, optionally only the traffic of one local or remote
+TCP port. Control traffic (health checks from the reserved source-port block, admin ports)
+is always exempt.
+
+Mechanisms, picked at preflight:
+- the kernel has sch_netem: one netem qdisc does delay/jitter/loss/duplicate/reorder/
+  corrupt/rate, in an htb class that only the fault's traffic is filtered into;
+- it has not (this kind of machine): delay and jitter through an iptables NFQUEUE rule and
+  chaoslab's nfqdelay, loss through the iptables statistic match, rate through tbf in the
+  same htb class. duplicate, reorder, corrupt and the pareto distributions need netem.
+Blackhole (DROP) and reset (REJECT with a TCP reset) are iptables rules either way.
+
+Verification: TCP handshake round trips from the faulted side, sampled before apply and
+again while the fault is active (delay, blackhole), the rules' own packet counters (loss,
+blackhole, reset), TCP retransmissions in the namespaces involved, and the shaping leaf's
+counters (rate: overlimits or drops, the limit bit).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from chaoslab import build
+from chaoslab.errors import FaultError, PreflightError
+from chaoslab.faults import rtt
+from chaoslab.faults.base import Fault, Verification
+from chaoslab.faults.helper import Helper
+from chaoslab.faults.net.netfilter import Chain, Rule, prefix
+from chaoslab.faults.net.tc import ShapingTree, netem_available
+from chaoslab.layers import Layer
+from chaoslab.proc import run
+from chaoslab.scenario.fields import Fields, Problems, join
+from chaoslab.scenario.model import FaultSpec, TargetSpec
+from chaoslab.targets import netns
+from chaoslab.targets.base import HOST, RunningTarget
+from chaoslab.targets.health import CONTROL_LAST, CONTROL_MASK, CONTROL_PORT
+from chaoslab.targets.netns import Link
+
+MAX_DELAY = 10.0
+DIRECTIONS = ("egress", "ingress")
+DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+NETEM_ONLY = ("duplicate", "reorder", "corrupt")
+EFFECTS = ("delay", "loss", "rate", "blackhole", "reset", *NETEM_ONLY)
+RTT_SAMPLES = 6
+OBSERVED_FRACTION = 0.5  # the round trip must rise by at least this share of the delay
+
+
+@dataclass(frozen=True)
+class NetworkSpec(FaultSpec):
+    direction: str = "egress"
+    peer: str = ""  # a linked target, or "host"; empty: every link
+    local_port: int = 0
+    remote_port: int = 0
+    delay: float = 0.0
+    jitter: float = 0.0
+    distribution: str = "uniform"
+    loss: float = 0.0  # percent
+    rate: int = 0  # bits per second
+    blackhole: bool = False
+    reset: bool = False
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    corrupt: float = 0.0
+
+    def effects(self) -> list[str]:
+        return [e for e in EFFECTS if getattr(self, e)]
+
+
+class NetworkFault(Fault):
+    kind = "network"
+    layer = Layer.NETWORK
+    spec: NetworkSpec
+
+    @classmethod
+    def parse(cls, fields: Fields, kind: str, target: str) -> FaultSpec:
+        def port(key: str) -> int:
+            return fields.integer(key, 0, low=1, high=65535) if fields.has(key) else 0
+
+        spec = NetworkSpec(
+            kind=kind,
+            target=target,
+            path=fields.path,
+            direction=fields.choice("direction", DIRECTIONS, "egress"),
+            peer=fields.name("peer"),
+            local_port=port("local_port"),
+            remote_port=port("remote_port"),
+            delay=fields.duration("delay", positive=False),
+            jitter=fields.duration("jitter", positive=False),
+            distribution=fields.choice("distribution", DISTRIBUTIONS, "uniform"),
+            loss=fields.percent("loss"),
+            rate=fields.bitrate("rate"),
+            blackhole=fields.flag("blackhole"),
+            reset=fields.flag("reset"),
+            duplicate=fields.percent("duplicate"),
+            reorder=fields.percent("reorder"),
+            corrupt=fields.percent("corrupt"),
+        )
+        p = fields.problems
+        for key in ("delay", "jitter"):
+            if getattr(spec, key) > MAX_DELAY:
+                p.add(fields.at(key), f"at most {MAX_DELAY:g}s, got {getattr(spec, key):g}s")
+        effects = spec.effects()
+        if fields.ok and not effects:
+            p.add(fields.path, "a network fault needs an effect", f"add one of: {', '.join(EFFECTS)}")
+        for only in ("blackhole", "reset"):
+            if getattr(spec, only) and len(effects) > 1:
+                p.add(
+                    fields.at(only), f"{only} acts on every packet: give it alone", "remove the other effects"
+                )
+        if spec.jitter and not spec.delay:
+            p.add(fields.at("jitter"), "jitter varies a delay", "add 'delay:'")
+        if spec.reorder and not spec.delay:
+            p.add(fields.at("reorder"), "reordering sends some packets ahead of delayed ones", "add 'delay:'")
+        if fields.has("distribution") and not spec.jitter:
+            p.add(fields.at("distribution"), "a distribution shapes the jitter", "add 'jitter:'")
+        return spec
+
+    @classmethod
+    def check(cls, spec: FaultSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
+        from chaoslab.targets.services import SERVICES
+
+        assert isinstance(spec, NetworkSpec)
+        me = targets[spec.target]
+        linked = {n for n, t in targets.items() if t.upstream == me.name or me.upstream == n}
+        if spec.peer and spec.peer != HOST and spec.peer not in linked:
+            problems.add(
+                join(spec.path, "peer"),
+                f"{spec.target} has no link to {spec.peer!r}",
+                f"its peers are: {', '.join(sorted({HOST, *linked}))}",
+            )
+        service = SERVICES[me.service]
+        if spec.local_port and spec.local_port in service.control_ports:
+            problems.add(join(spec.path, "local_port"), f"{spec.local_port} is a control port: never faulted")
+        elif spec.local_port and spec.local_port != service.port:
+            problems.add(
+                join(spec.path, "local_port"),
+                f"{spec.target} ({me.service}) does not listen on {spec.local_port}",
+                f"its service port is {service.port}",
+            )
+        if spec.remote_port:
+            peers = [spec.peer] if spec.peer and spec.peer != HOST else sorted(linked)
+            ports = {SERVICES[targets[n].service].port for n in peers}
+            if spec.remote_port not in ports:
+                problems.add(
+                    join(spec.path, "remote_port"),
+                    f"no peer of {spec.target} listens on {spec.remote_port}",
+                    "peer ports: "
+                    + (", ".join(map(str, sorted(ports))) or "none (the host has no fixed port)"),
+                )
+
+    def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
+        super().__init__(spec, target)
+        self.netem = False
+        self.delayer: Helper | None = None
+        self.before: rtt.RttSample | None = None
+        self.retrans_before: dict[str | None, int] = {}
+        self.result: Verification | None = None
+
+    # -- what the fault is made of ------------------------------------------------------
+
+    @property
+    def _index(self) -> tuple[int, int]:
+        nums = [int(n) for n in re.findall(r"\d+", self.spec.path)] + [0, 0]
+        return nums[0], nums[1]
+
+    @property
+    def links(self) -> dict[str, Link]:
+        links = self.target.links
+        if self.spec.peer:
+            return {self.spec.peer: links[self.spec.peer]} if self.spec.peer in links else {}
+        return dict(links)
+
+    @property
+    def _uses_nfqueue(self) -> bool:
+        return bool(self.spec.delay) and not self.netem
+
+    @property
+    def queue(self) -> int:
+        phase, fault = self._index
+        return 1000 + 100 * phase + fault
+
+    def _ports(self) -> list[tuple[str, int]]:
+        """(side, port) pairs of the fault's match; side is 'sport' or 'dport' of the packet."""
+        egress = self.spec.direction == "egress"
+        out = []
+        if self.spec.local_port:
+            out.append(("sport" if egress else "dport", self.spec.local_port))
+        if self.spec.remote_port:
+            out.append(("dport" if egress else "sport", self.spec.remote_port))
+        return out
+
+    def _control_ports(self) -> list[tuple[str, int, int]]:
+        """(side, port, mask) of control traffic: the reserved block both ways, admin ports."""
+        side = "sport" if self.spec.direction == "egress" else "dport"
+        out = [("sport", CONTROL_PORT, CONTROL_MASK), ("dport", CONTROL_PORT, CONTROL_MASK)]
+        return out + [(side, p, 0xFFFF) for p in self.target.service.control_ports]
+
+    def chain(self) -> Chain:
+        phase, fault = self._index
+        hook = "OUTPUT" if self.spec.direction == "egress" else "INPUT"
+        ifaces = tuple(link.local_if for link in self.links.values())
+        return Chain(self.target.netns, f"CHAOSLAB-{phase}-{fault}", hook, ifaces)
+
+    def rules(self) -> list[Rule]:
+        s = self.spec
+        rules = []
+        for side, port, mask in self._control_ports():
+            last = CONTROL_LAST if mask != 0xFFFF else port
+            ports = f"{port}:{last}" if last != port else str(port)
+            rules.append(Rule("control", ("-p", "tcp", f"--{side}", ports, "-j", "RETURN")))
+        match: tuple[str, ...] = ()
+        if self._ports():
+            match = ("-p", "tcp", *(a for side, port in self._ports() for a in (f"--{side}", str(port))))
+        rules.append(Rule("seen", match))
+        if s.loss and not self.netem:
+            rules.append(
+                Rule(
+                    "loss",
+                    (
+                        *match,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        f"{s.loss / 100:.6f}",
+                        "-j",
+                        "DROP",
+                    ),
+                )
+            )
+        if s.blackhole:
+            rules.append(Rule("blackhole", (*match, "-j", "DROP")))
+        if s.reset:
+            tcp = match if match else ("-p", "tcp")
+            rules.append(Rule("reset", (*tcp, "-j", "REJECT", "--reject-with", "tcp-reset")))
+        if self._uses_nfqueue:
+            rules.append(
+                Rule("delay", (*match, "-j", "NFQUEUE", "--queue-num", str(self.queue), "--queue-bypass"))
+            )
+        return rules
+
+    def _leaf(self) -> tuple[str, ...]:
+        s = self.spec
+        if not self.netem:
+            if not s.rate:
+                return ()
+            burst = max(3200, s.rate // 8 // 100)  # 10 ms of traffic, at least two full frames
+            return ("tbf", "rate", f"{s.rate}bit", "burst", str(burst), "latency", "200ms")
+        leaf: list[str] = []
+        if s.delay:
+            leaf += ["delay", f"{round(s.delay * 1e6)}us"]
+            if s.jitter:
+                leaf += [f"{round(s.jitter * 1e6)}us"]
+                if s.distribution != "uniform":
+                    leaf += ["distribution", s.distribution]
+        for key in ("loss", "duplicate", "reorder", "corrupt"):
+            if getattr(s, key):
+                leaf += [key, f"{getattr(s, key):g}%"]
+        if s.rate:
+            leaf += ["rate", f"{s.rate}bit"]
+        return ("netem", "limit", "100000", *leaf) if leaf else ()
+
+    def trees(self) -> list[ShapingTree]:
+        leaf = self._leaf()
+        if not leaf:
+            return []
+        control = tuple(
+            ("match", "ip", side, str(port), hex(mask)) for side, port, mask in self._control_ports()
+        )
+        ports = self._ports()
+        match = (("match", "ip", "protocol", "6", "0xff") if ports else ()) + tuple(
+            a for side, port in ports for a in ("match", "ip", side, str(port), "0xffff")
+        )
+        out = []
+        for link in self.links.values():
+            if self.spec.direction == "egress":
+                out.append(ShapingTree(self.target.netns, link.local_if, leaf, control, match))
+            else:
+                out.append(ShapingTree(link.peer_netns, link.peer_if, leaf, control, match))
+        return out
+
+    def delayer_argv(self) -> list[str]:
+        s = self.spec
+        dist = "normal" if s.distribution == "normal" else "uniform"
+        return [
+            *netns.enter_argv(self.target.netns),
+            str(build.native("nfqdelay")),
+            "--queue",
+            str(self.queue),
+            "--delay-us",
+            str(round(s.delay * 1e6)),
+            "--jitter-us",
+            str(round(s.jitter * 1e6)),
+            "--dist",
+            dist,
+        ]
+
+    def mechanism(self) -> str:
+        s = self.spec
+        parts = []
+        if self.netem and self._leaf():
+            parts.append("tc netem in an htb class")
+        if self._uses_nfqueue:
+            parts.append("iptables NFQUEUE + nfqdelay (delay)")
+        if s.loss and not self.netem:
+            parts.append("iptables statistic match (loss)")
+        if s.rate and not self.netem:
+            parts.append("tbf in an htb class (rate)")
+        if s.blackhole:
+            parts.append("iptables DROP (blackhole)")
+        if s.reset:
+            parts.append("iptables REJECT tcp-reset (reset)")
+        where = ", ".join(f"{link.local_if} (to {peer})" for peer, link in self.links.items())
+        return f"{'; '.join(parts)}; {s.direction} on {where}"
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise PreflightError("network faults need root (iptables, tc)", "run chaoslab with sudo")
+        for tool, pkg in (("iptables", "iptables"), ("tc", "iproute2"), ("nsenter", "util-linux")):
+            if shutil.which(tool) is None:
+                raise PreflightError(f"network faults need {tool}", f"apt-get install {pkg}")
+        self.netem = netem_available()
+        s = self.spec
+        if not self.netem:
+            missing = [k for k in NETEM_ONLY if getattr(s, k)]
+            if s.jitter and s.distribution.startswith("pareto"):
+                missing.append(f"distribution {s.distribution}")
+            if missing:
+                raise PreflightError(
+                    f"{s.path}: {', '.join(missing)} needs sch_netem, which this kernel does not have "
+                    "(CONFIG_NET_SCH_NETEM unset)",
+                    "run on a kernel with sch_netem (most distro kernels), or drop it: delay, jitter "
+                    "(uniform, normal), loss, rate, blackhole and reset work without netem",
+                )
+            if s.delay:
+                build.native("nfqdelay")
+        if not self.links:
+            raise PreflightError(f"{s.path}: {self.target.name} has no link to {s.peer!r}")
+
+    def plan(self) -> list[str]:
+        lines = [f"mechanism: {self.mechanism()}"]
+        if self._uses_nfqueue:
+            lines.append(" ".join(self.delayer_argv()))
+        lines += [" ".join(a) for a in self.chain().commands(self.rules())]
+        lines += [" ".join(a) for t in self.trees() for a in t.commands()]
+        lines.append("revert:")
+        lines += [" ".join(a) for a in self.chain().delete_commands()]
+        lines += [" ".join(t.delete_command()) for t in self.trees()]
+        return lines
+
+    def journal_record(self) -> dict[str, object]:
+        chain = self.chain()
+        return {
+            "netns": chain.netns,
+            "chain": chain.name,
+            "hook": chain.hook,
+            "ifaces": list(chain.ifaces),
+            "trees": [{"netns": t.netns, "dev": t.dev} for t in self.trees()],
+        }
+
+    def vantage(self) -> rtt.Vantage | None:
+        """Where a TCP handshake crosses the faulted traffic."""
+        links = self.links
+        if self.spec.remote_port:  # the target's own connections out to a peer's port
+            for peer, link in links.items():
+                if peer != HOST:
+                    return rtt.Vantage(self.target.netns, link.peer_ip, self.spec.remote_port)
+            return None
+        link = links.get(HOST) or next(iter(links.values()))
+        return rtt.Vantage(link.peer_netns, link.local_ip, self.spec.local_port or self.target.port)
+
+    def _namespaces(self) -> list[str | None]:
+        return [self.target.netns, *{link.peer_netns for link in self.links.values()}]
+
+    def apply(self, note: Callable[..., None]) -> None:
+        v = self.vantage()
+        if v is not None and (self.spec.delay or self.spec.blackhole):
+            self.before = rtt.sample(v, RTT_SAMPLES)
+        self.retrans_before = {ns: _retransmissions(ns) for ns in self._namespaces()}
+        if self._uses_nfqueue:  # bound before the rule sends it anything
+            self.delayer = Helper("nfqdelay", self.delayer_argv())
+            self.delayer.start(note, f"on {self.target.name}")
+        self.chain().create(self.rules())
+        for tree in self.trees():
+            tree.create()
+
+    def verify(self) -> Verification:
+        s = self.spec
+        measured: dict[str, float] = {}
+        seen: list[str] = []
+        missing: list[str] = []
+        counters = self.chain().counters()
+        measured["packets_matched"] = counters.get("seen", 0)
+        v = self.vantage()
+        if v is not None and (s.delay or s.blackhole):
+            timeout = 0.5 if s.blackhole else min(3.0, 1.0 + 3 * (s.delay + s.jitter))
+            during = rtt.sample(v, 3 if s.blackhole else RTT_SAMPLES, timeout=timeout)
+            before = self.before.median if self.before else None
+            if before is not None:
+                measured["rtt_before_ms"] = round(before * 1000, 3)
+            if during.median is not None:
+                measured["rtt_during_ms"] = round(during.median * 1000, 3)
+            measured["rtt_timeouts"] = during.failed
+            if s.delay:
+                added = (during.median or 0.0) - (before or 0.0)
+                measured["rtt_added_ms"] = round(added * 1000, 3)
+                was = self.before.text() if self.before else "?"
+                text = f"handshake RTT {v.describe()}: {was} -> {during.text()}"
+                (
+                    seen if during.median is not None and added >= OBSERVED_FRACTION * s.delay else missing
+                ).append(text)
+            if s.blackhole:
+                (seen if not during.rtts else missing).append(f"handshakes {v.describe()}: {during.text()}")
+        if self.delayer is not None:
+            released, held_us = self.delayer.latest("released"), self.delayer.latest("held_us_sum")
+            measured["delayed_packets"] = released
+            if released:
+                measured["mean_hold_ms"] = round(held_us / released / 1000, 3)
+            if v is None:  # no handshake crosses this traffic: the delayer's own account is the evidence
+                held = released and held_us / released / 1e6 >= OBSERVED_FRACTION * s.delay
+                (seen if held else missing).append(f"nfqdelay held {released} packets")
+        for label in ("loss", "blackhole", "reset"):
+            if label in counters:
+                measured[f"{label}_packets"] = counters[label]
+                text = f"{label}: {counters[label]} of {counters.get('seen', 0)} packets"
+                (seen if counters[label] else missing).append(text)
+        stats = _sum_stats([t.leaf_stats() for t in self.trees()])
+        if stats:
+            measured.update({f"leaf_{k}": float(v) for k, v in stats.items()})
+            if s.rate:
+                bit = stats.get("overlimits", 0) + stats.get("drops", 0)
+                text = (
+                    f"rate {s.rate}bit: {stats.get('packets', 0)} packets shaped, {bit} held back or dropped"
+                )
+                (seen if bit else missing).append(text)
+            if self.netem and s.loss:
+                text = f"netem dropped {stats.get('drops', 0)} of {stats.get('packets', 0)} packets"
+                (seen if stats.get("drops") else missing).append(text)
+            if self.netem and any(getattr(s, k) for k in NETEM_ONLY):
+                (seen if stats.get("packets") else missing).append(
+                    f"netem handled {stats.get('packets', 0)} packets"
+                )
+        retrans = sum(_retransmissions(ns) - self.retrans_before.get(ns, 0) for ns in self._namespaces())
+        measured["tcp_retransmissions"] = retrans
+        if s.loss:
+            seen.append(f"{retrans} TCP retransmissions")
+        detail = "; ".join(seen + [f"NOT SEEN: {m}" for m in missing])
+        self.result = Verification(not missing, detail, self.mechanism(), measured)
+        return self.result
+
+    def revert(self) -> None:
+        chain, trees = self.chain(), self.trees()
+        chain.delete()  # first, so nothing more is queued to the delayer
+        if self.delayer is not None:
+            self.delayer.stop()
+        for tree in trees:
+            tree.delete()
+        left = ([chain.name] if chain.exists() else []) + [f"tc on {t.dev}" for t in trees if t.ours()]
+        if left:
+            raise FaultError(f"network revert failed on {self.target.name}: {', '.join(left)} still in place")
+
+    @classmethod
+    def recover(cls, record: Mapping[str, object]) -> list[str]:
+        done = Helper.recover("nfqdelay", record)
+        ns, name, hook, ifaces = (
+            record.get("netns"),
+            record.get("chain"),
+            record.get("hook"),
+            record.get("ifaces"),
+        )
+        if (
+            isinstance(ns, str)
+            and isinstance(name, str)
+            and isinstance(hook, str)
+            and isinstance(ifaces, list)
+            and Chain(ns, name, hook, tuple(str(i) for i in ifaces)).delete()
+        ):
+            done.append(f"removed iptables chain {name} in {ns}")
+        trees = record.get("trees")
+        for t in trees if isinstance(trees, list) else []:
+            if isinstance(t, dict):
+                tns = t.get("netns")
+                tree = ShapingTree(tns if isinstance(tns, str) else None, str(t.get("dev")), (), (), ())
+                if tree.delete():
+                    done.append(f"removed tc shaping on {tree.dev}")
+        return done
+
+
+def _retransmissions(ns: str | None) -> int:
+    """TCP RetransSegs of a namespace (the host's when None)."""
+    if ns is not None and not netns.exists(ns):
+        return 0
+    res = run([*prefix(ns), "cat", "/proc/net/snmp"], check=False)
+    lines = [line.split() for line in res.stdout.splitlines() if line.startswith("Tcp:")]
+    if len(lines) < 2 or "RetransSegs" not in lines[0]:
+        return 0
+    return int(lines[1][lines[0].index("RetransSegs")])
+
+
+def _sum_stats(stats: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for st in stats:
+        for k, v in st.items():
+            out[k] = out.get(k, 0) + v
+    return out
