@@ -77,3 +77,21 @@ def must(argv: list[str]) -> str:
     if res.returncode != 0:
         raise FaultError(f"`{' '.join(argv)}` failed: {res.stderr.strip() or f'exit {res.returncode}'}")
     return res.stdout
+
+
+def schedstat(pids: set[int] | list[int]) -> tuple[int, int, int]:
+    """Summed over every thread of `pids`: (ns on CPU, ns waiting on a run queue, timeslices),
+    from /proc/PID/task/TID/schedstat. Threads that exited are not counted."""
+    cpu = wait = slices = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                a, b, c = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[:3]
+            except (OSError, ValueError):
+                continue
+            cpu, wait, slices = cpu + int(a), wait + int(b), slices + int(c)
+    return cpu, wait, slices

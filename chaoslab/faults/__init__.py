@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from chaoslab.faults.base import Fault, Verification
+from chaoslab.faults.cpu import CpuFault
 from chaoslab.faults.entropy import EntropyFault
 from chaoslab.faults.network import NetworkFault
 
-FAULT_KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (EntropyFault, NetworkFault)}
+FAULT_KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (EntropyFault, NetworkFault, CpuFault)}
 
 __all__ = ["FAULT_KINDS", "Fault", "Verification"]

@@ -88,3 +88,69 @@ class Cgroup:
                     time.sleep(0.1)
             else:
                 raise TargetError(f"cannot remove cgroup {d}", "a process is still inside: see cgroup.procs")
+
+
+@dataclass(frozen=True)
+class CpuLimit:
+    """A CFS bandwidth limit: `quota_us` of CPU time per `period_us` (quota -1: unlimited)."""
+
+    quota_us: int
+    period_us: int
+
+    def render(self) -> str:
+        if self.quota_us < 0:
+            return "unlimited"
+        return f"{self.quota_us / self.period_us:g} CPU ({self.quota_us}us per {self.period_us}us)"
+
+
+def cpu_dir(dirs: tuple[Path, ...]) -> Path:
+    """The directory that holds (or will hold) the CPU controller's files."""
+    if version() == 2:
+        return dirs[0]
+    for d in dirs:
+        if d.parent == ROOT / "cpu":
+            return d
+    raise PreflightError(
+        f"no cpu controller among {', '.join(map(str, dirs))}", "mount the v1 cpu controller"
+    )
+
+
+def check_cpu_files(d: Path) -> None:
+    if not ((d / "cpu.max").exists() or (d / "cpu.cfs_quota_us").exists()):
+        raise PreflightError(
+            f"no CPU bandwidth files in {d}",
+            "enable the cpu controller (cgroup v2: add +cpu to the parent's cgroup.subtree_control)",
+        )
+
+
+def read_cpu_limit(d: Path) -> CpuLimit:
+    if (d / "cpu.max").exists():
+        quota, period = (d / "cpu.max").read_text().split()
+        return CpuLimit(-1 if quota == "max" else int(quota), int(period))
+    return CpuLimit(int((d / "cpu.cfs_quota_us").read_text()), int((d / "cpu.cfs_period_us").read_text()))
+
+
+def write_cpu_limit(d: Path, limit: CpuLimit) -> None:
+    if (d / "cpu.max").exists():
+        quota = "max" if limit.quota_us < 0 else str(limit.quota_us)
+        (d / "cpu.max").write_text(f"{quota} {limit.period_us}\n")
+        return
+    # v1 checks quota against the current period: lift the quota, set the period, then the quota.
+    (d / "cpu.cfs_quota_us").write_text("-1\n")
+    (d / "cpu.cfs_period_us").write_text(f"{limit.period_us}\n")
+    (d / "cpu.cfs_quota_us").write_text(f"{limit.quota_us}\n")
+
+
+def cpu_stat(d: Path) -> dict[str, int]:
+    """nr_periods, nr_throttled and throttled_us, on either layout."""
+    raw: dict[str, int] = {}
+    for line in (d / "cpu.stat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            raw[key] = int(value)
+    throttled_us = raw.get("throttled_usec", raw.get("throttled_time", 0) // 1000)
+    return {
+        "nr_periods": raw.get("nr_periods", 0),
+        "nr_throttled": raw.get("nr_throttled", 0),
+        "throttled_us": throttled_us,
+    }
