@@ -68,6 +68,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
             fault.preflight()
         probes = ProbeSet(PROBES, targets)
         stack.callback(probes.close)
+        ctx.events.subscribe("target_restarted", probes.retarget)
         for line in probes.attach():
             ctx.say(line)
         load = LoadRunner(ctx, targets[scenario.load.target].url)
@@ -136,7 +137,7 @@ def _revert(ctx: RunContext, fault: Fault, seq: int, signals: SignalState) -> No
 def _wait_until(deadline: float, targets: dict[str, RunningTarget], live: LiveView | None = None) -> None:
     while (left := deadline - time.time()) > 0:
         for t in targets.values():
-            if not t.alive():
+            if not t.alive() and not t.down_expected:
                 raise TargetError(
                     f"target {t.name} exited (code {t.proc.returncode}) during the run",
                     "see its log in the run's work directory",

@@ -6,7 +6,10 @@ from chaoslab.faults.base import Fault, Verification
 from chaoslab.faults.cpu import CpuFault
 from chaoslab.faults.entropy import EntropyFault
 from chaoslab.faults.network import NetworkFault
+from chaoslab.faults.process import ProcessFault
 
-FAULT_KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (EntropyFault, NetworkFault, CpuFault)}
+FAULT_KINDS: dict[str, type[Fault]] = {
+    cls.kind: cls for cls in (EntropyFault, NetworkFault, CpuFault, ProcessFault)
+}
 
 __all__ = ["FAULT_KINDS", "Fault", "Verification"]

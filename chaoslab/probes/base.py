@@ -17,6 +17,8 @@ class Probe(ABC):
     layer: ClassVar[Layer]
     program: ClassVar[str]  # bpf/<program>.bpf.c
     mechanism: ClassVar[str]
+    # Attached per process (uprobes): a restarted target needs `attach` again.
+    per_process: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.obj: BpfObject | None = None

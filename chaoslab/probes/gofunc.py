@@ -17,6 +17,7 @@ ENTROPY_FUNCTION = "crypto/internal/sysrand.Read"
 class GoFunctionProbe(Probe):
     program = "gofunc"
     mechanism = "uprobes on entry + RET sites (libbpf), keyed by goroutine"
+    per_process = True
     function: ClassVar[str]
 
     @classmethod

@@ -35,6 +35,16 @@ class ProbeSet:
             lines.append(f"probe {cls.layer}: {', '.join(t.name for t in targets)} ({cls.mechanism})")
         return lines
 
+    def retarget(self, target: RunningTarget) -> None:
+        """A target was restarted: follow its new process (its old one is gone)."""
+        for probe in self.probes:
+            index = next((i for i, name in probe.index.items() if name == target.name), None)
+            if index is None or probe.obj is None:
+                continue
+            probe.obj.update_u32("targets", target.pid, index)
+            if probe.per_process:
+                probe.attach(probe.obj, [target])
+
     def snapshot(self) -> Snapshot:
         out: Snapshot = {}
         for probe in self.probes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,10 @@ class RunningTarget:
     netns: str
     cgroup: Cgroup
     links: dict[str, Link] = field(default_factory=dict)  # peer target name (or HOST) -> link
+    # Starts the target again after it exited (the runtime's supervisor), waiting until healthy.
+    restarter: Callable[[RunningTarget], float] | None = None
+    # Set while a fault keeps the target down on purpose, so the run does not call it a crash.
+    down_expected: bool = False
 
     @property
     def name(self) -> str:
@@ -47,3 +52,9 @@ class RunningTarget:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def restart(self) -> float:
+        """Start the target again; returns the seconds until it was healthy."""
+        if self.restarter is None:
+            raise RuntimeError(f"the runtime of {self.name} cannot restart it")
+        return self.restarter(self)

@@ -154,3 +154,30 @@ def cpu_stat(d: Path) -> dict[str, int]:
         "nr_throttled": raw.get("nr_throttled", 0),
         "throttled_us": throttled_us,
     }
+
+
+def freezer_file(dirs: tuple[Path, ...]) -> Path:
+    """v2: cgroup.freeze (1/0); v1: the freezer hierarchy's freezer.state (FROZEN/THAWED)."""
+    if version() == 2:
+        return dirs[0] / "cgroup.freeze"
+    for d in dirs:
+        if d.parent == ROOT / "freezer":
+            return d / "freezer.state"
+    raise PreflightError("no freezer controller for this target's cgroup", "mount the v1 freezer controller")
+
+
+def set_frozen(path: Path, frozen: bool) -> None:
+    if path.name == "cgroup.freeze":
+        path.write_text("1\n" if frozen else "0\n")
+    else:
+        path.write_text("FROZEN\n" if frozen else "THAWED\n")
+
+
+def frozen_state(path: Path) -> str:
+    """FROZEN, FREEZING or THAWED, on either layout."""
+    if path.name == "cgroup.freeze":
+        events = (path.parent / "cgroup.events").read_text()
+        if "frozen 1" in events:
+            return "FROZEN"
+        return "FREEZING" if path.read_text().strip() == "1" else "THAWED"
+    return path.read_text().strip()

@@ -40,6 +40,21 @@ class LocalRuntime:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+        self._launch: dict[str, tuple[list[str], int]] = {}  # target -> argv, journal entry
+
+    def _restart(self, rt: RunningTarget) -> float:
+        """The runtime's supervisor: same command, namespace and cgroup; journaled first."""
+        argv, seq = self._launch[rt.name]
+        if rt.alive():
+            proc.stop(rt.proc)
+        p = proc.start(netns.enter_argv(rt.netns) + argv, self.ctx.work_dir / f"{rt.name}.log")
+        self.ctx.journal.update(seq, pid=p.pid, start_time=proc.start_time(p.pid))
+        rt.cgroup.add(p.pid)
+        rt.proc = p
+        took = wait_healthy(f"{rt.url}/healthz", self.ca, START_TIMEOUT, rt.alive)
+        self.ctx.events.fire("target_restarted", target=rt)
+        self.ctx.say(f"target {rt.name}: restarted as pid {p.pid} (healthy in {took:.1f}s)")
+        return took
 
     def preflight(self) -> None:
         if os.geteuid() != 0:
@@ -51,6 +66,7 @@ class LocalRuntime:
 
     def start(self, stack: ExitStack) -> dict[str, RunningTarget]:
         ctx, journal = self.ctx, self.ctx.journal
+        self.ca = ctx.work_dir / "certs" / "ca.pem"
         specs = start_order(dict(ctx.scenario.targets))
         net = netns.free_subnet_index()
         names = {t.name: f"chaoslab-{ctx.short_id}-{t.name}" for t in specs}
@@ -88,6 +104,8 @@ class LocalRuntime:
             rt = RunningTarget(
                 t, service, p, links[t.name][HOST].local_ip, names[t.name], cgroup, links[t.name]
             )
+            rt.restarter = self._restart
+            self._launch[t.name] = (argv, seq)
             stack.callback(self._stop, rt, seq)
             took = wait_healthy(f"{rt.url}/healthz", tls.ca, START_TIMEOUT, rt.alive)
             ctx.say(f"target {t.name}: {t.service} pid {p.pid} at {rt.url} (healthy in {took:.1f}s)")
