@@ -7,9 +7,10 @@ from chaoslab.faults.cpu import CpuFault
 from chaoslab.faults.entropy import EntropyFault
 from chaoslab.faults.network import NetworkFault
 from chaoslab.faults.process import ProcessFault
+from chaoslab.faults.syscall import SyscallFault
 
 FAULT_KINDS: dict[str, type[Fault]] = {
-    cls.kind: cls for cls in (EntropyFault, NetworkFault, CpuFault, ProcessFault)
+    cls.kind: cls for cls in (EntropyFault, NetworkFault, CpuFault, ProcessFault, SyscallFault)
 }
 
 __all__ = ["FAULT_KINDS", "Fault", "Verification"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def lib() -> ctypes.CDLL:
             "bpf_object__find_map_fd_by_name": (ci, [vp, cp]),
             "bpf_program__attach_uprobe": (vp, [vp, ctypes.c_bool, ci, cp, ctypes.c_size_t]),
             "bpf_program__attach": (vp, [vp]),
+            "bpf_program__attach_tracepoint": (vp, [vp, cp, cp]),
+            "bpf_program__fd": (ci, [vp]),
+            "bpf_obj_get_info_by_fd": (ci, [ci, vp, vp]),
+            "bpf_enable_stats": (ci, [ci]),
             "bpf_link__destroy": (ci, [vp]),
             "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
             "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
@@ -59,6 +64,20 @@ def lib() -> ctypes.CDLL:
 def _fail(what: str) -> PreflightError:
     err = ctypes.get_errno()
     return PreflightError(f"{what}: {os.strerror(err) if err else 'failed'}")
+
+
+# struct bpf_prog_info (uapi/linux/bpf.h): run_time_ns and run_cnt sit at byte 192.
+PROG_INFO_SIZE = 232
+PROG_INFO_RUN_TIME = 192
+BPF_STATS_RUN_TIME = 0
+
+
+def enable_stats() -> int:
+    """Turn on run-time accounting of BPF programs until the returned fd is closed."""
+    fd = int(lib().bpf_enable_stats(BPF_STATS_RUN_TIME))
+    if fd < 0:
+        raise _fail("cannot enable BPF run-time statistics")
+    return fd
 
 
 class BpfObject:
@@ -99,6 +118,33 @@ class BpfObject:
                 raise _fail(f"{self.path.name}: cannot attach a program")
             self._links.append(int(link))
             prog = lib().bpf_object__next_program(self._obj, prog)
+
+    def attach_tracepoint(self, program: str, category: str, name: str) -> None:
+        link = lib().bpf_program__attach_tracepoint(self._program(program), category.encode(), name.encode())
+        if not link:
+            raise _fail(f"cannot attach {program} to tracepoint {category}:{name}")
+        self._links.append(int(link))
+
+    def run_stats(self, program: str) -> tuple[int, int]:
+        """(run_time_ns, run_cnt) of a program, counted while `enable_stats()` is held."""
+        info = (ctypes.c_uint8 * PROG_INFO_SIZE)()
+        size = ctypes.c_uint32(PROG_INFO_SIZE)
+        fd = lib().bpf_program__fd(self._program(program))
+        if lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+            raise _fail(f"cannot read the statistics of {program}")
+        run_time, run_cnt = struct.unpack_from("<QQ", bytes(info), PROG_INFO_RUN_TIME)
+        return run_time, run_cnt
+
+    def update_bytes(self, map_name: str, key: int, value: bytes) -> None:
+        k, v = ctypes.c_uint32(key), ctypes.create_string_buffer(value, len(value))
+        if lib().bpf_map_update_elem(self.map_fd(map_name), ctypes.byref(k), v, 0) != 0:
+            raise _fail(f"{self.path.name}: cannot update map {map_name}")
+
+    def lookup_u64(self, map_name: str, key: int) -> int:
+        k, v = ctypes.c_uint32(key), ctypes.c_uint64()
+        if lib().bpf_map_lookup_elem(self.map_fd(map_name), ctypes.byref(k), ctypes.byref(v)) != 0:
+            return 0
+        return v.value
 
     def map_fd(self, name: str) -> int:
         fd = int(lib().bpf_object__find_map_fd_by_name(self._obj, name.encode()))

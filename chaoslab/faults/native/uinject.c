@@ -1,8 +1,17 @@
 /*
- * uinject - ptrace breakpoint delay injector (part of chaoslab).
+ * uinject - ptrace delay injector (part of chaoslab).
  *
- *   uinject --pid PID --addr 0xHEX --delay-us N [--every K]
+ *   uinject --pid PID --addr 0xHEX --delay-us N [--every K]      breakpoint mode
+ *   uinject --pid PID --mode signal --delay-us N [--errno E]      signal mode
  *
+ * Signal mode (the syscall fault): no breakpoint.  A BPF program on the
+ * sys_exit tracepoints of the named syscalls sends SIGURG to the thread of each
+ * selected call; its signal-delivery stop (si_code SI_KERNEL, unlike Go's own
+ * tgkill'd SIGURGs) is a hit: the return value becomes -E if --errno is given,
+ * the thread is held for the delay, and the SIGURG is suppressed.  Untargeted
+ * syscalls never stop; only signals pass through the tracer.
+ *
+ * Breakpoint mode (the entropy fault):
  * Delays every K-th execution (counted over all threads) of the instruction at
  * ADDR in a running multithreaded process by N us, holding only the thread that
  * hit it.  ADDR's first byte becomes int3 (0xCC); every thread is PTRACE_SEIZEd
@@ -75,7 +84,9 @@ static uint8_t insn[16];     /* original bytes at addr (insn[0] is the one we re
 static int jcc = -1, jlen;   /* condition code / length when insn is an emulable Jcc */
 static long jdisp;
 static int memfd = -1;
-static unsigned long long delay_ns, every = 1, hits, delayed;
+static unsigned long long delay_ns, every = 1, hits, delayed, passed;
+static int sigmode;          /* --mode signal: hits are kernel-sent SIGURGs, not a breakpoint */
+static long inj_errno;       /* signal mode: the selected call returns -inj_errno */
 static const char *reason = "signal";
 
 static uint64_t now_ns(void)
@@ -201,7 +212,7 @@ static void release(struct thr *t, enum __ptrace_request req, int sig, int sigst
 /* Let a thread stopped on our int3 run the original instruction. */
 static void step_over(struct thr *t)
 {
-	if (jcc >= 0) {  /* already emulated at the hit */
+	if (jcc >= 0 || sigmode) {  /* emulated at the hit, or nothing to step over */
 		t->st = RUNNING;
 		ptrace(PTRACE_CONT, t->tid, 0, 0);
 		return;
@@ -234,6 +245,28 @@ static void on_hit(struct thr *t, struct user_regs_struct *r)
 	int chosen = hits % every == 0;
 	delayed += chosen;
 	if (chosen && delay_ns) {
+		t->st = HELD;
+		t->deadline = now_ns() + delay_ns;
+	} else {
+		step_over(t);
+	}
+}
+
+/* Signal mode: t stopped on the SIGURG the BPF program sent as its selected syscall returned. */
+static void on_sighit(struct thr *t)
+{
+	struct user_regs_struct r;
+	hits++;
+	if (reverting) {
+		release(t, PTRACE_DETACH, 0, 1);  /* suppressed: the call returns untouched */
+		return;
+	}
+	if (inj_errno && !ptrace(PTRACE_GETREGS, t->tid, 0, &r)) {
+		r.rax = (unsigned long long)-inj_errno;
+		ptrace(PTRACE_SETREGS, t->tid, 0, &r);
+	}
+	delayed++;
+	if (delay_ns) {
 		t->st = HELD;
 		t->deadline = now_ns() + delay_ns;
 	} else {
@@ -302,7 +335,10 @@ static void handle(pid_t tid, int status)
 			ptrace(PTRACE_SINGLESTEP, tid, 0, 0);
 		} else if (ktrap && !ptrace(PTRACE_GETREGS, tid, 0, &r) && r.rip == addr + 1) {
 			on_hit(t, &r);
+		} else if (sigmode && sig == SIGURG && si.si_code == SI_KERNEL) {
+			on_sighit(t);
 		} else {  /* not ours: pass it through */
+			passed++;
 			release(t, req, sig, 1);
 		}
 	}
@@ -312,7 +348,7 @@ static void begin_revert(const char *why)
 {
 	reverting = 1;
 	reason = why;
-	poke_ok = !poke(insn[0]);
+	poke_ok = sigmode || !poke(insn[0]);
 	for (int i = nthr - 1; i >= 0; i--) {  /* backwards: drop() moves the last entry */
 		if (thr[i].st == HELD)
 			release(&thr[i], PTRACE_DETACH, 0, 1);  /* rip already set at the hit */
@@ -357,6 +393,8 @@ static void check_target(void)
 	if (tgid != pid)
 		die(tgid < 0 ? "pid %d: no such process" : "pid %d is a thread of process %lld, not a process",
 		    pid, tgid);
+	if (sigmode)
+		return;
 	snprintf(path, sizeof path, "/proc/%d/maps", pid);
 	FILE *f = fopen(path, "r");
 	if (!f)
@@ -367,6 +405,25 @@ static void check_target(void)
 	fclose(f);
 	if (!ok)
 		die("address 0x%lx is not in a private executable mapping of pid %d", addr, pid);
+}
+
+/* Breakpoint mode: save the instruction at addr, decode a Jcc there, write int3. */
+static void install_breakpoint(void)
+{
+	ssize_t n = pread(memfd, insn, sizeof insn, (off_t)addr);
+	if (n < 1)
+		die("read 0x%lx in pid %d: %s", addr, pid, n ? strerror(errno) : "end of memory");
+	if (insn[0] == 0xCC)
+		die("0x%lx already holds int3 (another breakpoint, or left by a killed injector)", addr);
+	int32_t d32;
+	memcpy(&d32, insn + 2, 4);
+	if (n >= 2 && (insn[0] & 0xF0) == 0x70)  /* Jcc rel8 */
+		jcc = insn[0] & 15, jlen = 2, jdisp = (int8_t)insn[1];
+	else if (n >= 6 && insn[0] == 0x0F && (insn[1] & 0xF0) == 0x80)  /* Jcc rel32 */
+		jcc = insn[1] & 15, jlen = 6, jdisp = d32;
+	if (poke(0xCC))
+		die("write int3 at 0x%lx in pid %d: %s", addr, pid, strerror(errno));
+	emit("{\"event\":\"ready\",\"pid\":%d,\"addr\":\"0x%lx\",\"orig_byte\":\"0x%02x\"}", pid, addr, insn[0]);
 }
 
 static unsigned long long num_arg(const char *opt, const char *s, int base, unsigned long long lo,
@@ -382,7 +439,8 @@ static unsigned long long num_arg(const char *opt, const char *s, int base, unsi
 
 int main(int argc, char **argv)
 {
-	const char *usage = "usage: uinject --pid PID --addr 0xHEX --delay-us N [--every K]";
+	const char *usage = "usage: uinject --pid PID --addr 0xHEX --delay-us N [--every K]\n"
+			    "       uinject --pid PID --mode signal --delay-us N [--errno E]";
 	int have = 0;
 	for (int i = 1; i < argc; i += 2) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -394,6 +452,10 @@ int main(int argc, char **argv)
 			addr = (unsigned long)num_arg(a, v, 16, 1, 0x7fffffffffffull), have |= 2;
 		else if (!strcmp(a, "--delay-us"))
 			delay_ns = num_arg(a, v, 10, 0, 3600000000ull) * 1000, have |= 4;
+		else if (!strcmp(a, "--mode") && !strcmp(v, "signal"))
+			sigmode = 1, have |= 2;
+		else if (!strcmp(a, "--errno"))
+			inj_errno = (long)num_arg(a, v, 10, 1, 4095);
 		else if (!strcmp(a, "--every"))
 			every = num_arg(a, v, 10, 1, 1ull << 62);
 		else
@@ -420,7 +482,7 @@ int main(int argc, char **argv)
 	check_target();
 	char path[64];
 	snprintf(path, sizeof path, "/proc/%d/mem", pid);
-	if ((memfd = open(path, O_RDWR | O_CLOEXEC)) < 0)
+	if (!sigmode && (memfd = open(path, O_RDWR | O_CLOEXEC)) < 0)
 		die("open %s: %s", path, strerror(errno));
 	/* Attach until /proc/PID/task is stable; the 2 ms pause before the final
 	 * pass catches a clone that was in flight while its parent was seized. */
@@ -429,20 +491,10 @@ int main(int argc, char **argv)
 			quiet = 0;
 		else if (++quiet == 1)
 			usleep(2000);
-	ssize_t n = pread(memfd, insn, sizeof insn, (off_t)addr);
-	if (n < 1)
-		die("read 0x%lx in pid %d: %s", addr, pid, n ? strerror(errno) : "end of memory");
-	if (insn[0] == 0xCC)
-		die("0x%lx already holds int3 (another breakpoint, or left by a killed injector)", addr);
-	int32_t d32;
-	memcpy(&d32, insn + 2, 4);
-	if (n >= 2 && (insn[0] & 0xF0) == 0x70)  /* Jcc rel8 */
-		jcc = insn[0] & 15, jlen = 2, jdisp = (int8_t)insn[1];
-	else if (n >= 6 && insn[0] == 0x0F && (insn[1] & 0xF0) == 0x80)  /* Jcc rel32 */
-		jcc = insn[1] & 15, jlen = 6, jdisp = d32;
-	if (poke(0xCC))
-		die("write int3 at 0x%lx in pid %d: %s", addr, pid, strerror(errno));
-	emit("{\"event\":\"ready\",\"pid\":%d,\"addr\":\"0x%lx\",\"orig_byte\":\"0x%02x\"}", pid, addr, insn[0]);
+	if (sigmode)
+		emit("{\"event\":\"ready\",\"pid\":%d,\"mode\":\"signal\",\"threads\":%d}", pid, nthr);
+	else
+		install_breakpoint();
 
 	uint64_t next_stats = now_ns() + NS / 4, revert_deadline = 0;
 	for (;;) {
@@ -489,12 +541,13 @@ int main(int argc, char **argv)
 			/* Nothing is left behind once the byte is back, or if every
 			 * thread exited instead of being detached. */
 			int restored = done && (poke_ok || ndetached == 0);
-			emit("{\"event\":\"exit\",\"reason\":\"%s\",\"hits\":%llu,\"delayed\":%llu,\"restored\":%s}",
-			     reason, hits, delayed, restored ? "true" : "false");
+			emit("{\"event\":\"exit\",\"reason\":\"%s\",\"hits\":%llu,\"delayed\":%llu,\"passed\":%llu,"
+			     "\"restored\":%s}", reason, hits, delayed, passed, restored ? "true" : "false");
 			return restored && strcmp(reason, "error") ? 0 : 1;
 		}
 		if (now >= next_stats) {
-			emit("{\"event\":\"stats\",\"hits\":%llu,\"delayed\":%llu,\"threads\":%d}", hits, delayed, nthr);
+			emit("{\"event\":\"stats\",\"hits\":%llu,\"delayed\":%llu,\"passed\":%llu,\"threads\":%d}",
+			     hits, delayed, passed, nthr);
 			next_stats = now + NS / 4;
 		}
 	}

@@ -1,0 +1,258 @@
+"""syscall: delay or fail named syscalls of a target (ChaosBlade's strace fault, cheaper).
+
+strace -p stops the target on every syscall (two ptrace stops each, ~25 us apiece here) and
+cannot use --seccomp-bpf on a process it did not start, so a Go server attached that way
+loses most of its throughput before any delay is configured. chaoslab stops a thread only
+on the calls the fault acts on:
+- a BPF program on syscalls/sys_exit_<name>, for the named syscalls only, applies the
+  selectors (first N, every Nth, probability) to the target's completed calls and sends
+  the selected call's thread a SIGURG (bpf_send_signal_thread);
+- uinject, ptrace-attached to every thread but never stopping them on syscalls, takes that
+  signal stop, holds the thread for the delay and/or rewrites the return value to -errno,
+  and suppresses the signal.
+The delay and the error land as the call returns (strace's delay_exit); for `errno`, the
+call itself has run (a write wrote), the caller sees the error. What the mechanism costs
+the target's other calls is measured: the BPF filter's run time per call (kernel BPF stats)
+and the signal stops that only passed through the tracer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chaoslab import build
+from chaoslab.errors import PreflightError
+from chaoslab.faults.base import Fault, Verification
+from chaoslab.faults.helper import Helper
+from chaoslab.faults.syscall_names import SYSCALL_NAMES
+from chaoslab.gobinary import find_function
+from chaoslab.layers import Layer
+from chaoslab.probes.libbpf import BpfObject, enable_stats
+from chaoslab.scenario.fields import Fields, join
+from chaoslab.scenario.model import FaultSpec
+
+if TYPE_CHECKING:
+    from chaoslab.targets.base import RunningTarget
+
+TRACEFS = Path("/sys/kernel/tracing/events/syscalls")
+MAX_DELAY = 10.0
+EXIT_PROGRAM, ENTER_PROGRAM = "sys_exit", "func_entry"
+MECHANISM = "BPF selector + SIGURG, ptrace hold (uinject --mode signal)"
+STAT_CALLS, STAT_SELECTED, STAT_SEND_FAILED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SyscallSpec(FaultSpec):
+    syscalls: tuple[str, ...] = ()
+    delay: float = 0.0
+    errno: str = ""
+    first: int = 0
+    every: int = 1
+    probability: float = 1.0
+
+
+class SyscallFault(Fault):
+    kind = "syscall"
+    layer = Layer.SYSCALL
+    spec: SyscallSpec
+
+    @classmethod
+    def parse(cls, fields: Fields, kind: str, target: str) -> FaultSpec:
+        p = fields.problems
+        names: list[str] = []
+        if fields.has("syscall") and fields.has("syscalls"):
+            p.add(fields.at("syscall"), "give either 'syscall' or 'syscalls', not both")
+        if fields.has("syscalls"):
+            for i, raw in enumerate(fields.sequence("syscalls")):
+                names.append(raw if isinstance(raw, str) else "")
+                if not isinstance(raw, str) or raw not in SYSCALL_NAMES:
+                    p.add(join(fields.at("syscalls"), i), f"unknown syscall {raw!r}", _closest(raw))
+        else:
+            name = fields.string("syscall", required=True)
+            if name and name not in SYSCALL_NAMES:
+                p.add(fields.at("syscall"), f"unknown syscall {name!r}", _closest(name))
+            names = [name] if name else []
+        if fields.has("syscalls") and not names:
+            p.add(fields.at("syscalls"), "name at least one syscall")
+        delay = fields.duration("delay", positive=False)
+        if delay > MAX_DELAY:
+            p.add(fields.at("delay"), f"at most {MAX_DELAY:g}s, got {delay:g}s")
+        err = fields.string("errno")
+        if err and err not in errno.errorcode.values():
+            p.add(fields.at("errno"), f"unknown errno {err!r}", "use a name such as EIO, EAGAIN, ECONNRESET")
+        if fields.ok and not delay and not err:
+            p.add(fields.path, "a syscall fault needs 'delay' or 'errno' (or both)")
+
+        def probability(v: object) -> float:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < float(v) <= 1:
+                raise ValueError(f"expected a probability above 0 and at most 1, e.g. 0.1, got {v!r}")
+            return float(v)
+
+        return SyscallSpec(
+            kind=kind,
+            target=target,
+            path=fields.path,
+            syscalls=tuple(names),
+            delay=delay,
+            errno=err,
+            first=fields.integer("first", 0, low=1, high=1 << 62) if fields.has("first") else 0,
+            every=fields.integer("every", 1, low=1, high=1 << 62),
+            probability=fields.get("probability", probability, 1.0),
+        )
+
+    def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
+        super().__init__(spec, target)
+        self.obj: BpfObject | None = None
+        self.stats_fd = -1
+        self.injector: Helper | None = None
+        self.last: dict[str, float] = {}
+        self.program = EXIT_PROGRAM
+
+    def enter_points(self) -> list[tuple[str, int]]:
+        """(function, file offset) of each named syscall's Go wrapper, when a delay can land
+        before the call (the target is Go, every wrapper exists, no errno); else []."""
+        if not self.target.service.is_go or self.spec.errno or not self.spec.delay:
+            return []
+        out = []
+        for name in self.spec.syscalls:
+            try:
+                fn = find_function(self.target.exe, f"syscall.{name}")
+            except (PreflightError, OSError):
+                return []
+            out.append((fn.name, fn.file_offset))
+        return out
+
+    def where(self) -> str:
+        points = self.enter_points()
+        if points:
+            return f"before the call (uprobe on {', '.join(f for f, _ in points)})"
+        return f"as the call returns (tracepoints {', '.join(f'sys_exit_{n}' for n in self.spec.syscalls)})"
+
+    def injector_argv(self) -> list[str]:
+        argv = [str(build.native("uinject")), "--pid", str(self.target.pid), "--mode", "signal"]
+        argv += ["--delay-us", str(round(self.spec.delay * 1e6))]
+        if self.spec.errno:
+            argv += ["--errno", str(getattr(errno, self.spec.errno))]
+        return argv
+
+    def config(self) -> bytes:
+        s = self.spec
+        return struct.pack("<QQII", s.first, s.every, round(s.probability * 1_000_000), 0)
+
+    def preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise PreflightError("the syscall fault needs root (BPF, ptrace)", "run chaoslab with sudo")
+        if not TRACEFS.is_dir():
+            raise PreflightError(
+                f"{TRACEFS} is missing", "mount tracefs: mount -t tracefs nodev /sys/kernel/tracing"
+            )
+        for name in self.spec.syscalls:
+            if not (TRACEFS / f"sys_exit_{name}").is_dir():
+                raise PreflightError(f"{self.spec.path}: this kernel has no tracepoint for syscall {name!r}")
+        build.native("uinject")
+        build.bpf_object("sysfault")
+        tracer = _tracer_pid(self.target.pid)
+        if tracer:
+            raise PreflightError(
+                f"{self.target.name} (pid {self.target.pid}) is already traced by pid {tracer}",
+                "one ptrace-based fault per target at a time; detach the other tracer",
+            )
+
+    def plan(self) -> list[str]:
+        s = self.spec
+        sel = f"first {s.first or 'all'}, every {s.every}, probability {s.probability:g}"
+        return [
+            f"mechanism: {MECHANISM}, acting {self.where()}",
+            f"load bpf/sysfault.bpf.c; targets[<pid of {s.target}>] = 0; selectors: {sel}",
+            " ".join(self.injector_argv()),
+            "revert: detach the BPF links, SIGTERM uinject (suppresses pending signals, detaches)",
+        ]
+
+    def journal_record(self) -> dict[str, object]:
+        return {"pid": self.target.pid, "syscalls": list(self.spec.syscalls)}
+
+    def apply(self, note: Callable[..., None]) -> None:
+        self.stats_fd = enable_stats()
+        self.obj = BpfObject(build.bpf_object("sysfault"))
+        self.obj.update_u32("targets", self.target.pid, 0)
+        self.obj.update_bytes("config", 0, self.config())
+        # The tracer first: no selected call may signal a thread nobody is there to catch.
+        self.injector = Helper("uinject", self.injector_argv())
+        self.injector.start(note, f"on {self.target.name}")
+        points = self.enter_points()
+        self.program = ENTER_PROGRAM if points else EXIT_PROGRAM
+        for _, offset in points:
+            self.obj.attach_uprobe(ENTER_PROGRAM, self.target.pid, self.target.exe, offset)
+        for name in [] if points else self.spec.syscalls:
+            self.obj.attach_tracepoint(EXIT_PROGRAM, "syscalls", f"sys_exit_{name}")
+
+    def _collect(self) -> None:
+        if self.obj is not None:
+            run_ns, runs = self.obj.run_stats(self.program)
+            self.last.update(
+                calls=self.obj.lookup_u64("stats", STAT_CALLS),
+                selected=self.obj.lookup_u64("stats", STAT_SELECTED),
+                send_failed=self.obj.lookup_u64("stats", STAT_SEND_FAILED),
+                filter_runs=runs,
+                filter_ns_per_call=round(run_ns / runs, 1) if runs else 0.0,
+            )
+        if self.injector is not None:
+            self.last.update(
+                held=self.injector.latest("delayed"),
+                passthrough_stops=self.injector.latest("passed"),
+            )
+
+    def verify(self) -> Verification:
+        self._collect()
+        m = self.last
+        held, selected = int(m.get("held", 0)), int(m.get("selected", 0))
+        acts = [f"held {self.spec.delay * 1000:g} ms"] if self.spec.delay else []
+        acts += [f"failed with {self.spec.errno}"] if self.spec.errno else []
+        names = ",".join(self.spec.syscalls)
+        trap = " after a uprobe trap" if self.program == ENTER_PROGRAM else ""
+        detail = (
+            f"{held} of {int(m.get('calls', 0))} {names} calls {' and '.join(acts)} ({selected} selected); "
+            f"overhead: the selector ran {m.get('filter_ns_per_call', 0):.0f} ns per {names} call{trap} "
+            f"(kernel BPF stats, signalling included), other syscalls never stop, "
+            f"{int(m.get('passthrough_stops', 0))} other signals passed through the tracer"
+        )
+        return Verification(held > 0, detail, f"{MECHANISM}, acting {self.where()}", dict(m))
+
+    def revert(self) -> None:
+        if self.obj is not None or self.injector is not None:
+            self._collect()
+        if self.obj is not None:  # no more selections from here on
+            self.obj.close()
+            self.obj = None
+        if self.injector is not None:
+            self.injector.stop()
+            self.last["held"] = self.injector.latest("delayed")
+            self.injector = None
+        if self.stats_fd >= 0:
+            os.close(self.stats_fd)
+            self.stats_fd = -1
+
+    @classmethod
+    def recover(cls, record: Mapping[str, object]) -> list[str]:
+        # The BPF links died with the run's process; only the tracer can be left.
+        return Helper.recover("uinject", record)
+
+
+def _closest(name: object) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(SYSCALL_NAMES), n=1)
+    return f"did you mean {close[0]!r}?" if close else "use a Linux syscall name, e.g. write"
+
+
+def _tracer_pid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return int(line.split()[1])
+    return 0
