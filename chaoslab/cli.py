@@ -1,4 +1,4 @@
-"""The `chaoslab` command: run, validate, recover, build."""
+"""The `chaoslab` command: run, validate, plan, recover, build."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate", help="check a scenario file; exit 2 with every problem if it is invalid"
     )
     p_val.add_argument("scenario", type=Path)
+    p_plan = sub.add_parser(
+        "plan", help="print the mechanism and exact commands of every fault on this machine, applying nothing"
+    )
+    p_plan.add_argument("scenario", type=Path)
     p_rec = sub.add_parser("recover", help="undo what killed runs left behind (safe to run twice)")
     p_rec.add_argument("journal", type=Path, nargs="*", help="journal files (default: every run that died)")
     p_rec.add_argument("--force", action="store_true", help="also recover runs whose chaoslab is still alive")
@@ -43,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.scenario, out)
         if args.command == "run":
             return _run(args.scenario, args.out, out, err)
+        if args.command == "plan":
+            return _plan(args.scenario, out)
         if args.command == "recover":
             return _recover(args.journal, args.force, out)
         if args.command == "build":
@@ -66,6 +72,36 @@ def _validate(path: Path, out: Console) -> int:
         f"{path}: valid: {len(s.targets)} targets, {len(s.phases)} phases ({faults} faults), "
         f"{s.duration:g}s, {len(s.expect)} expectations"
     )
+    return ExitCode.OK
+
+
+def _plan(path: Path, out: Console) -> int:
+    import tempfile
+
+    from chaoslab.faults import FAULT_KINDS
+    from chaoslab.faults.net.tc import netem_available
+    from chaoslab.scenario import load_scenario
+    from chaoslab.targets.local import plan_targets
+
+    scenario = load_scenario(path)
+    with tempfile.TemporaryDirectory(prefix="chaoslab-plan-") as tmp:
+        targets = plan_targets(scenario, Path(tmp))
+        out.print(
+            f"plan for {path} on this machine: runtime {scenario.runtime}, "
+            f"sch_netem {'available' if netem_available() else 'missing (fallbacks in use)'}; "
+            "RUNID and <...> are filled in at run time",
+            highlight=False,
+        )
+        for phase in scenario.phases:
+            out.print(
+                f"phase {phase.name} ({phase.duration:g}s): {len(phase.faults) or 'no'} faults",
+                highlight=False,
+            )
+            for spec in phase.faults:
+                fault = FAULT_KINDS[spec.kind](spec, targets[spec.target])
+                out.print(f"  {fault.describe()} ({spec.path})", highlight=False)
+                for line in fault.plan():
+                    out.print(f"    {line}", highlight=False, markup=False)
     return ExitCode.OK
 
 

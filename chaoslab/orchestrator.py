@@ -139,7 +139,7 @@ def _wait_until(deadline: float, targets: dict[str, RunningTarget], live: LiveVi
         for t in targets.values():
             if not t.alive() and not t.down_expected:
                 raise TargetError(
-                    f"target {t.name} exited (code {t.proc.returncode}) during the run",
+                    f"target {t.name} exited (code {t.proc.returncode if t.proc else '?'}) during the run",
                     "see its log in the run's work directory",
                 )
         if live is not None:

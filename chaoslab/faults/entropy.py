@@ -91,7 +91,14 @@ class EntropyFault(Fault):
         ]
 
     def plan(self) -> list[str]:
-        return [" ".join(self.argv()), f"mechanism: {MECHANISM}"]
+        argv = " ".join(self.argv())
+        if not self.addr:  # no process yet: name the instruction instead of its address
+            fn = find_function(self.target.exe, ENTROPY_FUNCTION)
+            where = f"<{ENTROPY_FUNCTION}+{fn.second_insn - fn.vaddr:#x} in pid of {self.target.name}>"
+            argv = argv.replace("--addr 0x0", f"--addr {where}").replace(
+                "--pid 0", f"--pid <pid of {self.target.name}>"
+            )
+        return [f"mechanism: {MECHANISM}", argv, "revert: SIGTERM uinject (restores the byte, detaches)"]
 
     def journal_record(self) -> dict[str, object]:
         return {

@@ -118,6 +118,8 @@ class ProcessFault(Fault):
 
     def _kill(self) -> None:
         t, old = self.target, self.target.proc
+        if old is None:
+            raise FaultError(f"{t.name} has no process to kill")
         t.down_expected = True
         t0 = time.monotonic()
         old.send_signal(getattr(signal, f"SIG{self.spec.signal}"))

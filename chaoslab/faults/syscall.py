@@ -170,7 +170,7 @@ class SyscallFault(Fault):
         return [
             f"mechanism: {MECHANISM}, acting {self.where()}",
             f"load bpf/sysfault.bpf.c; targets[<pid of {s.target}>] = 0; selectors: {sel}",
-            " ".join(self.injector_argv()),
+            " ".join(self.injector_argv()).replace("--pid 0", f"--pid <pid of {s.target}>"),
             "revert: detach the BPF links, SIGTERM uinject (suppresses pending signals, detaches)",
         ]
 

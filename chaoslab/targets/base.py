@@ -20,7 +20,7 @@ HOST = "host"
 class RunningTarget:
     spec: TargetSpec
     service: type[Service]
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | None  # None: only planned (`chaoslab plan`)
     ip: str  # where the host reaches it
     netns: str
     cgroup: Cgroup
@@ -29,6 +29,7 @@ class RunningTarget:
     restarter: Callable[[RunningTarget], float] | None = None
     # Set while a fault keeps the target down on purpose, so the run does not call it a crash.
     down_expected: bool = False
+    binary: Path | None = None  # the executable, when there is no process to ask
 
     @property
     def name(self) -> str:
@@ -36,7 +37,7 @@ class RunningTarget:
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.proc.pid if self.proc else 0
 
     @property
     def port(self) -> int:
@@ -48,10 +49,12 @@ class RunningTarget:
 
     @property
     def exe(self) -> Path:
+        if self.proc is None and self.binary is not None:
+            return self.binary
         return Path(f"/proc/{self.pid}/exe").resolve()
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc is not None and self.proc.poll() is None
 
     def restart(self) -> float:
         """Start the target again; returns the seconds until it was healthy."""

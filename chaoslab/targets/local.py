@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
+from pathlib import Path
 
 from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
-from chaoslab.scenario.model import TargetSpec
+from chaoslab.scenario.model import Scenario, TargetSpec
 from chaoslab.targets import certs, netns
 from chaoslab.targets.base import HOST, RunningTarget
 from chaoslab.targets.cgroup import Cgroup
@@ -20,6 +21,7 @@ from chaoslab.targets.health import wait_healthy
 from chaoslab.targets.services import SERVICES, Launch
 
 START_TIMEOUT = 30.0
+Links = dict[str, dict[str, netns.Link]]
 
 
 def start_order(targets: dict[str, TargetSpec]) -> list[TargetSpec]:
@@ -35,6 +37,40 @@ def start_order(targets: dict[str, TargetSpec]) -> list[TargetSpec]:
     return done
 
 
+def layout(scenario: Scenario, run: str, net: int) -> tuple[list[TargetSpec], dict[str, str], Links]:
+    """Start order, namespace names and links of the run's targets (nothing is created)."""
+    specs = start_order(dict(scenario.targets))
+    names = {t.name: f"chaoslab-{run}-{t.name}" for t in specs}
+    links: Links = {t.name: {} for t in specs}
+    for i, t in enumerate(specs):
+        links[t.name][HOST] = netns.host_link(names[t.name], f"clh{run}{i}", net, i)
+    for k, t in enumerate(t for t in specs if t.upstream):
+        assert t.upstream is not None
+        a, b = netns.peer_link(names[t.name], names[t.upstream], f"clp{run}{k}", net, k)
+        links[t.name][t.upstream], links[t.upstream][t.name] = a, b
+    return specs, names, links
+
+
+def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]:
+    """The targets as a run would lay them out, with no process: for `chaoslab plan`."""
+    specs, names, links = layout(scenario, "RUNID", 1)
+    tls = certs.Certs(*(work_dir / "certs" / n for n in ("ca.pem", "tls.pem", "tls.key")))
+    out = {}
+    for t in specs:
+        service = SERVICES[t.service]
+        upstream = None
+        if t.upstream:
+            up = links[t.name][t.upstream]
+            upstream = (up.peer_ip, SERVICES[scenario.targets[t.upstream].service].port)
+        argv = service.argv(Launch(t, work_dir, tls, upstream))
+        cgroup = Cgroup(names[t.name], Cgroup.paths_for(names[t.name]))
+        out[t.name] = RunningTarget(
+            t, service, None, links[t.name][HOST].local_ip, names[t.name], cgroup, links[t.name]
+        )
+        out[t.name].binary = Path(argv[0])
+    return out
+
+
 class LocalRuntime:
     name = "local"
 
@@ -45,7 +81,7 @@ class LocalRuntime:
     def _restart(self, rt: RunningTarget) -> float:
         """The runtime's supervisor: same command, namespace and cgroup; journaled first."""
         argv, seq = self._launch[rt.name]
-        if rt.alive():
+        if rt.proc is not None and rt.alive():
             proc.stop(rt.proc)
         p = proc.start(netns.enter_argv(rt.netns) + argv, self.ctx.work_dir / f"{rt.name}.log")
         self.ctx.journal.update(seq, pid=p.pid, start_time=proc.start_time(p.pid))
@@ -67,20 +103,16 @@ class LocalRuntime:
     def start(self, stack: ExitStack) -> dict[str, RunningTarget]:
         ctx, journal = self.ctx, self.ctx.journal
         self.ca = ctx.work_dir / "certs" / "ca.pem"
-        specs = start_order(dict(ctx.scenario.targets))
-        net = netns.free_subnet_index()
-        names = {t.name: f"chaoslab-{ctx.short_id}-{t.name}" for t in specs}
-        links: dict[str, dict[str, netns.Link]] = {t.name: {} for t in specs}
-        for i, t in enumerate(specs):
+        specs, names, links = layout(ctx.scenario, ctx.short_id, netns.free_subnet_index())
+        for t in specs:
             ns = names[t.name]
             seq = journal.intent("netns", name=ns)
             stack.callback(self._delete_ns, ns, seq)
             netns.create(ns)
-            links[t.name][HOST] = netns.host_link(ns, f"clh{ctx.short_id}{i}", net, i)
-        for k, t in enumerate(t for t in specs if t.upstream):
-            assert t.upstream is not None
-            a, b = netns.peer_link(names[t.name], names[t.upstream], f"clp{ctx.short_id}{k}", net, k)
-            links[t.name][t.upstream], links[t.upstream][t.name] = a, b
+            netns.create_host_link(ns, links[t.name][HOST])
+        for t in specs:
+            if t.upstream:
+                netns.create_peer_link(names[t.name], links[t.name][t.upstream])
         tls = certs.make(
             ctx.work_dir / "certs", sorted({lk.local_ip for d in links.values() for lk in d.values()})
         )
@@ -113,7 +145,7 @@ class LocalRuntime:
         return running
 
     def _stop(self, rt: RunningTarget, seq: int) -> None:
-        code = proc.stop(rt.proc)
+        code = proc.stop(rt.proc) if rt.proc else None
         if code not in (0, -15, None):
             self.ctx.say(f"target {rt.name} exited with code {code}")
         self.ctx.journal.undone(seq)

@@ -73,29 +73,37 @@ def exists(ns: str) -> bool:
 
 
 def host_link(ns: str, host_if: str, net: int, index: int) -> Link:
-    """veth host<->ns; returns the namespace side's address (local_ip) and the host's (peer_ip)."""
+    """veth host<->ns, as seen from the namespace (`local_ip`); `create_host_link` makes it."""
     host_ip, ns_ip = pair_ips(HOST_NET, net, index)
-    tmp = f"{host_if}n"
-    run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", tmp])
-    run(["ip", "link", "set", tmp, "netns", ns])
-    run(["ip", "-n", ns, "link", "set", tmp, "name", "eth0"])
-    run(["ip", "addr", "add", f"{host_ip}/30", "dev", host_if])
-    run(["ip", "-n", ns, "addr", "add", f"{ns_ip}/30", "dev", "eth0"])
-    run(["ip", "link", "set", host_if, "up"])
-    run(["ip", "-n", ns, "link", "set", "eth0", "up"])
     return Link("eth0", ns_ip, host_ip, host_if, None)
 
 
+def create_host_link(ns: str, link: Link) -> None:
+    tmp = f"{link.peer_if}n"
+    run(["ip", "link", "add", link.peer_if, "type", "veth", "peer", "name", tmp])
+    run(["ip", "link", "set", tmp, "netns", ns])
+    run(["ip", "-n", ns, "link", "set", tmp, "name", link.local_if])
+    run(["ip", "addr", "add", f"{link.peer_ip}/30", "dev", link.peer_if])
+    run(["ip", "-n", ns, "addr", "add", f"{link.local_ip}/30", "dev", link.local_if])
+    run(["ip", "link", "set", link.peer_if, "up"])
+    run(["ip", "-n", ns, "link", "set", link.local_if, "up"])
+
+
 def peer_link(ns_a: str, ns_b: str, name: str, net: int, index: int) -> tuple[Link, Link]:
-    """veth between two namespaces; returns (side in a, side in b)."""
+    """veth between two namespaces: (side in a, side in b); `create_peer_link` makes it."""
     ip_a, ip_b = pair_ips(PEER_NET, net, index)
     a_if, b_if = f"{name}a", f"{name}b"
-    run(["ip", "link", "add", a_if, "netns", ns_a, "type", "veth", "peer", "name", b_if, "netns", ns_b])
-    run(["ip", "-n", ns_a, "addr", "add", f"{ip_a}/30", "dev", a_if])
-    run(["ip", "-n", ns_b, "addr", "add", f"{ip_b}/30", "dev", b_if])
-    run(["ip", "-n", ns_a, "link", "set", a_if, "up"])
-    run(["ip", "-n", ns_b, "link", "set", b_if, "up"])
     return Link(a_if, ip_a, ip_b, b_if, ns_b), Link(b_if, ip_b, ip_a, a_if, ns_a)
+
+
+def create_peer_link(ns_a: str, a: Link) -> None:
+    ns_b, b_if = a.peer_netns, a.peer_if
+    assert ns_b is not None
+    run(["ip", "link", "add", a.local_if, "netns", ns_a, "type", "veth", "peer", "name", b_if, "netns", ns_b])
+    run(["ip", "-n", ns_a, "addr", "add", f"{a.local_ip}/30", "dev", a.local_if])
+    run(["ip", "-n", ns_b, "addr", "add", f"{a.peer_ip}/30", "dev", b_if])
+    run(["ip", "-n", ns_a, "link", "set", a.local_if, "up"])
+    run(["ip", "-n", ns_b, "link", "set", b_if, "up"])
 
 
 def enter_argv(ns: str) -> list[str]:
