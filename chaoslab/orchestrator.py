@@ -113,6 +113,7 @@ def _run_phases(
                 phase_stack.callback(_revert, ctx, fault, seq, signals)
                 with signals.shielding():
                     fault.apply(lambda seq=seq, **facts: ctx.journal.update(seq, **facts))
+                    ctx.journal.update(seq, applied=True)
             live.phase(spec.name, start, spec.duration, [f.describe() for f in active])
             offset += spec.duration
             _wait_until(t0 + offset, targets, live)

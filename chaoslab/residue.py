@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 from chaoslab.paths import BUILD
+from chaoslab.proc import run
 from chaoslab.targets import netns
 from chaoslab.targets.cgroup import ROOT
 
@@ -52,8 +54,20 @@ def _processes() -> list[str]:
     return out
 
 
+def _host_network() -> list[str]:
+    """Fault rules in the host's own namespace (iptables chains, tc trees on the run's veths)."""
+    out = []
+    if shutil.which("iptables"):
+        rules = run(["iptables", "-w", "-S"], check=False).stdout
+        out += [f"iptables: {line}" for line in rules.splitlines() if "CHAOSLAB" in line]
+    if shutil.which("tc"):
+        qdiscs = run(["tc", "qdisc", "show"], check=False).stdout
+        out += [f"tc: {line}" for line in qdiscs.splitlines() if " dev clh" in line and "htb 1:" in line]
+    return out
+
+
 def leftovers() -> list[str]:
-    return _namespaces() + _cgroups() + _processes()
+    return _namespaces() + _cgroups() + _processes() + _host_network()
 
 
 def main() -> int:

@@ -468,6 +468,24 @@ class NetworkFault(Fault):
         left = ([chain.name] if chain.exists() else []) + [f"tc on {t.dev}" for t in trees if t.ours()]
         if left:
             raise FaultError(f"network revert failed on {self.target.name}: {', '.join(left)} still in place")
+        self._check_reverted()
+
+    def _check_reverted(self) -> None:
+        """The revert is seen on the wire too: handshakes are back to their round trip before."""
+        v = self.vantage()
+        if v is None or self.result is None or self.before is None or not self.target.alive():
+            return
+        if not (self.spec.delay or self.spec.blackhole):
+            return
+        after = rtt.sample(v, 3, timeout=1.0)
+        if after.median is not None:
+            self.result.measured["rtt_after_revert_ms"] = round(after.median * 1000, 3)
+        was = self.before.median or 0.0
+        if after.median is None or after.median > was + max(0.005, OBSERVED_FRACTION * self.spec.delay):
+            raise FaultError(
+                f"network fault on {self.target.name} still acting after revert: "
+                f"handshakes {v.describe()} {after.text()} (before the fault: {self.before.text()})"
+            )
 
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:

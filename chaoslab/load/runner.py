@@ -44,6 +44,7 @@ class LoadRunner:
             "rate": load.rate,
             "duration": duration,
             "concurrency": load.concurrency,
+            "timeout": load.timeout,
             "max_requests": int(load.rate * duration) + 1,
             "requests": [{"name": r.name, "path": r.path, "weight": r.weight} for r in load.requests],
             "records": str(self.path),

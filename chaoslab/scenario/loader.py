@@ -120,6 +120,9 @@ class _Reader:
         if rate > MAX_RATE:
             self.problems.add(f.at("rate"), f"at most {MAX_RATE:g}/s is allowed, got {rate:g}/s")
         concurrency = f.integer("concurrency", 64, low=1, high=2000)
+        timeout = f.duration("timeout", 10.0)
+        if timeout > 300:
+            self.problems.add(f.at("timeout"), f"at most 300s, got {timeout:g}s")
         requests: list[RequestSpec] = []
         if f.has("path") and f.has("requests"):
             self.problems.add(f.at("path"), "give either 'path' or 'requests', not both")
@@ -144,7 +147,7 @@ class _Reader:
         f.finish()
         if not f.ok:
             return None
-        return LoadSpec(protocol, target, rate, concurrency, tuple(requests))
+        return LoadSpec(protocol, target, rate, concurrency, tuple(requests), timeout)
 
     def phases(self, top: Fields, targets: dict[str, TargetSpec]) -> tuple[PhaseSpec, ...]:
         from chaoslab.faults import FAULT_KINDS

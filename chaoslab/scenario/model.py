@@ -41,6 +41,7 @@ class LoadSpec:
     rate: float  # arrivals per second (open model)
     concurrency: int  # most requests in flight at once
     requests: tuple[RequestSpec, ...]
+    timeout: float = 10.0  # a request not answered in this time counts as an error
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,239 @@
+"""The fault catalog on real targets: each fault's effect measured, and each one reverted on
+SIGTERM and recovered after SIGKILL. The machine must be clean after every test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from chaoslab import journal
+from chaoslab.faults import FAULT_KINDS
+from chaoslab.faults.cpu import CpuFault
+from chaoslab.faults.net.tc import netem_available
+from chaoslab.residue import leftovers
+from chaoslab.scenario import parse_scenario
+from chaoslab.targets.base import RunningTarget
+from chaoslab.targets.cgroup import Cgroup, CpuLimit, cpu_dir, read_cpu_limit, write_cpu_limit
+from chaoslab.targets.services import SERVICES
+from tests.conftest import SCENARIOS, chaoslab
+from tests.test_e2e import start_run, wait_for_fault
+
+pytestmark = [pytest.mark.privileged, pytest.mark.e2e]
+
+
+@pytest.fixture(autouse=True)
+def clean_machine(root: None) -> None:
+    assert leftovers() == [], "the machine carried chaoslab state before the test"
+    yield
+    left = leftovers()
+    if left:
+        chaoslab("recover", "--force")
+    assert left == [], f"left behind: {left}"
+
+
+def run(name: str, out: Path) -> dict:
+    res = chaoslab("run", str(SCENARIOS / f"{name}.yaml"), "--out", str(out))
+    assert res.returncode in (0, 1), res.stderr[-3000:]
+    assert journal.pending(out / "journal.jsonl") == []
+    return json.loads((out / "report.json").read_text())
+
+
+def client(r: dict) -> dict[str, dict]:
+    return {c["phase"]: c for c in r["client"]}
+
+
+def fault(r: dict, phase: int = 1) -> dict:
+    [f] = r["phases"][phase]["faults"]
+    return f
+
+
+def test_egress_delay_adds_40ms_to_the_round_trip_and_the_client(tmp_path: Path) -> None:
+    r = run("net_delay", tmp_path)
+    f, c = fault(r), client(r)
+    assert f["observed"], f["detail"]
+    m = f["measured"]
+    assert m["rtt_added_ms"] == pytest.approx(40, rel=0.2)
+    assert c["slow"]["p50_ms"] - c["baseline"]["p50_ms"] == pytest.approx(40, rel=0.2)
+    # both back after revert: the wire, and the client
+    assert m["rtt_after_revert_ms"] < m["rtt_before_ms"] + 2
+    assert c["recovery"]["p50_ms"] < c["baseline"]["p50_ms"] + max(2, 0.2 * c["baseline"]["p50_ms"])
+    assert f["mechanism"].startswith("tc netem" if netem_available() else "iptables NFQUEUE + nfqdelay")
+
+
+def test_loss_drops_packets_and_causes_retransmissions(tmp_path: Path) -> None:
+    r = run("net_loss", tmp_path)
+    f = fault(r)
+    assert f["observed"], f["detail"]
+    assert f["measured"]["tcp_retransmissions"] > 0
+    if not netem_available():
+        share = f["measured"]["loss_packets"] / f["measured"]["packets_matched"]
+        assert 0.03 < share < 0.2
+    assert client(r)["lossy"]["p99_ms"] > client(r)["baseline"]["p99_ms"] + 100  # retransmission timeouts
+
+
+def test_blackhole_fails_requests_which_recover_after_revert(tmp_path: Path) -> None:
+    r = run("net_blackhole", tmp_path)
+    f, c = fault(r), client(r)
+    assert f["observed"], f["detail"]
+    assert f["measured"]["rtt_timeouts"] == 3 and f["measured"]["blackhole_packets"] > 0
+    assert c["dark"]["errors"] > 0
+    assert c["recovery"]["errors"] == 0 and c["recovery"]["requests"] > 0
+    assert f["measured"]["rtt_after_revert_ms"] < 5
+
+
+def test_cpu_limit_throttles_and_slows_the_client(tmp_path: Path) -> None:
+    r = run("cpu_limit", tmp_path)
+    f, c = fault(r), client(r)
+    assert f["observed"], f["detail"]
+    assert f["measured"]["nr_throttled"] > 0.5 * f["measured"]["nr_periods"]
+    assert f["measured"]["runqueue_wait_ms"] > 100
+    assert c["starved"]["p50_ms"] > 2 * c["baseline"]["p50_ms"]
+    assert c["recovery"]["p50_ms"] < 2 * c["baseline"]["p50_ms"]
+
+
+def test_cpu_revert_restores_the_previous_limit(tmp_path: Path) -> None:
+    """A limit that was there before the fault (a container's own) comes back, on v1 or v2."""
+    cg = Cgroup.create(f"chaoslab-test-{os.getpid()}")
+    try:
+        d = cpu_dir(cg.dirs)
+        before = CpuLimit(50_000, 100_000)
+        write_cpu_limit(d, before)
+        scenario = parse_scenario(
+            "name: t\ntargets: {api: {service: go-api}}\nload: {target: api, path: /, rate: 1/s}\n"
+            "phases: [{name: b, duration: 1s},\n"
+            "  {name: f, duration: 1s, faults: [{kind: cpu, target: api, cpus: 0.1}]}]\n"
+        )
+        spec = scenario.phases[1].faults[0]
+        target = RunningTarget(scenario.targets["api"], SERVICES["go-api"], None, "127.0.0.1", "none", cg)
+        fault = CpuFault(spec, target)
+        fault.preflight()
+        fault.apply(lambda **_: None)
+        assert read_cpu_limit(d) == CpuLimit(10_000, 100_000)
+        fault.revert()
+        assert read_cpu_limit(d) == before
+        fault.revert()  # safe twice
+        assert read_cpu_limit(d) == before
+        write_cpu_limit(d, CpuLimit(10_000, 100_000))  # as a killed run would leave it
+        assert CpuFault.recover(fault.journal_record()) != []
+        assert read_cpu_limit(d) == before
+        assert CpuFault.recover(fault.journal_record()) == []
+    finally:
+        cg.remove()
+
+
+def test_syscall_write_delay_shows_in_the_client_with_its_overhead(tmp_path: Path) -> None:
+    r = run("syscall_write", tmp_path)
+    f, c = fault(r), client(r)
+    assert f["observed"], f["detail"]
+    m = f["measured"]
+    assert m["held"] > 100 and m["selected"] >= m["held"]
+    assert c["slow-write"]["p50_ms"] - c["baseline"]["p50_ms"] == pytest.approx(30, rel=0.2)
+    assert c["recovery"]["p50_ms"] < c["baseline"]["p50_ms"] + 2
+    # the mechanism's own cost, measured and reported
+    assert m["filter_ns_per_call"] > 0 and "passthrough_stops" in m
+    assert "overhead:" in f["detail"]
+
+
+def test_pause_stalls_the_target_for_the_phase(tmp_path: Path) -> None:
+    r = run("pause", tmp_path)
+    f, c = fault(r), client(r)
+    assert f["observed"], f["detail"]
+    assert f["measured"]["cpu_ms_while_paused"] == 0
+    assert c["paused"]["max_ms"] > 1500
+    assert c["recovery"]["errors"] == 0
+
+
+def test_kill_restarts_the_target(tmp_path: Path) -> None:
+    r = run("kill", tmp_path)
+    f, c = fault(r), client(r)
+    assert f["observed"], f["detail"]
+    assert f["measured"]["exit_code"] == -9 and f["measured"]["healthy_after_ms"] < 10_000
+    assert c["recovery"]["errors"] == 0 and c["recovery"]["requests"] > 100
+
+
+FAULTS = {
+    "entropy": "{kind: entropy, target: api, delay: 3ms}",
+    "network": "{kind: network, target: api, delay: 40ms, loss: 5%}",
+    "cpu": "{kind: cpu, target: api, cpus: 0.2}",
+    "syscall": "{kind: syscall, target: api, syscall: write, delay: 5ms}",
+    "process": "{kind: process, target: api, action: pause}",
+}
+
+
+def test_every_fault_kind_is_covered() -> None:
+    assert set(FAULTS) == set(FAULT_KINDS)
+
+
+def long_run(tmp_path: Path, kind: str) -> Path:
+    text = (SCENARIOS / "long_fault.yaml").read_text()
+    scenario = tmp_path / f"long_{kind}.yaml"
+    scenario.write_text(text.replace("{kind: entropy, target: api, delay: 3ms}", FAULTS[kind]))
+    return scenario
+
+
+def running(comm: str) -> list[int]:
+    """PIDs of live (not zombie) processes named `comm`."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            status = (d / "status").read_text() if d.name.isdigit() else ""
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("Name") == comm and not fields.get("State", "").startswith("Z"):
+            out.append(int(d.name))
+    return out
+
+
+def target_tracer(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+def test_sigterm_mid_fault_leaves_nothing_applied(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "out"
+    p = start_run(out, long_run(tmp_path, kind))
+    wait_for_fault(out, p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-3000:]
+    assert journal.pending(out / "journal.jsonl") == []
+    assert f"{kind}" in (out / "journal.jsonl").read_text()
+
+
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+def test_sigkill_mid_fault_then_recover_twice(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "out"
+    p = start_run(out, long_run(tmp_path, kind))
+    record = wait_for_fault(out, p)
+    p.kill()
+    p.communicate(timeout=30)
+    time.sleep(1)
+    assert leftovers(), "a killed run leaves its targets for recover to find"
+    pid = int(record.get("pid", 0))
+    if kind in ("entropy", "syscall") and pid:
+        # the injector noticed its parent die, undid its work and let go of the target
+        deadline = time.monotonic() + 10
+        while target_tracer(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert target_tracer(pid) == 0
+    if kind == "network":
+        # the delayer is gone; the rules stay in the target's namespace for recover
+        assert not running("nfqdelay")
+    first = chaoslab("recover")
+    assert first.returncode == 0, first.stderr
+    if kind == "network":
+        assert "removed iptables chain" in first.stdout
+    if kind == "process":
+        assert "thawed" in first.stdout
+    assert leftovers() == []
+    second = chaoslab("recover")
+    assert second.returncode == 0 and "nothing to recover" in second.stdout
