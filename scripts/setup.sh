@@ -15,7 +15,7 @@ packages=(
   iptables strace                     # fault tools
   binutils                            # objdump: instruction boundaries for Go probes and faults
   clang llvm libbpf-dev libbpf1       # BPF programs (compiled here, loaded through libbpf)
-  gcc libc6-dev                       # the native injector
+  gcc libc6-dev libnetfilter-queue-dev  # the native helpers (uinject, nfqdelay)
   openssl curl ca-certificates
   python3-venv
 )

@@ -107,7 +107,8 @@ def test_expectations_are_checked_against_phases_and_layers() -> None:
         "expect[0].phase: unknown phase 'strave'\n    hint: phases are: baseline, starve, recovery" in found
     )
     assert any(
-        f.startswith("expect[0].absorbed_by: must be one of client, proxy, tls, entropy") for f in found
+        f.startswith("expect[0].absorbed_by: must be one of client, proxy, network, app, tls, entropy")
+        for f in found
     )
 
 
@@ -145,3 +146,66 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
     ok = chaoslab("validate", str(REPO / "scenarios" / "tls_entropy.yaml"))
     assert ok.returncode == 0, ok.stderr
     assert "valid: 2 targets, 3 phases (1 faults)" in ok.stdout
+
+
+def fault_problems(fault: str) -> list[str]:
+    return problems(GOOD.replace("{kind: entropy, target: api, delay: 40ms}", fault))
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("{kind: network, target: api, delay: -5ms}", "phases[1].faults[0].delay: must not be negative"),
+        ("{kind: network, target: api, loss: 120%}", "phases[1].faults[0].loss: must be a percentage"),
+        ("{kind: network, target: api, rate: fast}", "phases[1].faults[0].rate: 'fast' is not a bit rate"),
+        ("{kind: network, target: api}", "phases[1].faults[0]: a network fault needs an effect"),
+        ("{kind: network, target: api, jitter: 5ms}", "phases[1].faults[0].jitter: jitter varies a delay"),
+        ("{kind: network, target: api, blackhole: true, loss: 5%}", "blackhole acts on every packet"),
+        (
+            "{kind: network, target: api, delay: 1ms, peer: db}",
+            "phases[1].faults[0].peer: api has no link to 'db'",
+        ),
+        (
+            "{kind: network, target: api, delay: 1ms, local_port: 9999}",
+            "api (go-api) does not listen on 9999",
+        ),
+        ("{kind: network, target: edge, delay: 1ms, local_port: 9901}", "9901 is a control port"),
+        ("{kind: network, target: api, delay: 1ms, remote_port: 70000}", "must be between 1 and 65535"),
+        ("{kind: network, target: api, delay: 1ms, direction: sideways}", "phases[1].faults[0].direction"),
+        ("{kind: cpu, target: api, cpus: 0}", "phases[1].faults[0].cpus: expected a number of CPUs"),
+        ("{kind: cpu, target: api}", "phases[1].faults[0].cpus: is required"),
+        ("{kind: syscall, target: api, syscall: wrte, delay: 1ms}", "unknown syscall 'wrte'"),
+        ("{kind: syscall, target: api, syscall: write, errno: EWHAT}", "unknown errno 'EWHAT'"),
+        ("{kind: syscall, target: api, syscall: write}", "needs 'delay' or 'errno'"),
+        ("{kind: syscall, target: api, syscall: write, delay: 1ms, probability: 2}", "probability"),
+        ("{kind: process, target: api, action: explode}", "phases[1].faults[0].action"),
+        ("{kind: process, target: api, action: pause, signal: KILL}", "'signal' belongs to action kill"),
+        ("{kind: network, target: api, delay: '1ms;reboot'}", "phases[1].faults[0].delay"),
+        ("{kind: network, target: db, delay: 1ms}", "phases[1].faults[0].target: unknown target 'db'"),
+    ],
+)
+def test_bad_fault_values_name_their_path(fault: str, expected: str) -> None:
+    found = fault_problems(fault)
+    assert any(expected in p for p in found), found
+
+
+def test_wrte_suggests_write() -> None:
+    [p] = fault_problems("{kind: syscall, target: api, syscall: wrte, delay: 1ms}")
+    assert "did you mean 'write'" in p
+
+
+def test_plan_prints_commands_and_applies_nothing(tmp_path: Path) -> None:
+    s = tmp_path / "s.yaml"
+    s.write_text(
+        GOOD.replace(
+            "{kind: entropy, target: api, delay: 40ms}",
+            "{kind: network, target: api, delay: 40ms, peer: edge}, {kind: cpu, target: edge, cpus: 0.5}",
+        )
+    )
+    res = chaoslab("plan", str(s))
+    assert res.returncode == 0, res.stderr
+    assert "network on api (phases[1].faults[0])" in res.stdout
+    assert "mechanism:" in res.stdout and "revert:" in res.stdout
+    assert ("netem" in res.stdout) or ("NFQUEUE" in res.stdout and "nfqdelay" in res.stdout)
+    assert "cpu.cfs_quota_us" in res.stdout or "cpu.max" in res.stdout
+    assert not list(Path("/run/netns").glob("chaoslab-RUNID-*")) if Path("/run/netns").exists() else True
