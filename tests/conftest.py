@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,16 @@ def chaoslab(*args: str, timeout: float = 300, **kw: object) -> subprocess.Compl
 def root() -> None:
     if os.geteuid() != 0:
         pytest.fail("privileged tests need root: run them as root (CI does)")
+
+
+@pytest.fixture
+def clean_machine(root: None) -> Iterator[None]:
+    """Nothing of chaoslab's on the machine before the test, and nothing left after it."""
+    from chaoslab.residue import leftovers
+
+    assert leftovers() == [], "the machine carried chaoslab state before the test"
+    yield
+    left = leftovers()
+    if left:
+        chaoslab("recover", "--force")
+    assert left == [], f"left behind: {left}"

@@ -17,17 +17,7 @@ from chaoslab import journal
 from chaoslab.residue import leftovers
 from tests.conftest import REPO, SCENARIOS, chaoslab
 
-pytestmark = [pytest.mark.privileged, pytest.mark.e2e]
-
-
-@pytest.fixture(autouse=True)
-def clean_machine(root: None) -> None:
-    assert leftovers() == [], "the machine carried chaoslab state before the test"
-    yield
-    left = leftovers()
-    if left:
-        chaoslab("recover", "--force")
-    assert left == [], f"left behind: {left}"
+pytestmark = [pytest.mark.privileged, pytest.mark.e2e, pytest.mark.usefixtures("clean_machine")]
 
 
 def report(out: Path) -> dict:

@@ -23,17 +23,7 @@ from chaoslab.targets.services import SERVICES
 from tests.conftest import SCENARIOS, chaoslab
 from tests.test_e2e import start_run, wait_for_fault
 
-pytestmark = [pytest.mark.privileged, pytest.mark.e2e]
-
-
-@pytest.fixture(autouse=True)
-def clean_machine(root: None) -> None:
-    assert leftovers() == [], "the machine carried chaoslab state before the test"
-    yield
-    left = leftovers()
-    if left:
-        chaoslab("recover", "--force")
-    assert left == [], f"left behind: {left}"
+pytestmark = [pytest.mark.privileged, pytest.mark.e2e, pytest.mark.usefixtures("clean_machine")]
 
 
 def run(name: str, out: Path) -> dict:

@@ -20,9 +20,8 @@ from chaoslab.faults.net.netfilter import prefix
 from chaoslab.proc import must, run
 from chaoslab.targets import netns
 
-UNSHAPED = "100gbit"
+UNSHAPED_CLASS = ("htb", "rate", "100gbit", "quantum", "60000")
 NETEM_PROBE = ["unshare", "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
-QUANTUM = "60000"
 
 
 @dataclass(frozen=True)
@@ -38,38 +37,10 @@ class ShapingTree:
 
     def commands(self) -> list[list[str]]:
         dev = ("dev", self.dev)
-        out = [
-            self._tc("qdisc", "add", *dev, "root", "handle", "1:", "htb", "default", "1"),
-            self._tc(
-                "class",
-                "add",
-                *dev,
-                "parent",
-                "1:",
-                "classid",
-                "1:1",
-                "htb",
-                "rate",
-                UNSHAPED,
-                "quantum",
-                QUANTUM,
-            ),
-            self._tc(
-                "class",
-                "add",
-                *dev,
-                "parent",
-                "1:",
-                "classid",
-                "1:4",
-                "htb",
-                "rate",
-                UNSHAPED,
-                "quantum",
-                QUANTUM,
-            ),
-            self._tc("qdisc", "add", *dev, "parent", "1:4", "handle", "40:", *self.leaf),
-        ]
+        out = [self._tc("qdisc", "add", *dev, "root", "handle", "1:", "htb", "default", "1")]
+        for cls in ("1:1", "1:4"):  # unshaped, and the fault's (shaped by its leaf)
+            out.append(self._tc("class", "add", *dev, "parent", "1:", "classid", cls, *UNSHAPED_CLASS))
+        out.append(self._tc("qdisc", "add", *dev, "parent", "1:4", "handle", "40:", *self.leaf))
         for m in self.control:
             out.append(self._filter("1", m, "1:1"))
         out.append(self._filter("2", self.match or ("match", "u32", "0", "0"), "1:4"))
