@@ -136,13 +136,9 @@ class Fields:
         """A percentage, `10%` or `10` (0 when absent); must be in (0, 100]."""
 
         def conv(v: object) -> float:
-            text = v.strip().removesuffix("%") if isinstance(v, str) else v
+            text = v.strip().removesuffix("%") if isinstance(v, str) else str(v)
             try:
-                value = (
-                    float(text)
-                    if isinstance(text, str | int | float) and not isinstance(text, bool)
-                    else -1.0
-                )
+                value = -1.0 if isinstance(v, bool) else float(text)
             except ValueError:
                 value = -1.0
             if not 0 < value <= 100:
