@@ -5,7 +5,11 @@
  * Histogram: log-linear buckets over nanoseconds, 8 sub-buckets per power of two
  * (a bucket is at most 12.5% wide), keyed by (target, bucket). Bucket HIST_SUM holds
  * the sum of all values in ns, so means and per-request shares are exact.
- * chaoslab/probes/hist.py decodes buckets with the same rule; change both together.
+ * chaoslab/hist.py decodes buckets with the same rule; change both together.
+ *
+ * Metrics: a probe can split its layer into metrics (a syscall number, "connect",
+ * "stop-the-world"...). The key's target field is then `index | metric << 8`; metric 0
+ * is the layer as a whole. chaoslab/probes/base.py decodes it.
  *
  * Targets: user space fills `targets` with tgid -> target index before attaching;
  * events of any other process are ignored.
@@ -27,7 +31,7 @@ struct hist_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 32768);
 	__type(key, struct hist_key);
 	__type(value, __u64);
 } hist SEC(".maps");
@@ -73,19 +77,31 @@ static __always_inline void hist_add(__u32 target, __u32 bucket, __u64 inc)
 	}
 }
 
-/* Record one duration (ns) for a target. */
+/* Record one duration (ns) for a target, under one of the probe's metrics. */
+static __always_inline void hist_record_metric(__u32 target, __u32 metric, __u64 ns)
+{
+	__u32 key = (target & 0xff) | (metric << 8);
+
+	hist_add(key, hist_bucket(ns), 1);
+	hist_add(key, HIST_SUM, ns);
+}
+
+/* Record one duration (ns) for a target, for its layer as a whole. */
 static __always_inline void hist_record(__u32 target, __u64 ns)
 {
-	hist_add(target, hist_bucket(ns), 1);
-	hist_add(target, HIST_SUM, ns);
+	hist_record_metric(target, 0, ns);
+}
+
+/* The target index of a process, or NULL if it is not a target. */
+static __always_inline __u32 *target_of(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&targets, &tgid);
 }
 
 /* The target index of the current process, or NULL if it is not a target. */
 static __always_inline __u32 *current_target(void)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-
-	return bpf_map_lookup_elem(&targets, &tgid);
+	return target_of(bpf_get_current_pid_tgid() >> 32);
 }
 
 #endif

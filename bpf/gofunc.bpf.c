@@ -2,36 +2,54 @@
 /*
  * gofunc: duration of one Go function in a target, keyed by goroutine.
  *
- * Layers: tls (crypto/tls.(*Conn).serverHandshake) and entropy
+ * Layers: tls (crypto/tls.(*Conn).serverHandshake), entropy
  * (crypto/internal/sysrand.Read, which covers Go's vDSO getrandom path and the
- * getrandom syscall). One instance of this object is loaded per layer.
+ * getrandom syscall), app (net/http.serverHandler.ServeHTTP) and gc (mark assist,
+ * stop-the-world). One instance of this object is loaded per layer.
  *
  * Attach: `func_entry` as a uprobe on the function's first instruction, `func_ret`
  * as a uprobe on each of its RET instructions (found by disassembly). No uretprobe:
  * it rewrites the return address on the goroutine stack, which the Go runtime moves.
+ * The attach cookie is the metric the duration is recorded under.
  *
  * Key: the goroutine (the g pointer, held in R14 by Go's amd64 register ABI), not
  * the thread, because a goroutine can move between threads inside the function.
+ *
+ * `span_begin`/`span_end` time a span that is one per process, from the entry of
+ * one function to a RET of another (stop-the-world: runtime.stopTheWorldWithSema
+ * to the return of runtime.startTheWorldWithSema); keyed by the process.
  */
 #include <asm/ptrace.h>
 #include "chaoslab.bpf.h"
 
+struct start {
+	__u64 ns;
+	__u64 metric;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);   /* g pointer */
-	__type(value, __u64); /* entry time, ns */
+	__type(key, __u64); /* g pointer, or tgid for spans */
+	__type(value, struct start);
 } starts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32); /* tgid */
+	__type(value, struct start);
+} spans SEC(".maps");
 
 SEC("uprobe")
 int func_entry(struct pt_regs *ctx)
 {
 	__u64 g = ctx->r14;
-	__u64 now = bpf_ktime_get_ns();
+	struct start s = { bpf_ktime_get_ns(), bpf_get_attach_cookie(ctx) };
 
 	if (!current_target())
 		return 0;
-	bpf_map_update_elem(&starts, &g, &now, BPF_ANY);
+	bpf_map_update_elem(&starts, &g, &s, BPF_ANY);
 	return 0;
 }
 
@@ -39,15 +57,41 @@ SEC("uprobe")
 int func_ret(struct pt_regs *ctx)
 {
 	__u64 g = ctx->r14;
-	__u64 *start = bpf_map_lookup_elem(&starts, &g);
+	struct start *start = bpf_map_lookup_elem(&starts, &g);
 	__u32 *target;
 
 	if (!start)
 		return 0;
 	target = current_target();
 	if (target)
-		hist_record(*target, bpf_ktime_get_ns() - *start);
+		hist_record_metric(*target, (__u32)start->metric, bpf_ktime_get_ns() - start->ns);
 	bpf_map_delete_elem(&starts, &g);
+	return 0;
+}
+
+SEC("uprobe")
+int span_begin(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct start s = { bpf_ktime_get_ns(), bpf_get_attach_cookie(ctx) };
+
+	if (!target_of(tgid))
+		return 0;
+	bpf_map_update_elem(&spans, &tgid, &s, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int span_end(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct start *start = bpf_map_lookup_elem(&spans, &tgid);
+	__u32 *target = target_of(tgid);
+
+	if (!start || !target)
+		return 0;
+	hist_record_metric(*target, (__u32)start->metric, bpf_ktime_get_ns() - start->ns);
+	bpf_map_delete_elem(&spans, &tgid);
 	return 0;
 }
 

@@ -52,7 +52,7 @@ def go_service(name: str) -> Path:
 def bpf_object(name: str) -> Path:
     src = BPF_SRC / f"{name}.bpf.c"
     out = BUILD / "bpf" / f"{name}.bpf.o"
-    if _stale(out, [src, BPF_SRC / "chaoslab.bpf.h"]):
+    if _stale(out, [src, *BPF_SRC.glob("*.bpf.h")]):
         clang = _tool("clang", "apt-get install clang libbpf-dev")
         out.parent.mkdir(parents=True, exist_ok=True)
         _run(

@@ -71,6 +71,12 @@ class Histogram:
             seen += c
         return float(bucket_bounds(max(self.buckets))[1])
 
+    def __add__(self, other: Histogram) -> Histogram:
+        out = dict(self.buckets)
+        for b, c in other.buckets.items():
+            out[b] = out.get(b, 0) + c
+        return Histogram(out, self.sum_ns + other.sum_ns)
+
     def __sub__(self, other: Histogram) -> Histogram:
         """What was recorded between snapshot `other` and snapshot `self`."""
         out = {b: c - other.buckets.get(b, 0) for b, c in self.buckets.items()}

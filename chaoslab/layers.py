@@ -1,8 +1,9 @@
 """The layers chaoslab measures, from the user's view inward.
 
 Depth orders the nesting used by attribution: a deeper layer's time is contained in the
-time of the shallower ones on the same request path (entropy inside tls, inside the
-service's connection, inside the proxy's request, inside the client's view).
+time of the shallower ones on the same request path: entropy inside tls, inside the
+service's request, inside the proxy's upstream time, inside the client's view; gc's mark
+assist inside the handler (app); cpu and syscall can sit under any of them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class Layer(StrEnum):
     NETWORK = "network"
     APP = "app"
     TLS = "tls"
+    GC = "gc"
     ENTROPY = "entropy"
     SYSCALL = "syscall"
     CPU = "cpu"
@@ -25,8 +27,9 @@ DEPTH: dict[Layer, int] = {
     Layer.CLIENT: 0,
     Layer.PROXY: 1,
     Layer.NETWORK: 2,
-    Layer.APP: 2,
+    Layer.APP: 3,
     Layer.TLS: 3,
+    Layer.GC: 4,
     Layer.ENTROPY: 4,
     Layer.SYSCALL: 5,
     Layer.CPU: 5,

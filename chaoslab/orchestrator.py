@@ -22,10 +22,12 @@ from chaoslab.expectations import check_all
 from chaoslab.faults import FAULT_KINDS, Fault, Verification
 from chaoslab.hist import Histogram
 from chaoslab.journal import Journal
+from chaoslab.layers import Layer
 from chaoslab.live import LiveView
 from chaoslab.load.records import Request
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
+from chaoslab.probes.base import Stall
 from chaoslab.probes.set import Snapshot
 from chaoslab.report.model import FaultRecord, PhaseRecord, Report
 from chaoslab.scenario.model import PhaseSpec, Scenario
@@ -82,7 +84,9 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         )
         phases = _run_phases(ctx, t0, targets, faults, probes, live, signals)
         load.stop()
-        return _analyse(ctx, phases, load.records, [f"{p.layer}: {p.mechanism}" for p in probes.probes])
+        return _analyse(
+            ctx, phases, load.records, probes.stalls(), [f"{p.layer}: {p.mechanism}" for p in probes.probes]
+        )
     finally:
         signals.shield()
         stack.close()
@@ -148,31 +152,42 @@ def _wait_until(deadline: float, targets: dict[str, RunningTarget], live: LiveVi
         time.sleep(min(TICK, left))
 
 
-def _analyse(ctx: RunContext, runs: list[PhaseRun], records: list[Request], probe_lines: list[str]) -> Report:
+def _analyse(
+    ctx: RunContext,
+    runs: list[PhaseRun],
+    records: list[Request],
+    stalls: list[tuple[Layer, Stall]],
+    probe_lines: list[str],
+) -> Report:
     by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
     for req in records:
         for r in runs:
             if r.start <= req.due < r.end:
                 by_phase[r.spec.name].append(req)
                 break
-    base = runs[0]
+    data = {
+        r.spec.name: attribution.PhaseData(
+            r.spec.name,
+            by_phase[r.spec.name],
+            r.snap,
+            attribution.stall_seconds(stalls, by_phase[r.spec.name]),
+        )
+        for r in runs
+    }
+    base = data[runs[0].spec.name]
     client = [attribution.client_row(r.spec.name, by_phase[r.spec.name], r.end - r.start) for r in runs]
-    layers = [
-        row for r in runs for row in attribution.layer_rows(r.spec.name, r.snap, len(by_phase[r.spec.name]))
-    ]
+    layers = [row for r in runs for row in attribution.layer_rows(data[r.spec.name])]
     verdicts = []
     for r in runs[1:]:
         if not r.spec.compare:
             continue
         checks = [
-            attribution.FaultCheck(f.layer, f.spec.target, f.expected_shift(), v.observed, v.detail)
+            attribution.FaultCheck(
+                f.expected_layer(), f.spec.target, f.expected_shift(), v.observed, v.detail
+            )
             for f, v in r.faults
         ]
-        verdicts.append(
-            attribution.verdict(
-                r.spec.name, by_phase[base.spec.name], base.snap, by_phase[r.spec.name], r.snap, checks
-            )
-        )
+        verdicts.append(attribution.verdict(base, data[r.spec.name], checks))
     phases = [
         PhaseRecord(
             r.spec.name,

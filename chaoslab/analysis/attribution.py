@@ -3,17 +3,26 @@
 Per-request shares make layers comparable: a layer's share in a phase is the total time
 its probe recorded there divided by the client requests of the phase. Shares add up along
 a request path (medians do not), so `explained = added share / client added mean`.
+
+A stall of a whole process (a frozen target) is not one event's worth of time: every
+request in flight waits it out. Its share is the time the phase's requests overlapped it.
+
+A layer's change is significant when its events shifted (Mann-Whitney on its histograms,
+which is robust to skew; fewer than 5 events on a side cannot decide), or when it stalled
+in the phase and not in the baseline.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from chaoslab.analysis.stats import mann_whitney_p
+from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p
 from chaoslab.hist import Histogram
 from chaoslab.layers import DEPTH, Layer
 from chaoslab.load.records import Request, quantile
+from chaoslab.probes.base import LAYER, Stall
+from chaoslab.probes.set import Snapshot
 from chaoslab.report.model import ClientRow, Contribution, LayerRow, Verdict
 from chaoslab.scenario.model import Status
 
@@ -23,7 +32,7 @@ MIN_ADDED_FRACTION = 0.10  # ... nor one under 10% of the baseline
 EXPLAINS = 0.5  # a layer "explains" the client's added time from this fraction on
 OBSERVED_FRACTION = 0.5  # a fault's layer must show at least this share of its expected shift
 
-Snapshot = dict[tuple[Layer, str], Histogram]
+LayerKey = tuple[Layer, str]  # (layer, target)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,35 @@ class FaultCheck:
     expected_shift: float | None  # seconds added per event of that layer, if the fault says
     observed: bool  # the fault's own mechanism saw its effect
     detail: str
+
+
+@dataclass
+class PhaseData:
+    """What one phase measured: the client's requests, the probes' histograms, the stalls."""
+
+    name: str
+    requests: list[Request]
+    snap: Snapshot
+    stall_s: dict[LayerKey, float] = field(default_factory=dict)  # request-seconds held by stalls
+
+    def layers(self) -> dict[LayerKey, Histogram]:
+        return {(layer, target): h for (layer, target, metric), h in self.snap.items() if metric == LAYER}
+
+    def share(self, key: LayerKey) -> float:
+        """Seconds of this layer per client request."""
+        n = len(self.requests)
+        h = self.layers().get(key, Histogram())
+        return (h.sum_ns / 1e9 + self.stall_s.get(key, 0.0)) / n if n else 0.0
+
+
+def stall_seconds(stalls: list[tuple[Layer, Stall]], requests: list[Request]) -> dict[LayerKey, float]:
+    """Request-seconds spent inside each stall: the overlap of every request with it."""
+    out: dict[LayerKey, float] = {}
+    for layer, s in stalls:
+        held = sum(max(0.0, min(r.end, s.end) - max(r.due, s.start)) for r in requests)
+        if held > 0:
+            out[(layer, s.target)] = out.get((layer, s.target), 0.0) + held
+    return out
 
 
 def client_row(phase: str, reqs: list[Request], duration: float) -> ClientRow:
@@ -54,12 +92,20 @@ def client_row(phase: str, reqs: list[Request], duration: float) -> ClientRow:
     )
 
 
-def layer_rows(phase: str, snap: Snapshot, n_requests: int) -> list[LayerRow]:
+def layer_rows(data: PhaseData) -> list[LayerRow]:
+    """The layer as a whole first, then its metrics, for every (layer, target) measured."""
+    n = len(data.requests)
     rows = []
-    for (layer, target), h in sorted(snap.items(), key=lambda kv: (DEPTH[kv[0][0]], kv[0][1])):
+    ordered = sorted(
+        data.snap.items(), key=lambda kv: (DEPTH[kv[0][0]], kv[0][1], kv[0][2] != LAYER, kv[0][2])
+    )
+    for (layer, target, metric), h in ordered:
+        if metric != LAYER and h.count == 0:
+            continue
+        stall = data.stall_s.get((layer, target), 0.0) if metric == LAYER else 0.0
         rows.append(
             LayerRow(
-                phase=phase,
+                phase=data.name,
                 target=target,
                 layer=str(layer),
                 count=h.count,
@@ -67,32 +113,26 @@ def layer_rows(phase: str, snap: Snapshot, n_requests: int) -> list[LayerRow]:
                 p90_ms=_ms(h.quantile_ns(0.9) / 1e9),
                 p99_ms=_ms(h.quantile_ns(0.99) / 1e9),
                 mean_ms=_ms(h.mean_ns / 1e9),
-                per_request_ms=_ms(h.sum_ns / 1e9 / n_requests) if n_requests else 0.0,
+                per_request_ms=_ms((h.sum_ns / 1e9 + stall) / n) if n else 0.0,
+                metric=metric,
             )
         )
     return rows
 
 
-def verdict(
-    phase: str,
-    base_reqs: list[Request],
-    base_snap: Snapshot,
-    reqs: list[Request],
-    snap: Snapshot,
-    checks: list[FaultCheck],
-) -> Verdict:
-    b = sorted(r.latency for r in base_reqs if r.ok)
-    f = sorted(r.latency for r in reqs if r.ok)
+def verdict(base: PhaseData, cur: PhaseData, checks: list[FaultCheck]) -> Verdict:
+    b = sorted(r.latency for r in base.requests if r.ok)
+    f = sorted(r.latency for r in cur.requests if r.ok)
     added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
     added_mean = (sum(f) / len(f) if f else 0.0) - (sum(b) / len(b) if b else 0.0)
     p = mann_whitney_p(b, f)
-    contributions = _contributions(base_snap, len(base_reqs), snap, len(reqs), added_mean)
+    contributions = _contributions(base, cur, added_mean)
 
     def make(
         status: Status, layer: str | None, target: str | None, added: float, explained: float, reason: str
     ) -> Verdict:
         return Verdict(
-            phase,
+            cur.name,
             status,
             layer,
             target,
@@ -107,7 +147,7 @@ def verdict(
         )
 
     for check in checks:
-        problem = _not_observed(check, base_snap, snap)
+        problem = _not_observed(check, base, cur, contributions)
         if problem:
             return make(Status.INVALID, str(check.layer), check.target, 0.0, 0.0, problem)
     if len(b) < 5 or len(f) < 5:
@@ -124,35 +164,35 @@ def verdict(
             0.0,
             f"p={p:.2g}, added p50 {added_p50 * 1000:+.1f} ms against a {floor * 1000:.1f} ms threshold",
         )
-    for c in contributions:  # deepest first
-        if c.explained >= EXPLAINS:
-            return make(
-                Status.ABSORBED,
-                c.layer,
-                c.target,
-                c.added_ms / 1000,
-                c.explained,
-                f"deepest layer explaining at least {EXPLAINS:.0%} of the client's added time",
-            )
+    explaining = [c for c in contributions if c.significant and c.explained >= EXPLAINS]
+    if explaining:
+        c = max(explaining, key=lambda c: (DEPTH[Layer(c.layer)], c.explained))
+        return make(
+            Status.ABSORBED,
+            c.layer,
+            c.target,
+            c.added_ms / 1000,
+            c.explained,
+            f"deepest layer whose significant added time explains at least {EXPLAINS:.0%} of the client's",
+        )
     return make(
         Status.INCONCLUSIVE,
         str(Layer.CLIENT),
         None,
         added_mean,
         1.0,
-        "the client slowed down but no measured layer explains half of it",
+        "the client slowed down but no measured layer significantly explains half of it",
     )
 
 
-def _contributions(
-    base: Snapshot, n_base: int, snap: Snapshot, n: int, client_added: float
-) -> list[Contribution]:
+def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list[Contribution]:
     out = []
-    for key in sorted(set(base) | set(snap), key=lambda k: (-DEPTH[k[0]], k[1])):
-        hb, hf = base.get(key, Histogram()), snap.get(key, Histogram())
-        share_b = hb.sum_ns / 1e9 / n_base if n_base else 0.0
-        share_f = hf.sum_ns / 1e9 / n if n else 0.0
-        added = share_f - share_b
+    lb, lf = base.layers(), cur.layers()
+    for key in sorted(set(lb) | set(lf), key=lambda k: (-DEPTH[k[0]], k[1])):
+        hb, hf = lb.get(key, Histogram()), lf.get(key, Histogram())
+        added = cur.share(key) - base.share(key)
+        p = mann_whitney_hist(hb.buckets, hf.buckets)
+        stalled = cur.stall_s.get(key, 0.0) > 0 and base.stall_s.get(key, 0.0) == 0
         out.append(
             Contribution(
                 layer=str(key[0]),
@@ -161,27 +201,37 @@ def _contributions(
                 added_p50_ms=_ms((hf.quantile_ns(0.5) - hb.quantile_ns(0.5)) / 1e9),
                 added_p99_ms=_ms((hf.quantile_ns(0.99) - hb.quantile_ns(0.99)) / 1e9),
                 explained=round(added / client_added, 3) if client_added > 0 else 0.0,
+                p_value=p,
+                significant=added > 0 and (p < P_SIGNIFICANT or stalled),
             )
         )
     return out
 
 
-def _not_observed(check: FaultCheck, base: Snapshot, snap: Snapshot) -> str:
+def _not_observed(
+    check: FaultCheck, base: PhaseData, cur: PhaseData, contributions: list[Contribution]
+) -> str:
     if not check.observed:
         return f"the fault's mechanism saw no effect ({check.detail})"
-    if not any(key[0] == check.layer for key in (*base, *snap)):
+    key = (check.layer, check.target)
+    if not any(k[0] == check.layer for k in (*base.layers(), *cur.layers())):
         return ""  # no probe measures this layer in this run: the mechanism's own measurement stands
-    hf = snap.get((check.layer, check.target))
-    if hf is None or hf.count == 0:
+    hf = cur.layers().get(key)
+    if (hf is None or hf.count == 0) and not cur.stall_s.get(key):
         return f"no {check.layer} events at {check.target} while the fault was active: the probe saw nothing"
     if check.expected_shift:
-        hb = base.get((check.layer, check.target), Histogram())
-        shift = (hf.mean_ns - hb.mean_ns) / 1e9
+        hb = base.layers().get(key, Histogram())
+        shift = ((hf.mean_ns if hf else 0.0) - hb.mean_ns) / 1e9
         if shift < OBSERVED_FRACTION * check.expected_shift:
             return (
                 f"{check.layer} at {check.target} rose by {shift * 1000:.2f} ms per event, expected about "
                 f"{check.expected_shift * 1000:.2f} ms"
             )
+        return ""
+    c = next((c for c in contributions if (c.layer, c.target) == (str(check.layer), check.target)), None)
+    if c is None or not c.significant:
+        detail = f"{c.added_ms:+.3f} ms per request, p={c.p_value:.2g}" if c else "nothing measured"
+        return f"{check.layer} at {check.target} shows no significant added time ({detail})"
     return ""
 
 

@@ -77,6 +77,10 @@ class Fault(ABC):
     def recover(cls, record: Mapping[str, object]) -> list[str]:
         """Undo what a killed run left, from its journal record; return what was done."""
 
+    def expected_layer(self) -> Layer:
+        """The layer this fault's effect must show in (by default the kind's `layer`)."""
+        return self.layer
+
     def expected_shift(self) -> float | None:
         """Seconds this fault should add to each event of its layer, when it can say."""
         return None

@@ -64,6 +64,10 @@ class ProcessFault(Fault):
             kind=kind, target=target, path=fields.path, action=action, signal=sig, restart=restart
         )
 
+    def expected_layer(self) -> Layer:
+        """A paused target cannot run at all: its cpu layer (frozen) holds the stall."""
+        return Layer.CPU if self.spec.action == "pause" else Layer.APP
+
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
         self.freezer = freezer_file(target.cgroup.dirs)

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from chaoslab.probes.base import Probe
-from chaoslab.probes.gofunc import EntropyProbe, TlsProbe
+from chaoslab.probes.gofunc import AppProbe, EntropyProbe, GcProbe, TlsProbe
+from chaoslab.probes.network import NetworkProbe
 from chaoslab.probes.proxy import ProxyProbe
+from chaoslab.probes.sched import CpuProbe
 from chaoslab.probes.set import ProbeSet
+from chaoslab.probes.syscalls import SyscallProbe
 
-PROBES: tuple[type[Probe], ...] = (ProxyProbe, TlsProbe, EntropyProbe)
+PROBES: tuple[type[Probe], ...] = (
+    ProxyProbe,
+    NetworkProbe,
+    AppProbe,
+    TlsProbe,
+    GcProbe,
+    EntropyProbe,
+    SyscallProbe,
+    CpuProbe,
+)
 
 __all__ = ["PROBES", "Probe", "ProbeSet"]

@@ -1,4 +1,4 @@
-"""Go function layers (tls, entropy): uprobes on a function's entry and on each RET."""
+"""Go function layers (tls, entropy, app, gc): uprobes on a function's entry and on each RET."""
 
 from __future__ import annotations
 
@@ -12,32 +12,72 @@ from chaoslab.targets.base import RunningTarget
 
 TLS_FUNCTION = "crypto/tls.(*Conn).serverHandshake"
 ENTROPY_FUNCTION = "crypto/internal/sysrand.Read"
+APP_FUNCTION = "net/http.serverHandler.ServeHTTP"
+STW_BEGIN = "runtime.stopTheWorldWithSema"
+STW_END = "runtime.startTheWorldWithSema"
+ASSIST_FUNCTION = "runtime.gcAssistAlloc"
 
 
 class GoFunctionProbe(Probe):
     program = "gofunc"
     mechanism = "uprobes on entry + RET sites (libbpf), keyed by goroutine"
     per_process = True
-    function: ClassVar[str]
+    # (function, metric): the function's duration on its goroutine, recorded under metric
+    functions: ClassVar[tuple[tuple[str, int], ...]] = ()
+    # (begin function, end function, metric): one span per process, begin entry to end RET
+    spans: ClassVar[tuple[tuple[str, str, int], ...]] = ()
 
     @classmethod
     def applies_to(cls, target: RunningTarget) -> bool:
         return target.service.is_go
 
+    @classmethod
+    def symbols(cls) -> list[str]:
+        return [f for f, _ in cls.functions] + [n for b, e, _ in cls.spans for n in (b, e)]
+
+    @classmethod
+    def requirements(cls, target: RunningTarget) -> None:
+        super().requirements(target)
+        for name in cls.symbols():
+            find_function(target.exe, name)
+
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
         for t in targets:
             exe = t.exe
-            fn = find_function(exe, self.function)
-            obj.attach_uprobe("func_entry", t.pid, exe, fn.file_offset)
-            for ret in fn.rets:
-                obj.attach_uprobe("func_ret", t.pid, exe, fn.offset_of(ret))
+            for name, metric in self.functions:
+                fn = find_function(exe, name)
+                obj.attach_uprobe("func_entry", t.pid, exe, fn.file_offset, metric)
+                for ret in fn.rets:
+                    obj.attach_uprobe("func_ret", t.pid, exe, fn.offset_of(ret), metric)
+            for begin, end, metric in self.spans:
+                obj.attach_uprobe("span_begin", t.pid, exe, find_function(exe, begin).file_offset, metric)
+                fn = find_function(exe, end)
+                for ret in fn.rets:
+                    obj.attach_uprobe("span_end", t.pid, exe, fn.offset_of(ret), metric)
 
 
 class TlsProbe(GoFunctionProbe):
     layer = Layer.TLS
-    function = TLS_FUNCTION
+    functions = ((TLS_FUNCTION, 0),)
 
 
 class EntropyProbe(GoFunctionProbe):
     layer = Layer.ENTROPY
-    function = ENTROPY_FUNCTION
+    functions = ((ENTROPY_FUNCTION, 0),)
+
+
+class AppProbe(GoFunctionProbe):
+    """The handler's own time: net/http's call into the service's handler, per request."""
+
+    layer = Layer.APP
+    functions = ((APP_FUNCTION, 0),)
+
+
+class GcProbe(GoFunctionProbe):
+    """Stop-the-world pauses (per process) and mark assist (per goroutine, inside requests)."""
+
+    layer = Layer.GC
+    mechanism = "uprobes on the Go runtime's stop/start-the-world and gcAssistAlloc (entry + RET sites)"
+    functions = ((ASSIST_FUNCTION, 2),)
+    spans = ((STW_BEGIN, STW_END, 1),)
+    metrics: ClassVar[dict[int, str]] = {1: "stop-the-world", 2: "mark assist"}

@@ -41,7 +41,7 @@ def lib() -> ctypes.CDLL:
             "bpf_object__find_program_by_name": (vp, [vp, cp]),
             "bpf_object__next_program": (vp, [vp, vp]),
             "bpf_object__find_map_fd_by_name": (ci, [vp, cp]),
-            "bpf_program__attach_uprobe": (vp, [vp, ctypes.c_bool, ci, cp, ctypes.c_size_t]),
+            "bpf_program__attach_uprobe_opts": (vp, [vp, ci, cp, ctypes.c_size_t, vp]),
             "bpf_program__attach": (vp, [vp]),
             "bpf_program__attach_tracepoint": (vp, [vp, cp, cp]),
             "bpf_program__fd": (ci, [vp]),
@@ -59,6 +59,18 @@ def lib() -> ctypes.CDLL:
         handle.libbpf_set_print(_quiet)
         _lib = handle
     return _lib
+
+
+class _UprobeOpts(ctypes.Structure):
+    """struct bpf_uprobe_opts (libbpf.h)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("ref_ctr_offset", ctypes.c_size_t),
+        ("bpf_cookie", ctypes.c_uint64),
+        ("retprobe", ctypes.c_bool),
+        ("func_name", ctypes.c_char_p),
+    ]
 
 
 def _fail(what: str) -> PreflightError:
@@ -101,9 +113,11 @@ class BpfObject:
             raise PreflightError(f"{self.path.name}: no program {name!r}")
         return int(prog)
 
-    def attach_uprobe(self, program: str, pid: int, binary: Path, offset: int) -> None:
-        link = lib().bpf_program__attach_uprobe(
-            self._program(program), False, pid, str(binary).encode(), offset
+    def attach_uprobe(self, program: str, pid: int, binary: Path, offset: int, cookie: int = 0) -> None:
+        """A uprobe at a file offset; the program reads `cookie` with bpf_get_attach_cookie."""
+        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), bpf_cookie=cookie)
+        link = lib().bpf_program__attach_uprobe_opts(
+            self._program(program), pid, str(binary).encode(), offset, ctypes.byref(opts)
         )
         if not link:
             raise _fail(f"cannot attach uprobe {program} at {binary}+{offset:#x} for pid {pid}")
@@ -145,6 +159,12 @@ class BpfObject:
         if lib().bpf_map_lookup_elem(self.map_fd(map_name), ctypes.byref(k), ctypes.byref(v)) != 0:
             return 0
         return v.value
+
+    def lookup_bytes(self, map_name: str, key: int, size: int) -> bytes | None:
+        k, v = ctypes.c_uint32(key), ctypes.create_string_buffer(size)
+        if lib().bpf_map_lookup_elem(self.map_fd(map_name), ctypes.byref(k), v) != 0:
+            return None
+        return v.raw
 
     def map_fd(self, name: str) -> int:
         fd = int(lib().bpf_object__find_map_fd_by_name(self._obj, name.encode()))

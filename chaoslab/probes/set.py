@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from chaoslab import build
 from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
-from chaoslab.probes.base import Probe
+from chaoslab.probes.base import Probe, Stall
 from chaoslab.probes.libbpf import BpfObject
 from chaoslab.targets.base import RunningTarget
 
-Snapshot = dict[tuple[Layer, str], Histogram]
+# (layer, target, metric) -> cumulative histogram; metric "" is the layer as a whole
+Snapshot = dict[tuple[Layer, str, str], Histogram]
 
 
 class ProbeSet:
@@ -48,9 +49,12 @@ class ProbeSet:
     def snapshot(self) -> Snapshot:
         out: Snapshot = {}
         for probe in self.probes:
-            for target, hist in probe.snapshot().items():
-                out[(probe.layer, target)] = hist
+            for (target, metric), hist in probe.snapshot().items():
+                out[(probe.layer, target, metric)] = hist
         return out
+
+    def stalls(self) -> list[tuple[Layer, Stall]]:
+        return [(p.layer, s) for p in self.probes for s in p.stalls()]
 
     def close(self) -> None:
         for probe in self.probes:

@@ -42,6 +42,7 @@ class LayerRow:
     p99_ms: float
     mean_ms: float
     per_request_ms: float  # layer time in the phase / client requests in the phase
+    metric: str = ""  # "" for the layer as a whole, else one of its metrics (a syscall, connect...)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Contribution:
     added_p50_ms: float  # shift of the layer's own median
     added_p99_ms: float
     explained: float  # added_ms / client added mean
+    p_value: float = 1.0  # Mann-Whitney on the layer's event histograms, baseline against phase
+    significant: bool = False
 
 
 @dataclass(frozen=True)

@@ -56,13 +56,16 @@ def client_table(report: Report) -> Table:
     return _table("client (from due time)", cols, rows)
 
 
+METRIC_SHOWN_MS = 0.05  # a layer's metric is listed on the terminal from this per-request share on
+
+
 def layer_table(report: Report) -> Table:
     cols = ("phase", "target", "layer", "count", "p50 ms", "p99 ms", "mean ms", "per-request ms")
     rows = [
         (
             r.phase,
             r.target,
-            r.layer,
+            r.layer if not r.metric else f"  {r.metric}",
             str(r.count),
             f"{r.p50_ms:.3f}",
             f"{r.p99_ms:.3f}",
@@ -70,12 +73,13 @@ def layer_table(report: Report) -> Table:
             f"{r.per_request_ms:.3f}",
         )
         for r in report.layers
+        if not r.metric or r.per_request_ms >= METRIC_SHOWN_MS or r.metric.endswith("(count)")
     ]
     return _table("layers (per-request share = layer time / client requests)", cols, rows)
 
 
 def added_table(report: Report) -> Table:
-    cols = ("phase", "target", "layer", "added/request ms", "added p50 ms", "added p99 ms", "explained")
+    cols = ("phase", "target", "layer", "added/request ms", "added p50 ms", "added p99 ms", "explained", "p")
     rows = [
         (
             v.phase,
@@ -85,6 +89,7 @@ def added_table(report: Report) -> Table:
             f"{c.added_p50_ms:+.3f}",
             f"{c.added_p99_ms:+.3f}",
             f"{c.explained:.0%}",
+            f"{c.p_value:.1g}" + ("" if c.significant else " (n.s.)"),
         )
         for v in report.verdicts
         for c in v.contributions

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * syscalls: the syscall layer, each syscall's latency as the calling thread lives it.
+ *
+ * Metric nr+1 holds syscall nr (x86-64 numbering). A syscall's time runs from
+ * raw_syscalls:sys_enter to sys_exit, plus any tracer stop glued to it:
+ *  - a stop that ends at most HOLD_WINDOW_NS before the thread's next sys_enter is
+ *    added to that syscall (a hold at entry: strace/ChaosBlade delay_enter, or a
+ *    thread held at the syscall wrapper's entry);
+ *  - a stop that starts at most HOLD_WINDOW_NS after the thread's last sys_exit is
+ *    added to that syscall (a hold at return: delay_exit).
+ * Those stops happen outside the sys_enter/sys_exit pair (the kernel reports ptrace
+ * syscall stops before sys_enter and after sys_exit), so a tracepoint-only latency
+ * would never see an injected syscall delay. A stop for a breakpoint (SIGTRAP that is
+ * not a syscall stop) belongs to the code at the breakpoint, not to a syscall, and is
+ * never counted here.
+ *
+ * A syscall is recorded when the thread's next event arrives (its next syscall, or
+ * the end of a stop that is not glued to it), so its exit-side hold can still join it.
+ *
+ * Attach: tracepoints raw_syscalls:sys_enter/sys_exit (filtered by tgid after one
+ * lookup) and the raw tracepoint sched_switch (stops: raw state TASK_TRACED).
+ */
+#include "chaoslab.bpf.h"
+#include "chaoslab_task.bpf.h"
+
+#define HOLD_WINDOW_NS 50000ULL
+#define SIGTRAP 5
+#define SYSCALL_STOP (SIGTRAP | 0x80)
+
+struct sys_enter_ctx {
+	__u64 common;
+	__s64 id;
+	__u64 args[6];
+};
+
+struct sys_exit_ctx {
+	__u64 common;
+	__s64 id;
+	__s64 ret;
+};
+
+struct thread {
+	__u64 enter;      /* start of the open syscall (0: none) */
+	__u64 last_exit;  /* end of the last syscall, or of a stop glued to it */
+	__u64 hold;       /* stop time waiting to join the next syscall */
+	__u64 hold_end;
+	__u64 stop;       /* start of the current stop (0: running) */
+	__u64 done;       /* latency of the last syscall, not yet recorded */
+	__s32 nr;         /* open syscall */
+	__s32 done_nr;    /* -1: nothing waiting */
+	__u32 target;
+	__u32 counted;    /* the current stop may be a syscall hold */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tid */
+	__type(value, struct thread);
+} threads SEC(".maps");
+
+static __always_inline void flush(struct thread *th)
+{
+	if (th->done_nr >= 0)
+		hist_record_metric(th->target, th->done_nr + 1, th->done);
+	th->done_nr = -1;
+}
+
+SEC("tracepoint/raw_syscalls/sys_enter")
+int sys_enter(struct sys_enter_ctx *ctx)
+{
+	__u32 *target = current_target();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct thread *th, fresh = { .done_nr = -1 };
+	__u64 now;
+
+	if (!target || ctx->id < 0 || ctx->id > 1023)
+		return 0;
+	th = bpf_map_lookup_elem(&threads, &tid);
+	if (!th) {
+		fresh.target = *target;
+		bpf_map_update_elem(&threads, &tid, &fresh, BPF_ANY);
+		th = bpf_map_lookup_elem(&threads, &tid);
+		if (!th)
+			return 0;
+	}
+	now = bpf_ktime_get_ns();
+	flush(th);
+	th->enter = now;
+	if (th->hold && now - th->hold_end <= HOLD_WINDOW_NS)
+		th->enter = now - th->hold;
+	th->hold = 0;
+	th->nr = (__s32)ctx->id;
+	return 0;
+}
+
+SEC("tracepoint/raw_syscalls/sys_exit")
+int sys_exit(struct sys_exit_ctx *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct thread *th = bpf_map_lookup_elem(&threads, &tid);
+	__u64 now;
+
+	if (!th || !th->enter)
+		return 0;
+	now = bpf_ktime_get_ns();
+	th->done = now - th->enter;
+	th->done_nr = th->nr;
+	th->last_exit = now;
+	th->enter = 0;
+	return 0;
+}
+
+SEC("raw_tp/sched_switch")
+int stops(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *prev = (struct task_struct *)ctx->args[1];
+	struct task_struct *next = (struct task_struct *)ctx->args[2];
+	unsigned int state = (unsigned int)ctx->args[3];
+	__u64 now = bpf_ktime_get_ns(), stopped;
+	struct thread *th;
+	__u32 tid;
+	int code;
+
+	if (state & TASK_TRACED) {
+		tid = BPF_CORE_READ(prev, pid);
+		th = bpf_map_lookup_elem(&threads, &tid);
+		if (th && !th->enter) {
+			code = BPF_CORE_READ(prev, exit_code);
+			th->stop = now;
+			th->counted = !((code & 0x7f) == SIGTRAP && code != SYSCALL_STOP);
+		}
+	}
+	tid = BPF_CORE_READ(next, pid);
+	th = bpf_map_lookup_elem(&threads, &tid);
+	if (!th || !th->stop)
+		return 0;
+	stopped = now - th->stop;
+	if (!th->counted) {
+		th->stop = 0;
+		return 0;
+	}
+	if (th->done_nr >= 0 && th->stop - th->last_exit <= HOLD_WINDOW_NS) {
+		th->done += stopped; /* held on the way out of the last syscall */
+		th->last_exit = now;
+	} else {
+		flush(th);
+		if (!th->hold || th->stop - th->hold_end > HOLD_WINDOW_NS)
+			th->hold = 0; /* an earlier stop too far from this one: not one hold */
+		th->hold += stopped;
+		th->hold_end = now;
+	}
+	th->stop = 0;
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,304 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * tcpnet: the network layer, the wire time of a target's TCP traffic.
+ *
+ * Metrics:
+ *  1 inbound / 2 outbound: one-way time of each turn of a conversation, from the
+ *    sender's send (tcp:tcp_sendmsg_locked, before the data is pushed) to the first
+ *    data segment of it reaching the receiver's socket (tcp:tcp_probe). The end of a
+ *    send (sock:sock_send_length) would be too late: over a veth pair the receiver
+ *    often has the data before the sender's send() returns. It contains everything between the two
+ *    sockets: queueing, qdiscs (netem), netfilter (NFQUEUE delays), the wire, and
+ *    retransmission waits. A turn is timed from its first send, once: segments of
+ *    the same flight that follow are not counted again. Inbound when the target
+ *    receives, outbound when it sends (traffic between two targets counts for both).
+ *  3 connect: a connect() from SYN_SENT to ESTABLISHED (sock:inet_sock_set_state),
+ *    for the target on either end.
+ *  4 retransmit: one event (value 0) per retransmitted segment of a target's socket
+ *    (tcp:tcp_retransmit_skb); only its count means anything.
+ * The layer as a whole is inbound + outbound + connect (chaoslab/probes/network.py).
+ * The smoothed RTT is not used: on a request/response connection it mostly measures
+ * the peer's delayed ACKs, not the network.
+ *
+ * Whose traffic: a socket belongs to the target that owns its local IPv4 address
+ * (`addrs`: each target's addresses on the links the run created), whatever process
+ * holds it, because the receive tracepoints fire in softirq context. A dual-stack
+ * listener (Go's default) accepts IPv4 clients on AF_INET6 sockets, whose addresses
+ * are IPv4-mapped (::ffff:a.b.c.d): those count as their IPv4 address. Control traffic
+ * (health checks from the reserved source ports, admin ports) is left out.
+ *
+ * Attach: the tracepoints above; tcp_sendmsg_locked as a raw tracepoint, reading the
+ * socket's addresses with CO-RE (the tracepoint exists from Linux 6.11 on).
+ */
+#include "chaoslab.bpf.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+struct in6_addr___cl {
+	__u8 s6_addr[16];
+};
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr___cl skc_v6_daddr;
+	struct in6_addr___cl skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define CONTROL_FIRST 61440
+#define CONTROL_LAST 61951
+
+enum { M_INBOUND = 1, M_OUTBOUND = 2, M_CONNECT = 3, M_RETRANSMIT = 4 };
+
+struct tcp_probe_ctx {
+	__u64 common;
+	__u8 saddr[28]; /* struct sockaddr_in(6) */
+	__u8 daddr[28];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 pad0;
+	__u32 mark;
+	__u16 data_len;
+	__u16 pad1;
+	__u32 snd_nxt, snd_una, snd_cwnd, ssthresh, snd_wnd;
+	__u32 srtt; /* us */
+	__u32 rcv_wnd;
+};
+
+struct set_state_ctx {
+	__u64 common;
+	const void *skaddr;
+	__s32 oldstate;
+	__s32 newstate;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 protocol;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
+};
+
+struct retransmit_ctx {
+	__u64 common;
+	const void *skbaddr;
+	const void *skaddr;
+	__s32 state;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);   /* IPv4 address, network order */
+	__type(value, __u32); /* target index */
+} addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);   /* port */
+	__type(value, __u32); /* 1: a control port (admin), not the target's traffic */
+} control_ports SEC(".maps");
+
+struct flow {
+	__u32 src; /* IPv4, network order */
+	__u32 dst;
+	__u16 sport; /* host order */
+	__u16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct flow); /* as the sender sees it */
+	__type(value, __u64);     /* first send of the turn not yet received, ns */
+} pending SEC(".maps");
+
+struct connecting {
+	__u64 start;
+	struct flow flow;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct connecting);
+} connects SEC(".maps");
+
+static __always_inline int control(__u16 sport, __u16 dport)
+{
+	__u32 s = sport, d = dport;
+
+	if ((sport >= CONTROL_FIRST && sport <= CONTROL_LAST) ||
+	    (dport >= CONTROL_FIRST && dport <= CONTROL_LAST))
+		return 1;
+	return bpf_map_lookup_elem(&control_ports, &s) || bpf_map_lookup_elem(&control_ports, &d);
+}
+
+/* The IPv4 address of an address of `family` (0 when it is IPv6 and not IPv4-mapped). */
+static __always_inline __u32 ipv4_of(__u16 family, const __u8 *v4, const __u8 *v6)
+{
+	__u64 head;
+	__u32 mid, ip = 0;
+
+	if (family == AF_INET) {
+		__builtin_memcpy(&ip, v4, 4);
+		return ip;
+	}
+	if (family != AF_INET6)
+		return 0;
+	__builtin_memcpy(&head, v6, 8);
+	__builtin_memcpy(&mid, v6 + 8, 4);
+	if (head != 0 || mid != 0xffff0000 /* bytes 00 00 ff ff */)
+		return 0;
+	__builtin_memcpy(&ip, v6 + 12, 4);
+	return ip;
+}
+
+static __always_inline __u32 *owner_ip(__u32 ip)
+{
+	return ip ? bpf_map_lookup_elem(&addrs, &ip) : 0;
+}
+
+static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const __u8 *v6)
+{
+	return owner_ip(ipv4_of(family, v4, v6));
+}
+
+/* Record a duration for whichever ends of `f` are targets. */
+static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 dst_metric, __u64 ns)
+{
+	__u32 *t = owner_ip(f->src);
+
+	if (t)
+		hist_record_metric(*t, src_metric, ns);
+	t = owner_ip(f->dst);
+	if (t)
+		hist_record_metric(*t, dst_metric, ns);
+}
+
+SEC("raw_tp/tcp_sendmsg_locked")
+int sent(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->args[0];
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct in6_addr___cl v6;
+	struct flow f = {};
+	__u64 now;
+
+	if (family == AF_INET) {
+		f.src = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		f.dst = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	} else if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&v6, sk, __sk_common.skc_v6_rcv_saddr);
+		f.src = ipv4_of(family, 0, v6.s6_addr);
+		BPF_CORE_READ_INTO(&v6, sk, __sk_common.skc_v6_daddr);
+		f.dst = ipv4_of(family, 0, v6.s6_addr);
+	} else {
+		return 0;
+	}
+	f.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	f.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if ((!owner_ip(f.src) && !owner_ip(f.dst)) || control(f.sport, f.dport))
+		return 0;
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&pending, &f, &now, BPF_NOEXIST); /* a turn is timed from its first send */
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_probe")
+int received(struct tcp_probe_ctx *ctx)
+{
+	__u8 local[28], remote[28]; /* copied: the verifier allows no reads through a moved context pointer */
+	struct flow f;
+	__u64 *since;
+
+	if (ctx->data_len == 0)
+		return 0;
+	bpf_probe_read_kernel(local, sizeof(local), ctx->saddr);
+	bpf_probe_read_kernel(remote, sizeof(remote), ctx->daddr);
+	/* struct sockaddr_in (sin_addr at 4) or sockaddr_in6 (sin6_addr at 8);
+	 * the receiver's local end is the sender's destination */
+	f.src = ipv4_of(ctx->family, &remote[4], &remote[8]);
+	f.dst = ipv4_of(ctx->family, &local[4], &local[8]);
+	f.sport = ctx->dport;
+	f.dport = ctx->sport;
+	since = bpf_map_lookup_elem(&pending, &f);
+	if (!since)
+		return 0;
+	record_ends(&f, M_OUTBOUND, M_INBOUND, bpf_ktime_get_ns() - *since);
+	bpf_map_delete_elem(&pending, &f);
+	return 0;
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int set_state(struct set_state_ctx *ctx)
+{
+	__u64 sk = (__u64)ctx->skaddr;
+	struct connecting *c, fresh = {};
+	__u8 s4[4], d4[4], s6[16], d6[16];
+
+	if (ctx->protocol != 6 /* IPPROTO_TCP */)
+		return 0;
+	if (ctx->newstate == TCP_SYN_SENT) {
+		bpf_probe_read_kernel(s4, 4, ctx->saddr);
+		bpf_probe_read_kernel(d4, 4, ctx->daddr);
+		bpf_probe_read_kernel(s6, 16, ctx->saddr_v6);
+		bpf_probe_read_kernel(d6, 16, ctx->daddr_v6);
+		fresh.flow.src = ipv4_of(ctx->family, s4, s6);
+		fresh.flow.dst = ipv4_of(ctx->family, d4, d6);
+		if ((!owner_ip(fresh.flow.src) && !owner_ip(fresh.flow.dst)) || control(ctx->sport, ctx->dport))
+			return 0;
+		fresh.start = bpf_ktime_get_ns();
+		bpf_map_update_elem(&connects, &sk, &fresh, BPF_ANY);
+		return 0;
+	}
+	if (ctx->oldstate != TCP_SYN_SENT)
+		return 0;
+	c = bpf_map_lookup_elem(&connects, &sk);
+	if (!c)
+		return 0;
+	if (ctx->newstate == TCP_ESTABLISHED)
+		record_ends(&c->flow, M_CONNECT, M_CONNECT, bpf_ktime_get_ns() - c->start);
+	bpf_map_delete_elem(&connects, &sk);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int retransmit(struct retransmit_ctx *ctx)
+{
+	__u8 s4[4], s6[16];
+	__u32 *target;
+
+	if (control(ctx->sport, ctx->dport))
+		return 0;
+	bpf_probe_read_kernel(s4, 4, ctx->saddr);
+	bpf_probe_read_kernel(s6, 16, ctx->saddr_v6);
+	target = socket_owner(ctx->family, s4, s6);
+	if (target)
+		hist_record_metric(*target, M_RETRANSMIT, 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,46 @@
+"""The network layer: round trips, connects and retransmissions of the target's TCP sockets."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import ClassVar
+
+from chaoslab.layers import Layer
+from chaoslab.probes.base import Probe
+from chaoslab.probes.libbpf import BpfObject
+from chaoslab.targets.base import RunningTarget
+
+RETRANSMIT = 4
+
+
+class NetworkProbe(Probe):
+    layer = Layer.NETWORK
+    program = "tcpnet"
+    mechanism = (
+        "one-way time per turn from tcp:tcp_sendmsg_locked (raw, CO-RE) to tcp:tcp_probe at the receiver; "
+        "sock:inet_sock_set_state (connect), tcp:tcp_retransmit_skb; sockets matched to targets by address"
+    )
+    metrics: ClassVar[dict[int, str]] = {
+        1: "inbound",
+        2: "outbound",
+        3: "connect",
+        RETRANSMIT: "retransmit (count)",
+    }
+
+    @classmethod
+    def applies_to(cls, target: RunningTarget) -> bool:
+        return bool(target.links)
+
+    def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
+        for i, t in self.index.items():
+            target = next(x for x in targets if x.name == t)
+            for link in target.links.values():
+                (addr,) = struct.unpack("<I", socket.inet_aton(link.local_ip))
+                obj.update_u32("addrs", addr, i)
+            for port in target.service.control_ports:
+                obj.update_u32("control_ports", port, 1)
+        obj.attach_all()
+
+    def in_layer(self, metric: int) -> bool:
+        return metric != RETRANSMIT

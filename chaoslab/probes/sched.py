@@ -1,0 +1,69 @@
+"""The cpu layer: run-queue time of the target's threads, freezer stops, CFS throttling."""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import ClassVar
+
+from chaoslab.hist import Histogram, bucket_of
+from chaoslab.layers import Layer
+from chaoslab.probes.base import Probe, Series, Stall
+from chaoslab.probes.libbpf import BpfObject
+from chaoslab.targets.base import RunningTarget
+from chaoslab.targets.cgroup import cpu_dir, cpu_stat
+
+THROTTLED = "cfs throttled"
+FROZEN = 2
+STALL_SLOTS = 64  # STALLS in bpf/sched.bpf.c
+
+
+class CpuProbe(Probe):
+    layer = Layer.CPU
+    program = "sched"
+    mechanism = (
+        "raw tracepoints sched_wakeup/sched_switch (CO-RE task fields), filtered by tgid; "
+        "CFS throttling from the cgroup's cpu.stat"
+    )
+    metrics: ClassVar[dict[int, str]] = {1: "run-queue", 2: "frozen"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: dict[str, RunningTarget] = {}
+
+    @classmethod
+    def applies_to(cls, target: RunningTarget) -> bool:
+        return True
+
+    def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
+        self.targets.update({t.name: t for t in targets})
+        obj.attach_all()
+
+    def in_layer(self, metric: int) -> bool:
+        return metric != FROZEN  # a freeze counts through `stalls`, weighed by the requests it held
+
+    def stalls(self) -> list[Stall]:
+        if self.obj is None:
+            return []
+        wall = time.time() - time.monotonic()  # bpf_ktime_get_ns is CLOCK_MONOTONIC
+        out = []
+        for slot in range(STALL_SLOTS):
+            raw = self.obj.lookup_bytes("stalls", slot, 24)
+            if raw is None:
+                continue
+            index, start, end = struct.unpack("<QQQ", raw)
+            name = self.index.get(index - 1)
+            if index and name is not None:
+                out.append(Stall(name, self.metrics[FROZEN], start / 1e9 + wall, end / 1e9 + wall))
+        return sorted(out, key=lambda s: s.start)
+
+    def snapshot(self) -> Series:
+        """Adds the cgroup's throttled periods (count) and throttled time (sum); not part of the layer
+        total, since throttled threads already wait in the run-queue metric."""
+        out = super().snapshot()
+        for name, t in self.targets.items():
+            stat = cpu_stat(cpu_dir(t.cgroup.dirs))
+            n, total_ns = stat["nr_throttled"], stat["throttled_us"] * 1000
+            h = Histogram({bucket_of(total_ns // n): n} if n else {}, total_ns)
+            out[(name, THROTTLED)] = h
+        return out

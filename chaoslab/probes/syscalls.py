@@ -1,0 +1,76 @@
+"""The syscall layer: per-syscall latency of the target's threads, tracer holds included."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from chaoslab.layers import Layer
+from chaoslab.probes.base import Probe
+from chaoslab.probes.libbpf import BpfObject
+from chaoslab.targets.base import RunningTarget
+
+UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+
+# Syscalls in which a thread waits for work rather than doing it: an idle server spends
+# its life in them, so they are reported per syscall but left out of the layer's time.
+WAITS = frozenset(
+    {
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "futex",
+        "futex_wait",
+        "futex_waitv",
+        "poll",
+        "ppoll",
+        "select",
+        "pselect6",
+        "nanosleep",
+        "clock_nanosleep",
+        "pause",
+        "rt_sigsuspend",
+        "rt_sigtimedwait",
+        "wait4",
+        "waitid",
+        "io_getevents",
+        "io_pgetevents",
+        "io_uring_enter",
+        "accept",
+        "accept4",
+    }
+)
+
+
+@lru_cache(maxsize=1)
+def syscall_table() -> dict[int, str]:
+    """x86-64 syscall numbers from the libc headers (Debian linux-libc-dev)."""
+    if not UNISTD.exists():
+        return {}
+    table = {}
+    for m in re.finditer(r"^#define __NR_(\w+) (\d+)$", UNISTD.read_text(), re.M):
+        table[int(m.group(2))] = m.group(1)
+    return table
+
+
+class SyscallProbe(Probe):
+    layer = Layer.SYSCALL
+    program = "syscalls"
+    mechanism = (
+        "tracepoints raw_syscalls:sys_enter/sys_exit filtered by tgid, plus tracer stops next to a "
+        "syscall (raw tracepoint sched_switch, TASK_TRACED)"
+    )
+
+    @classmethod
+    def applies_to(cls, target: RunningTarget) -> bool:
+        return True
+
+    def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
+        obj.attach_all()
+
+    def metric_name(self, metric: int) -> str:
+        return syscall_table().get(metric - 1, f"syscall {metric - 1}")
+
+    def in_layer(self, metric: int) -> bool:
+        return self.metric_name(metric) not in WAITS
