@@ -13,6 +13,12 @@
  *    is also kept in `stalls` (start, end), because a process-wide stall delays every
  *    request in flight at once: user space weighs it by the requests it overlapped.
  *
+ *  stalled: the time during which the target had a thread waiting to run and none
+ *    running (`stalled`, cumulative per target). This is when a target is starved
+ *    of CPU as a whole, e.g. its cgroup throttled by a CFS quota: every request in
+ *    flight waits, so user space samples it and weighs each slice by the requests in
+ *    flight then, as it does with freezes.
+ *
  * Attach: raw tracepoints sched_wakeup, sched_wakeup_new, sched_switch. The raw
  * tracepoint gives sched_switch's raw prev_state, where TASK_FROZEN is visible (the
  * formatted tracepoint reports a frozen task as runnable).
@@ -83,14 +89,78 @@ static __always_inline void stall_record(__u32 target, __u64 start, __u64 end)
 	bpf_map_update_elem(&stalls, &slot, &s, BPF_ANY);
 }
 
+#define MAX_CPUS 256
+
+struct cpu_state {
+	__s64 waiting; /* threads in `queued` */
+	__s64 running; /* CPUs whose `on_cpu` is this target */
+	__u64 since;   /* stalled since (0: not stalled) */
+	__u64 stalled; /* ns stalled before `since` */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32); /* target index */
+	__type(value, struct cpu_state);
+} stalled SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CPUS);
+	__type(key, __u32);   /* cpu */
+	__type(value, __u32); /* target index + 1 of the thread on it, 0: none */
+} on_cpu SEC(".maps");
+
+static __always_inline struct cpu_state *cpu_state(__u32 target)
+{
+	struct cpu_state fresh = {}, *st = bpf_map_lookup_elem(&stalled, &target);
+
+	if (st)
+		return st;
+	bpf_map_update_elem(&stalled, &target, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&stalled, &target);
+}
+
+/* Re-evaluate whether `target` is stalled: waiting threads, none on a CPU. */
+static __always_inline void update_stall(__u32 target, __u64 now)
+{
+	struct cpu_state *st = cpu_state(target);
+	int stall;
+
+	if (!st)
+		return;
+	stall = st->waiting > 0 && st->running <= 0;
+	if (stall && !st->since) {
+		st->since = now;
+	} else if (!stall && st->since) {
+		st->stalled += now - st->since;
+		st->since = 0;
+	}
+}
+
+static __always_inline void enqueue(__u32 target, __u32 tid, __u64 now)
+{
+	struct cpu_state *st;
+
+	if (bpf_map_lookup_elem(&queued, &tid) == 0) {
+		st = cpu_state(target);
+		if (st)
+			__sync_fetch_and_add(&st->waiting, 1);
+	}
+	bpf_map_update_elem(&queued, &tid, &now, BPF_ANY);
+}
+
 static __always_inline int runnable(struct task_struct *p)
 {
 	__u32 tid = BPF_CORE_READ(p, pid);
 	__u64 now = bpf_ktime_get_ns();
+	__u32 *target = target_of(BPF_CORE_READ(p, tgid));
 
-	if (!target_of(BPF_CORE_READ(p, tgid)))
+	if (!target)
 		return 0;
-	bpf_map_update_elem(&queued, &tid, &now, BPF_ANY);
+	enqueue(*target, tid, now);
+	update_stall(*target, now);
 	return 0;
 }
 
@@ -143,18 +213,31 @@ int switch_(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *next = (struct task_struct *)ctx->args[2];
 	unsigned int state = (unsigned int)ctx->args[3];
 	__u64 now = bpf_ktime_get_ns();
-	__u32 *target, tid;
+	__u32 cpu = bpf_get_smp_processor_id(), mark;
+	__u32 *prev_target, *target, *old, tid;
+	struct cpu_state *st;
 	__u64 *since;
 
-	target = target_of(BPF_CORE_READ(prev, tgid));
-	if (target) {
+	prev_target = target_of(BPF_CORE_READ(prev, tgid));
+	target = target_of(BPF_CORE_READ(next, tgid));
+	mark = target ? *target + 1 : 0;
+	old = bpf_map_lookup_elem(&on_cpu, &cpu);
+	if (old && *old != mark) {
+		/* running counts only what `on_cpu` saw, so it never goes below zero */
+		if (*old && (st = cpu_state(*old - 1)))
+			__sync_fetch_and_add(&st->running, -1);
+		if (mark && (st = cpu_state(mark - 1)))
+			__sync_fetch_and_add(&st->running, 1);
+		*old = mark;
+	}
+	if (prev_target) {
 		tid = BPF_CORE_READ(prev, pid);
 		if (preempt || state == TASK_RUNNING)
-			bpf_map_update_elem(&queued, &tid, &now, BPF_ANY);
+			enqueue(*prev_target, tid, now);
 		else if (state & TASK_FROZEN)
-			freeze_begin(*target, tid, now);
+			freeze_begin(*prev_target, tid, now);
+		update_stall(*prev_target, now);
 	}
-	target = target_of(BPF_CORE_READ(next, tgid));
 	if (!target)
 		return 0;
 	tid = BPF_CORE_READ(next, pid);
@@ -162,9 +245,13 @@ int switch_(struct bpf_raw_tracepoint_args *ctx)
 	if (since) {
 		hist_record_metric(*target, M_RUNQ, now - *since);
 		bpf_map_delete_elem(&queued, &tid);
+		st = cpu_state(*target);
+		if (st)
+			__sync_fetch_and_add(&st->waiting, -1);
 	}
 	if (bpf_map_lookup_elem(&frozen, &tid))
 		freeze_end(*target, tid, now);
+	update_stall(*target, now);
 	return 0;
 }
 

@@ -119,8 +119,7 @@ def envoy_binary() -> Path:
 def build_all() -> list[Path]:
     return [
         go_service("go-api"),
-        bpf_object("gofunc"),
-        bpf_object("proxy"),
+        *(bpf_object(src.name.removesuffix(".bpf.c")) for src in sorted(BPF_SRC.glob("*.bpf.c"))),
         *(native(n) for n in NATIVE_LIBS),
         envoy_binary(),
     ]

@@ -37,6 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rec = sub.add_parser("recover", help="undo what killed runs left behind (safe to run twice)")
     p_rec.add_argument("journal", type=Path, nargs="*", help="journal files (default: every run that died)")
     p_rec.add_argument("--force", action="store_true", help="also recover runs whose chaoslab is still alive")
+    p_probes = sub.add_parser(
+        "probes", help="list the layers, the mechanism measuring each here, and whether it can attach"
+    )
+    p_probes.add_argument(
+        "--programs", action="store_true", help="also print the BPF programs each probe loads"
+    )
     sub.add_parser("build", help="build the Go services, BPF programs and native helpers")
     args = parser.parse_args(argv)
 
@@ -49,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args.scenario, args.out, out, err)
         if args.command == "plan":
             return _plan(args.scenario, out)
+        if args.command == "probes":
+            return _probes(args.programs, out)
         if args.command == "recover":
             return _recover(args.journal, args.force, out)
         if args.command == "build":
@@ -131,6 +139,32 @@ def _run(path: Path, out_dir: Path | None, out: Console, err: Console) -> int:
     save_json(report, out_dir / "report.json")
     print_report(report, out, out_dir)
     return ExitCode.OK if report.passed else ExitCode.EXPECTATIONS_FAILED
+
+
+def _probes(programs: bool, out: Console) -> int:
+    from rich.table import Table
+
+    from chaoslab.paths import BPF_SRC
+    from chaoslab.probes.catalog import catalog
+
+    rows = catalog()
+    table = Table(title="probes on this machine", title_justify="left")
+    for col in ("layer", "applies to", "mechanism", "can attach"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        mark = "[green]yes[/]" if r.ready else "[red]no[/]"
+        table.add_row(str(r.layer), r.applies_to, r.mechanism, f"{mark}: {r.detail}")
+    out.print(table)
+    if programs:
+        shown: set[str] = set()
+        for r in rows:
+            if not r.object or r.object in shown:
+                continue
+            shown.add(r.object)
+            src = BPF_SRC / f"{r.object}.bpf.c"
+            out.print(f"\n# {src}: {', '.join(r.programs)}", highlight=False, markup=False)
+            out.print(src.read_text(), highlight=False, markup=False)
+    return ExitCode.OK if all(r.ready for r in rows) else ExitCode.ENVIRONMENT
 
 
 def _recover(journals: list[Path], force: bool, out: Console) -> int:

@@ -22,12 +22,10 @@ from chaoslab.expectations import check_all
 from chaoslab.faults import FAULT_KINDS, Fault, Verification
 from chaoslab.hist import Histogram
 from chaoslab.journal import Journal
-from chaoslab.layers import Layer
 from chaoslab.live import LiveView
 from chaoslab.load.records import Request
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
-from chaoslab.probes.base import Stall
 from chaoslab.probes.set import Snapshot
 from chaoslab.report.model import FaultRecord, PhaseRecord, Report
 from chaoslab.scenario.model import PhaseSpec, Scenario
@@ -84,8 +82,9 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         )
         phases = _run_phases(ctx, t0, targets, faults, probes, live, signals)
         load.stop()
+        stalls = attribution.Stalls(probes.stalls(), probes.samples)
         return _analyse(
-            ctx, phases, load.records, probes.stalls(), [f"{p.layer}: {p.mechanism}" for p in probes.probes]
+            ctx, phases, load.records, stalls, [f"{p.layer}: {p.mechanism}" for p in probes.probes]
         )
     finally:
         signals.shield()
@@ -105,7 +104,7 @@ def _run_phases(
     offset = 0.0
     for spec in ctx.scenario.phases:
         start = t0 + offset
-        _wait_until(start, targets)
+        _wait_until(start, targets, probes)
         before = probes.snapshot()
         run = PhaseRun(spec, time.time())
         active = [faults[id(f)] for f in spec.faults]
@@ -120,7 +119,7 @@ def _run_phases(
                     ctx.journal.update(seq, applied=True)
             live.phase(spec.name, start, spec.duration, [f.describe() for f in active])
             offset += spec.duration
-            _wait_until(t0 + offset, targets, live)
+            _wait_until(t0 + offset, targets, probes, live)
             run.faults = [(f, f.verify()) for f in active]
         run.end = time.time()
         after = probes.snapshot()
@@ -139,7 +138,9 @@ def _revert(ctx: RunContext, fault: Fault, seq: int, signals: SignalState) -> No
         ctx.journal.undone(seq)
 
 
-def _wait_until(deadline: float, targets: dict[str, RunningTarget], live: LiveView | None = None) -> None:
+def _wait_until(
+    deadline: float, targets: dict[str, RunningTarget], probes: ProbeSet, live: LiveView | None = None
+) -> None:
     while (left := deadline - time.time()) > 0:
         for t in targets.values():
             if not t.alive() and not t.down_expected:
@@ -147,6 +148,7 @@ def _wait_until(deadline: float, targets: dict[str, RunningTarget], live: LiveVi
                     f"target {t.name} exited (code {t.proc.returncode if t.proc else '?'}) during the run",
                     "see its log in the run's work directory",
                 )
+        probes.sample()
         if live is not None:
             live.tick()
         time.sleep(min(TICK, left))
@@ -156,7 +158,7 @@ def _analyse(
     ctx: RunContext,
     runs: list[PhaseRun],
     records: list[Request],
-    stalls: list[tuple[Layer, Stall]],
+    stalls: attribution.Stalls,
     probe_lines: list[str],
 ) -> Report:
     by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
@@ -170,7 +172,7 @@ def _analyse(
             r.spec.name,
             by_phase[r.spec.name],
             r.snap,
-            attribution.stall_seconds(stalls, by_phase[r.spec.name]),
+            stalls.held(records, r.start, r.end),
         )
         for r in runs
     }

@@ -4,11 +4,14 @@ import random
 
 import pytest
 
-from chaoslab.analysis.attribution import FaultCheck, drift, verdict
-from chaoslab.analysis.stats import mann_whitney_p
-from chaoslab.hist import Histogram
+from chaoslab.analysis.attribution import FaultCheck, PhaseData, Stalls, drift
+from chaoslab.analysis.attribution import verdict as verdict_of
+from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p
+from chaoslab.hist import Histogram, bucket_of
 from chaoslab.layers import Layer
 from chaoslab.load.records import Request
+from chaoslab.probes.base import LAYER, Stall
+from chaoslab.probes.set import Snapshot
 from chaoslab.scenario.model import Status
 
 
@@ -23,11 +26,17 @@ def lat(rng: random.Random, n: int, median: float) -> list[float]:
     return [median * rng.lognormvariate(0, 0.25) for _ in range(n)]
 
 
-def snapshot(n: int, entropy_each: float, reads: int, tls_extra: float, proxy_extra: float) -> dict:
+def snapshot(n: int, entropy_each: float, reads: int, tls_extra: float, proxy_extra: float) -> Snapshot:
     e = Histogram.of([int(entropy_each * 1e9)] * (n * reads))
     t = Histogram.of([int((entropy_each * reads + tls_extra) * 1e9)] * n)
     p = Histogram.of([int((entropy_each * reads + tls_extra + proxy_extra) * 1e9)] * n)
-    return {(Layer.ENTROPY, "api"): e, (Layer.TLS, "api"): t, (Layer.PROXY, "edge"): p}
+    return {(Layer.ENTROPY, "api", LAYER): e, (Layer.TLS, "api", LAYER): t, (Layer.PROXY, "edge", LAYER): p}
+
+
+def verdict(
+    name: str, base: list[Request], base_snap: Snapshot, reqs: list[Request], snap: Snapshot, checks: list
+):  # type: ignore[no-untyped-def]
+    return verdict_of(PhaseData("baseline", base, base_snap), PhaseData(name, reqs, snap), checks)
 
 
 def test_mann_whitney_separates_shifted_samples_only() -> None:
@@ -111,3 +120,48 @@ def test_drift_between_baseline_and_recovery_is_reported() -> None:
     )
     text = drift(requests(lat(rng, 300, 0.004)), requests(lat(rng, 300, 0.009)), "baseline", "recovery")
     assert text is not None and "the baseline drifted" in text
+
+
+def test_histogram_rank_test_equals_the_sample_test_on_bucketed_values() -> None:
+    rng = random.Random(9)
+    a = [int(x * 1e9) for x in lat(rng, 300, 0.004)]
+    b = [int(x * 1e9) for x in lat(rng, 200, 0.0045)]
+    bucketed = [[bucket_of(v) for v in xs] for xs in (a, b)]
+    ha, hb = Histogram.of(a), Histogram.of(b)
+    assert mann_whitney_hist(ha.buckets, hb.buckets) == pytest.approx(mann_whitney_p(*bucketed), rel=1e-9)
+    assert mann_whitney_hist({1: 3}, {2: 3}) == 1.0  # too few to decide
+
+
+def test_a_freeze_is_weighed_by_the_requests_it_held() -> None:
+    # 10 requests in flight from t=0 to t=2; the target froze from 0.5 to 1.5 s
+    reqs = [Request(0.0, 0.0, 2.0, 200, "work", "") for _ in range(10)]
+    samples = [(t / 10, {}) for t in range(21)]  # ticks of 0.1 s
+    stalls = Stalls([(Layer.CPU, Stall("api", "frozen", 0.5, 1.5))], samples)
+    held = stalls.held(reqs, 0.0, 2.0)[(Layer.CPU, "api")]
+    assert len(held) == 20
+    assert sum(held) == pytest.approx(10.0)  # 10 requests x 1 s each
+    assert held[0] == 0.0 and held[10] == pytest.approx(1.0)
+
+
+def test_a_starved_target_is_weighed_by_the_requests_in_flight() -> None:
+    reqs = [Request(0.0, 0.0, 1.0, 200, "work", "") for _ in range(4)]
+    # the target was starved for 0.05 s in each 0.1 s tick
+    samples = [(t / 10, {(Layer.CPU, "api"): t * 0.05}) for t in range(11)]
+    held = Stalls([], samples).held(reqs, 0.0, 1.0)[(Layer.CPU, "api")]
+    assert sum(held) == pytest.approx(4 * 0.5)  # 4 requests in flight, starved half of the time
+
+
+def test_pause_is_absorbed_by_cpu_through_its_stall() -> None:
+    rng = random.Random(10)
+    base_reqs = requests(lat(rng, 200, 0.004))
+    slow = requests([x + 0.5 for x in lat(rng, 200, 0.004)])
+    base = PhaseData("baseline", base_reqs, {}, {(Layer.CPU, "api"): [0.0001] * 20})
+    cur = PhaseData("paused", slow, {}, {(Layer.CPU, "api"): [200 * 0.5 / 20] * 20})
+    v = verdict_of(base, cur, [FaultCheck(Layer.CPU, "api", None, True, "frozen")])
+    assert v.status is Status.ABSORBED, v.reason
+    assert (v.layer, v.target) == ("cpu", "api")
+    assert v.explained == pytest.approx(1.0, abs=0.05)  # each of the 200 requests held 0.5 s
+    idle = PhaseData("paused", slow, {}, {(Layer.CPU, "api"): [0.0001] * 20})
+    v2 = verdict_of(base, idle, [FaultCheck(Layer.CPU, "api", None, True, "frozen")])
+    assert v2.status is Status.INVALID
+    assert "no significant added time" in v2.reason

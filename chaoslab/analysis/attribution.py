@@ -4,16 +4,20 @@ Per-request shares make layers comparable: a layer's share in a phase is the tot
 its probe recorded there divided by the client requests of the phase. Shares add up along
 a request path (medians do not), so `explained = added share / client added mean`.
 
-A stall of a whole process (a frozen target) is not one event's worth of time: every
-request in flight waits it out. Its share is the time the phase's requests overlapped it.
+A stall of a whole target (frozen, or starved of CPU: threads waiting to run and none
+running) is not one event's worth of time: every request in flight waits it out. Its share
+is the request time it held, per tick of the run (0.2 s): the stall's time in the tick times
+the requests in flight then (exact overlap for a freeze, whose start and end are known).
 
-A layer's change is significant when its events shifted (Mann-Whitney on its histograms,
-which is robust to skew; fewer than 5 events on a side cannot decide), or when it stalled
-in the phase and not in the baseline.
+A layer's change is significant when its events shifted (Mann-Whitney on its histograms),
+or, for stalls, when its per-tick held time shifted (Mann-Whitney over ticks). Both are
+robust to skew; fewer than 5 events or ticks on a side cannot decide.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -53,7 +57,11 @@ class PhaseData:
     name: str
     requests: list[Request]
     snap: Snapshot
-    stall_s: dict[LayerKey, float] = field(default_factory=dict)  # request-seconds held by stalls
+    stall_ticks: dict[LayerKey, list[float]] = field(default_factory=dict)  # request-seconds per tick
+
+    @property
+    def stall_s(self) -> dict[LayerKey, float]:
+        return {k: sum(v) for k, v in self.stall_ticks.items()}
 
     def layers(self) -> dict[LayerKey, Histogram]:
         return {(layer, target): h for (layer, target, metric), h in self.snap.items() if metric == LAYER}
@@ -62,17 +70,52 @@ class PhaseData:
         """Seconds of this layer per client request."""
         n = len(self.requests)
         h = self.layers().get(key, Histogram())
-        return (h.sum_ns / 1e9 + self.stall_s.get(key, 0.0)) / n if n else 0.0
+        return (h.sum_ns / 1e9 + sum(self.stall_ticks.get(key, []))) / n if n else 0.0
 
 
-def stall_seconds(stalls: list[tuple[Layer, Stall]], requests: list[Request]) -> dict[LayerKey, float]:
-    """Request-seconds spent inside each stall: the overlap of every request with it."""
-    out: dict[LayerKey, float] = {}
-    for layer, s in stalls:
-        held = sum(max(0.0, min(r.end, s.end) - max(r.due, s.start)) for r in requests)
-        if held > 0:
-            out[(layer, s.target)] = out.get((layer, s.target), 0.0) + held
-    return out
+class Stalls:
+    """Whole-target stalls of a run: freezes (start, end) and sampled starved-time counters."""
+
+    def __init__(
+        self,
+        stalls: list[tuple[Layer, Stall]],
+        samples: list[tuple[float, dict[tuple[Layer, str], float]]],
+    ) -> None:
+        self.stalls = stalls
+        self.samples = samples
+
+    def held(self, requests: list[Request], start: float, end: float) -> dict[LayerKey, list[float]]:
+        """Request-seconds held by stalls in each tick of [start, end]."""
+        times = [t for t, _ in self.samples if start - 0.05 <= t <= end + 0.05]
+        ticks = [(a, b) for a, b in itertools.pairwise(times) if b > a]
+        if not ticks or (not self.stalls and not self.samples):
+            return {}
+        reqs = sorted(requests, key=lambda r: r.due)
+        dues = [r.due for r in reqs]
+        longest = max((r.end - r.due for r in reqs), default=0.0)
+
+        def overlap(a: float, b: float) -> float:
+            """Request-seconds in flight during [a, b]."""
+            lo = bisect.bisect_left(dues, a - longest)
+            hi = bisect.bisect_left(dues, b)
+            return sum(max(0.0, min(r.end, b) - max(r.due, a)) for r in reqs[lo:hi])
+
+        by_time = dict(self.samples)
+        keys = {k for _, values in self.samples for k in values} | {
+            (layer, s.target) for layer, s in self.stalls
+        }
+        out: dict[LayerKey, list[float]] = {k: [] for k in keys}
+        for a, b in ticks:
+            in_flight = overlap(a, b) / (b - a)
+            for key in keys:
+                starved = by_time[b].get(key, 0.0) - by_time[a].get(key, 0.0)
+                frozen = sum(
+                    overlap(max(a, s.start), min(b, s.end))
+                    for layer, s in self.stalls
+                    if (layer, s.target) == key and s.start < b and s.end > a
+                )
+                out[key].append(max(0.0, starved) * in_flight + frozen)
+        return out
 
 
 def client_row(phase: str, reqs: list[Request], duration: float) -> ClientRow:
@@ -102,7 +145,7 @@ def layer_rows(data: PhaseData) -> list[LayerRow]:
     for (layer, target, metric), h in ordered:
         if metric != LAYER and h.count == 0:
             continue
-        stall = data.stall_s.get((layer, target), 0.0) if metric == LAYER else 0.0
+        stall = sum(data.stall_ticks.get((layer, target), [])) if metric == LAYER else 0.0
         rows.append(
             LayerRow(
                 phase=data.name,
@@ -188,11 +231,14 @@ def verdict(base: PhaseData, cur: PhaseData, checks: list[FaultCheck]) -> Verdic
 def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list[Contribution]:
     out = []
     lb, lf = base.layers(), cur.layers()
-    for key in sorted(set(lb) | set(lf), key=lambda k: (-DEPTH[k[0]], k[1])):
+    keys = set(lb) | set(lf) | set(base.stall_ticks) | set(cur.stall_ticks)
+    for key in sorted(keys, key=lambda k: (-DEPTH[k[0]], k[1])):
         hb, hf = lb.get(key, Histogram()), lf.get(key, Histogram())
         added = cur.share(key) - base.share(key)
-        p = mann_whitney_hist(hb.buckets, hf.buckets)
-        stalled = cur.stall_s.get(key, 0.0) > 0 and base.stall_s.get(key, 0.0) == 0
+        if key in cur.stall_ticks or key in base.stall_ticks:
+            p = mann_whitney_p(base.stall_ticks.get(key, []), cur.stall_ticks.get(key, []))
+        else:
+            p = mann_whitney_hist(hb.buckets, hf.buckets)
         out.append(
             Contribution(
                 layer=str(key[0]),
@@ -202,7 +248,7 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
                 added_p99_ms=_ms((hf.quantile_ns(0.99) - hb.quantile_ns(0.99)) / 1e9),
                 explained=round(added / client_added, 3) if client_added > 0 else 0.0,
                 p_value=p,
-                significant=added > 0 and (p < P_SIGNIFICANT or stalled),
+                significant=added > 0 and p < P_SIGNIFICANT,
             )
         )
     return out
@@ -214,7 +260,8 @@ def _not_observed(
     if not check.observed:
         return f"the fault's mechanism saw no effect ({check.detail})"
     key = (check.layer, check.target)
-    if not any(k[0] == check.layer for k in (*base.layers(), *cur.layers())):
+    measured = (*base.layers(), *cur.layers(), *base.stall_ticks, *cur.stall_ticks)
+    if not any(k[0] == check.layer for k in measured):
         return ""  # no probe measures this layer in this run: the mechanism's own measurement stands
     hf = cur.layers().get(key)
     if (hf is None or hf.count == 0) and not cur.stall_s.get(key):

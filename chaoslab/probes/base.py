@@ -70,6 +70,10 @@ class Probe(ABC):
         """Process-wide stalls seen since attach (most probes have none)."""
         return []
 
+    def stalled_seconds(self) -> dict[str, float]:
+        """Cumulative seconds each target was stalled as a whole, sampled while the run goes on."""
+        return {}
+
     def snapshot(self) -> Series:
         """Cumulative histograms per (target, metric) since attach."""
         raw: dict[tuple[int, int], Histogram] = {}

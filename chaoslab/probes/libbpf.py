@@ -45,6 +45,8 @@ def lib() -> ctypes.CDLL:
             "bpf_program__attach": (vp, [vp]),
             "bpf_program__attach_tracepoint": (vp, [vp, cp, cp]),
             "bpf_program__fd": (ci, [vp]),
+            "bpf_program__name": (cp, [vp]),
+            "bpf_program__section_name": (cp, [vp]),
             "bpf_obj_get_info_by_fd": (ci, [ci, vp, vp]),
             "bpf_enable_stats": (ci, [ci]),
             "bpf_link__destroy": (ci, [vp]),
@@ -131,6 +133,13 @@ class BpfObject:
             if not link:
                 raise _fail(f"{self.path.name}: cannot attach a program")
             self._links.append(int(link))
+            prog = lib().bpf_object__next_program(self._obj, prog)
+
+    def programs(self) -> Iterator[tuple[str, str]]:
+        """(name, section) of every program in the object."""
+        prog = lib().bpf_object__next_program(self._obj, None)
+        while prog:
+            yield lib().bpf_program__name(prog).decode(), lib().bpf_program__section_name(prog).decode()
             prog = lib().bpf_object__next_program(self._obj, prog)
 
     def attach_tracepoint(self, program: str, category: str, name: str) -> None:

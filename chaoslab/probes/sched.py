@@ -15,6 +15,7 @@ from chaoslab.targets.cgroup import cpu_dir, cpu_stat
 
 THROTTLED = "cfs throttled"
 FROZEN = 2
+STALLED = "starved"  # the name of the sampled stall series
 STALL_SLOTS = 64  # STALLS in bpf/sched.bpf.c
 
 
@@ -40,7 +41,25 @@ class CpuProbe(Probe):
         obj.attach_all()
 
     def in_layer(self, metric: int) -> bool:
-        return metric != FROZEN  # a freeze counts through `stalls`, weighed by the requests it held
+        """None: the layer's time is its stalls (frozen, starved), weighed by the requests they held.
+
+        Per-thread run-queue waits stay a metric: adding them would count a starved target twice.
+        """
+        return False
+
+    def stalled_seconds(self) -> dict[str, float]:
+        """Cumulative seconds each target had threads waiting to run and none running."""
+        out: dict[str, float] = {}
+        if self.obj is None:
+            return out
+        now_ns = time.monotonic_ns()
+        for index, name in self.index.items():
+            raw = self.obj.lookup_bytes("stalled", index, 32)
+            if raw is None:
+                continue
+            _waiting, _running, since, stalled = struct.unpack("<qqQQ", raw)
+            out[name] = (stalled + (max(0, now_ns - since) if since else 0)) / 1e9
+        return out
 
     def stalls(self) -> list[Stall]:
         if self.obj is None:

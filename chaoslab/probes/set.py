@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from chaoslab import build
@@ -18,6 +19,8 @@ Snapshot = dict[tuple[Layer, str, str], Histogram]
 class ProbeSet:
     def __init__(self, probe_types: Iterable[type[Probe]], targets: dict[str, RunningTarget]) -> None:
         self.probes: list[Probe] = []
+        # (epoch seconds, {(layer, target): cumulative stalled seconds}), one entry per `sample`
+        self.samples: list[tuple[float, dict[tuple[Layer, str], float]]] = []
         self._plan = [(cls, [t for t in targets.values() if cls.applies_to(t)]) for cls in probe_types]
 
     def attach(self) -> list[str]:
@@ -52,6 +55,13 @@ class ProbeSet:
             for (target, metric), hist in probe.snapshot().items():
                 out[(probe.layer, target, metric)] = hist
         return out
+
+    def sample(self) -> None:
+        """Read the stall counters: called on every tick of the run."""
+        now = time.time()
+        values = {(p.layer, t): s for p in self.probes for t, s in p.stalled_seconds().items()}
+        if values:
+            self.samples.append((now, values))
 
     def stalls(self) -> list[tuple[Layer, Stall]]:
         return [(p.layer, s) for p in self.probes for s in p.stalls()]
