@@ -196,7 +196,16 @@ def _analyse(
             round(r.start, 3),
             round(r.end, 3),
             [
-                FaultRecord(f.kind, f.spec.target, f.params(), v.mechanism, v.observed, v.detail, v.measured)
+                FaultRecord(
+                    f.kind,
+                    f.spec.target,
+                    f.params(),
+                    v.mechanism,
+                    v.observed,
+                    v.detail,
+                    v.measured,
+                    str(f.expected_layer()),
+                )
                 for f, v in r.faults
             ],
         )

@@ -3,10 +3,10 @@ SIGTERM and recovered after SIGKILL. The machine must be clean after every test.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,17 +20,23 @@ from chaoslab.scenario import parse_scenario
 from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.cgroup import Cgroup, CpuLimit, cpu_dir, read_cpu_limit, write_cpu_limit
 from chaoslab.targets.services import SERVICES
-from tests.conftest import SCENARIOS, chaoslab
+from tests.conftest import SCENARIOS, ScenarioRun, chaoslab
 from tests.test_e2e import start_run, wait_for_fault
 
 pytestmark = [pytest.mark.privileged, pytest.mark.e2e, pytest.mark.usefixtures("clean_machine")]
 
 
-def run(name: str, out: Path) -> dict:
-    res = chaoslab("run", str(SCENARIOS / f"{name}.yaml"), "--out", str(out))
-    assert res.returncode in (0, 1), res.stderr[-3000:]
-    assert journal.pending(out / "journal.jsonl") == []
-    return json.loads((out / "report.json").read_text())
+@pytest.fixture
+def run(scenario_run: Callable[[str], ScenarioRun]) -> Callable[[str], dict]:
+    """The report of a scenario run (one run per session, shared with the layer matrix)."""
+
+    def report(name: str) -> dict:
+        res = scenario_run(name)
+        assert res.returncode in (0, 1), res.stderr[-3000:]
+        assert journal.pending(res.out / "journal.jsonl") == []
+        return res.report
+
+    return report
 
 
 def client(r: dict) -> dict[str, dict]:
@@ -42,8 +48,8 @@ def fault(r: dict, phase: int = 1) -> dict:
     return f
 
 
-def test_egress_delay_adds_40ms_to_the_round_trip_and_the_client(tmp_path: Path) -> None:
-    r = run("net_delay", tmp_path)
+def test_egress_delay_adds_40ms_to_the_round_trip_and_the_client(run: Callable[[str], dict]) -> None:
+    r = run("net_delay")
     f, c = fault(r), client(r)
     assert f["observed"], f["detail"]
     m = f["measured"]
@@ -55,8 +61,8 @@ def test_egress_delay_adds_40ms_to_the_round_trip_and_the_client(tmp_path: Path)
     assert f["mechanism"].startswith("tc netem" if netem_available() else "iptables NFQUEUE + nfqdelay")
 
 
-def test_loss_drops_packets_and_causes_retransmissions(tmp_path: Path) -> None:
-    r = run("net_loss", tmp_path)
+def test_loss_drops_packets_and_causes_retransmissions(run: Callable[[str], dict]) -> None:
+    r = run("net_loss")
     f = fault(r)
     assert f["observed"], f["detail"]
     assert f["measured"]["tcp_retransmissions"] > 0
@@ -66,8 +72,8 @@ def test_loss_drops_packets_and_causes_retransmissions(tmp_path: Path) -> None:
     assert client(r)["lossy"]["p99_ms"] > client(r)["baseline"]["p99_ms"] + 100  # retransmission timeouts
 
 
-def test_blackhole_fails_requests_which_recover_after_revert(tmp_path: Path) -> None:
-    r = run("net_blackhole", tmp_path)
+def test_blackhole_fails_requests_which_recover_after_revert(run: Callable[[str], dict]) -> None:
+    r = run("net_blackhole")
     f, c = fault(r), client(r)
     assert f["observed"], f["detail"]
     assert f["measured"]["rtt_timeouts"] == 3 and f["measured"]["blackhole_packets"] > 0
@@ -76,8 +82,8 @@ def test_blackhole_fails_requests_which_recover_after_revert(tmp_path: Path) -> 
     assert f["measured"]["rtt_after_revert_ms"] < 5
 
 
-def test_cpu_limit_throttles_and_slows_the_client(tmp_path: Path) -> None:
-    r = run("cpu_limit", tmp_path)
+def test_cpu_limit_throttles_and_slows_the_client(run: Callable[[str], dict]) -> None:
+    r = run("cpu_limit")
     f, c = fault(r), client(r)
     assert f["observed"], f["detail"]
     assert f["measured"]["nr_throttled"] > 0.5 * f["measured"]["nr_periods"]
@@ -116,8 +122,8 @@ def test_cpu_revert_restores_the_previous_limit(tmp_path: Path) -> None:
         cg.remove()
 
 
-def test_syscall_write_delay_shows_in_the_client_with_its_overhead(tmp_path: Path) -> None:
-    r = run("syscall_write", tmp_path)
+def test_syscall_write_delay_shows_in_the_client_with_its_overhead(run: Callable[[str], dict]) -> None:
+    r = run("syscall_write")
     f, c = fault(r), client(r)
     assert f["observed"], f["detail"]
     m = f["measured"]
@@ -129,8 +135,8 @@ def test_syscall_write_delay_shows_in_the_client_with_its_overhead(tmp_path: Pat
     assert "overhead:" in f["detail"]
 
 
-def test_pause_stalls_the_target_for_the_phase(tmp_path: Path) -> None:
-    r = run("pause", tmp_path)
+def test_pause_stalls_the_target_for_the_phase(run: Callable[[str], dict]) -> None:
+    r = run("pause")
     f, c = fault(r), client(r)
     assert f["observed"], f["detail"]
     assert f["measured"]["cpu_ms_while_paused"] == 0
@@ -138,8 +144,8 @@ def test_pause_stalls_the_target_for_the_phase(tmp_path: Path) -> None:
     assert c["recovery"]["errors"] == 0
 
 
-def test_kill_restarts_the_target(tmp_path: Path) -> None:
-    r = run("kill", tmp_path)
+def test_kill_restarts_the_target(run: Callable[[str], dict]) -> None:
+    r = run("kill")
     f, c = fault(r), client(r)
     assert f["observed"], f["detail"]
     assert f["measured"]["exit_code"] == -9 and f["measured"]["healthy_after_ms"] < 10_000

@@ -21,6 +21,7 @@ class FaultRecord:
     observed: bool
     detail: str
     measured: dict[str, float] = field(default_factory=dict)
+    layer: str = ""  # the layer the fault declares its effect must show in
 
 
 @dataclass(frozen=True)
