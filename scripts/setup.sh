@@ -17,6 +17,7 @@ packages=(
   clang llvm libbpf-dev libbpf1       # BPF programs (compiled here, loaded through libbpf)
   gcc libc6-dev libnetfilter-queue-dev  # the native helpers (uinject, nfqdelay)
   openssl curl ca-certificates
+  wrk                                 # bench/: the load for the probe-overhead benchmark
   python3-venv
 )
 missing=()

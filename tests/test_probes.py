@@ -1,0 +1,78 @@
+"""Probes on this machine: every layer's program loads and finds what it needs, a stripped
+Go binary is refused with a clear message, and the overhead benchmark runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaoslab import build
+from chaoslab.errors import PreflightError
+from chaoslab.gobinary import read_elf
+from chaoslab.layers import Layer
+from chaoslab.probes import PROBES
+from chaoslab.probes.gofunc import GoFunctionProbe
+from chaoslab.probes.syscalls import WAITS, SyscallProbe, syscall_table
+from tests.conftest import REPO, chaoslab
+
+pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("clean_machine")]
+
+
+def test_probes_command_lists_every_layer_attachable_here() -> None:
+    res = chaoslab("probes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for layer in Layer:
+        assert f"│ {layer}" in res.stdout, layer
+    assert "no:" not in res.stdout
+
+
+def test_probes_programs_flag_prints_the_programs() -> None:
+    res = chaoslab("probes", "--programs")
+    assert res.returncode == 0
+    assert "raw_tp/sched_switch" in res.stdout and "tracepoint/tcp/tcp_probe" in res.stdout
+    assert f"# {REPO / 'bpf' / 'syscalls.bpf.c'}" in res.stdout
+
+
+def test_stripped_go_binary_gets_a_clear_preflight_message(tmp_path: Path) -> None:
+    stripped = tmp_path / "go-api"
+    shutil.copy(build.go_service("go-api"), stripped)
+    subprocess.run(["strip", str(stripped)], check=True)
+    read_elf.cache_clear()
+
+    class Target:
+        exe = stripped
+
+    for cls in PROBES:
+        if issubclass(cls, GoFunctionProbe):
+            with pytest.raises(PreflightError, match="stripped binary") as exc:
+                cls.requirements(Target())  # type: ignore[arg-type]
+            assert "-ldflags=-s" in exc.value.render()
+
+
+def test_syscall_names_and_waits() -> None:
+    table = syscall_table()
+    assert (table[0], table[1], table[202]) == ("read", "write", "futex")
+    probe = SyscallProbe()
+    assert probe.metric_name(2) == "write" and probe.in_layer(2)
+    assert not probe.in_layer(203)  # futex: a thread waiting for work is not on a request's path
+    assert {"epoll_pwait", "futex"} <= WAITS
+
+
+def test_overhead_benchmark_runs_and_prints_its_ratios() -> None:
+    res = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "probe_overhead.py"), "--rounds", "1", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    ratios = [line for line in res.stdout.splitlines() if ": ratio " in line]
+    assert [line.split()[0] for line in ratios] == ["keep-alive", "new-conn"]
+    for line in ratios:
+        ratio = float(line.split(": ratio ")[1].split()[0])
+        assert 0 < ratio < 2
