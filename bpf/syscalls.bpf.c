@@ -15,6 +15,9 @@
  * not a syscall stop) belongs to the code at the breakpoint, not to a syscall, and is
  * never counted here.
  *
+ * rt_sigreturn never takes a hold: it is the end of a signal handler that ran between
+ * the hold and the call it was for (e.g. the target's own signal, queued while held).
+ *
  * A syscall is recorded when the thread's next event arrives (its next syscall, or
  * the end of a stop that is not glued to it), so its exit-side hold can still join it.
  *
@@ -27,6 +30,7 @@
 #define HOLD_WINDOW_NS 50000ULL
 #define SIGTRAP 5
 #define SYSCALL_STOP (SIGTRAP | 0x80)
+#define NR_RT_SIGRETURN 15
 
 struct sys_enter_ctx {
 	__u64 common;
@@ -88,10 +92,12 @@ int sys_enter(struct sys_enter_ctx *ctx)
 	now = bpf_ktime_get_ns();
 	flush(th);
 	th->enter = now;
+	th->nr = (__s32)ctx->id;
+	if (ctx->id == NR_RT_SIGRETURN)
+		return 0; /* the hold waits for the call after the handler */
 	if (th->hold && now - th->hold_end <= HOLD_WINDOW_NS)
 		th->enter = now - th->hold;
 	th->hold = 0;
-	th->nr = (__s32)ctx->id;
 	return 0;
 }
 

@@ -165,3 +165,16 @@ def test_pause_is_absorbed_by_cpu_through_its_stall() -> None:
     v2 = verdict_of(base, idle, [FaultCheck(Layer.CPU, "api", None, True, "frozen")])
     assert v2.status is Status.INVALID
     assert "no significant added time" in v2.reason
+
+
+def test_a_slow_minority_of_events_is_significant_through_the_tail() -> None:
+    from chaoslab.analysis.stats import tail_shift_p
+
+    rng = random.Random(11)
+    base = Histogram.of(int(x * 1e9) for x in lat(rng, 1000, 20e-6))
+    same = Histogram.of(int(x * 1e9) for x in lat(rng, 2000, 20e-6))
+    # 15% of the events held 30 ms: too few to move the ranks much, all beyond the tail
+    slow = Histogram.of([int(x * 1e9) for x in lat(rng, 1700, 20e-6)] + [30_000_000] * 300)
+    assert tail_shift_p(base.buckets, slow.buckets) < 1e-20
+    assert tail_shift_p(base.buckets, same.buckets) > 0.001
+    assert tail_shift_p({1: 3}, {2: 3}) == 1.0

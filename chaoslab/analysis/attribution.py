@@ -10,8 +10,10 @@ is the request time it held, per tick of the run (0.2 s): the stall's time in th
 the requests in flight then (exact overlap for a freeze, whose start and end are known).
 
 A layer's change is significant when its events shifted (Mann-Whitney on its histograms),
-or, for stalls, when its per-tick held time shifted (Mann-Whitney over ticks). Both are
-robust to skew; fewer than 5 events or ticks on a side cannot decide.
+or when more of them lie in the baseline's tail (a change confined to a few kinds of event,
+like one slow syscall among many, moves no ranks); for stalls, when the per-tick held time
+shifted (Mann-Whitney over ticks). These are robust to skew; fewer than 5 events or ticks on
+a side cannot decide.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
-from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p
+from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p, tail_shift_p
 from chaoslab.hist import Histogram
 from chaoslab.layers import DEPTH, Layer
 from chaoslab.load.records import Request, quantile
@@ -237,8 +239,10 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
         added = cur.share(key) - base.share(key)
         if key in cur.stall_ticks or key in base.stall_ticks:
             p = mann_whitney_p(base.stall_ticks.get(key, []), cur.stall_ticks.get(key, []))
-        else:
-            p = mann_whitney_hist(hb.buckets, hf.buckets)
+        else:  # a shift of the events, or of their tail alone (Bonferroni over the two tests)
+            p = min(
+                1.0, 2 * min(mann_whitney_hist(hb.buckets, hf.buckets), tail_shift_p(hb.buckets, hf.buckets))
+            )
         out.append(
             Contribution(
                 layer=str(key[0]),
