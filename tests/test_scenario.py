@@ -107,7 +107,7 @@ def test_expectations_are_checked_against_phases_and_layers() -> None:
         "expect[0].phase: unknown phase 'strave'\n    hint: phases are: baseline, starve, recovery" in found
     )
     assert any(
-        f.startswith("expect[0].absorbed_by: must be one of client, proxy, network, app, tls, entropy")
+        f.startswith("expect[0].absorbed_by: must be one of client, proxy, network, app, tls, gc, entropy")
         for f in found
     )
 
