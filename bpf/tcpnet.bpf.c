@@ -5,9 +5,11 @@
  * Metrics:
  *  1 inbound / 2 outbound: one-way time of each turn of a conversation, from the
  *    sender's send (tcp:tcp_sendmsg_locked, before the data is pushed) to the first
- *    data segment of it reaching the receiver's socket (tcp:tcp_probe). The end of a
- *    send (sock:sock_send_length) would be too late: over a veth pair the receiver
- *    often has the data before the sender's send() returns. It contains everything between the two
+ *    data of it becoming ready on the receiver's socket (sock:sk_data_ready). The end
+ *    of a send (sock:sock_send_length) would be too late: over a veth pair the
+ *    receiver often has the data before the sender's send() returns. tcp:tcp_probe
+ *    would miss data that arrives with the handshake's last ACK (a ClientHello), and
+ *    the turn would then run on to the next one. It contains everything between the two
  *    sockets: queueing, qdiscs (netem), netfilter (NFQUEUE delays), the wire, and
  *    retransmission waits. A turn is timed from its first send, once: segments of
  *    the same flight that follow are not counted again. Inbound when the target
@@ -22,13 +24,14 @@
  *
  * Whose traffic: a socket belongs to the target that owns its local IPv4 address
  * (`addrs`: each target's addresses on the links the run created), whatever process
- * holds it, because the receive tracepoints fire in softirq context. A dual-stack
+ * holds it, because the receive side runs in softirq context. A dual-stack
  * listener (Go's default) accepts IPv4 clients on AF_INET6 sockets, whose addresses
  * are IPv4-mapped (::ffff:a.b.c.d): those count as their IPv4 address. Control traffic
  * (health checks from the reserved source ports, admin ports) is left out.
  *
- * Attach: the tracepoints above; tcp_sendmsg_locked as a raw tracepoint, reading the
- * socket's addresses with CO-RE (the tracepoint exists from Linux 6.11 on).
+ * Attach: the tracepoints above; tcp_sendmsg_locked and sk_data_ready as raw
+ * tracepoints, reading the socket's addresses with CO-RE (they exist from Linux 6.11
+ * and 6.9 on).
  */
 #include "chaoslab.bpf.h"
 #include <bpf/bpf_core_read.h>
@@ -60,22 +63,6 @@ struct sock {
 #define CONTROL_LAST 61951
 
 enum { M_INBOUND = 1, M_OUTBOUND = 2, M_CONNECT = 3, M_RETRANSMIT = 4 };
-
-struct tcp_probe_ctx {
-	__u64 common;
-	__u8 saddr[28]; /* struct sockaddr_in(6) */
-	__u8 daddr[28];
-	__u16 sport;
-	__u16 dport;
-	__u16 family;
-	__u16 pad0;
-	__u32 mark;
-	__u16 data_len;
-	__u16 pad1;
-	__u32 snd_nxt, snd_una, snd_cwnd, ssthresh, snd_wnd;
-	__u32 srtt; /* us */
-	__u32 rcv_wnd;
-};
 
 struct set_state_ctx {
 	__u64 common;
@@ -198,28 +185,36 @@ static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 
 		hist_record_metric(*t, dst_metric, ns);
 }
 
-SEC("raw_tp/tcp_sendmsg_locked")
-int sent(struct bpf_raw_tracepoint_args *ctx)
+/* The flow of a socket as (local, remote); 0 when it is neither IPv4 nor v4-mapped. */
+static __always_inline int sock_flow(struct sock *sk, struct flow *f)
 {
-	struct sock *sk = (struct sock *)ctx->args[0];
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	struct in6_addr___cl v6;
-	struct flow f = {};
-	__u64 now;
 
 	if (family == AF_INET) {
-		f.src = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		f.dst = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		f->src = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		f->dst = BPF_CORE_READ(sk, __sk_common.skc_daddr);
 	} else if (family == AF_INET6) {
 		BPF_CORE_READ_INTO(&v6, sk, __sk_common.skc_v6_rcv_saddr);
-		f.src = ipv4_of(family, 0, v6.s6_addr);
+		f->src = ipv4_of(family, 0, v6.s6_addr);
 		BPF_CORE_READ_INTO(&v6, sk, __sk_common.skc_v6_daddr);
-		f.dst = ipv4_of(family, 0, v6.s6_addr);
+		f->dst = ipv4_of(family, 0, v6.s6_addr);
 	} else {
 		return 0;
 	}
-	f.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	f.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	f->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	f->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return f->src && f->dst;
+}
+
+SEC("raw_tp/tcp_sendmsg_locked")
+int sent(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct flow f = {};
+	__u64 now;
+
+	if (!sock_flow((struct sock *)ctx->args[0], &f))
+		return 0;
 	if ((!owner_ip(f.src) && !owner_ip(f.dst)) || control(f.sport, f.dport))
 		return 0;
 	now = bpf_ktime_get_ns();
@@ -227,23 +222,19 @@ int sent(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-SEC("tracepoint/tcp/tcp_probe")
-int received(struct tcp_probe_ctx *ctx)
+SEC("raw_tp/sk_data_ready")
+int received(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u8 local[28], remote[28]; /* copied: the verifier allows no reads through a moved context pointer */
-	struct flow f;
+	struct flow local = {}, f;
 	__u64 *since;
 
-	if (ctx->data_len == 0)
+	if (!sock_flow((struct sock *)ctx->args[0], &local))
 		return 0;
-	bpf_probe_read_kernel(local, sizeof(local), ctx->saddr);
-	bpf_probe_read_kernel(remote, sizeof(remote), ctx->daddr);
-	/* struct sockaddr_in (sin_addr at 4) or sockaddr_in6 (sin6_addr at 8);
-	 * the receiver's local end is the sender's destination */
-	f.src = ipv4_of(ctx->family, &remote[4], &remote[8]);
-	f.dst = ipv4_of(ctx->family, &local[4], &local[8]);
-	f.sport = ctx->dport;
-	f.dport = ctx->sport;
+	/* the receiver's local end is the sender's destination */
+	f.src = local.dst;
+	f.dst = local.src;
+	f.sport = local.dport;
+	f.dport = local.sport;
 	since = bpf_map_lookup_elem(&pending, &f);
 	if (!since)
 		return 0;

@@ -33,7 +33,7 @@ def test_probes_command_lists_every_layer_attachable_here() -> None:
 def test_probes_programs_flag_prints_the_programs() -> None:
     res = chaoslab("probes", "--programs")
     assert res.returncode == 0
-    assert "raw_tp/sched_switch" in res.stdout and "tracepoint/tcp/tcp_probe" in res.stdout
+    assert "raw_tp/sched_switch" in res.stdout and "raw_tp/sk_data_ready" in res.stdout
     assert f"# {REPO / 'bpf' / 'syscalls.bpf.c'}" in res.stdout
 
 
