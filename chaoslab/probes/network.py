@@ -18,7 +18,8 @@ class NetworkProbe(Probe):
     layer = Layer.NETWORK
     program = "tcpnet"
     mechanism = (
-        "one-way time per turn from tcp_sendmsg_locked to sk_data_ready at the receiver (raw tracepoints, CO-RE); "
+        "one-way time per turn, tcp_sendmsg_locked to sk_data_ready at the receiver (raw tracepoints, "
+        "CO-RE); "
         "sock:inet_sock_set_state (connect), tcp:tcp_retransmit_skb; sockets matched to targets by address"
     )
     metrics: ClassVar[dict[int, str]] = {
