@@ -59,6 +59,7 @@ struct sock {
 #define AF_INET6 10
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
 #define CONTROL_FIRST 61440
 #define CONTROL_LAST 61951
 
@@ -250,15 +251,31 @@ int set_state(struct set_state_ctx *ctx)
 	struct connecting *c, fresh = {};
 	__u8 s4[4], d4[4], s6[16], d6[16];
 
+	struct flow back;
+
 	if (ctx->protocol != 6 /* IPPROTO_TCP */)
 		return 0;
-	if (ctx->newstate == TCP_SYN_SENT) {
+	if (ctx->newstate == TCP_SYN_SENT || ctx->newstate == TCP_CLOSE) {
 		bpf_probe_read_kernel(s4, 4, ctx->saddr);
 		bpf_probe_read_kernel(d4, 4, ctx->daddr);
 		bpf_probe_read_kernel(s6, 16, ctx->saddr_v6);
 		bpf_probe_read_kernel(d6, 16, ctx->daddr_v6);
 		fresh.flow.src = ipv4_of(ctx->family, s4, s6);
 		fresh.flow.dst = ipv4_of(ctx->family, d4, d6);
+		fresh.flow.sport = ctx->sport;
+		fresh.flow.dport = ctx->dport;
+	}
+	if (ctx->newstate == TCP_CLOSE) {
+		/* a turn whose data was never read (e.g. sent as the peer closed) ends here, so
+		 * a later connection on the same ports cannot inherit it */
+		back.src = fresh.flow.dst;
+		back.dst = fresh.flow.src;
+		back.sport = fresh.flow.dport;
+		back.dport = fresh.flow.sport;
+		bpf_map_delete_elem(&pending, &fresh.flow);
+		bpf_map_delete_elem(&pending, &back);
+	}
+	if (ctx->newstate == TCP_SYN_SENT) {
 		if ((!owner_ip(fresh.flow.src) && !owner_ip(fresh.flow.dst)) || control(ctx->sport, ctx->dport))
 			return 0;
 		fresh.start = bpf_ktime_get_ns();
