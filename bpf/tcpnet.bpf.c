@@ -27,7 +27,8 @@
  * holds it, because the receive side runs in softirq context. A dual-stack
  * listener (Go's default) accepts IPv4 clients on AF_INET6 sockets, whose addresses
  * are IPv4-mapped (::ffff:a.b.c.d): those count as their IPv4 address. Control traffic
- * (health checks from the reserved source ports, admin ports) is left out.
+ * (health checks from the reserved source-port block, admin ports; both filled in by
+ * chaoslab/probes/network.py from chaoslab/targets/health.py) is left out.
  *
  * Attach: the tracepoints above; tcp_sendmsg_locked and sk_data_ready as raw
  * tracepoints, reading the socket's addresses with CO-RE (they exist from Linux 6.11
@@ -60,8 +61,6 @@ struct sock {
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
-#define CONTROL_FIRST 61440
-#define CONTROL_LAST 61951
 
 enum { M_INBOUND = 1, M_OUTBOUND = 2, M_CONNECT = 3, M_RETRANSMIT = 4 };
 
@@ -108,6 +107,13 @@ struct {
 	__type(value, __u32); /* 1: a control port (admin), not the target's traffic */
 } control_ports SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32); /* [0] first port of the health checks' source block, [1] its mask */
+} control_block SEC(".maps");
+
 struct flow {
 	__u32 src; /* IPv4, network order */
 	__u32 dst;
@@ -136,10 +142,11 @@ struct {
 
 static __always_inline int control(__u16 sport, __u16 dport)
 {
-	__u32 s = sport, d = dport;
+	__u32 s = sport, d = dport, zero = 0, one = 1;
+	__u32 *first = bpf_map_lookup_elem(&control_block, &zero);
+	__u32 *mask = bpf_map_lookup_elem(&control_block, &one);
 
-	if ((sport >= CONTROL_FIRST && sport <= CONTROL_LAST) ||
-	    (dport >= CONTROL_FIRST && dport <= CONTROL_LAST))
+	if (first && mask && *mask && ((s & *mask) == *first || (d & *mask) == *first))
 		return 1;
 	return bpf_map_lookup_elem(&control_ports, &s) || bpf_map_lookup_elem(&control_ports, &d);
 }

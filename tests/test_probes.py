@@ -43,13 +43,10 @@ def test_stripped_go_binary_gets_a_clear_preflight_message(tmp_path: Path) -> No
     subprocess.run(["strip", str(stripped)], check=True)
     read_elf.cache_clear()
 
-    class Target:
-        exe = stripped
-
     for cls in PROBES:
         if issubclass(cls, GoFunctionProbe):
             with pytest.raises(PreflightError, match="stripped binary") as exc:
-                cls.requirements(Target())  # type: ignore[arg-type]
+                cls.requirements(stripped)
             assert "-ldflags=-s" in exc.value.render()
 
 

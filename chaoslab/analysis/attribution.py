@@ -19,6 +19,7 @@ a side cannot decide.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
@@ -65,13 +66,15 @@ class PhaseData:
     def stall_s(self) -> dict[LayerKey, float]:
         return {k: sum(v) for k, v in self.stall_ticks.items()}
 
+    @functools.cached_property
     def layers(self) -> dict[LayerKey, Histogram]:
+        """The layers as a whole (metric ""), built once per phase."""
         return {(layer, target): h for (layer, target, metric), h in self.snap.items() if metric == LAYER}
 
     def share(self, key: LayerKey) -> float:
         """Seconds of this layer per client request."""
         n = len(self.requests)
-        h = self.layers().get(key, Histogram())
+        h = self.layers.get(key, Histogram())
         return (h.sum_ns / 1e9 + sum(self.stall_ticks.get(key, []))) / n if n else 0.0
 
 
@@ -232,7 +235,7 @@ def verdict(base: PhaseData, cur: PhaseData, checks: list[FaultCheck]) -> Verdic
 
 def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list[Contribution]:
     out = []
-    lb, lf = base.layers(), cur.layers()
+    lb, lf = base.layers, cur.layers
     keys = set(lb) | set(lf) | set(base.stall_ticks) | set(cur.stall_ticks)
     for key in sorted(keys, key=lambda k: (-DEPTH[k[0]], k[1])):
         hb, hf = lb.get(key, Histogram()), lf.get(key, Histogram())
@@ -264,14 +267,14 @@ def _not_observed(
     if not check.observed:
         return f"the fault's mechanism saw no effect ({check.detail})"
     key = (check.layer, check.target)
-    measured = (*base.layers(), *cur.layers(), *base.stall_ticks, *cur.stall_ticks)
+    measured = (*base.layers, *cur.layers, *base.stall_ticks, *cur.stall_ticks)
     if not any(k[0] == check.layer for k in measured):
         return ""  # no probe measures this layer in this run: the mechanism's own measurement stands
-    hf = cur.layers().get(key)
+    hf = cur.layers.get(key)
     if (hf is None or hf.count == 0) and not cur.stall_s.get(key):
         return f"no {check.layer} events at {check.target} while the fault was active: the probe saw nothing"
     if check.expected_shift:
-        hb = base.layers().get(key, Histogram())
+        hb = base.layers.get(key, Histogram())
         shift = ((hf.mean_ns if hf else 0.0) - hb.mean_ns) / 1e9
         if shift < OBSERVED_FRACTION * check.expected_shift:
             return (

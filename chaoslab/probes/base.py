@@ -12,7 +12,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from chaoslab import build
 from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
 from chaoslab.probes.libbpf import BpfObject
@@ -49,11 +48,6 @@ class Probe(ABC):
     @classmethod
     @abstractmethod
     def applies_to(cls, target: RunningTarget) -> bool: ...
-
-    @classmethod
-    def requirements(cls, target: RunningTarget) -> None:
-        """Raise PreflightError when this probe cannot attach to `target` (e.g. a stripped binary)."""
-        build.bpf_object(cls.program)
 
     @abstractmethod
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:

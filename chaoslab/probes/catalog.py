@@ -12,7 +12,6 @@ from pathlib import Path
 
 from chaoslab import build
 from chaoslab.errors import ChaoslabError
-from chaoslab.gobinary import find_function
 from chaoslab.layers import DEPTH, Layer
 from chaoslab.probes import PROBES
 from chaoslab.probes.base import Probe
@@ -51,8 +50,7 @@ def check(cls: type[Probe], go_binary: Path | None) -> ProbeStatus:
         if issubclass(cls, GoFunctionProbe):
             if go_binary is None:
                 raise ChaoslabError("no Go service binary to look the functions up in", "chaoslab build")
-            for name in cls.symbols():
-                find_function(go_binary, name)
+            cls.requirements(go_binary)
             detail += f"; {', '.join(cls.symbols())} found in {go_binary.name}"
         return ProbeStatus(cls.layer, cls.mechanism, _applies(cls), True, detail, programs, cls.program)
     except ChaoslabError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from chaoslab.gobinary import find_function
@@ -36,10 +37,10 @@ class GoFunctionProbe(Probe):
         return [f for f, _ in cls.functions] + [n for b, e, _ in cls.spans for n in (b, e)]
 
     @classmethod
-    def requirements(cls, target: RunningTarget) -> None:
-        super().requirements(target)
+    def requirements(cls, exe: Path) -> None:
+        """Raise PreflightError when `exe` lacks a function this probe needs (e.g. it is stripped)."""
         for name in cls.symbols():
-            find_function(target.exe, name)
+            find_function(exe, name)
 
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
         for t in targets:

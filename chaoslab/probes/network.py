@@ -10,6 +10,7 @@ from chaoslab.layers import Layer
 from chaoslab.probes.base import Probe
 from chaoslab.probes.libbpf import BpfObject
 from chaoslab.targets.base import RunningTarget
+from chaoslab.targets.health import CONTROL_MASK, CONTROL_PORT
 
 RETRANSMIT = 4
 
@@ -34,6 +35,8 @@ class NetworkProbe(Probe):
         return bool(target.links)
 
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
+        obj.update_u32("control_block", 0, CONTROL_PORT)
+        obj.update_u32("control_block", 1, CONTROL_MASK)
         for i, t in self.index.items():
             target = next(x for x in targets if x.name == t)
             for link in target.links.values():
