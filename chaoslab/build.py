@@ -35,7 +35,7 @@ def _tool(name: str, hint: str) -> str:
 def go_service(name: str) -> Path:
     src = DOCKER_SRC / name
     out = BUILD / "bin" / name
-    if _stale(out, [*src.glob("*.go"), src / "go.mod"]):
+    if _stale(out, [*src.rglob("*.go"), src / "go.mod", src / "go.sum"]):
         go = _tool("go", "install Go 1.22 or newer (the set-up script does)")
         out.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CGO_ENABLED": "0"}

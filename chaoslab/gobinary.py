@@ -85,6 +85,10 @@ def read_elf(path: Path) -> Elf:
     return Elf(path, e_type == _ET_DYN, symbols, tuple(loads))
 
 
+def has_function(path: Path, name: str) -> bool:
+    return name in read_elf(path).symbols
+
+
 def find_function(path: Path, name: str) -> Function:
     elf = read_elf(path)
     if not elf.symbols:

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from chaoslab.analysis import attribution
+from chaoslab.analysis import client as client_view
 from chaoslab.context import RunContext
 from chaoslab.errors import TargetError
 from chaoslab.expectations import check_all
@@ -23,7 +24,7 @@ from chaoslab.faults import FAULT_KINDS, Fault, Verification
 from chaoslab.hist import Histogram
 from chaoslab.journal import Journal
 from chaoslab.live import LiveView
-from chaoslab.load.records import Request
+from chaoslab.load.records import Request, latency_histogram
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
 from chaoslab.probes.set import Snapshot
@@ -71,21 +72,18 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         ctx.events.subscribe("target_restarted", probes.retarget)
         for line in probes.attach():
             ctx.say(line)
-        load = LoadRunner(ctx, targets[scenario.load.target].url)
+        load = LoadRunner(ctx, targets)
+        load.preflight()
         stack.callback(load.stop)
         live = LiveView(ctx, load, ctx.console)
         stack.callback(live.close)
         t0 = load.start()
-        ctx.say(
-            f"load: {scenario.load.rate:g}/s {scenario.load.protocol} to {scenario.load.target}, "
-            f"{scenario.load.concurrency} connections"
-        )
+        to = ", ".join(sorted({r.target for r in scenario.load.requests}))
+        ctx.say(f"load: {scenario.load.describe()}, to {to}")
         phases = _run_phases(ctx, t0, targets, faults, probes, live, signals)
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
-        return _analyse(
-            ctx, phases, load.records, stalls, [f"{p.layer}: {p.mechanism}" for p in probes.probes]
-        )
+        return _analyse(ctx, phases, load, stalls, [f"{p.layer}: {p.mechanism}" for p in probes.probes])
     finally:
         signals.shield()
         stack.close()
@@ -106,7 +104,8 @@ def _run_phases(
         start = t0 + offset
         _wait_until(start, targets, probes)
         before = probes.snapshot()
-        run = PhaseRun(spec, time.time())
+        # The phase's bounds are its scheduled ones: requests belong to the phase they were due in.
+        run = PhaseRun(spec, start)
         active = [faults[id(f)] for f in spec.faults]
         with ExitStack() as phase_stack:
             for fault in active:
@@ -121,7 +120,7 @@ def _run_phases(
             offset += spec.duration
             _wait_until(t0 + offset, targets, probes, live)
             run.faults = [(f, f.verify()) for f in active]
-        run.end = time.time()
+        run.end = t0 + offset
         after = probes.snapshot()
         run.snap = {k: h - before.get(k, Histogram()) for k, h in after.items()}
         runs.append(run)
@@ -157,10 +156,11 @@ def _wait_until(
 def _analyse(
     ctx: RunContext,
     runs: list[PhaseRun],
-    records: list[Request],
+    load: LoadRunner,
     stalls: attribution.Stalls,
     probe_lines: list[str],
 ) -> Report:
+    records = load.records
     by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
     for req in records:
         for r in runs:
@@ -177,7 +177,21 @@ def _analyse(
         for r in runs
     }
     base = data[runs[0].spec.name]
-    client = [attribution.client_row(r.spec.name, by_phase[r.spec.name], r.end - r.start) for r in runs]
+    client = [client_view.client_row(r.spec.name, by_phase[r.spec.name], r.end - r.start) for r in runs]
+    protocols = {q.name: q.protocol for q in ctx.scenario.load.requests}
+    per_name = [
+        row
+        for r in runs
+        for row in client_view.by_name(r.spec.name, by_phase[r.spec.name], r.end - r.start, protocols)
+    ]
+    spans = [(r.spec.name, r.start, r.end) for r in runs]
+    timeline, second_hists = client_view.seconds(records, load.t0 or runs[0].start, spans)
+    generator = client_view.generator(
+        str(ctx.scenario.load.model),
+        ctx.scenario.load.workers,
+        client,
+        {r.spec.name: load.generator_cpu(r.start, r.end) for r in runs},
+    )
     layers = [row for r in runs for row in attribution.layer_rows(data[r.spec.name])]
     verdicts = []
     for r in runs[1:]:
@@ -232,6 +246,13 @@ def _analyse(
         verdicts,
         [],
         drift,
+        requests=per_name,
+        timeline=timeline,
+        generator=generator,
+        histograms={
+            "phases": {r.spec.name: latency_histogram(by_phase[r.spec.name]).to_json() for r in runs},
+            "seconds": second_hists,
+        },
     )
     report.expectations = check_all(ctx.scenario.expect, report)
     return report

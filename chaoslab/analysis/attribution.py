@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
-from collections import Counter
 from dataclasses import dataclass, field
 
 from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p, tail_shift_p
@@ -30,7 +29,7 @@ from chaoslab.layers import DEPTH, Layer
 from chaoslab.load.records import Request, quantile
 from chaoslab.probes.base import LAYER, Stall
 from chaoslab.probes.set import Snapshot
-from chaoslab.report.model import ClientRow, Contribution, LayerRow, Verdict
+from chaoslab.report.model import Contribution, LayerRow, Verdict
 from chaoslab.scenario.model import Status
 
 P_SIGNIFICANT = 0.001
@@ -121,23 +120,6 @@ class Stalls:
                 )
                 out[key].append(max(0.0, starved) * in_flight + frozen)
         return out
-
-
-def client_row(phase: str, reqs: list[Request], duration: float) -> ClientRow:
-    lat = sorted(r.latency for r in reqs if r.ok)
-    errors = Counter(r.error for r in reqs if not r.ok)
-    return ClientRow(
-        phase=phase,
-        requests=len(reqs),
-        errors=sum(errors.values()),
-        rate=round(len(reqs) / duration, 2) if duration > 0 else 0.0,
-        p50_ms=_ms(quantile(lat, 0.5)),
-        p90_ms=_ms(quantile(lat, 0.9)),
-        p99_ms=_ms(quantile(lat, 0.99)),
-        max_ms=_ms(lat[-1] if lat else 0.0),
-        late=sum(1 for r in reqs if r.late > 0.010),
-        errors_by_kind=dict(errors),
-    )
 
 
 def layer_rows(data: PhaseData) -> list[LayerRow]:

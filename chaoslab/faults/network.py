@@ -138,15 +138,15 @@ class NetworkFault(Fault):
         service = SERVICES[me.service]
         if spec.local_port and spec.local_port in service.control_ports:
             problems.add(join(spec.path, "local_port"), f"{spec.local_port} is a control port: never faulted")
-        elif spec.local_port and spec.local_port != service.port:
+        elif spec.local_port and spec.local_port not in service.ports.values():
             problems.add(
                 join(spec.path, "local_port"),
                 f"{spec.target} ({me.service}) does not listen on {spec.local_port}",
-                f"its service port is {service.port}",
+                "its service ports are " + ", ".join(f"{p} ({n})" for n, p in service.ports.items()),
             )
         if spec.remote_port:
             peers = [spec.peer] if spec.peer and spec.peer != HOST else sorted(linked)
-            ports = {SERVICES[targets[n].service].port for n in peers}
+            ports = {p for n in peers for p in SERVICES[targets[n].service].ports.values()}
             if spec.remote_port not in ports:
                 problems.add(
                     join(spec.path, "remote_port"),

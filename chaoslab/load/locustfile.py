@@ -1,13 +1,25 @@
-"""Locust user for chaoslab's open (arrival-rate) model. Runs only inside the Locust child.
+"""Locust users for chaoslab: open (arrival-rate) and closed models, HTTP, HTTPS and gRPC.
 
-Configuration comes as JSON in the file named by $CHAOSLAB_LOAD_CONFIG. Arrivals are
-scheduled at fixed times t0 + k/rate, shared by all users (one gevent hub: no locking
-needed); `concurrency` users bound the requests in flight. Each request's latency is
-measured from its due time, so a stalled target cannot hide its stall behind a generator
-that waited for it (coordinated omission): a request sent late carries its lateness.
+Runs only inside Locust processes. Configuration comes as JSON in the file named by
+$CHAOSLAB_LOAD_CONFIG; $CHAOSLAB_ROLE is `local` (one process), `master` or `worker`, and
+$CHAOSLAB_WORKER is this worker's index (of `workers`).
 
-Output: $CHAOSLAB_LOAD_CONFIG's `records` file gets a line `start <t0>` once every user is
-connected, then one TSV line per request: due, sent, end (epoch s), status, name, error.
+Start: each user opens its connections (and TLS sessions) with untimed requests, writes a
+`ready` line, then waits for the run to write t0 into the `go` file. So the first
+scheduled request never pays for a connection the baseline would not.
+
+Open model: arrivals are due at the profile's exact times (chaoslab/load/schedule.py);
+worker i of n takes arrivals i, i+n, ... The users of a process share its arrivals (one
+gevent hub: no locking needed) and bound the requests in flight. A request's latency runs
+from its due time, so a stalled target cannot hide behind a generator that waited for it
+(coordinated omission): a request sent late carries its lateness. `idle` says whether the
+user was waiting for the request's due time; a request sent late by an idle user was
+late because the generator itself was slow, not because every user was busy.
+
+Closed model: each user sends, waits for the response, thinks, and sends again.
+
+Output: one TSV line per request in this worker's records file:
+due, sent, end (epoch s), status, name, error, idle.
 """
 
 import json
@@ -16,99 +28,196 @@ import random
 import time
 
 import gevent
-from locust import FastHttpUser, events, task
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
+
+from chaoslab.load.schedule import Profile
+from chaoslab.load.workpb import work_pb2
+
+# grpcio's own threads must yield to gevent, or a blocking call stalls every user.
+grpc_gevent.init_gevent()
 
 with open(os.environ["CHAOSLAB_LOAD_CONFIG"]) as _fh:
     CONFIG = json.load(_fh)
-RATE = float(CONFIG["rate"])
+ROLE = os.environ.get("CHAOSLAB_ROLE", "local")
+WORKER = int(os.environ.get("CHAOSLAB_WORKER", "0"))
+WORKERS = int(CONFIG["workers"])
+OPEN = CONFIG["model"] == "open"
 DURATION = float(CONFIG["duration"])
-MAX_REQUESTS = int(CONFIG["max_requests"])
+TIMEOUT = float(CONFIG["timeout"])
+THINK = float(CONFIG.get("think", 0.0))
+MAX_REQUESTS = int(CONFIG["max_requests"])  # per worker: every load loop is bounded
 REQUESTS = CONFIG["requests"]
 WEIGHTS = [r["weight"] for r in REQUESTS]
+PROFILE = Profile(CONFIG["start"], [tuple(s) for s in CONFIG["stages"]])
+
+with open(CONFIG["ca"], "rb") as _fh:
+    CA_PEM = _fh.read()
 
 
-class Schedule:
+class Run:
+    """This process's view of the run: t0, its arrivals, its records file."""
+
     def __init__(self):
         self.t0 = None
-        self.k = 0
-        self.connected = 0
-        # Open for the whole life of the Locust process; flushed by _flusher and on quit.
-        self.out = open(CONFIG["records"], "a", buffering=1 << 16)  # noqa: SIM115
+        self.sent = 0
+        self.out = None
+        self._arrivals = PROFILE.arrivals(WORKER, WORKERS)
+        if ROLE != "master":
+            # Open for the whole life of the process; flushed by _flusher and on quit.
+            self.out = open(CONFIG["records"].format(worker=WORKER), "a", buffering=1 << 16)  # noqa: SIM115
+
+    def ready(self):
+        self.out.write("ready\n")
+        self.out.flush()
+
+    def wait_t0(self):
+        while self.t0 is None:
+            try:
+                with open(CONFIG["go"]) as fh:
+                    self.t0 = float(fh.read())
+            except (OSError, ValueError):
+                gevent.sleep(0.02)
+        return self.t0
 
     def next_due(self):
-        if self.t0 is None:
+        """The next arrival's due time (epoch s), or None when the run is over."""
+        if self.sent >= MAX_REQUESTS:
             return None
-        if self.k >= MAX_REQUESTS:
+        offset = next(self._arrivals)
+        if offset >= DURATION:
             return None
-        due = self.t0 + self.k / RATE
-        if due >= self.t0 + DURATION:
-            return None
-        self.k += 1
-        return due
+        self.sent += 1
+        return self.t0 + offset
 
-    def user_connected(self, total):
-        self.connected += 1
-        if self.connected == total and self.t0 is None:
-            self.t0 = time.time() + 0.5
-            self.out.write(f"start\t{self.t0:.6f}\n")
-            self.out.flush()
+    def record(self, due, sent, end, status, name, error, idle):
+        self.out.write(f"{due:.6f}\t{sent:.6f}\t{end:.6f}\t{status}\t{name}\t{error}\t{int(idle)}\n")
 
 
-SCHEDULE = Schedule()
+RUN = Run()
 
 
 def _flusher():
     while True:
         gevent.sleep(0.2)
-        SCHEDULE.out.flush()
+        RUN.out.flush()
 
 
 @events.test_start.add_listener
 def _on_start(environment, **_kw):
-    gevent.spawn(_flusher)
+    if RUN.out is not None:
+        gevent.spawn(_flusher)
 
 
 @events.quitting.add_listener
 def _on_quit(environment, **_kw):
-    SCHEDULE.out.flush()
+    if RUN.out is not None:
+        RUN.out.flush()
 
 
-class ArrivalUser(FastHttpUser):
-    # The schedule paces requests; Locust must not add its own wait.
+def _grpc_error(exc):
+    code = exc.code() if hasattr(exc, "code") else None
+    return f"grpc-{code.name}" if code is not None else type(exc).__name__
+
+
+class ChaoslabUser(FastHttpUser):
+    # The schedule (open) or the think time (closed) paces requests, not Locust.
     def wait_time(self):
         return 0
 
-    network_timeout = float(CONFIG.get("timeout", 10.0))
-    connection_timeout = float(CONFIG.get("timeout", 10.0))
+    network_timeout = TIMEOUT
+    connection_timeout = TIMEOUT
+    host = CONFIG["host"]  # the HTTP client's default; every request names its full URL
 
     def on_start(self):
-        # One untimed request per user opens its connection (and TLS session) before t0.
+        self.channels = {}
+        self.stubs = {}
+        for base in sorted({r["base"] for r in REQUESTS}):
+            self._connect(base)
+        RUN.ready()
+        RUN.wait_t0()
+        if OPEN:
+            return
+        # Closed model: spread the users' first requests over one think time (or start together).
+        start = RUN.t0 + (random.random() * THINK)
+        gevent.sleep(max(start - time.time(), 0))
+
+    def on_stop(self):
+        for ch in self.channels.values():
+            ch.close()
+
+    def _connect(self, base):
+        """Open this user's connection to one (protocol, target), untimed."""
+        url = CONFIG["urls"][base]
+        if base.startswith("grpc"):
+            # A local subchannel pool: each user has its own HTTP/2 connection, like an HTTP user.
+            ch = grpc.secure_channel(
+                url,
+                grpc.ssl_channel_credentials(root_certificates=CA_PEM),
+                options=[("grpc.use_local_subchannel_pool", 1)],
+            )
+            self.channels[base] = ch
+            self.stubs[base] = {
+                "Do": ch.unary_unary(
+                    "/chaoslab.work.v1.Work/Do",
+                    request_serializer=work_pb2.WorkRequest.SerializeToString,
+                    response_deserializer=work_pb2.WorkReply.FromString,
+                ),
+                "Stream": ch.unary_stream(
+                    "/chaoslab.work.v1.Work/Stream",
+                    request_serializer=work_pb2.WorkRequest.SerializeToString,
+                    response_deserializer=work_pb2.WorkReply.FromString,
+                ),
+            }
+            for _ in range(50):
+                try:
+                    self.stubs[base]["Do"](work_pb2.WorkRequest(work=0), timeout=2)
+                    return
+                except grpc.RpcError:
+                    gevent.sleep(0.1)
+            return
         for _ in range(50):
             try:
-                with self.client.get("/healthz", name="warmup", catch_response=True) as r:
+                with self.client.get(f"{url}/healthz", name="warmup", catch_response=True) as r:
                     if r.status_code == 200:
-                        break
+                        return
             except Exception:
                 pass
             gevent.sleep(0.1)
-        SCHEDULE.user_connected(int(CONFIG["concurrency"]))
 
     @task
     def fire(self):
-        while SCHEDULE.t0 is None:
-            gevent.sleep(0.01)
-        due = SCHEDULE.next_due()
-        if due is None:
-            raise StopUser()
-        wait = due - time.time()
-        if wait > 0:
-            gevent.sleep(wait)
+        idle = True
+        if OPEN:
+            due = RUN.next_due()
+            if due is None:
+                raise StopUser()
+            wait = due - time.time()
+            idle = wait > 0
+            if idle:
+                gevent.sleep(wait)
+        else:
+            if time.time() >= RUN.t0 + DURATION or RUN.sent >= MAX_REQUESTS:
+                raise StopUser()
+            RUN.sent += 1
+            due = time.time()
         req = random.choices(REQUESTS, WEIGHTS)[0]
         sent = time.time()
+        if req["protocol"] == "grpc":
+            status, error = self._grpc(req, sent)
+        else:
+            status, error = self._http(req)
+        RUN.record(due, sent, time.time(), status, req["name"], error, idle)
+        if THINK > 0:
+            gevent.sleep(THINK)
+
+    def _http(self, req):
+        url = CONFIG["urls"][req["base"]] + req["path"]
         status, error = 0, ""
         try:
-            with self.client.get(req["path"], name=req["name"], catch_response=True) as resp:
+            with self.client.get(url, name=req["name"], catch_response=True) as resp:
                 status = resp.status_code or 0
                 if status != 200:
                     error = (
@@ -123,5 +232,46 @@ class ArrivalUser(FastHttpUser):
                     resp.success()
         except Exception as exc:
             error = type(exc).__name__
-        end = time.time()
-        SCHEDULE.out.write(f"{due:.6f}\t{sent:.6f}\t{end:.6f}\t{status}\t{req['name']}\t{error}\n")
+        return status, error
+
+    def _grpc(self, req, sent):
+        msg = work_pb2.WorkRequest(work=req["work"], messages=req["messages"])
+        stub = self.stubs[req["base"]][req["rpc"]]
+        error, exc = "", None
+        try:
+            if req["rpc"] == "Stream":
+                got = sum(1 for _ in stub(msg, timeout=TIMEOUT))
+                if got != req["messages"]:
+                    error = "grpc-short-stream"
+            else:
+                stub(msg, timeout=TIMEOUT)
+        except grpc.RpcError as e:
+            error, exc = _grpc_error(e), e
+        events.request.fire(
+            request_type="grpc",
+            name=req["name"],
+            response_time=(time.time() - sent) * 1000,
+            response_length=0,
+            exception=exc,
+            context={},
+        )
+        return (0 if error else 200), error
+
+
+if not OPEN and CONFIG["stages"]:
+
+    class UserStages(LoadTestShape):
+        """Closed model with stages: the user count follows the profile from t0."""
+
+        def tick(self):
+            t0 = RUN.t0
+            if t0 is None:
+                try:
+                    with open(CONFIG["go"]) as fh:
+                        t0 = RUN.t0 = float(fh.read())
+                except (OSError, ValueError):
+                    return (max(int(CONFIG["start"]), WORKERS), CONFIG["spawn_rate"])
+            elapsed = time.time() - t0
+            if elapsed > DURATION:
+                return None
+            return (max(round(PROFILE.value_at(elapsed)), WORKERS), CONFIG["spawn_rate"])

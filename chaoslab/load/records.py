@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaoslab.hist import Histogram
+from chaoslab.hist import FineHistogram
+
+LATE_TOLERANCE = 0.010  # a request sent this much after its due time counts as late
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +17,9 @@ class Request:
     status: int
     name: str
     error: str
+    # The user was waiting for the due time (open model), so a late send is the
+    # generator's own delay, not every user being busy with a slow target.
+    idle: bool = True
 
     @property
     def latency(self) -> float:
@@ -26,16 +31,32 @@ class Request:
         return self.sent - self.due
 
     @property
+    def is_late(self) -> bool:
+        return self.late > LATE_TOLERANCE
+
+    @property
+    def generator_late(self) -> bool:
+        return self.idle and self.is_late
+
+    @property
     def ok(self) -> bool:
         return not self.error
 
 
 def parse_line(line: str) -> Request | None:
     parts = line.rstrip("\n").split("\t")
-    if len(parts) != 6:
+    if len(parts) != 7:
         return None
     try:
-        return Request(float(parts[0]), float(parts[1]), float(parts[2]), int(parts[3]), parts[4], parts[5])
+        return Request(
+            float(parts[0]),
+            float(parts[1]),
+            float(parts[2]),
+            int(parts[3]),
+            parts[4],
+            parts[5],
+            parts[6] == "1",
+        )
     except ValueError:
         return None
 
@@ -50,5 +71,5 @@ def quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def latency_histogram(requests: list[Request]) -> Histogram:
-    return Histogram.of(int(r.latency * 1e9) for r in requests if r.ok)
+def latency_histogram(requests: list[Request]) -> FineHistogram:
+    return FineHistogram.of(int(r.latency * 1e9) for r in requests if r.ok)

@@ -1,10 +1,16 @@
-"""Runs Locust headless as a child process (it monkey-patches its whole process at import,
-so it never runs inside the orchestrator) and tails its per-request records."""
+"""Runs Locust as child processes and tails their per-request records.
+
+Locust monkey-patches its whole process at import, so it never runs inside the
+orchestrator. With `workers: 1` it is one headless process; with more, Locust's own
+master and worker processes (the master spreads the users, each worker writes its own
+records). Every process is journaled and stopped on every exit path.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -14,100 +20,192 @@ from pathlib import Path
 
 from chaoslab import proc
 from chaoslab.context import RunContext
-from chaoslab.errors import TargetError
+from chaoslab.errors import PreflightError, TargetError
 from chaoslab.load.records import Request, parse_line
 from chaoslab.paths import PACKAGE
+from chaoslab.scenario.load import MAX_RATE
+from chaoslab.scenario.model import LoadSpec, Model
+from chaoslab.targets.base import RunningTarget
 
 READY_TIMEOUT = 60.0
-LATE_TOLERANCE = 0.010  # a request sent this much after its due time counts as late
+CPU_SAMPLE = 0.5  # seconds between samples of the generator's CPU time
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def base_of(protocol: str, target: str) -> str:
+    return f"{protocol}:{target}"
 
 
 @dataclass
 class LoadRunner:
     ctx: RunContext
-    url: str
+    targets: dict[str, RunningTarget]
     records: list[Request] = field(default_factory=list)
     t0: float | None = None
-    _proc: subprocess.Popen[bytes] | None = None
-    _seq: int = 0
+    # (epoch s, pid, CPU seconds used so far) for each Locust process
+    cpu: list[tuple[float, int, float]] = field(default_factory=list)
+    _procs: list[tuple[subprocess.Popen[bytes], int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     @property
-    def path(self) -> Path:
-        return self.ctx.work_dir / "requests.tsv"
+    def spec(self) -> LoadSpec:
+        return self.ctx.scenario.load
 
-    def argv(self, warmup: float) -> list[str]:
-        load = self.ctx.scenario.load
+    def records_path(self, worker: int) -> Path:
+        return self.ctx.work_dir / f"requests-{worker}.tsv"
+
+    @property
+    def go_path(self) -> Path:
+        return self.ctx.work_dir / "load-t0"
+
+    def preflight(self) -> None:
+        cores = os.cpu_count() or 1
+        if self.spec.workers > cores:
+            raise PreflightError(
+                f"load.workers is {self.spec.workers} but this machine has {cores} cores",
+                f"use workers: {cores} or fewer here; a worker per core is Locust's ceiling",
+            )
+
+    def config(self) -> dict[str, object]:
+        load = self.spec
         duration = self.ctx.scenario.duration
-        config = {
-            "rate": load.rate,
-            "duration": duration,
-            "concurrency": load.concurrency,
-            "timeout": load.timeout,
-            "max_requests": int(load.rate * duration) + 1,
-            "requests": [{"name": r.name, "path": r.path, "weight": r.weight} for r in load.requests],
-            "records": str(self.path),
+        urls = {
+            base_of(r.protocol, r.target): self.targets[r.target].url_for(r.protocol) for r in load.requests
         }
-        cfg = self.ctx.work_dir / "load.json"
-        cfg.write_text(json.dumps(config, indent=1))
-        run_time = int(warmup + duration + 15)
-        return [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(PACKAGE / "load" / "locustfile.py"),
-            "--headless",
-            "--users",
-            str(load.concurrency),
-            "--spawn-rate",
-            str(max(load.concurrency, 1)),
-            "--run-time",
-            f"{run_time}s",
-            "--stop-timeout",
-            "5",
-            "--host",
-            self.url,
+        http = [u for u in urls.values() if u.startswith("http")]
+        return {
+            "model": str(load.model),
+            "start": load.rate if load.model is Model.OPEN else float(load.users),
+            "stages": [[s.duration, s.value] for s in load.stages],
+            "duration": duration,
+            "think": load.think,
+            "spawn_rate": load.spawn_rate,
+            "timeout": load.timeout,
+            "workers": load.workers,
+            # Each worker stops after this many requests, whatever happens to the clock.
+            "max_requests": int(MAX_RATE * duration / load.workers) + 1,
+            "urls": urls,
+            "host": http[0] if http else "https://127.0.0.1",
+            "requests": [
+                {
+                    "name": r.name,
+                    "protocol": r.protocol,
+                    "base": base_of(r.protocol, r.target),
+                    "path": r.path,
+                    "rpc": r.rpc,
+                    "work": r.work,
+                    "messages": r.messages,
+                    "weight": r.weight,
+                }
+                for r in load.requests
+            ],
+            "records": str(self.ctx.work_dir / "requests-{worker}.tsv"),
+            "go": str(self.go_path),
+            "ca": str(self.ctx.work_dir / "certs" / "ca.pem"),
+        }
+
+    def argvs(self) -> list[tuple[str, list[str], dict[str, str]]]:
+        """(role, argv, extra environment) of every Locust process to start."""
+        load = self.spec
+        users = load.concurrency if load.model is Model.OPEN else load.users
+        users = max(users, load.workers)
+        run_time = int(READY_TIMEOUT + self.ctx.scenario.duration + 15)
+        base = [sys.executable, "-m", "locust", "-f", str(PACKAGE / "load" / "locustfile.py")]
+        common = [
             "--loglevel",
             "WARNING",
             "--only-summary",
             "--exit-code-on-error",
             "0",
+            "--stop-timeout",
+            "5",
         ]
+        headless = [
+            "--headless",
+            "--users",
+            str(users),
+            "--spawn-rate",
+            str(load.spawn_rate if load.model is Model.CLOSED else users),
+            "--run-time",
+            f"{run_time}s",
+        ]
+        if load.workers == 1:
+            return [("local", [*base, *headless, *common], {"CHAOSLAB_ROLE": "local"})]
+        port = _free_port()
+        out = [
+            (
+                "master",
+                [
+                    *base,
+                    *headless,
+                    *common,
+                    "--master",
+                    "--master-bind-host",
+                    "127.0.0.1",
+                    "--master-bind-port",
+                    str(port),
+                    "--expect-workers",
+                    str(load.workers),
+                ],
+                {"CHAOSLAB_ROLE": "master"},
+            )
+        ]
+        for i in range(load.workers):
+            argv = [*base, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+            out.append((f"worker-{i}", argv, {"CHAOSLAB_ROLE": "worker", "CHAOSLAB_WORKER": str(i)}))
+        return out
 
     def start(self) -> float:
-        """Start Locust and return t0, the epoch time of the first scheduled arrival."""
-        self.path.write_text("")
-        env = {**os.environ, "CHAOSLAB_LOAD_CONFIG": str(self.ctx.work_dir / "load.json")}
-        argv = self.argv(warmup=READY_TIMEOUT)
-        self._seq = self.ctx.journal.intent("process", target="load", argv=argv[:4])
-        p = proc.start(argv, self.ctx.work_dir / "locust.log", env=env)
-        self.ctx.journal.update(self._seq, pid=p.pid, start_time=proc.start_time(p.pid))
-        self._proc = p
+        """Start Locust, wait until its users are connected, and return t0: the epoch time
+        of the first scheduled arrival (open) or of the users' first requests (closed)."""
+        cfg = self.ctx.work_dir / "load.json"
+        cfg.write_text(json.dumps(self.config(), indent=1))
+        for i in range(self.spec.workers):
+            self.records_path(i).write_text("")
+        self.go_path.unlink(missing_ok=True)
+        for role, argv, extra in self.argvs():
+            env = {**os.environ, "CHAOSLAB_LOAD_CONFIG": str(cfg), **extra}
+            seq = self.ctx.journal.intent("process", target=f"load-{role}", argv=argv[:4])
+            p = proc.start(argv, self.ctx.work_dir / f"locust-{role}.log", env=env)
+            self.ctx.journal.update(seq, pid=p.pid, start_time=proc.start_time(p.pid))
+            self._procs.append((p, seq))
+        load = self.spec
+        # Open: every user connected. Closed: a user per worker (the rest spawn at spawn_rate).
+        needed = load.concurrency if load.model is Model.OPEN else load.workers
         deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            first = self.path.read_text().split("\n", 1)[0]
-            if first.startswith("start\t"):
-                self.t0 = float(first.split("\t")[1])
-                break
-            if p.poll() is not None:
+        while (ready := self._ready()) < needed:
+            for p, _ in self._procs:
+                if p.poll() is not None:
+                    raise TargetError(
+                        f"Locust exited with code {p.returncode} before starting",
+                        f"see the locust-*.log files in {self.ctx.work_dir}",
+                    )
+            if time.monotonic() > deadline:
                 raise TargetError(
-                    f"Locust exited with code {p.returncode} before starting",
-                    f"see {self.ctx.work_dir / 'locust.log'}",
+                    f"Locust connected {ready} of {needed} users to the targets in {READY_TIMEOUT:.0f}s",
+                    f"see the locust-*.log files in {self.ctx.work_dir}",
                 )
             time.sleep(0.05)
-        else:
-            raise TargetError(
-                "Locust did not connect to the target in time", f"see {self.ctx.work_dir / 'locust.log'}"
-            )
-        self._thread = threading.Thread(target=self._tail, name="load-tail", daemon=True)
-        self._thread.start()
+        self.t0 = time.time() + 0.5
+        tmp = self.go_path.with_suffix(".tmp")
+        tmp.write_text(f"{self.t0:.6f}")
+        tmp.rename(self.go_path)
+        for i in range(load.workers):
+            self._spawn(self._tail, f"load-tail-{i}", self.records_path(i))
+        self._spawn(self._sample_cpu, "load-cpu")
         return self.t0
 
-    def _tail(self) -> None:
-        with self.path.open() as fh:
-            fh.readline()  # the start line
+    def _spawn(self, fn: object, name: str, *args: object) -> None:
+        t = threading.Thread(target=fn, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+        t.start()
+        self._threads.append(t)
+
+    def _ready(self) -> int:
+        return sum(self.records_path(i).read_text().count("ready\n") for i in range(self.spec.workers))
+
+    def _tail(self, path: Path) -> None:
+        with path.open() as fh:
             buf = ""
             while True:
                 chunk = fh.read()
@@ -123,14 +221,44 @@ class LoadRunner:
                 else:
                     time.sleep(0.1)
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            proc.stop(self._proc, wait=10)
-            self.ctx.journal.undone(self._seq)
-            self._proc = None
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def _sample_cpu(self) -> None:
+        while not self._stop.wait(CPU_SAMPLE):
+            now = time.time()
+            for p, _ in self._procs:
+                used = _cpu_seconds(p.pid)
+                if used is not None:
+                    self.cpu.append((now, p.pid, used))
 
-    def late_count(self) -> int:
-        return sum(1 for r in self.records if r.late > LATE_TOLERANCE)
+    def generator_cpu(self, start: float, end: float) -> float:
+        """The busiest Locust process's CPU use between start and end, in cores (1.0: saturated)."""
+        busiest = 0.0
+        for pid in {pid for _, pid, _ in self.cpu}:
+            samples = [(t, c) for t, p, c in self.cpu if p == pid and start <= t <= end]
+            if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
+                busiest = max(busiest, (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0]))
+        return busiest
+
+    def stop(self) -> None:
+        for p, seq in reversed(self._procs):
+            proc.stop(p, wait=10)
+            self.ctx.journal.undone(seq)
+        self._procs = []
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

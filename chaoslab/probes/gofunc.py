@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from chaoslab.gobinary import find_function
+from chaoslab.gobinary import find_function, has_function
 from chaoslab.layers import Layer
 from chaoslab.probes.base import Probe
 from chaoslab.probes.libbpf import BpfObject
@@ -14,6 +14,8 @@ from chaoslab.targets.base import RunningTarget
 TLS_FUNCTION = "crypto/tls.(*Conn).serverHandshake"
 ENTROPY_FUNCTION = "crypto/internal/sysrand.Read"
 APP_FUNCTION = "net/http.serverHandler.ServeHTTP"
+# One gRPC call, unary or streaming, on its own goroutine (grpc-go's per-stream handler).
+GRPC_FUNCTION = "google.golang.org/grpc.(*Server).handleStream"
 STW_BEGIN = "runtime.stopTheWorldWithSema"
 STW_END = "runtime.startTheWorldWithSema"
 ASSIST_FUNCTION = "runtime.gcAssistAlloc"
@@ -27,6 +29,8 @@ class GoFunctionProbe(Probe):
     functions: ClassVar[tuple[tuple[str, int], ...]] = ()
     # (begin function, end function, metric): one span per process, begin entry to end RET
     spans: ClassVar[tuple[tuple[str, str, int], ...]] = ()
+    # Functions that only some services have (e.g. grpc-go's): attached where present.
+    optional: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def applies_to(cls, target: RunningTarget) -> bool:
@@ -40,12 +44,15 @@ class GoFunctionProbe(Probe):
     def requirements(cls, exe: Path) -> None:
         """Raise PreflightError when `exe` lacks a function this probe needs (e.g. it is stripped)."""
         for name in cls.symbols():
-            find_function(exe, name)
+            if name not in cls.optional:
+                find_function(exe, name)
 
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
         for t in targets:
             exe = t.exe
             for name, metric in self.functions:
+                if name in self.optional and not has_function(exe, name):
+                    continue
                 fn = find_function(exe, name)
                 obj.attach_uprobe("func_entry", t.pid, exe, fn.file_offset, metric)
                 for ret in fn.rets:
@@ -68,10 +75,13 @@ class EntropyProbe(GoFunctionProbe):
 
 
 class AppProbe(GoFunctionProbe):
-    """The handler's own time: net/http's call into the service's handler, per request."""
+    """The handler's own time, per request: net/http's call into the service's handler, and
+    grpc-go's handling of one call (where the service has it)."""
 
     layer = Layer.APP
-    functions = ((APP_FUNCTION, 0),)
+    functions = ((APP_FUNCTION, 1), (GRPC_FUNCTION, 2))
+    optional = frozenset({GRPC_FUNCTION})
+    metrics: ClassVar[dict[int, str]] = {1: "http", 2: "grpc"}
 
 
 class GcProbe(GoFunctionProbe):

@@ -48,6 +48,8 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class ClientRow:
+    """The client's view of a phase: every request, or one request name of the mix."""
+
     phase: str
     requests: int
     errors: int
@@ -58,6 +60,35 @@ class ClientRow:
     max_ms: float
     late: int  # requests sent more than 10 ms after their due time
     errors_by_kind: dict[str, int] = field(default_factory=dict)
+    p999_ms: float = 0.0
+    name: str = ""  # "" for all requests, else a request name of the load's mix
+    protocol: str = ""
+    generator_late: int = 0  # late requests whose user was idle: the generator's own delay
+
+
+@dataclass(frozen=True)
+class SecondRow:
+    """One second of the run (by due time, from t0)."""
+
+    second: int
+    phase: str
+    requests: int
+    errors: int
+    late: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@dataclass(frozen=True)
+class GeneratorRecord:
+    """The load generator itself: if it was saturated, every latency figure is wrong."""
+
+    model: str
+    workers: int
+    cpu_by_phase: dict[str, float]  # the busiest Locust process, in cores
+    saturated: bool
+    reasons: list[str]
 
 
 @dataclass(frozen=True)
@@ -126,12 +157,20 @@ class Report:
     verdicts: list[Verdict]  # one per compared phase (every fault phase, and controls)
     expectations: list[ExpectationResult]
     baseline_drift: str | None = None
+    requests: list[ClientRow] = field(default_factory=list)  # per phase and request name
+    timeline: list[SecondRow] = field(default_factory=list)
+    generator: GeneratorRecord | None = None
+    # FineHistogram JSON of the client's latencies: {"phases": {phase: h}, "seconds": [h, ...]}
+    histograms: dict[str, object] = field(default_factory=dict)
     schema: str = SCHEMA
 
     @property
     def passed(self) -> bool:
-        return all(e.held for e in self.expectations) and not any(
-            v.status is Status.INVALID for v in self.verdicts
+        """Expectations held, no phase invalid, and the load generator kept up."""
+        return (
+            all(e.held for e in self.expectations)
+            and not any(v.status is Status.INVALID for v in self.verdicts)
+            and not (self.generator is not None and self.generator.saturated)
         )
 
     def to_json(self) -> dict[str, object]:

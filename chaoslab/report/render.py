@@ -10,7 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from chaoslab.report.model import Report
+from chaoslab.report.model import ClientRow, Report
 from chaoslab.scenario.model import Status
 
 STYLE = {
@@ -38,22 +38,47 @@ def _table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]
 
 
 def client_table(report: Report) -> Table:
-    cols = ("phase", "requests", "errors", "rate/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "late")
-    rows = [
-        (
-            c.phase,
-            str(c.requests),
-            str(c.errors),
-            f"{c.rate:.1f}",
-            f"{c.p50_ms:.1f}",
-            f"{c.p90_ms:.1f}",
-            f"{c.p99_ms:.1f}",
-            f"{c.max_ms:.1f}",
-            str(c.late),
-        )
-        for c in report.client
-    ]
+    cols = (
+        "phase",
+        "requests",
+        "errors",
+        "rate/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "late",
+    )
+    mix = len({c.name for c in report.requests}) > 1
+    rows = []
+    for c in report.client:
+        rows.append(_client_cells(c.phase, c))
+        if mix:
+            rows.extend(
+                _client_cells(f"  {n.name} ({n.protocol})", n)
+                for n in report.requests
+                if n.phase == c.phase and n.requests
+            )
     return _table("client (from due time)", cols, rows)
+
+
+def _client_cells(label: str, c: ClientRow) -> tuple[str, ...]:
+    errors = str(c.errors)
+    if c.errors_by_kind:
+        errors += " (" + ", ".join(f"{k} {n}" for k, n in sorted(c.errors_by_kind.items())) + ")"
+    return (
+        label,
+        str(c.requests),
+        errors,
+        f"{c.rate:.1f}",
+        f"{c.p50_ms:.1f}",
+        f"{c.p90_ms:.1f}",
+        f"{c.p99_ms:.1f}",
+        f"{c.p999_ms:.1f}",
+        f"{c.max_ms:.1f}",
+        str(c.late),
+    )
 
 
 METRIC_SHOWN_MS = 0.05  # a layer's metric is listed on the terminal from this per-request share on
@@ -105,6 +130,11 @@ def verdict_lines(report: Report) -> RenderableType:
         lines.append(Text("no fault phases: nothing to attribute"))
     if report.baseline_drift:
         lines.append(Text(f"warning: {report.baseline_drift}", style="yellow"))
+    if report.generator is not None and report.generator.saturated:
+        for reason in report.generator.reasons:
+            lines.append(
+                Text(f"load generator SATURATED: {reason}; latency figures are not trustworthy", style="red")
+            )
     for e in report.expectations:
         mark = "[green]held[/]" if e.held else "[red]FAILED[/]"
         lines.append(Text.from_markup(f"expect {e.expectation}: {mark} ({e.detail})"))

@@ -9,21 +9,18 @@ import yaml
 from chaoslab.errors import ChaoslabError, ExitCode
 from chaoslab.layers import Layer
 from chaoslab.scenario.fields import NAME_HINT, NAME_RE, Fields, Problems, join
+from chaoslab.scenario.load import check_stages, known, parse_load
 from chaoslab.scenario.model import (
     Expectation,
     FaultSpec,
-    LoadSpec,
     PhaseSpec,
-    RequestSpec,
     Scenario,
     Status,
     TargetSpec,
 )
 
 RUNTIMES = ("local",)
-PROTOCOLS = ("https",)
 MAX_PHASE = 3600.0
-MAX_RATE = 20_000.0
 
 
 class ScenarioError(ChaoslabError):
@@ -75,8 +72,10 @@ class _Reader:
         description = top.get("description", _text, "")
         runtime = top.choice("runtime", RUNTIMES, "local")
         targets = self.targets(top)
-        load = self.load(top, targets)
+        load = parse_load(top, targets, self.problems)
         phases = self.phases(top, targets)
+        if load is not None:
+            check_stages(load, sum(p.duration for p in phases), self.problems)
         expect = self.expectations(top, phases, targets)
         top.finish()
         if load is None or not top.ok:
@@ -105,49 +104,10 @@ class _Reader:
                 if spec.upstream == spec.name:
                     self.problems.add(path, "a target cannot be its own upstream")
                 elif spec.upstream not in out:
-                    self.problems.add(path, f"unknown target {spec.upstream!r}", _known(out))
+                    self.problems.add(path, f"unknown target {spec.upstream!r}", known(out))
         if raw and not out and not self.problems:
             self.problems.add("targets", "no valid target")
         return out
-
-    def load(self, top: Fields, targets: dict[str, TargetSpec]) -> LoadSpec | None:
-        f = Fields(top.mapping("load", required=True), "load", self.problems)
-        protocol = f.choice("protocol", PROTOCOLS, "https")
-        target = f.name("target", required=True)
-        if target and target not in targets:
-            self.problems.add(f.at("target"), f"unknown target {target!r}", _known(targets))
-        rate = f.rate("rate", required=True)
-        if rate > MAX_RATE:
-            self.problems.add(f.at("rate"), f"at most {MAX_RATE:g}/s is allowed, got {rate:g}/s")
-        concurrency = f.integer("concurrency", 64, low=1, high=2000)
-        timeout = f.duration("timeout", 10.0)
-        if timeout > 300:
-            self.problems.add(f.at("timeout"), f"at most 300s, got {timeout:g}s")
-        requests: list[RequestSpec] = []
-        if f.has("path") and f.has("requests"):
-            self.problems.add(f.at("path"), "give either 'path' or 'requests', not both")
-        path = f.string("path")
-        if path:
-            requests.append(RequestSpec(name="default", path=_check_path(path, f.at("path"), self.problems)))
-        for i, item in enumerate(f.sequence("requests")):
-            rf = Fields(item, join(f.at("requests"), i), self.problems)
-            requests.append(
-                RequestSpec(
-                    name=rf.name("name", required=True),
-                    path=_check_path(rf.string("path", required=True), rf.at("path"), self.problems),
-                    weight=rf.integer("weight", 1, low=1, high=1000),
-                )
-            )
-            rf.finish()
-        if not requests and f.ok:
-            self.problems.add(f.at("path"), "is required", "give 'path: /work' or a 'requests:' list")
-        names = [r.name for r in requests]
-        if len(set(names)) != len(names):
-            self.problems.add(f.at("requests"), "request names must be unique")
-        f.finish()
-        if not f.ok:
-            return None
-        return LoadSpec(protocol, target, rate, concurrency, tuple(requests), timeout)
 
     def phases(self, top: Fields, targets: dict[str, TargetSpec]) -> tuple[PhaseSpec, ...]:
         from chaoslab.faults import FAULT_KINDS
@@ -167,7 +127,7 @@ class _Reader:
                 kind = ff.choice("kind", tuple(FAULT_KINDS), "", required=True)
                 target = ff.name("target", required=True)
                 if target and target not in targets:
-                    self.problems.add(ff.at("target"), f"unknown target {target!r}", _known(targets))
+                    self.problems.add(ff.at("target"), f"unknown target {target!r}", known(targets))
                 if kind:
                     spec = FAULT_KINDS[kind].parse(ff, kind, target)
                     if target in targets:
@@ -206,7 +166,7 @@ class _Reader:
             absorbed = f.choice("absorbed_by", layers, "") or None
             target = f.name("target") or None
             if target and target not in targets:
-                self.problems.add(f.at("target"), f"unknown target {target!r}", _known(targets))
+                self.problems.add(f.at("target"), f"unknown target {target!r}", known(targets))
             status_text = f.choice("status", tuple(s.value for s in Status), "")
             e = Expectation(
                 phase=phase,
@@ -234,16 +194,6 @@ class _Reader:
                 )
             out.append(e)
         return tuple(out)
-
-
-def _known(targets: dict[str, TargetSpec]) -> str:
-    return f"targets are: {', '.join(targets)}" if targets else "define it under 'targets:'"
-
-
-def _check_path(path: str, where: str, problems: Problems) -> str:
-    if path and not path.startswith("/"):
-        problems.add(where, f"{path!r} must start with '/'", "e.g. '/work'")
-    return path
 
 
 def _text(value: object) -> str:

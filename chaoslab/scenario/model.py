@@ -29,19 +29,61 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class RequestSpec:
+    """One kind of request in the load's mix."""
+
     name: str
-    path: str
+    protocol: str  # https, http or grpc
+    target: str
+    path: str = ""  # http and https
+    rpc: str = ""  # grpc: Do (unary) or Stream (server-streaming), of the go-api Work API
+    work: int = 20  # grpc: hashes per reply
+    messages: int = 1  # grpc Stream: replies per call
     weight: int = 1
 
 
 @dataclass(frozen=True)
+class Stage:
+    """Ramp the open model's rate, or the closed model's users, to `value` over `duration`."""
+
+    duration: float
+    value: float
+
+
+class Model(StrEnum):
+    OPEN = "open"  # arrivals at a rate, whatever the target does (latency from the due time)
+    CLOSED = "closed"  # a number of users, each sending its next request after a response
+
+
+@dataclass(frozen=True)
 class LoadSpec:
-    protocol: str
-    target: str
-    rate: float  # arrivals per second (open model)
-    concurrency: int  # most requests in flight at once
+    target: str  # default target of the requests
+    protocol: str  # default protocol of the requests
+    model: Model
     requests: tuple[RequestSpec, ...]
+    rate: float = 0.0  # open: arrivals per second (at the start, when there are stages)
+    concurrency: int = 64  # open: most requests in flight at once
+    users: int = 0  # closed: users (at the start, when there are stages)
+    spawn_rate: float = 0.0  # closed: users started per second
+    think: float = 0.0  # closed: a user's wait after each response
+    stages: tuple[Stage, ...] = ()
+    workers: int = 1  # Locust worker processes (more than one: Locust's master/worker mode)
     timeout: float = 10.0  # a request not answered in this time counts as an error
+
+    @property
+    def peak(self) -> float:
+        """The highest rate (open) or user count (closed) the load reaches."""
+        start = self.rate if self.model is Model.OPEN else self.users
+        return max([start, *(s.value for s in self.stages)])
+
+    def describe(self) -> str:
+        protocols = "/".join(sorted({r.protocol for r in self.requests}))
+        workers = f", {self.workers} workers" if self.workers > 1 else ""
+        ramp = f", {len(self.stages)} stages" if self.stages else ""
+        if self.model is Model.OPEN:
+            return (
+                f"open model {self.rate:g}/s {protocols}, at most {self.concurrency} in flight{ramp}{workers}"
+            )
+        return f"closed model {self.users} users {protocols}, think {self.think * 1000:g} ms{ramp}{workers}"
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,16 @@ class RunningTarget:
 
     @property
     def port(self) -> int:
-        return self.service.port
+        return self.service.port()
 
     @property
     def url(self) -> str:
-        return f"https://{self.ip}:{self.port}"
+        return self.url_for("https")
+
+    def url_for(self, protocol: str) -> str:
+        """Where the load reaches this target with `protocol` (grpc: TLS, host:port form)."""
+        port = self.service.port(protocol)
+        return f"{self.ip}:{port}" if protocol == "grpc" else f"{protocol}://{self.ip}:{port}"
 
     @property
     def exe(self) -> Path:

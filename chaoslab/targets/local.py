@@ -61,7 +61,7 @@ def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]
         upstream = None
         if t.upstream:
             up = links[t.name][t.upstream]
-            upstream = (up.peer_ip, SERVICES[scenario.targets[t.upstream].service].port)
+            upstream = (up.peer_ip, dict(SERVICES[scenario.targets[t.upstream].service].ports))
         argv = service.argv(Launch(t, work_dir, tls, upstream))
         cgroup = Cgroup(names[t.name], Cgroup.paths_for(names[t.name]))
         out[t.name] = RunningTarget(
@@ -123,7 +123,7 @@ class LocalRuntime:
             upstream = None
             if t.upstream:
                 up = links[t.name][t.upstream]
-                upstream = (up.peer_ip, SERVICES[ctx.scenario.targets[t.upstream].service].port)
+                upstream = (up.peer_ip, dict(SERVICES[ctx.scenario.targets[t.upstream].service].ports))
             argv = service.argv(Launch(t, ctx.work_dir, tls, upstream))
             cg_name = names[t.name]
             cg_seq = journal.intent("cgroup", name=cg_name, dirs=[str(d) for d in Cgroup.paths_for(cg_name)])

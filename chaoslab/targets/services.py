@@ -25,18 +25,25 @@ class Launch:
     spec: TargetSpec
     workdir: Path
     certs: Certs
-    upstream: tuple[str, int] | None  # address and port of the upstream target, as seen from here
+    # Address of the upstream target as seen from here, and its ports by protocol.
+    upstream: tuple[str, dict[str, int]] | None
 
 
 class Service:
     name: ClassVar[str]
-    port: ClassVar[int]
+    # Where the service listens, by load protocol (https, http, grpc). The https port is
+    # the one health checks use.
+    ports: ClassVar[dict[str, int]]
     # Whether the service is a Go binary (Go probes and Go faults apply to it).
     is_go: ClassVar[bool] = False
     # Whether the service is a proxy (the proxy layer is measured on it).
     is_proxy: ClassVar[bool] = False
     # Ports that carry control traffic only (admin APIs): network faults never touch them.
     control_ports: ClassVar[tuple[int, ...]] = ()
+
+    @classmethod
+    def port(cls, protocol: str = "https") -> int:
+        return cls.ports[protocol]
 
     @classmethod
     def parse(cls, fields: Fields, name: str) -> TargetSpec:
@@ -48,10 +55,10 @@ class Service:
 
 
 class GoApi(Service):
-    """The demo Go HTTPS service in docker/go-api."""
+    """The demo Go service in docker/go-api: HTTPS, plain HTTP and gRPC (TLS)."""
 
     name = "go-api"
-    port = 8443
+    ports: ClassVar[dict[str, int]] = {"https": 8443, "http": 8080, "grpc": 9443}
     is_go = True
 
     @classmethod
@@ -59,7 +66,11 @@ class GoApi(Service):
         return [
             str(build.go_service("go-api")),
             "-addr",
-            f"0.0.0.0:{cls.port}",
+            f"0.0.0.0:{cls.ports['https']}",
+            "-http-addr",
+            f"0.0.0.0:{cls.ports['http']}",
+            "-grpc-addr",
+            f"0.0.0.0:{cls.ports['grpc']}",
             "-cert",
             str(launch.certs.cert),
             "-key",
@@ -68,10 +79,10 @@ class GoApi(Service):
 
 
 class Envoy(Service):
-    """Envoy in front of one upstream target, TLS on both sides."""
+    """Envoy in front of one upstream target: HTTPS and HTTP in, HTTPS out; gRPC (TLS) in and out."""
 
     name = "envoy"
-    port = envoy_config.LISTEN_PORT
+    ports: ClassVar[dict[str, int]] = dict(envoy_config.LISTEN_PORTS)
     is_proxy = True
     control_ports = (envoy_config.ADMIN_PORT,)
 
@@ -87,10 +98,10 @@ class Envoy(Service):
     def argv(cls, launch: Launch) -> list[str]:
         assert launch.upstream is not None, "validated: an envoy target has an upstream"
         config = launch.workdir / f"envoy-{launch.spec.name}.json"
-        ip, port = launch.upstream
+        ip, ports = launch.upstream
         config.write_text(
             json.dumps(
-                envoy_config.bootstrap(launch.certs, ip, port, launch.spec.requests_per_connection), indent=1
+                envoy_config.bootstrap(launch.certs, ip, ports, launch.spec.requests_per_connection), indent=1
             )
         )
         return [

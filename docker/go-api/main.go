@@ -1,29 +1,42 @@
 // Command go-api is chaoslab's demo target: an HTTPS service built on crypto/tls
-// and net/http with an endpoint that does a configurable amount of CPU work.
+// and net/http with an endpoint that does a configurable amount of CPU work, the same
+// endpoint over plain HTTP, and the same work as a gRPC API (grpc-go, TLS): a unary
+// call and a server stream (work.proto).
 //
 // It has no fault hooks of any kind: chaoslab injects faults from outside, the
 // same way it does for any user service.
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"chaoslab.dev/go-api/workpb"
 )
 
 // maxWork bounds the work a single request may ask for.
 const maxWork = 1_000_000
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:8443", "listen address")
+	addr := flag.String("addr", "127.0.0.1:8443", "HTTPS listen address")
+	httpAddr := flag.String("http-addr", "", "plain HTTP listen address (none if empty)")
+	grpcAddr := flag.String("grpc-addr", "", "gRPC (TLS) listen address (none if empty)")
 	certFile := flag.String("cert", "", "PEM certificate")
 	keyFile := flag.String("key", "", "PEM private key")
 	flag.Parse()
@@ -51,10 +64,43 @@ func main() {
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
 
+	var plain *http.Server
+	if *httpAddr != "" {
+		plain = &http.Server{Addr: *httpAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			log.Printf("go-api: listening on http://%s", *httpAddr)
+			if err := plain.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+				log.Fatalf("go-api: %v", err)
+			}
+		}()
+	}
+	var rpc *grpc.Server
+	if *grpcAddr != "" {
+		lis, err := net.Listen("tcp", *grpcAddr)
+		if err != nil {
+			log.Fatalf("go-api: %v", err)
+		}
+		creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		rpc = grpc.NewServer(grpc.Creds(creds))
+		workpb.RegisterWorkServer(rpc, workServer{})
+		go func() {
+			log.Printf("go-api: gRPC listening on %s", *grpcAddr)
+			if err := rpc.Serve(lis); err != nil {
+				log.Fatalf("go-api: %v", err)
+			}
+		}()
+	}
+
 	done := make(chan os.Signal, 1)
 	signal.Notify(done, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-done
+		if rpc != nil {
+			rpc.Stop()
+		}
+		if plain != nil {
+			_ = plain.Close()
+		}
 		_ = srv.Close()
 	}()
 
@@ -87,4 +133,33 @@ func spin(n int) [32]byte {
 		sum = sha256.Sum256(block[:])
 	}
 	return sum
+}
+
+// maxMessages bounds the replies of one stream.
+const maxMessages = 10_000
+
+// workServer is the gRPC face of /work.
+type workServer struct {
+	workpb.UnimplementedWorkServer
+}
+
+func (workServer) Do(_ context.Context, req *workpb.WorkRequest) (*workpb.WorkReply, error) {
+	if req.GetWork() > maxWork {
+		return nil, status.Errorf(codes.InvalidArgument, "work must be in [0, %d]", maxWork)
+	}
+	sum := spin(int(req.GetWork()))
+	return &workpb.WorkReply{Digest: sum[:]}, nil
+}
+
+func (workServer) Stream(req *workpb.WorkRequest, stream grpc.ServerStreamingServer[workpb.WorkReply]) error {
+	if req.GetWork() > maxWork || req.GetMessages() > maxMessages {
+		return status.Errorf(codes.InvalidArgument, "work must be in [0, %d], messages in [0, %d]", maxWork, maxMessages)
+	}
+	for i := uint32(0); i < req.GetMessages(); i++ {
+		sum := spin(int(req.GetWork()))
+		if err := stream.Send(&workpb.WorkReply{Digest: sum[:], Seq: i}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

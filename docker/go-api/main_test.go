@@ -1,9 +1,20 @@
 package main
 
 import (
+	"context"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"chaoslab.dev/go-api/workpb"
 )
 
 func TestWorkIsDeterministic(t *testing.T) {
@@ -27,5 +38,53 @@ func TestWorkRejectsBadInput(t *testing.T) {
 	handleWork(rec, httptest.NewRequest(http.MethodGet, "/work?work=5", nil))
 	if rec.Code != http.StatusOK || len(rec.Body.String()) != 65 {
 		t.Errorf("work=5: got %d %q", rec.Code, rec.Body.String())
+	}
+}
+
+func TestGRPCWork(t *testing.T) {
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer()
+	workpb.RegisterWorkServer(srv, workServer{})
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := workpb.NewWorkClient(conn)
+	ctx := context.Background()
+
+	reply, err := client.Do(ctx, &workpb.WorkRequest{Work: 10})
+	want := spin(10)
+	if err != nil || string(reply.GetDigest()) != string(want[:]) {
+		t.Fatalf("Do(10): %v, %x", err, reply.GetDigest())
+	}
+	if _, err := client.Do(ctx, &workpb.WorkRequest{Work: maxWork + 1}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Do(too much work): got %v, want InvalidArgument", err)
+	}
+
+	stream, err := client.Stream(ctx, &workpb.WorkRequest{Work: 3, Messages: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := uint32(0)
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.GetSeq() != n {
+			t.Fatalf("message %d has seq %d", n, msg.GetSeq())
+		}
+		n++
+	}
+	if n != 5 {
+		t.Fatalf("stream sent %d messages, want 5", n)
 	}
 }
