@@ -67,7 +67,8 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         faults = {id(f): FAULT_KINDS[f.kind](f, targets[f.target]) for p in scenario.phases for f in p.faults}
         for fault in faults.values():
             fault.preflight()
-        probes = ProbeSet(PROBES, targets)
+        chosen = scenario.probes
+        probes = ProbeSet([p for p in PROBES if chosen is None or p.layer in chosen], targets)
         stack.callback(probes.close)
         ctx.events.subscribe("target_restarted", probes.retarget)
         for line in probes.attach():

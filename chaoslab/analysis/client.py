@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from chaoslab.load.records import Request, latency_histogram, quantile
 from chaoslab.report.model import ClientRow, GeneratorRecord, SecondRow
 
-SATURATED_CPU = 0.9  # a Locust process at this share of a core or more is saturated
+# A Locust process at this share of a core is saturated: its Python code (every user's, on one
+# gevent loop) shares one interpreter lock, so it cannot use a second core.
+SATURATED_CPU = 0.9
 SATURATED_LATE = 0.01  # ... as is one that sent this share of a phase's requests late while idle
 MIN_LATE = 5
 
@@ -93,7 +95,8 @@ def generator(
     for phase, cores in cpu.items():
         if cores >= SATURATED_CPU:
             reasons.append(
-                f"a Locust process used {cores:.2f} cores in phase {phase} (saturated from {SATURATED_CPU})"
+                f"a Locust process used {cores:.2f} cores in phase {phase} "
+                f"(one Python interpreter; saturated from {SATURATED_CPU})"
             )
     for row in rows:
         if row.generator_late >= max(MIN_LATE, SATURATED_LATE * row.requests):

@@ -230,7 +230,11 @@ class LoadRunner:
                     self.cpu.append((now, p.pid, used))
 
     def generator_cpu(self, start: float, end: float) -> float:
-        """The busiest Locust process's CPU use between start and end, in cores (1.0: saturated)."""
+        """The busiest Locust process's CPU use between start and end, in cores.
+
+        Its Python code (the gevent loop with every user, grpcio's callbacks) shares one
+        interpreter lock, so near one core the process is at its limit, even when grpcio's
+        native threads take it a little above one core."""
         busiest = 0.0
         for pid in {pid for _, pid, _ in self.cpu}:
             samples = [(t, c) for t, p, c in self.cpu if p == pid and start <= t <= end]

@@ -122,8 +122,9 @@ def _requests(
         rf = Fields(item, join(f.at("requests"), i), problems)
         name = rf.name("name", required=True)
         proto = rf.choice("protocol", PROTOCOLS, protocol)
+        own_target = rf.has("target")
         to = rf.name("target", target)
-        if rf.has("target") and to not in targets:
+        if own_target and to not in targets:
             problems.add(rf.at("target"), f"unknown target {to!r}", known(targets))
         weight = rf.integer("weight", 1, low=1, high=1000)
         if proto == "grpc":

@@ -77,10 +77,28 @@ class _Reader:
         if load is not None:
             check_stages(load, sum(p.duration for p in phases), self.problems)
         expect = self.expectations(top, phases, targets)
+        probes = self.probes(top)
         top.finish()
         if load is None or not top.ok:
             return None
-        return Scenario(name, description, runtime, targets, load, phases, expect, source)
+        return Scenario(name, description, runtime, targets, load, phases, expect, source, probes)
+
+    def probes(self, top: Fields) -> tuple[str, ...] | None:
+        from chaoslab.probes import PROBES
+
+        if not top.has("probes"):
+            top.get("probes", str, "")
+            return None
+        layers = [str(cls.layer) for cls in PROBES]
+        out = []
+        for i, item in enumerate(top.sequence("probes")):
+            if item not in layers:
+                self.problems.add(
+                    join("probes", i), f"{item!r} is not a probed layer", f"layers: {', '.join(layers)}"
+                )
+            else:
+                out.append(str(item))
+        return tuple(out)
 
     def targets(self, top: Fields) -> dict[str, TargetSpec]:
         from chaoslab.targets.services import SERVICES

@@ -141,6 +141,8 @@ class Scenario:
     phases: tuple[PhaseSpec, ...]
     expect: tuple[Expectation, ...] = ()
     source: Path | None = field(default=None, compare=False)
+    # Layers to probe (None: every layer that applies; empty: none, a load-only run).
+    probes: tuple[str, ...] | None = None
 
     @property
     def duration(self) -> float:

@@ -1,0 +1,312 @@
+"""The load engine: its schedule and records (unit), and on real targets through the CLI a
+mixed HTTP/HTTPS/gRPC run, a 1 s freeze under the open model, a closed-model ramp over two
+workers, and throughput that scales with a second worker."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+
+import pytest
+
+from chaoslab.analysis import client
+from chaoslab.hist import FineHistogram
+from chaoslab.load.records import Request, parse_line, quantile
+from chaoslab.load.schedule import Profile
+from chaoslab.scenario import ScenarioError, parse_scenario
+from tests.conftest import ScenarioRun
+
+# --- the schedule -------------------------------------------------------------------------
+
+
+def test_constant_rate_arrivals_are_exact() -> None:
+    due = list(itertools.islice(Profile(40).arrivals(), 401))
+    assert due[0] == 0.0 and due[1] == pytest.approx(0.025) and due[400] == pytest.approx(10.0)
+
+
+def test_a_ramp_follows_the_integral_of_the_rate() -> None:
+    # 0 -> 100/s over 10 s is 500 arrivals, packed towards the end: half of them after t = 7.07 s
+    due = list(itertools.takewhile(lambda t: t < 10, Profile(0, [(10, 100)]).arrivals()))
+    assert len(due) == 500
+    assert due[250] == pytest.approx(10 * math.sqrt(0.5), abs=0.01)
+    assert all(b > a for a, b in itertools.pairwise(due))
+    # after the last stage the rate holds
+    held = list(itertools.takewhile(lambda t: t < 11, Profile(0, [(10, 100)]).arrivals()))
+    assert len(held) == 600
+
+
+def test_a_ramp_to_zero_stops_arrivals() -> None:
+    due = list(itertools.takewhile(lambda t: t < 60, Profile(100, [(5, 100), (5, 0)]).arrivals()))
+    assert len(due) == 750 and due[-1] < 10
+
+
+def test_workers_split_one_schedule_without_overlap() -> None:
+    whole = list(itertools.takewhile(lambda t: t < 10, Profile(10, [(10, 90)]).arrivals()))
+    parts = [
+        list(itertools.takewhile(lambda t: t < 10, Profile(10, [(10, 90)]).arrivals(i, 3))) for i in range(3)
+    ]
+    assert sorted(itertools.chain(*parts)) == whole
+
+
+def test_profile_value_ramps_then_holds() -> None:
+    p = Profile(2, [(4, 10), (2, 10)])
+    assert [p.value_at(t) for t in (0, 2, 4, 5, 100)] == [2, 6, 10, 10, 10]
+
+
+# --- records and the client's summary ----------------------------------------------------
+
+
+def test_records_tell_a_busy_target_from_a_slow_generator() -> None:
+    busy = parse_line("10.0\t10.5\t10.6\t200\tpage\t\t0\n")
+    slow = parse_line("10.0\t10.5\t10.6\t200\tpage\t\t1\n")
+    assert busy is not None and slow is not None
+    assert busy.latency == pytest.approx(0.6) and busy.late == pytest.approx(0.5)
+    assert busy.is_late and not busy.generator_late
+    assert slow.generator_late
+    assert parse_line("ready\n") is None
+
+
+def test_generator_is_flagged_for_cpu_or_idle_late_sends() -> None:
+    reqs = [
+        Request(i * 0.01, i * 0.01 + (0.02 if i < 10 else 0), i * 0.01 + 0.03, 200, "a", "", True)
+        for i in range(100)
+    ]
+    row = client.client_row("p", reqs, 1.0)
+    assert row.generator_late == 10 and row.late == 10
+    flagged = client.generator("open", 1, [row], {"p": 0.2})
+    assert flagged.saturated and "sent late" in flagged.reasons[0]
+    busy_cpu = client.generator("open", 1, [client.client_row("p", reqs[10:], 1.0)], {"p": 0.95})
+    assert busy_cpu.saturated and "0.95 cores" in busy_cpu.reasons[0]
+    fine = client.generator("open", 1, [client.client_row("p", reqs[10:], 1.0)], {"p": 0.5})
+    assert not fine.saturated and fine.reasons == []
+
+
+def test_client_row_has_exact_quantiles_and_errors_by_kind() -> None:
+    reqs = [Request(0, 0, (i + 1) / 1000, 200, "a", "") for i in range(1000)]
+    reqs += [Request(0, 0, 1, 0, "a", "grpc-UNAVAILABLE"), Request(0, 0, 1, 503, "a", "http-503")]
+    row = client.client_row("p", reqs, 2.0)
+    assert (row.p50_ms, row.p99_ms, row.max_ms) == (500.5, 990.01, 1000.0)
+    assert row.p999_ms == pytest.approx(999.001)
+    assert row.errors_by_kind == {"grpc-UNAVAILABLE": 1, "http-503": 1} and row.rate == 501.0
+
+
+def test_fine_histogram_keeps_three_significant_digits() -> None:
+    values = [int(v * 1e6) for v in range(1, 20001)]  # 1 ms .. 20 s
+    h = FineHistogram.of(values)
+    exact = sorted(values)
+    for q in (0.5, 0.9, 0.99, 0.999):
+        assert h.quantile_ns(q) == pytest.approx(quantile(exact, q), rel=0.001)
+    assert h.to_json()["sub_bits"] == 10
+
+
+def test_timeline_groups_by_second_of_due_time() -> None:
+    reqs = [Request(100 + i * 0.1, 100 + i * 0.1, 100 + i * 0.1 + 0.002, 200, "a", "") for i in range(30)]
+    rows, hists = client.seconds(reqs, 100.0, [("a", 100.0, 102.0), ("b", 102.0, 103.0)])
+    assert [(r.second, r.phase, r.requests) for r in rows] == [(0, "a", 10), (1, "a", 10), (2, "b", 10)]
+    assert len(hists) == 3
+
+
+# --- the load section's validation --------------------------------------------------------
+
+BASE = """
+name: s
+targets:
+  api: {service: go-api}
+  edge: {service: envoy, upstream: api}
+phases:
+  - {name: baseline, duration: 5s}
+"""
+
+
+def problems(load: str, extra: str = "") -> str:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(BASE + load + extra)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("load", "expected"),
+    [
+        (
+            "load: {target: api, path: /w, rate: 10/s, users: 5}",
+            "load.users: give 'rate' (open model) or 'users'",
+        ),
+        ("load: {target: api, path: /w, rate: 10/s, think: 1s}", "load.think: is for the closed model"),
+        (
+            "load: {target: api, path: /w, users: 4, concurrency: 8}",
+            "load.concurrency: is for the open model",
+        ),
+        (
+            "load: {target: api, path: /w, rate: 10/s, concurrency: 1, workers: 2}",
+            "load.concurrency: must be at least",
+        ),
+        ("load: {target: api, path: /w, rate: 10/s, workers: 0}", "load.workers"),
+        (
+            "load: {target: api, rate: 10/s, requests: [{name: a, protocol: grpc, path: /w}]}",
+            "load.requests[0].path: a gRPC request has no path",
+        ),
+        (
+            "load: {target: api, rate: 10/s, requests: [{name: a, protocol: grpc, rpc: Get}]}",
+            "load.requests[0].rpc",
+        ),
+        (
+            "load: {target: api, rate: 10/s, requests: [{name: a, protocol: grpc, rpc: Do, messages: 3}]}",
+            "load.requests[0].messages: only a Stream call has several replies",
+        ),
+        (
+            "load: {target: api, rate: 10/s, requests: [{name: a, path: /w, work: 3}]}",
+            "load.requests[0].work: is for gRPC requests",
+        ),
+        (
+            "load: {target: api, rate: 10/s, requests: [{name: a, path: /w, target: db}]}",
+            "load.requests[0].target: unknown target 'db'",
+        ),
+        (
+            "load: {target: api, path: /w, rate: 10/s, stages: [{duration: 9s, rate: 20/s}]}",
+            "load.stages: the stages last 9s but the phases only 5s",
+        ),
+        (
+            "load: {target: api, path: /w, rate: 10/s, stages: [{duration: 2s, users: 20}]}",
+            "load.stages[0].users: the open model's stages ramp 'rate'",
+        ),
+        (
+            "load: {target: api, path: /w, users: 2, stages: [{duration: 2s}]}",
+            "load.stages[0].users: is required",
+        ),
+    ],
+)
+def test_bad_load_is_reported_with_its_path(load: str, expected: str) -> None:
+    assert expected in problems(load)
+
+
+def test_probes_must_name_probed_layers() -> None:
+    found = problems("load: {target: api, path: /w, rate: 10/s}\n", "probes: [cpu, disk]\n")
+    assert "probes[1]: 'disk' is not a probed layer" in found
+
+
+def test_a_full_mix_parses() -> None:
+    s = parse_scenario(
+        BASE
+        + """
+load:
+  target: edge
+  rate: 10/s
+  stages: [{duration: 2s, rate: 50/s}, {duration: 3s, rate: 50/s}]
+  workers: 2
+  requests:
+    - {name: page, path: /work, weight: 3}
+    - {name: plain, protocol: http, path: /work}
+    - {name: call, protocol: grpc, target: api}
+    - {name: feed, protocol: grpc, rpc: Stream, work: 5}
+probes: [network, cpu]
+"""
+    )
+    load = s.load
+    assert (load.model, load.workers, load.peak) == ("open", 2, 50.0)
+    assert [(r.name, r.protocol, r.target, r.rpc, r.messages) for r in load.requests] == [
+        ("page", "https", "edge", "", 1),
+        ("plain", "http", "edge", "", 1),
+        ("call", "grpc", "api", "Do", 1),
+        ("feed", "grpc", "edge", "Stream", 10),
+    ]
+    assert s.probes == ("network", "cpu")
+
+
+# --- on real targets -----------------------------------------------------------------------
+
+
+@pytest.mark.privileged
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_http_https_and_grpc_in_one_mix(scenario_run: Callable[[str], ScenarioRun]) -> None:
+    res = scenario_run("mixed")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    r = res.report
+    rows = {(c["phase"], c["name"]): c for c in r["requests"]}
+    names = {"page": "https", "plain": "http", "unary": "grpc", "stream": "grpc", "direct": "grpc"}
+    for phase in ("baseline", "delay"):
+        for name, protocol in names.items():
+            row = rows[(phase, name)]
+            assert row["protocol"] == protocol
+            assert row["requests"] >= 20 and row["errors"] == 0, row
+    # the delay is on the Go service's link to Envoy: what goes through Envoy pays it, the
+    # gRPC calls straight at the Go service do not
+    for name in ("page", "plain", "unary", "stream"):
+        assert rows[("delay", name)]["p50_ms"] - rows[("baseline", name)]["p50_ms"] > 15, name
+    assert rows[("delay", "direct")]["p50_ms"] - rows[("baseline", "direct")]["p50_ms"] < 5
+    [v] = r["verdicts"]
+    assert (v["status"], v["layer"], v["target"]) == ("absorbed", "network", "api"), v["reason"]
+    # gRPC calls are app time too (grpc-go's handler), beside net/http's
+    app = {row["metric"] for row in r["layers"] if row["layer"] == "app" and row["count"]}
+    assert {"http", "grpc"} <= app
+    for name in names:
+        assert f"{name} ({names[name]})" in res.stdout
+
+
+@pytest.mark.privileged
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_open_model_shows_a_one_second_freeze_in_p99_and_counts_late_requests(
+    scenario_run: Callable[[str], ScenarioRun],
+) -> None:
+    res = scenario_run("freeze")
+    assert res.returncode in (0, 1), res.stderr[-3000:]
+    r = res.report
+    rows = {c["phase"]: c for c in r["client"]}
+    frozen = rows["frozen"]
+    # 200/s into a 1 s freeze: requests due at t wait 1 - t, so the phase's latencies are
+    # spread over (0, 1 s]: p50 about 500 ms, p99 about 990 ms, max about 1 s
+    assert frozen["requests"] == 200
+    assert frozen["p50_ms"] > 400
+    assert frozen["p99_ms"] > 0.9 * 990
+    assert 950 < frozen["max_ms"] < 1500
+    # 32 users can hold 32 requests; the other ~168 are sent late, and counted
+    assert frozen["late"] >= 140
+    # ... because every user was busy, not because the generator was slow
+    assert frozen["generator_late"] <= 5
+    assert not r["generator"]["saturated"], r["generator"]
+    assert rows["baseline"]["late"] <= 5 and rows["baseline"]["p99_ms"] < 100
+    # what a generator that measured from the send would have recorded (coordinated omission)
+    sent = sorted(
+        q.end - q.sent
+        for q in map(parse_line, (res.out / "work" / "requests-0.tsv").read_text().splitlines())
+        if q is not None and r["phases"][1]["start"] <= q.due < r["phases"][1]["end"]
+    )
+    assert quantile(sent, 0.5) * 1000 < 0.5 * frozen["p50_ms"]
+
+
+@pytest.mark.privileged
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_closed_model_ramps_users_over_two_workers(scenario_run: Callable[[str], ScenarioRun]) -> None:
+    res = scenario_run("closed_ramp")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    r = res.report
+    assert (r["generator"]["model"], r["generator"]["workers"]) == ("closed", 2)
+    per_second = [t["requests"] for t in r["timeline"]]
+    # 2 users thinking 100 ms: about 20/s; 10 users: about 100/s
+    assert per_second[0] < 40 and per_second[-2] > 70, per_second
+    rows = {c["phase"]: c for c in r["client"]}
+    assert rows["hold"]["rate"] > 1.5 * rows["ramp"]["rate"]
+    assert rows["ramp"]["late"] == 0 and rows["hold"]["errors"] == 0
+    for worker in (0, 1):  # both workers sent requests
+        assert (res.out / "work" / f"requests-{worker}.tsv").read_text().count("\n") > 50
+
+
+@pytest.mark.privileged
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_two_workers_reach_a_higher_rate_than_one(scenario_run: Callable[[str], ScenarioRun]) -> None:
+    one, two = scenario_run("streams_1worker"), scenario_run("streams_2workers")
+    rate = {}
+    for res in (one, two):
+        assert res.returncode in (0, 1), res.stderr[-3000:]
+        [row] = res.report["client"]
+        assert row["errors"] == 0
+        rate[res.report["generator"]["workers"]] = row["rate"]
+    assert rate[2] > 1.3 * rate[1], rate
+    # one worker is the bottleneck, and the report says so
+    g1 = one.report["generator"]
+    assert g1["saturated"] and one.returncode == 1, g1
+    assert "load generator SATURATED" in one.stdout
