@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +18,7 @@ from chaoslab.hist import FineHistogram
 from chaoslab.load.records import Request, parse_line, quantile
 from chaoslab.load.schedule import Profile
 from chaoslab.scenario import ScenarioError, parse_scenario
-from tests.conftest import ScenarioRun
+from tests.conftest import REPO, ScenarioRun
 
 # --- the schedule -------------------------------------------------------------------------
 
@@ -310,3 +313,30 @@ def test_two_workers_reach_a_higher_rate_than_one(scenario_run: Callable[[str], 
     g1 = one.report["generator"]
     assert g1["saturated"] and one.returncode == 1, g1
     assert "load generator SATURATED" in one.stdout
+
+
+@pytest.mark.privileged
+@pytest.mark.usefixtures("clean_machine")
+def test_load_rate_benchmark_prints_its_ratios() -> None:
+    res = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "load_rate.py"), "--workers", "1", "--rounds", "1",
+         "--seconds", "2"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = re.search(r"chaoslab/locust ([\d.]+), chaoslab/wrk ([\d.]+)", res.stdout)
+    assert m is not None, res.stdout
+    assert 0 < float(m.group(2)) < float(m.group(1))  # wrk is the ceiling
+
+
+@pytest.mark.privileged
+@pytest.mark.usefixtures("clean_machine")
+def test_open_model_stall_benchmark_prints_recorded_against_implied() -> None:
+    res = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "open_model_stall.py"), "--rate", "100", "--freeze", "0.5"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    ratios = dict(re.findall(r"^(p50|p99|max)\s+recorded .* ratio ([\d.]+)   \|", res.stdout, re.M))
+    assert set(ratios) == {"p50", "p99", "max"}, res.stdout
+    assert all(0.8 < float(r) < 1.2 for r in ratios.values()), res.stdout
