@@ -35,6 +35,7 @@ from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.local import LocalRuntime
 
 TICK = 0.2
+VERIFY_LEAD = 0.5  # seconds before a fault phase's end at which its faults are verified
 
 
 @dataclass
@@ -119,8 +120,13 @@ def _run_phases(
                     ctx.journal.update(seq, applied=True)
             live.phase(spec.name, start, spec.duration, [f.describe() for f in active])
             offset += spec.duration
-            _wait_until(t0 + offset, targets, probes, live)
+            # Verify while the fault is still on, shortly before the phase ends, so that the
+            # revert lands on the phase boundary rather than a verification's length into the
+            # next phase (a network check takes several delayed handshakes).
+            lead = min(VERIFY_LEAD, spec.duration / 4) if active else 0.0
+            _wait_until(t0 + offset - lead, targets, probes, live)
             run.faults = [(f, f.verify()) for f in active]
+            _wait_until(t0 + offset, targets, probes, live)
         run.end = t0 + offset
         after = probes.snapshot()
         run.snap = {k: h - before.get(k, Histogram()) for k, h in after.items()}
