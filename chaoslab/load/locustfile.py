@@ -73,13 +73,19 @@ class Run:
         self.out.write("ready\n")
         self.out.flush()
 
-    def wait_t0(self):
-        while self.t0 is None:
+    def poll_t0(self):
+        """t0 once the run has written it, else None."""
+        if self.t0 is None:
             try:
                 with open(CONFIG["go"]) as fh:
                     self.t0 = float(fh.read())
             except (OSError, ValueError):
-                gevent.sleep(0.02)
+                pass
+        return self.t0
+
+    def wait_t0(self):
+        while self.poll_t0() is None:
+            gevent.sleep(0.02)
         return self.t0
 
     def next_due(self):
@@ -264,13 +270,9 @@ if not OPEN and CONFIG["stages"]:
         """Closed model with stages: the user count follows the profile from t0."""
 
         def tick(self):
-            t0 = RUN.t0
+            t0 = RUN.poll_t0()
             if t0 is None:
-                try:
-                    with open(CONFIG["go"]) as fh:
-                        t0 = RUN.t0 = float(fh.read())
-                except (OSError, ValueError):
-                    return (max(int(CONFIG["start"]), WORKERS), CONFIG["spawn_rate"])
+                return (max(int(CONFIG["start"]), WORKERS), CONFIG["spawn_rate"])
             elapsed = time.time() - t0
             if elapsed > DURATION:
                 return None

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,8 +197,8 @@ class LoadRunner:
         self._spawn(self._sample_cpu, "load-cpu")
         return self.t0
 
-    def _spawn(self, fn: object, name: str, *args: object) -> None:
-        t = threading.Thread(target=fn, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, fn: Callable[..., None], name: str, *args: object) -> None:
+        t = threading.Thread(target=fn, args=args, name=name, daemon=True)
         t.start()
         self._threads.append(t)
 

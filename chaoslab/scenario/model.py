@@ -78,7 +78,8 @@ class LoadSpec:
     def describe(self) -> str:
         protocols = "/".join(sorted({r.protocol for r in self.requests}))
         workers = f", {self.workers} workers" if self.workers > 1 else ""
-        ramp = f", {len(self.stages)} stages" if self.stages else ""
+        unit = "/s" if self.model is Model.OPEN else " users"
+        ramp = f", {len(self.stages)} stages up to {self.peak:g}{unit}" if self.stages else ""
         if self.model is Model.OPEN:
             return (
                 f"open model {self.rate:g}/s {protocols}, at most {self.concurrency} in flight{ramp}{workers}"
