@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from chaoslab.errors import ChaoslabError, ExitCode
+from chaoslab.scenario.model import RUNTIMES, Scenario
 
 REPORTS = Path("reports")
 
@@ -21,6 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run a scenario end to end")
     p_run.add_argument("scenario", type=Path)
+    p_run.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="where the targets run, overriding the scenario's `runtime:` (auto: Docker if it answers)",
+    )
     p_run.add_argument(
         "--out",
         type=Path,
@@ -34,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan", help="print the mechanism and exact commands of every fault on this machine, applying nothing"
     )
     p_plan.add_argument("scenario", type=Path)
+    p_plan.add_argument("--runtime", choices=RUNTIMES, help="plan for this runtime instead of the scenario's")
     p_rec = sub.add_parser("recover", help="undo what killed runs left behind (safe to run twice)")
     p_rec.add_argument("journal", type=Path, nargs="*", help="journal files (default: every run that died)")
     p_rec.add_argument("--force", action="store_true", help="also recover runs whose chaoslab is still alive")
@@ -52,9 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args.scenario, out)
         if args.command == "run":
-            return _run(args.scenario, args.out, out, err)
+            return _run(args.scenario, args.runtime, args.out, out, err)
         if args.command == "plan":
-            return _plan(args.scenario, out)
+            return _plan(args.scenario, args.runtime, out)
         if args.command == "probes":
             return _probes(args.programs, out)
         if args.command == "recover":
@@ -83,19 +91,26 @@ def _validate(path: Path, out: Console) -> int:
     return ExitCode.OK
 
 
-def _plan(path: Path, out: Console) -> int:
+def _load(path: Path, runtime: str | None) -> Scenario:
+    """The scenario (exit 2 here, before anything is touched), with `--runtime` applied."""
+    from chaoslab.scenario import load_scenario
+
+    scenario = load_scenario(path)
+    return dataclasses.replace(scenario, runtime=runtime) if runtime else scenario
+
+
+def _plan(path: Path, runtime: str | None, out: Console) -> int:
     import tempfile
 
     from chaoslab.faults import FAULT_KINDS
     from chaoslab.faults.net.tc import netem_available
-    from chaoslab.scenario import load_scenario
-    from chaoslab.targets.local import plan_targets
+    from chaoslab.targets.runtimes import plan_targets
 
-    scenario = load_scenario(path)
+    scenario = _load(path, runtime)
     with tempfile.TemporaryDirectory(prefix="chaoslab-plan-") as tmp:
-        targets = plan_targets(scenario, Path(tmp))
+        where, targets = plan_targets(scenario, Path(tmp))
         out.print(
-            f"plan for {path} on this machine: runtime {scenario.runtime}, "
+            f"plan for {path} on this machine: runtime {where}, "
             f"sch_netem {'available' if netem_available() else 'missing (fallbacks in use)'}; "
             "RUNID and <...> are filled in at run time",
             highlight=False,
@@ -113,13 +128,12 @@ def _plan(path: Path, out: Console) -> int:
     return ExitCode.OK
 
 
-def _run(path: Path, out_dir: Path | None, out: Console, err: Console) -> int:
+def _run(path: Path, runtime: str | None, out_dir: Path | None, out: Console, err: Console) -> int:
     from chaoslab.orchestrator import execute, new_run
     from chaoslab.report.render import print_report, save_json
-    from chaoslab.scenario import load_scenario
     from chaoslab.signals import exit_signals
 
-    scenario = load_scenario(path)  # exit 2 here, before anything is touched
+    scenario = _load(path, runtime)
     out_dir = out_dir or REPORTS / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     def say(msg: str) -> None:

@@ -8,6 +8,7 @@ is observed with uprobes on each of its RET instructions. Symbols come from the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -116,10 +117,11 @@ def runtime_address(pid: int, path: Path, vaddr: int) -> int:
     if not elf.is_pie:
         return vaddr
     offset = elf.file_offset(vaddr)
-    real = path.resolve()
+    # maps names the file as the process sees it: inside a container, its own path there.
+    names = {str(path.resolve()), os.readlink(f"/proc/{pid}/exe")}
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         parts = line.split()
-        if len(parts) >= 6 and Path(parts[5]) == real:
+        if len(parts) >= 6 and parts[5] in names:
             start, _end = (int(x, 16) for x in parts[0].split("-"))
             map_off = int(parts[2], 16)
             if map_off == 0:

@@ -32,7 +32,7 @@ from chaoslab.report.model import FaultRecord, PhaseRecord, Report
 from chaoslab.scenario.model import PhaseSpec, Scenario
 from chaoslab.signals import SignalState
 from chaoslab.targets.base import RunningTarget
-from chaoslab.targets.local import LocalRuntime
+from chaoslab.targets.runtimes import runtime_for
 
 TICK = 0.2
 VERIFY_LEAD = 0.5  # seconds before a fault phase's end at which its faults are verified
@@ -60,7 +60,7 @@ def new_run(
 
 def execute(ctx: RunContext, signals: SignalState) -> Report:
     scenario = ctx.scenario
-    runtime = LocalRuntime(ctx)
+    runtime = runtime_for(ctx)
     stack = ExitStack()
     try:
         runtime.preflight()
@@ -85,7 +85,8 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         phases = _run_phases(ctx, t0, targets, faults, probes, live, signals)
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
-        return _analyse(ctx, phases, load, stalls, [f"{p.layer}: {p.mechanism}" for p in probes.probes])
+        probe_lines = [f"{p.layer}: {p.mechanism}" for p in probes.probes]
+        return _analyse(ctx, runtime.name, phases, load, stalls, probe_lines)
     finally:
         signals.shield()
         stack.close()
@@ -162,6 +163,7 @@ def _wait_until(
 
 def _analyse(
     ctx: RunContext,
+    runtime: str,
     runs: list[PhaseRun],
     load: LoadRunner,
     stalls: attribution.Stalls,
@@ -244,7 +246,7 @@ def _analyse(
     report = Report(
         ctx.scenario.name,
         ctx.run_id,
-        "local",
+        runtime,
         runs[0].start,
         probe_lines,
         phases,

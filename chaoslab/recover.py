@@ -45,8 +45,28 @@ def _undo_fault(e: Entry) -> list[str]:
     return cls.recover(e.data) if cls else [f"unknown fault kind {kind!r} in journal: left as is"]
 
 
+def _undo_container(e: Entry) -> list[str]:
+    from chaoslab.targets import containers
+
+    if containers.unavailable() is not None:
+        return [f"container {e.data.get('name')}: Docker is not reachable, left as is"]
+    name = str(e.data.get("name"))
+    return [f"removed container {name}"] if containers.remove_container(containers.client(), name) else []
+
+
+def _undo_docker_network(e: Entry) -> list[str]:
+    from chaoslab.targets import containers
+
+    if containers.unavailable() is not None:
+        return [f"Docker network {e.data.get('name')}: Docker is not reachable, left as is"]
+    name = str(e.data.get("name"))
+    return [f"removed Docker network {name}"] if containers.remove_network(containers.client(), name) else []
+
+
 UNDO: dict[str, Callable[[Entry], list[str]]] = {
     "process": _undo_process,
+    "container": _undo_container,
+    "docker_network": _undo_docker_network,
     "cgroup": _undo_cgroup,
     "netns": _undo_netns,
     "fault": _undo_fault,
@@ -56,8 +76,9 @@ UNDO: dict[str, Callable[[Entry], list[str]]] = {
 def recover_journal(path: Path) -> list[str]:
     done: list[str] = []
     entries = pending(path)
-    # Faults first (they act on live targets), then processes, cgroups, namespaces.
-    order = {"fault": 0, "process": 1, "cgroup": 2, "netns": 3}
+    # Faults first (they act on live targets), then processes and containers, cgroups,
+    # namespaces, and the containers' network last.
+    order = {"fault": 0, "process": 1, "container": 1, "cgroup": 2, "netns": 3, "docker_network": 4}
     for e in sorted(entries, key=lambda e: (order.get(e.kind, 9), -e.seq)):
         undo = UNDO.get(e.kind)
         done += undo(e) if undo else [f"unknown journal entry {e.kind!r}: left as is"]
@@ -65,22 +86,30 @@ def recover_journal(path: Path) -> list[str]:
 
 
 def recover_all(journals: list[Path] | None = None, force: bool = False) -> list[str]:
-    """Recover the given journals, or every indexed run whose chaoslab process is gone."""
+    """Recover the given journals, or every indexed run whose chaoslab process is gone.
+
+    Then containers and networks labelled with a run that is not alive are removed too (a
+    run killed between the engine's create call and its journal update leaves no name).
+    """
+    from chaoslab.targets import containers
+
     done: list[str] = []
     if journals:
         for j in journals:
             done += recover_journal(j)
         return done
+    live: set[str] = set()
     for index, info in indexed_runs():
         pid = info.get("pid")
         if not force and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
             done.append(f"run {info.get('run_id')} is still running (pid {pid}): left alone, use --force")
+            live.add(str(info.get("run_id")))
             continue
         journal = Path(str(info.get("journal")))
         if journal.exists():
             done += recover_journal(journal)
         index.unlink(missing_ok=True)
-    return done
+    return done + containers.sweep(live)
 
 
 def _alive(pid: int) -> bool:

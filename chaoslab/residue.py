@@ -1,4 +1,5 @@
-"""What chaoslab may have left on this machine: namespaces, cgroups, processes.
+"""What chaoslab may have left on this machine: namespaces, cgroups, processes, fault rules,
+containers and Docker networks.
 
 `python -m chaoslab.residue` prints each leftover and exits 1 if there is any. Tests call
 `leftovers()` after every run; CI calls it at the end.
@@ -62,12 +63,28 @@ def _host_network() -> list[str]:
         out += [f"iptables: {line}" for line in rules.splitlines() if "CHAOSLAB" in line]
     if shutil.which("tc"):
         qdiscs = run(["tc", "qdisc", "show"], check=False).stdout
-        out += [f"tc: {line}" for line in qdiscs.splitlines() if " dev clh" in line and "htb 1:" in line]
+        out += [
+            f"tc: {line}"
+            for line in qdiscs.splitlines()
+            if (" dev clh" in line or " dev clb" in line) and "htb 1:" in line
+        ]
     return out
 
 
+def _docker() -> list[str]:
+    """Containers (any state) and networks labelled with a chaoslab run; none without Docker."""
+    from chaoslab.targets import containers
+
+    if containers.unavailable() is not None:
+        return []
+    found, networks = containers.labelled(containers.client())
+    return [f"container {c.name} ({c.status})" for c in found] + [
+        f"Docker network {n.name}" for n in networks
+    ]
+
+
 def leftovers() -> list[str]:
-    return _namespaces() + _cgroups() + _processes() + _host_network()
+    return _namespaces() + _cgroups() + _processes() + _host_network() + _docker()
 
 
 def main() -> int:

@@ -205,8 +205,8 @@ class NetworkFault(Fault):
     def chain(self) -> Chain:
         phase, fault = self._index
         hook = "OUTPUT" if self.spec.direction == "egress" else "INPUT"
-        ifaces = tuple(link.local_if for link in self.links.values())
-        return Chain(self.target.netns, f"CHAOSLAB-{phase}-{fault}", hook, ifaces)
+        jumps = tuple((link.local_if, link.peer_ip) for link in self.links.values())
+        return Chain(self.target.netns, f"CHAOSLAB-{phase}-{fault}", hook, jumps)
 
     def rules(self) -> list[Rule]:
         s = self.spec
@@ -279,13 +279,18 @@ class NetworkFault(Fault):
         match = (("match", "ip", "protocol", "6", "0xff") if ports else ()) + tuple(
             a for side, port in ports for a in ("match", "ip", side, str(port), "0xffff")
         )
-        out = []
+        # One tree per interface: a container's links share its eth0. The packets leave
+        # through it towards the peer's address (egress) or the target's (ingress, shaped on
+        # the peer's side).
+        devices: dict[tuple[str | None, str], list[tuple[str, ...]]] = {}
         for link in self.links.values():
+            where: tuple[str | None, str]
             if self.spec.direction == "egress":
-                out.append(ShapingTree(self.target.netns, link.local_if, leaf, control, match))
+                where, dst = (self.target.netns, link.local_if), link.peer_ip
             else:
-                out.append(ShapingTree(link.peer_netns, link.peer_if, leaf, control, match))
-        return out
+                where, dst = (link.peer_netns, link.peer_if), link.local_ip
+            devices.setdefault(where, []).append(("match", "ip", "dst", f"{dst}/32", *match))
+        return [ShapingTree(ns, dev, leaf, control, tuple(m)) for (ns, dev), m in devices.items()]
 
     def delayer_argv(self) -> list[str]:
         s = self.spec
@@ -318,7 +323,7 @@ class NetworkFault(Fault):
             parts.append("iptables DROP (blackhole)")
         if s.reset:
             parts.append("iptables REJECT tcp-reset (reset)")
-        where = ", ".join(f"{link.local_if} (to {peer})" for peer, link in self.links.items())
+        where = ", ".join(f"{link.local_if} (to {peer} {link.peer_ip})" for peer, link in self.links.items())
         return f"{'; '.join(parts)}; {s.direction} on {where}"
 
     # -- life cycle ------------------------------------------------------------------------
@@ -364,7 +369,7 @@ class NetworkFault(Fault):
             "netns": chain.netns,
             "chain": chain.name,
             "hook": chain.hook,
-            "ifaces": list(chain.ifaces),
+            "jumps": [list(j) for j in chain.jumps],
             "trees": [{"netns": t.netns, "dev": t.dev} for t in self.trees()],
         }
 
@@ -490,18 +495,18 @@ class NetworkFault(Fault):
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:
         done = Helper.recover("nfqdelay", record)
-        ns, name, hook, ifaces = (
+        ns, name, hook, jumps = (
             record.get("netns"),
             record.get("chain"),
             record.get("hook"),
-            record.get("ifaces"),
+            record.get("jumps"),
         )
         if (
             isinstance(ns, str)
             and isinstance(name, str)
             and isinstance(hook, str)
-            and isinstance(ifaces, list)
-            and Chain(ns, name, hook, tuple(str(i) for i in ifaces)).delete()
+            and isinstance(jumps, list)
+            and Chain(ns, name, hook, tuple((str(j[0]), str(j[1])) for j in jumps)).delete()
         ):
             done.append(f"removed iptables chain {name} in {ns}")
         trees = record.get("trees")

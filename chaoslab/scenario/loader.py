@@ -11,6 +11,7 @@ from chaoslab.layers import Layer
 from chaoslab.scenario.fields import NAME_HINT, NAME_RE, Fields, Problems, join
 from chaoslab.scenario.load import check_stages, known, parse_load
 from chaoslab.scenario.model import (
+    RUNTIMES,
     Expectation,
     FaultSpec,
     PhaseSpec,
@@ -19,7 +20,6 @@ from chaoslab.scenario.model import (
     TargetSpec,
 )
 
-RUNTIMES = ("local",)
 MAX_PHASE = 3600.0
 
 

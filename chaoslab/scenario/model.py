@@ -132,6 +132,10 @@ class Expectation:
         return f"{self.phase}: " + ", ".join(parts)
 
 
+# Where targets run: local namespaces and cgroups, Docker containers, or Docker when it answers.
+RUNTIMES = ("local", "docker", "auto")
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from chaoslab.scenario.model import TargetSpec
 from chaoslab.targets.cgroup import Cgroup
@@ -16,11 +17,27 @@ from chaoslab.targets.services import Service
 HOST = "host"
 
 
+class TargetProcess(Protocol):
+    """A target's main process, as the runtime holds it: a Popen, or a container's process."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
 @dataclass
 class RunningTarget:
     spec: TargetSpec
     service: type[Service]
-    proc: subprocess.Popen[bytes] | None  # None: only planned (`chaoslab plan`)
+    proc: TargetProcess | None  # None: only planned (`chaoslab plan`)
     ip: str  # where the host reaches it
     netns: str
     cgroup: Cgroup
@@ -30,6 +47,8 @@ class RunningTarget:
     # Set while a fault keeps the target down on purpose, so the run does not call it a crash.
     down_expected: bool = False
     binary: Path | None = None  # the executable, when there is no process to ask
+    # The target runs in a container: its files are seen from here through /proc/<pid>/root.
+    in_container: bool = False
 
     @property
     def name(self) -> str:
@@ -56,6 +75,8 @@ class RunningTarget:
     def exe(self) -> Path:
         if self.proc is None and self.binary is not None:
             return self.binary
+        if self.in_container:  # the link names a path inside the container's file system
+            return Path(f"/proc/{self.pid}/root") / os.readlink(f"/proc/{self.pid}/exe").lstrip("/")
         return Path(f"/proc/{self.pid}/exe").resolve()
 
     def alive(self) -> bool:

@@ -53,6 +53,24 @@ class Cgroup:
                 ) from exc
         return cls(name, dirs)
 
+    @classmethod
+    def of_process(cls, pid: int, name: str) -> Cgroup:
+        """The cgroup a process is in (a container's, made by its engine), on either layout."""
+        v2 = version() == 2
+        found: dict[str, Path] = {}
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, rel = line.split(":", 2)
+            if v2 and controllers == "":
+                found[""] = ROOT / rel.lstrip("/")
+            elif not v2:
+                found |= {
+                    c: ROOT / c / rel.lstrip("/") for c in controllers.split(",") if c in V1_CONTROLLERS
+                }
+        dirs = [found[c] for c in ("", *V1_CONTROLLERS) if c in found]
+        if not dirs:
+            raise TargetError(f"process {pid} is in no cgroup chaoslab can use", f"see /proc/{pid}/cgroup")
+        return cls(name, tuple(d for d in dirs if d.is_dir()))
+
     def add(self, pid: int) -> None:
         for d in self.dirs:
             (d / "cgroup.procs").write_text(f"{pid}\n")
@@ -103,12 +121,17 @@ class CpuLimit:
         return f"{self.quota_us / self.period_us:g} CPU ({self.quota_us}us per {self.period_us}us)"
 
 
+def _controller(d: Path) -> str:
+    """The v1 hierarchy a cgroup directory is in (cpu, freezer, ...)."""
+    return d.relative_to(ROOT).parts[0]
+
+
 def cpu_dir(dirs: tuple[Path, ...]) -> Path:
     """The directory that holds (or will hold) the CPU controller's files."""
     if version() == 2:
         return dirs[0]
     for d in dirs:
-        if d.parent == ROOT / "cpu":
+        if _controller(d) == "cpu":
             return d
     raise PreflightError(
         f"no cpu controller among {', '.join(map(str, dirs))}", "mount the v1 cpu controller"
@@ -161,7 +184,7 @@ def freezer_file(dirs: tuple[Path, ...]) -> Path:
     if version() == 2:
         return dirs[0] / "cgroup.freeze"
     for d in dirs:
-        if d.parent == ROOT / "freezer":
+        if _controller(d) == "freezer":
             return d / "freezer.state"
     raise PreflightError("no freezer controller for this target's cgroup", "mount the v1 freezer controller")
 

@@ -7,6 +7,7 @@ ExitStack, in reverse order, on every exit path.
 from __future__ import annotations
 
 import os
+import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -81,7 +82,7 @@ class LocalRuntime:
     def _restart(self, rt: RunningTarget) -> float:
         """The runtime's supervisor: same command, namespace and cgroup; journaled first."""
         argv, seq = self._launch[rt.name]
-        if rt.proc is not None and rt.alive():
+        if isinstance(rt.proc, subprocess.Popen) and rt.alive():
             proc.stop(rt.proc)
         p = proc.start(netns.enter_argv(rt.netns) + argv, self.ctx.work_dir / f"{rt.name}.log")
         self.ctx.journal.update(seq, pid=p.pid, start_time=proc.start_time(p.pid))
@@ -145,7 +146,7 @@ class LocalRuntime:
         return running
 
     def _stop(self, rt: RunningTarget, seq: int) -> None:
-        code = proc.stop(rt.proc) if rt.proc else None
+        code = proc.stop(rt.proc) if isinstance(rt.proc, subprocess.Popen) else None
         if code not in (0, -15, None):
             self.ctx.say(f"target {rt.name} exited with code {code}")
         self.ctx.journal.undone(seq)

@@ -14,7 +14,7 @@ from typing import ClassVar
 from chaoslab import build
 from chaoslab.scenario.fields import Fields
 from chaoslab.scenario.model import TargetSpec
-from chaoslab.targets import envoy_config
+from chaoslab.targets import envoy_config, images
 from chaoslab.targets.certs import Certs
 
 
@@ -51,6 +51,12 @@ class Service:
 
     @classmethod
     def argv(cls, launch: Launch) -> list[str]:
+        """The command line; argv[0] is the binary (in an image: its ENTRYPOINT)."""
+        raise NotImplementedError
+
+    @classmethod
+    def image_files(cls) -> dict[str, Path]:
+        """What the service's image holds: absolute path in the image -> file here."""
         raise NotImplementedError
 
 
@@ -76,6 +82,10 @@ class GoApi(Service):
             "-key",
             str(launch.certs.key),
         ]
+
+    @classmethod
+    def image_files(cls) -> dict[str, Path]:
+        return {"/go-api": build.go_service("go-api")}
 
 
 class Envoy(Service):
@@ -116,6 +126,11 @@ class Envoy(Service):
             "--log-path",
             str(launch.workdir / f"envoy-{launch.spec.name}.log"),
         ]
+
+    @classmethod
+    def image_files(cls) -> dict[str, Path]:
+        binary = build.envoy_binary()
+        return {"/usr/local/bin/envoy": binary, **images.shared_libraries(binary)}
 
 
 SERVICES: dict[str, type[Service]] = {cls.name: cls for cls in (GoApi, Envoy)}

@@ -31,11 +31,14 @@ class Chain:
     netns: str
     name: str
     hook: str  # OUTPUT (egress) or INPUT (ingress)
-    ifaces: tuple[str, ...]
+    # (interface, peer address) of each link the fault is on: links may share an interface
+    # (a container's eth0), so the jump matches the peer's address too.
+    jumps: tuple[tuple[str, str], ...]
 
-    @property
-    def _flag(self) -> str:
-        return "-o" if self.hook == "OUTPUT" else "-i"
+    def _jump(self, iface: str, addr: str) -> tuple[str, ...]:
+        if self.hook == "OUTPUT":
+            return ("-o", iface, "-d", addr, "-j", self.name)
+        return ("-i", iface, "-s", addr, "-j", self.name)
 
     def _ipt(self, *args: str) -> list[str]:
         return [*prefix(self.netns), "iptables", "-w", "-t", "filter", *args]
@@ -46,12 +49,12 @@ class Chain:
             out.append(
                 self._ipt("-A", self.name, *r.args, "-m", "comment", "--comment", f"chaoslab:{r.label}")
             )
-        for iface in self.ifaces:
-            out.append(self._ipt("-I", self.hook, "1", self._flag, iface, "-j", self.name))
+        for iface, addr in self.jumps:
+            out.append(self._ipt("-I", self.hook, "1", *self._jump(iface, addr)))
         return out
 
     def delete_commands(self) -> list[list[str]]:
-        jumps = [self._ipt("-D", self.hook, self._flag, i, "-j", self.name) for i in self.ifaces]
+        jumps = [self._ipt("-D", self.hook, *self._jump(i, a)) for i, a in self.jumps]
         return [*jumps, self._ipt("-F", self.name), self._ipt("-X", self.name)]
 
     def create(self, rules: list[Rule]) -> None:
@@ -77,9 +80,9 @@ class Chain:
         """Remove the jumps and the chain; False if there was nothing to remove."""
         if not self.exists():
             return False
-        for argv in self.delete_commands()[: len(self.ifaces)]:
+        for argv in self.delete_commands()[: len(self.jumps)]:
             while run(argv, check=False).returncode == 0:  # a jump inserted twice goes too
                 pass
-        for argv in self.delete_commands()[len(self.ifaces) :]:
+        for argv in self.delete_commands()[len(self.jumps) :]:
             run(argv, check=False)
         return True

@@ -3,7 +3,7 @@
     root 1: htb default 1
       class 1:1  (unshaped: everything else, control traffic)
       class 1:4  (the fault's traffic) -> leaf qdisc 40: (netem, or tbf for a rate limit)
-    u32 filters: control traffic -> 1:1 first, then the fault's match -> 1:4
+    u32 filters: control traffic -> 1:1 first, then the fault's matches -> 1:4
 
 htb and u32 are in every distro kernel (prio is not always built, e.g. here). The tree is
 ours when the root is `htb 1:`; deleting the root qdisc removes the whole tree.
@@ -30,7 +30,8 @@ class ShapingTree:
     dev: str
     leaf: tuple[str, ...]  # e.g. ("tbf", "rate", "1000000bit", ...) or ("netem", "delay", "40ms")
     control: tuple[tuple[str, ...], ...]  # u32 matches sent to the unshaped class
-    match: tuple[str, ...]  # u32 match of the fault's traffic (empty: all IP traffic)
+    # u32 matches of the fault's traffic, one filter each (a peer's address and ports).
+    matches: tuple[tuple[str, ...], ...]
 
     def _tc(self, *args: str) -> list[str]:
         return [*prefix(self.netns), "tc", *args]
@@ -43,7 +44,8 @@ class ShapingTree:
         out.append(self._tc("qdisc", "add", *dev, "parent", "1:4", "handle", "40:", *self.leaf))
         for m in self.control:
             out.append(self._filter("1", m, "1:1"))
-        out.append(self._filter("2", self.match or ("match", "u32", "0", "0"), "1:4"))
+        for m in self.matches or (("match", "u32", "0", "0"),):
+            out.append(self._filter("2", m, "1:4"))
         return out
 
     def _filter(self, pref: str, match: tuple[str, ...], flow: str) -> list[str]:

@@ -1,0 +1,103 @@
+"""The Docker runtime's images, built here from docker/<service>/Dockerfile (no registry).
+
+Each image is FROM scratch with the files its service names (`Service.image_files`): the
+static Go binary, or Envoy's binary with the shared libraries ldd finds. chaoslab assembles
+the build context under .build/images/<service>/ and tags the image with a digest of the
+Dockerfile and every file, `chaoslab/<service>:<digest>` (and `:latest` for compose). An
+image whose tag exists is reused; older chaoslab images of the same service are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chaoslab.errors import PreflightError
+from chaoslab.paths import BUILD, DOCKER_SRC
+from chaoslab.proc import run
+
+if TYPE_CHECKING:
+    from docker.client import DockerClient
+
+    from chaoslab.targets.services import Service
+
+LABEL = "org.chaoslab.image"
+REPOSITORY = "chaoslab"
+
+
+def shared_libraries(binary: Path) -> dict[str, Path]:
+    """The libraries (and the loader) a dynamic binary needs, by absolute path: ldd's view."""
+    res = run(["ldd", str(binary)], check=False)
+    if "not a dynamic executable" in res.stdout + res.stderr:
+        return {}
+    out: dict[str, Path] = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+        if path.startswith("/"):
+            out[path] = Path(path).resolve()
+    if not out:
+        raise PreflightError(
+            f"ldd found no libraries for {binary}:\n{res.stderr.strip()}", "apt-get install libc-bin"
+        )
+    return out
+
+
+def digest(dockerfile: Path, files: dict[str, Path]) -> str:
+    h = hashlib.sha256(dockerfile.read_bytes())
+    for dest in sorted(files):
+        h.update(dest.encode())
+        with files[dest].open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def _context(name: str, dockerfile: Path, files: dict[str, Path]) -> Path:
+    ctx = BUILD / "images" / name
+    shutil.rmtree(ctx, ignore_errors=True)
+    (ctx / "rootfs").mkdir(parents=True)
+    shutil.copy2(dockerfile, ctx / "Dockerfile")
+    for dest, src in files.items():
+        out = ctx / "rootfs" / dest.lstrip("/")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, out)  # same file system: no copy of a 100 MB binary
+        except OSError:
+            shutil.copy2(src, out)
+    return ctx
+
+
+def ensure(client: DockerClient, service: type[Service]) -> str:
+    """The tag of `service`'s image, built now if this exact content has no image yet."""
+    import docker.errors
+
+    name = service.name
+    dockerfile = DOCKER_SRC / name / "Dockerfile"
+    files = service.image_files()
+    tag = f"{REPOSITORY}/{name}:{digest(dockerfile, files)}"
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    ctx = _context(name, dockerfile, files)
+    try:
+        image, _ = client.images.build(path=str(ctx), tag=tag, labels={LABEL: name}, rm=True, forcerm=True)
+    except docker.errors.BuildError as exc:
+        log = "".join(str(x.get("stream", x.get("error", ""))) for x in exc.build_log)[-2000:]
+        raise PreflightError(
+            f"building image {tag} failed: {exc.msg}\n{log}", "see the build log above"
+        ) from exc
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    image.tag(f"{REPOSITORY}/{name}", "latest")
+    for old in client.images.list(filters={"label": f"{LABEL}={name}"}):
+        if old.id != image.id:
+            with contextlib.suppress(docker.errors.APIError):  # still used by a container
+                client.images.remove(old.id)
+    return tag
