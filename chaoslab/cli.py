@@ -51,7 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_probes.add_argument(
         "--programs", action="store_true", help="also print the BPF programs each probe loads"
     )
-    sub.add_parser("build", help="build the Go services, BPF programs and native helpers")
+    p_build = sub.add_parser("build", help="build the Go services, BPF programs and native helpers")
+    p_build.add_argument(
+        "--images", action="store_true", help="also build the Docker runtime's images (needs a Docker engine)"
+    )
+    sub.add_parser(
+        "stack", help="build the images and write the files docker/compose.yaml needs (certificates, config)"
+    )
     args = parser.parse_args(argv)
 
     out = Console(width=None if Console().is_terminal else 132)
@@ -72,6 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for path in build_all():
                 out.print(f"built {path}")
+            if args.images:
+                from chaoslab.targets import containers, images
+
+                for tag in images.ensure_all(containers.client()):
+                    out.print(f"image {tag}")
+            return ExitCode.OK
+        if args.command == "stack":
+            from chaoslab.targets.stack import write
+
+            for line in write():
+                out.print(line, highlight=False)
             return ExitCode.OK
     except ChaoslabError as exc:
         err.print(f"[red]error:[/] {exc.render()}", highlight=False, markup=True)

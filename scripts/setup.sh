@@ -19,6 +19,7 @@ packages=(
   openssl curl ca-certificates
   wrk                                 # bench/: the load for the probe-overhead benchmark
   python3-venv
+  docker.io docker-compose            # the Docker runtime (engine, runc, containerd) and compose
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -49,6 +50,22 @@ if [ ! -e /sys/kernel/tracing/events ]; then
   mount -t tracefs nodev /sys/kernel/tracing
 fi
 
+# The Docker engine, for the Docker runtime: started here when none answers (there may be
+# no init system to start it, as in CI containers and VMs without systemd).
+if ! docker info >/dev/null 2>&1; then
+  echo "setup: starting dockerd (log: /var/log/chaoslab-dockerd.log)"
+  setsid dockerd >/var/log/chaoslab-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  if ! docker info >/dev/null 2>&1; then
+    echo "setup: dockerd did not start; see /var/log/chaoslab-dockerd.log" >&2
+    tail -20 /var/log/chaoslab-dockerd.log >&2
+    exit 1
+  fi
+fi
+
 (cd docker/go-api && go mod download)
-.venv/bin/chaoslab build
+.venv/bin/chaoslab build --images
 echo "setup: done"

@@ -101,3 +101,10 @@ def ensure(client: DockerClient, service: type[Service]) -> str:
             with contextlib.suppress(docker.errors.APIError):  # still used by a container
                 client.images.remove(old.id)
     return tag
+
+
+def ensure_all(client: DockerClient) -> list[str]:
+    """Every service's image tag, each built only if missing."""
+    from chaoslab.targets.services import SERVICES
+
+    return [ensure(client, SERVICES[name]) for name in sorted(SERVICES)]
