@@ -37,28 +37,53 @@ class ScenarioRun:
         return json.loads((self.out / "report.json").read_text())
 
 
-_runs: dict[str, ScenarioRun] = {}
+_runs: dict[tuple[str, str], ScenarioRun] = {}
 
 
-def run_scenario(name: str, base: Path) -> ScenarioRun:
-    """Run tests/scenarios/<name>.yaml once per test session; later callers get the same run."""
-    if name not in _runs:
-        out = base / name
-        res = chaoslab("run", str(SCENARIOS / f"{name}.yaml"), "--out", str(out))
-        _runs[name] = ScenarioRun(res.returncode, res.stdout, res.stderr, out)
-    return _runs[name]
+def run_scenario(name: str, base: Path, runtime: str = "") -> ScenarioRun:
+    """Run tests/scenarios/<name>.yaml once per test session and runtime (default: the
+    scenario's own); later callers get the same run."""
+    if (name, runtime) not in _runs:
+        out = base / f"{name}-{runtime or 'default'}"
+        args = ("--runtime", runtime) if runtime else ()
+        res = chaoslab("run", str(SCENARIOS / f"{name}.yaml"), *args, "--out", str(out))
+        _runs[(name, runtime)] = ScenarioRun(res.returncode, res.stdout, res.stderr, out)
+    return _runs[(name, runtime)]
 
 
 @pytest.fixture
-def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ScenarioRun]:
+def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., ScenarioRun]:
     base = tmp_path_factory.getbasetemp() / "scenario-runs"
-    return lambda name: run_scenario(name, base)
+    return lambda name, runtime="": run_scenario(name, base, runtime)
 
 
 @pytest.fixture
 def root() -> None:
     if os.geteuid() != 0:
         pytest.fail("privileged tests need root: run them as root (CI does)")
+
+
+def docker_listed(journal_path: Path) -> list[str]:
+    """What `docker ps -a` and `docker network ls` show of the run of a journal (its network's
+    name, chaoslab-<short id>, starts every name of the run)."""
+    lines = [json.loads(line) for line in journal_path.read_text().splitlines()]
+    [network] = [e["data"]["name"] for e in lines if e.get("kind") == "docker_network"]
+    out = []
+    ps = ["docker", "ps", "-a", "--format", "{{.Names}}"]
+    for argv in (ps, ["docker", "network", "ls", "--format", "{{.Name}}"]):
+        res = subprocess.run(argv, capture_output=True, text=True, check=True)
+        out += [name for name in res.stdout.split() if name.startswith(network)]
+    return out
+
+
+@pytest.fixture
+def docker_engine(root: None) -> None:
+    """A Docker engine that answers (the set-up script installs and starts one)."""
+    from chaoslab.targets.containers import unavailable
+
+    why = unavailable()
+    if why is not None:
+        pytest.fail(f"the Docker runtime's tests need a Docker engine: {why} (run scripts/setup.sh)")
 
 
 @pytest.fixture

@@ -69,9 +69,11 @@ def test_bad_scenario_exits_2_and_touches_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def start_run(tmp_path: Path, scenario: Path = SCENARIOS / "long_fault.yaml") -> subprocess.Popen[str]:
+def start_run(
+    tmp_path: Path, scenario: Path = SCENARIOS / "long_fault.yaml", *args: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "chaoslab", "run", str(scenario), "--out", str(tmp_path)],
+        [sys.executable, "-m", "chaoslab", "run", str(scenario), *args, "--out", str(tmp_path)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

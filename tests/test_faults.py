@@ -20,7 +20,7 @@ from chaoslab.scenario import parse_scenario
 from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.cgroup import Cgroup, CpuLimit, cpu_dir, read_cpu_limit, write_cpu_limit
 from chaoslab.targets.services import SERVICES
-from tests.conftest import SCENARIOS, ScenarioRun, chaoslab
+from tests.conftest import SCENARIOS, ScenarioRun, chaoslab, docker_listed
 from tests.test_e2e import start_run, wait_for_fault
 
 pytestmark = [pytest.mark.privileged, pytest.mark.e2e, pytest.mark.usefixtures("clean_machine")]
@@ -193,22 +193,40 @@ def target_tracer(pid: int) -> int:
     return 0
 
 
+RUNTIMES = ["local", "docker"]
+
+
+def on_runtime(request: pytest.FixtureRequest, runtime: str) -> tuple[str, ...]:
+    """The `chaoslab run` arguments for `runtime`, after checking that it can run here."""
+    if runtime == "docker":
+        request.getfixturevalue("docker_engine")
+    return ("--runtime", runtime)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("kind", sorted(FAULTS))
-def test_sigterm_mid_fault_leaves_nothing_applied(tmp_path: Path, kind: str) -> None:
+def test_sigterm_mid_fault_leaves_nothing_applied(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, runtime: str
+) -> None:
     out = tmp_path / "out"
-    p = start_run(out, long_run(tmp_path, kind))
+    p = start_run(out, long_run(tmp_path, kind), *on_runtime(request, runtime))
     wait_for_fault(out, p)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err[-3000:]
     assert journal.pending(out / "journal.jsonl") == []
     assert f"{kind}" in (out / "journal.jsonl").read_text()
+    if runtime == "docker":
+        assert docker_listed(out / "journal.jsonl") == []
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("kind", sorted(FAULTS))
-def test_sigkill_mid_fault_then_recover_twice(tmp_path: Path, kind: str) -> None:
+def test_sigkill_mid_fault_then_recover_twice(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, runtime: str
+) -> None:
     out = tmp_path / "out"
-    p = start_run(out, long_run(tmp_path, kind))
+    p = start_run(out, long_run(tmp_path, kind), *on_runtime(request, runtime))
     record = wait_for_fault(out, p)
     p.kill()
     p.communicate(timeout=30)
@@ -230,6 +248,8 @@ def test_sigkill_mid_fault_then_recover_twice(tmp_path: Path, kind: str) -> None
         assert "removed iptables chain" in first.stdout
     if kind == "process":
         assert "thawed" in first.stdout
+    if runtime == "docker":  # the engine kept the containers running: recover removes them
+        assert "removed container" in first.stdout and "removed Docker network" in first.stdout
     assert leftovers() == []
     second = chaoslab("recover")
     assert second.returncode == 0 and "nothing to recover" in second.stdout

@@ -30,6 +30,19 @@ def version() -> int:
     )
 
 
+def membership(text: str, v2: bool) -> list[Path]:
+    """The directories of a /proc/<pid>/cgroup text: v2's unified one, or one per v1 controller
+    chaoslab uses (in V1_CONTROLLERS order; a line may name several, as in `cpu,cpuacct`)."""
+    found: dict[str, Path] = {}
+    for line in text.splitlines():
+        _, controllers, rel = line.split(":", 2)
+        if v2 and controllers == "":
+            found[""] = ROOT / rel.lstrip("/")
+        elif not v2:
+            found |= {c: ROOT / c / rel.lstrip("/") for c in controllers.split(",") if c in V1_CONTROLLERS}
+    return [found[c] for c in ("", *V1_CONTROLLERS) if c in found]
+
+
 @dataclass(frozen=True)
 class Cgroup:
     name: str
@@ -56,17 +69,7 @@ class Cgroup:
     @classmethod
     def of_process(cls, pid: int, name: str) -> Cgroup:
         """The cgroup a process is in (a container's, made by its engine), on either layout."""
-        v2 = version() == 2
-        found: dict[str, Path] = {}
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            _, controllers, rel = line.split(":", 2)
-            if v2 and controllers == "":
-                found[""] = ROOT / rel.lstrip("/")
-            elif not v2:
-                found |= {
-                    c: ROOT / c / rel.lstrip("/") for c in controllers.split(",") if c in V1_CONTROLLERS
-                }
-        dirs = [found[c] for c in ("", *V1_CONTROLLERS) if c in found]
+        dirs = membership(Path(f"/proc/{pid}/cgroup").read_text(), version() == 2)
         if not dirs:
             raise TargetError(f"process {pid} is in no cgroup chaoslab can use", f"see /proc/{pid}/cgroup")
         return cls(name, tuple(d for d in dirs if d.is_dir()))
