@@ -35,7 +35,13 @@ VERDICTS = [
     ("short_control", "control", ("no-change", None, None)),
     ("mixed", "delay", ("absorbed", "network", "api")),
 ]
-NO_DOCKER = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+
+
+def run_without_docker(scenario: str, runtime: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """`chaoslab run` with the Docker client pointed at a socket where no engine answers."""
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    path = str(SCENARIOS / f"{scenario}.yaml")
+    return chaoslab("run", path, "--runtime", runtime, "--out", str(out), env=env)
 
 
 def verdict(r: dict, phase: str) -> tuple[str, str | None, str | None]:
@@ -114,8 +120,7 @@ def test_killed_container_is_restarted_and_probes_follow(scenario_run: Callable[
 @pytest.mark.privileged
 @pytest.mark.usefixtures("clean_machine")
 def test_docker_missing_is_a_preflight_error_and_nothing_is_applied(tmp_path: Path) -> None:
-    scenario = str(SCENARIOS / "short_entropy.yaml")
-    res = chaoslab("run", scenario, "--runtime", "docker", "--out", str(tmp_path), env=NO_DOCKER)
+    res = run_without_docker("short_entropy", "docker", tmp_path)
     assert res.returncode == 3, res.stderr[-3000:]
     assert "Docker is not reachable" in res.stderr and "runtime: local" in res.stderr
     assert journal.pending(tmp_path / "journal.jsonl") == []
@@ -126,8 +131,7 @@ def test_docker_missing_is_a_preflight_error_and_nothing_is_applied(tmp_path: Pa
 @pytest.mark.e2e
 @pytest.mark.usefixtures("clean_machine")
 def test_auto_falls_back_to_the_local_runtime_with_a_notice(tmp_path: Path) -> None:
-    scenario = str(SCENARIOS / "short_control.yaml")
-    res = chaoslab("run", scenario, "--runtime", "auto", "--out", str(tmp_path), env=NO_DOCKER)
+    res = run_without_docker("short_control", "auto", tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "runtime auto: Docker is not available" in res.stderr
     assert "using the local runtime" in res.stderr

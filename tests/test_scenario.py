@@ -131,6 +131,14 @@ def test_expect_status_value() -> None:
     assert s.expect[1].status is Status.NO_CHANGE
 
 
+def test_runtime_choice() -> None:
+    assert parse_scenario(GOOD).runtime == "local"
+    assert parse_scenario("runtime: docker\n" + GOOD).runtime == "docker"
+    assert parse_scenario("runtime: auto\n" + GOOD).runtime == "auto"
+    [found] = problems("runtime: kubernetes\n" + GOOD)
+    assert found.startswith("runtime: ") and "docker" in found and "local" in found
+
+
 def test_invalid_yaml_names_the_line() -> None:
     found = problems("name: x\ntargets: {api: {service: go-api}\n")
     assert found[0].startswith("line 3, column 1: not valid YAML")
