@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from chaoslab.analysis.attribution import MIN_ADDED_S
 from chaoslab.layers import Layer
 from tests.conftest import ScenarioRun
 
@@ -53,7 +54,12 @@ def test_control_names_no_layer(scenario_run: Callable[[str], ScenarioRun]) -> N
     assert res.returncode == 0, res.stderr[-3000:]
     [v] = res.report["verdicts"]
     assert (v["status"], v["layer"]) == ("no-change", None), v["reason"]
-    assert not any(c["significant"] and c["explained"] >= 0.5 for c in v["contributions"])
+    # With thousands of samples a layer can drift by a fraction of a millisecond significantly,
+    # and that can be a large share of a client drift that is itself below the threshold: no
+    # layer may move by as much as a verdict counts as a change.
+    floor_ms = MIN_ADDED_S * 1000
+    assert not any(c["significant"] and c["added_ms"] >= floor_ms for c in v["contributions"]), v
+    assert abs(v["client_added_p50_ms"]) < floor_ms
 
 
 def test_matrix_covers_every_fault_kind_but_kill_and_every_probed_layer_of_them() -> None:
