@@ -45,28 +45,25 @@ def _undo_fault(e: Entry) -> list[str]:
     return cls.recover(e.data) if cls else [f"unknown fault kind {kind!r} in journal: left as is"]
 
 
-def _undo_container(e: Entry) -> list[str]:
+def _undo_docker(e: Entry) -> list[str]:
+    """A container or a Docker network of the run, removed by name."""
     from chaoslab.targets import containers
 
-    if containers.unavailable() is not None:
-        return [f"container {e.data.get('name')}: Docker is not reachable, left as is"]
+    what, remove = {
+        "container": ("container", containers.remove_container),
+        "docker_network": ("Docker network", containers.remove_network),
+    }[e.kind]
     name = str(e.data.get("name"))
-    return [f"removed container {name}"] if containers.remove_container(containers.client(), name) else []
-
-
-def _undo_docker_network(e: Entry) -> list[str]:
-    from chaoslab.targets import containers
-
-    if containers.unavailable() is not None:
-        return [f"Docker network {e.data.get('name')}: Docker is not reachable, left as is"]
-    name = str(e.data.get("name"))
-    return [f"removed Docker network {name}"] if containers.remove_network(containers.client(), name) else []
+    engine = containers.reachable()
+    if engine is None:
+        return [f"{what} {name}: Docker is not reachable, left as is"]
+    return [f"removed {what} {name}"] if remove(engine, name) else []
 
 
 UNDO: dict[str, Callable[[Entry], list[str]]] = {
     "process": _undo_process,
-    "container": _undo_container,
-    "docker_network": _undo_docker_network,
+    "container": _undo_docker,
+    "docker_network": _undo_docker,
     "cgroup": _undo_cgroup,
     "netns": _undo_netns,
     "fault": _undo_fault,

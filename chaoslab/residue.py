@@ -75,9 +75,10 @@ def _docker() -> list[str]:
     """Containers (any state) and networks labelled with a chaoslab run; none without Docker."""
     from chaoslab.targets import containers
 
-    if containers.unavailable() is not None:
+    engine = containers.reachable()
+    if engine is None:
         return []
-    found, networks = containers.labelled(containers.client())
+    found, networks = containers.labelled(engine)
     return [f"container {c.name} ({c.status})" for c in found] + [
         f"Docker network {n.name}" for n in networks
     ]

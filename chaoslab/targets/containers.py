@@ -82,6 +82,14 @@ def unavailable() -> str | None:
     return None
 
 
+def reachable() -> DockerClient | None:
+    """A client when an engine answers, None otherwise (recover and the residue check)."""
+    try:
+        return client()
+    except PreflightError:
+        return None
+
+
 class ContainerProcess:
     """A container's main process, held like a Popen: host PID, poll, signal, wait.
 
@@ -334,10 +342,11 @@ def labelled(engine: DockerClient) -> tuple[list[Any], list[Any]]:
 
 def sweep(live_runs: set[str]) -> list[str]:
     """Remove containers and networks of runs that are not alive (for `chaoslab recover`)."""
-    if unavailable() is not None:
+    engine = reachable()
+    if engine is None:
         return []
     done = []
-    containers, networks = labelled(client())
+    containers, networks = labelled(engine)
     for c in containers:
         if c.labels.get(LABEL_RUN) not in live_runs:
             c.remove(force=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -47,13 +48,37 @@ def shared_libraries(binary: Path) -> dict[str, Path]:
     return out
 
 
+HASHES = BUILD / "images" / "hashes.json"  # file identity (device, inode, size, mtime) -> sha256
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file, read again only when its identity changed (Envoy's binary is 110 MB,
+    and every Docker run checks its images at preflight)."""
+    st = path.stat()
+    key = f"{path.resolve()}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    try:
+        known = json.loads(HASHES.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        known = {k: v for k, v in known.items() if not k.startswith(f"{path.resolve()}:")}
+        known[key] = h.hexdigest()
+        HASHES.parent.mkdir(parents=True, exist_ok=True)
+        tmp = HASHES.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(HASHES)
+    return str(known[key])
+
+
 def digest(dockerfile: Path, files: dict[str, Path]) -> str:
     h = hashlib.sha256(dockerfile.read_bytes())
     for dest in sorted(files):
         h.update(dest.encode())
-        with files[dest].open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
+        h.update(file_hash(files[dest]).encode())
     return h.hexdigest()[:12]
 
 

@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Protocol
 
 from chaoslab.context import RunContext
-from chaoslab.scenario.model import RUNTIMES, Scenario
+from chaoslab.scenario.model import Scenario
 from chaoslab.targets import containers, local
 from chaoslab.targets.base import RunningTarget
-
-__all__ = ["RUNTIMES", "Runtime", "plan_targets", "resolve", "runtime_for"]
 
 
 class Runtime(Protocol):
