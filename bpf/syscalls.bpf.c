@@ -28,6 +28,7 @@
 #include "chaoslab_task.bpf.h"
 
 #define HOLD_WINDOW_NS 50000ULL
+#define M_HOLD 1100 /* a hold that joined no syscall of the layer (syscall metrics: nr + 1) */
 #define SIGTRAP 5
 #define SYSCALL_STOP (SIGTRAP | 0x80)
 #define NR_RT_SIGRETURN 15
@@ -64,6 +65,14 @@ struct {
 	__type(value, struct thread);
 } threads SEC(".maps");
 
+/* Syscalls in which a thread waits for work (filled in by chaoslab): outside the layer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} waits SEC(".maps");
+
 static __always_inline void flush(struct thread *th)
 {
 	if (th->done_nr >= 0)
@@ -95,8 +104,14 @@ int sys_enter(struct sys_enter_ctx *ctx)
 	th->nr = (__s32)ctx->id;
 	if (ctx->id == NR_RT_SIGRETURN)
 		return 0; /* the hold waits for the call after the handler */
-	if (th->hold && now - th->hold_end <= HOLD_WINDOW_NS)
-		th->enter = now - th->hold;
+	if (th->hold) {
+		__u32 nr = (__u32)ctx->id;
+
+		if (now - th->hold_end <= HOLD_WINDOW_NS && !bpf_map_lookup_elem(&waits, &nr))
+			th->enter = now - th->hold;
+		else /* the held goroutine was preempted, or the next call is a wait: keep the hold */
+			hist_record_metric(th->target, M_HOLD, th->hold);
+	}
 	th->hold = 0;
 	return 0;
 }

@@ -62,7 +62,7 @@ struct sock {
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
 
-enum { M_INBOUND = 1, M_OUTBOUND = 2, M_CONNECT = 3, M_RETRANSMIT = 4 };
+enum { M_INBOUND = 1, M_OUTBOUND = 2, M_CONNECT = 3, M_RETRANSMIT = 4, M_FROM_TARGET = 5 };
 
 struct set_state_ctx {
 	__u64 common;
@@ -181,16 +181,17 @@ static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const _
 	return owner_ip(ipv4_of(family, v4, v6));
 }
 
-/* Record a duration for whichever ends of `f` are targets. */
+/* Record a duration for whichever ends of `f` are targets. A turn between two targets
+ * belongs to its sender; the receiver keeps it as `from a target`, outside its layer's
+ * time, so a delay on the link between them is counted once and not at both ends. */
 static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 dst_metric, __u64 ns)
 {
-	__u32 *t = owner_ip(f->src);
+	__u32 *src = owner_ip(f->src), *dst = owner_ip(f->dst);
 
-	if (t)
-		hist_record_metric(*t, src_metric, ns);
-	t = owner_ip(f->dst);
-	if (t)
-		hist_record_metric(*t, dst_metric, ns);
+	if (src)
+		hist_record_metric(*src, src_metric, ns);
+	if (dst)
+		hist_record_metric(*dst, src ? M_FROM_TARGET : dst_metric, ns);
 }
 
 /* The flow of a socket as (local, remote); 0 when it is neither IPv4 nor v4-mapped. */

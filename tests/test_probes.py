@@ -16,7 +16,8 @@ from chaoslab.gobinary import read_elf
 from chaoslab.layers import Layer
 from chaoslab.probes import PROBES
 from chaoslab.probes.gofunc import GoFunctionProbe
-from chaoslab.probes.syscalls import WAITS, SyscallProbe, syscall_table
+from chaoslab.probes.network import FROM_TARGET, NetworkProbe
+from chaoslab.probes.syscalls import HOLD, WAITS, SyscallProbe, syscall_table
 from tests.conftest import REPO, chaoslab
 
 pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("clean_machine")]
@@ -57,6 +58,14 @@ def test_syscall_names_and_waits() -> None:
     assert probe.metric_name(2) == "write" and probe.in_layer(2)
     assert not probe.in_layer(203)  # futex: a thread waiting for work is not on a request's path
     assert {"epoll_pwait", "futex"} <= WAITS
+    # a hold that joined no syscall of the layer is still the layer's time
+    assert probe.metric_name(HOLD) == "tracer hold" and probe.in_layer(HOLD)
+
+
+def test_a_turn_between_targets_counts_once_at_its_sender() -> None:
+    probe = NetworkProbe()
+    assert probe.in_layer(2) and probe.in_layer(1)  # outbound; inbound from outside the run's targets
+    assert not probe.in_layer(FROM_TARGET) and probe.metric_name(FROM_TARGET) == "inbound from a target"
 
 
 def test_overhead_benchmark_runs_and_prints_its_ratios() -> None:

@@ -13,6 +13,7 @@ from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.health import CONTROL_MASK, CONTROL_PORT
 
 RETRANSMIT = 4
+FROM_TARGET = 5  # a turn sent by another target: that target's outbound, not counted twice
 
 
 class NetworkProbe(Probe):
@@ -28,6 +29,7 @@ class NetworkProbe(Probe):
         2: "outbound",
         3: "connect",
         RETRANSMIT: "retransmit (count)",
+        FROM_TARGET: "inbound from a target",
     }
 
     @classmethod
@@ -47,4 +49,4 @@ class NetworkProbe(Probe):
         obj.attach_all()
 
     def in_layer(self, metric: int) -> bool:
-        return metric != RETRANSMIT
+        return metric not in (RETRANSMIT, FROM_TARGET)

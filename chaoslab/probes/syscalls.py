@@ -43,6 +43,12 @@ WAITS = frozenset(
 )
 
 
+# A tracer hold that joined no syscall of the layer (bpf/syscalls.bpf.c M_HOLD): the held
+# goroutine was preempted by its runtime's signal and the thread went on to wait, or to run
+# other code first. It is still time a syscall fault held the thread: in the layer.
+HOLD = 1100
+
+
 @lru_cache(maxsize=1)
 def syscall_table() -> dict[int, str]:
     """x86-64 syscall numbers from the libc headers (Debian linux-libc-dev)."""
@@ -67,9 +73,14 @@ class SyscallProbe(Probe):
         return True
 
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
+        for nr, name in syscall_table().items():
+            if name in WAITS:
+                obj.update_u32("waits", nr, 1)
         obj.attach_all()
 
     def metric_name(self, metric: int) -> str:
+        if metric == HOLD:
+            return "tracer hold"
         return syscall_table().get(metric - 1, f"syscall {metric - 1}")
 
     def in_layer(self, metric: int) -> bool:
