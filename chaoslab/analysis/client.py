@@ -17,7 +17,9 @@ from chaoslab.report.model import ClientRow, GeneratorRecord, SecondRow
 # A Locust process at this share of a core is saturated: its Python code (every user's, on one
 # gevent loop) shares one interpreter lock, so it cannot use a second core.
 SATURATED_CPU = 0.9
-SATURATED_LATE = 0.01  # ... as is one that sent this share of a phase's requests late while idle
+SATURATED_LATE = 0.05  # ... as is one that sent this share of a phase's requests late while idle
+# (a few late wake-ups of a busy virtual machine are counted per row as generator_late, but do
+# not fail the run: 6 of 400 late sends at 0.15 cores did, on this kind of machine)
 MIN_LATE = 5
 
 
