@@ -35,6 +35,10 @@ class TargetError(ChaoslabError):
     """A target failed to start, became unhealthy or could not be torn down."""
 
 
+class CommandError(ChaoslabError):
+    """A system command (ip, tc, iptables, openssl...) failed: the command, its stderr, a hint."""
+
+
 class FaultError(ChaoslabError):
     """A fault could not be applied or reverted."""
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from chaoslab.errors import PreflightError
+from chaoslab.proc import run
 
 _SHT_SYMTAB = 2
 _STT_FUNC = 2
@@ -117,11 +117,13 @@ def runtime_address(pid: int, path: Path, vaddr: int) -> int:
     if not elf.is_pie:
         return vaddr
     offset = elf.file_offset(vaddr)
-    # maps names the file as the process sees it: inside a container, its own path there.
-    names = {str(path.resolve()), os.readlink(f"/proc/{pid}/exe")}
+    # The mapping of that file, by device and inode: its name in maps depends on the mount
+    # namespace it is read from (a container's path, a chroot's).
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         parts = line.split()
-        if len(parts) >= 6 and parts[5] in names:
+        if len(parts) >= 6 and parts[4] == str(st.st_ino) and parts[3] == dev:
             start, _end = (int(x, 16) for x in parts[0].split("-"))
             map_off = int(parts[2], 16)
             if map_off == 0:
@@ -135,7 +137,7 @@ def _instructions(path: Path, start: int, end: int) -> list[tuple[int, str]]:
         raise PreflightError(
             "objdump is missing (needed to find instruction boundaries)", "apt-get install binutils"
         )
-    out = subprocess.run(
+    out = run(
         [
             objdump,
             "-d",
@@ -143,10 +145,7 @@ def _instructions(path: Path, start: int, end: int) -> list[tuple[int, str]]:
             f"--start-address={start:#x}",
             f"--stop-address={end:#x}",
             str(path),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+        ]
     ).stdout
     insns = []
     for line in out.splitlines():

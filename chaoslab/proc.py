@@ -65,17 +65,62 @@ def kill_if_same(pid: int, started: int | None, wait: float = KILL_WAIT) -> bool
     return True
 
 
-def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=check, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+# What a failed system command usually means, and what to do: (all of these substrings of
+# the command line and its error output, hint). The first match wins.
+HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("type veth", "Unknown device type"),
+        "the kernel has no veth driver and cannot load it: `modprobe veth` (a kernel built without "
+        "CONFIG_VETH cannot run the local runtime; use runtime: docker)",
+    ),
+    (("Unknown device type",), "a kernel module is missing: load it with modprobe (veth, bridge, ifb...)"),
+    (
+        ("netem",),
+        "the kernel has no sch_netem: `modprobe sch_netem` (chaoslab falls back when it cannot load)",
+    ),
+    (
+        ("iptables", "can't initialize"),
+        "netfilter is missing: `modprobe ip_tables iptable_filter`, or use iptables-nft",
+    ),
+    (("File exists",), "something of an earlier run is still there: run `chaoslab recover`"),
+    (("Operation not permitted",), "run chaoslab as root"),
+    (("Permission denied",), "run chaoslab as root"),
+)
 
 
-def must(argv: list[str]) -> str:
+def hint_for(argv: list[str], stderr: str) -> str:
+    text = " ".join(argv) + "\n" + stderr
+    return next(
+        (hint for needles, hint in HINTS if all(n in text for n in needles)), "see the command's error above"
+    )
+
+
+def run(argv: list[str], check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a system command (`stdin`: text to feed it); with `check`, a failure is a CommandError
+    naming the command, its exit code and stderr, with a hint (exit 3, never a traceback)."""
+    from chaoslab.errors import CommandError
+
+    feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    try:
+        res = subprocess.run(argv, check=False, capture_output=True, text=True, **feed)
+    except OSError as exc:  # the tool itself is missing or not executable
+        raise CommandError(
+            f"`{argv[0]}` cannot be run: {exc.strerror}", "install it (scripts/setup.sh)"
+        ) from exc
+    if check and res.returncode != 0:
+        err = res.stderr.strip() or res.stdout.strip() or "no output"
+        raise CommandError(f"`{' '.join(argv)}` failed (exit {res.returncode}): {err}", hint_for(argv, err))
+    return res
+
+
+def must(argv: list[str], stdin: str | None = None) -> str:
     """Run a fault command; a failure raises FaultError carrying the command and its stderr."""
     from chaoslab.errors import FaultError
 
-    res = run(argv, check=False)
+    res = run(argv, check=False, stdin=stdin)
     if res.returncode != 0:
-        raise FaultError(f"`{' '.join(argv)}` failed: {res.stderr.strip() or f'exit {res.returncode}'}")
+        err = res.stderr.strip() or f"exit {res.returncode}"
+        raise FaultError(f"`{' '.join(argv)}` failed: {err}", hint_for(argv, err))
     return res.stdout
 
 

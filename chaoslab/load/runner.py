@@ -28,7 +28,8 @@ from chaoslab.scenario.load import MAX_RATE
 from chaoslab.scenario.model import LoadSpec, Model
 from chaoslab.targets.base import RunningTarget
 
-READY_TIMEOUT = 60.0
+READY_TIMEOUT = 60.0  # for every user to connect, from the first ready one
+STARTUP_TIMEOUT = 300.0  # for Locust to start and its first user to connect
 CPU_SAMPLE = 0.5  # seconds between samples of the generator's CPU time
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -174,8 +175,13 @@ class LoadRunner:
         load = self.spec
         # Open: every user connected. Closed: a user per worker (the rest spawn at spawn_rate).
         needed = load.concurrency if load.model is Model.OPEN else load.workers
-        deadline = time.monotonic() + READY_TIMEOUT
+        # Locust's own start (imports, gevent) can take tens of seconds on a slow or emulated
+        # machine: the users' connections are timed from the first user that is ready.
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        first = False
         while (ready := self._ready()) < needed:
+            if ready and not first:
+                first, deadline = True, time.monotonic() + READY_TIMEOUT
             for p, _ in self._procs:
                 if p.poll() is not None:
                     raise TargetError(
@@ -184,7 +190,8 @@ class LoadRunner:
                     )
             if time.monotonic() > deadline:
                 raise TargetError(
-                    f"Locust connected {ready} of {needed} users to the targets in {READY_TIMEOUT:.0f}s",
+                    f"Locust connected {ready} of {needed} users to the targets in "
+                    f"{READY_TIMEOUT if first else STARTUP_TIMEOUT:.0f}s",
                     f"see the locust-*.log files in {self.ctx.work_dir}",
                 )
             time.sleep(0.05)

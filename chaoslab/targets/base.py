@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +74,11 @@ class RunningTarget:
     def exe(self) -> Path:
         if self.proc is None and self.binary is not None:
             return self.binary
-        if self.in_container:  # the link names a path inside the container's file system
-            return Path(f"/proc/{self.pid}/root") / os.readlink(f"/proc/{self.pid}/exe").lstrip("/")
+        if self.in_container:
+            # The link's text names the file as seen from another mount namespace (the
+            # container's, or an outer root when chaoslab runs in a chroot or a container of
+            # its own); the magic link itself opens and uprobes the right file anywhere.
+            return Path(f"/proc/{self.pid}/exe")
         return Path(f"/proc/{self.pid}/exe").resolve()
 
     def alive(self) -> bool:

@@ -11,10 +11,15 @@ Deleting a namespace deletes the veth ends inside it and with them their peers.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import os
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from chaoslab.errors import PreflightError
 from chaoslab.proc import run
@@ -22,6 +27,8 @@ from chaoslab.proc import run
 NETNS_DIR = Path("/run/netns")
 HOST_NET = "10.231"
 PEER_NET = "10.232"
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def preflight() -> None:
@@ -109,3 +116,40 @@ def create_peer_link(ns_a: str, a: Link) -> None:
 def enter_argv(ns: str) -> list[str]:
     """Prefix that runs a command inside the namespace (same mount namespace, unlike `ip netns exec`)."""
     return ["nsenter", f"--net={NETNS_DIR / ns}", "--"]
+
+
+def _enter(ns: str) -> None:
+    fd = os.open(NETNS_DIR / ns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def call_in(ns: str | None, fn: Callable[[], T], timeout: float = 60.0) -> T:
+    """`fn()` inside network namespace `ns` (None: here), without a child process: in a
+    thread of its own, since entering a namespace changes the calling thread only. Files
+    of the namespace are under /proc/thread-self/net."""
+    if ns is None:
+        return fn()
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            _enter(ns)
+            out.append(fn())
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    t = threading.Thread(target=work, name=f"netns {ns}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if errors:
+        raise errors[0]
+    if not out:
+        raise TimeoutError(f"no answer from namespace {ns} in {timeout:g}s")
+    return out[0]
