@@ -7,7 +7,8 @@
  *    out while still runnable, i.e. preempted or yielding) until it is switched in.
  *    A thread of a CFS-throttled cgroup stays runnable while the group waits for its
  *    next period, so throttling shows here as run-queue time.
- *  2 frozen: a cgroup-freezer stop (TASK_FROZEN), counted once per freeze of the
+ *  2 frozen: a cgroup-freezer stop (v1: TASK_FROZEN; v2: asleep in the freezer's trap,
+ *    JOBCTL_TRAP_FREEZE), counted once per freeze of the
  *    target (from its first thread frozen to its first thread thawed), not once per
  *    thread: a paused process is one stall, whatever its thread count. Each freeze
  *    is also kept in `stalls` (start, end), because a process-wide stall delays every
@@ -234,7 +235,8 @@ int switch_(struct bpf_raw_tracepoint_args *ctx)
 		tid = BPF_CORE_READ(prev, pid);
 		if (preempt || state == TASK_RUNNING)
 			enqueue(*prev_target, tid, now);
-		else if (state & TASK_FROZEN)
+		else if ((state & TASK_FROZEN) ||
+			 ((state & TASK_INTERRUPTIBLE) && (BPF_CORE_READ(prev, jobctl) & JOBCTL_TRAP_FREEZE)))
 			freeze_begin(*prev_target, tid, now);
 		update_stall(*prev_target, now);
 	}

@@ -34,6 +34,20 @@ def _undo_cgroup(e: Entry) -> list[str]:
     return [f"removed cgroup {e.data.get('name')}"]
 
 
+def _undo_controllers(e: Entry) -> list[str]:
+    from chaoslab.targets.local import restore_controllers
+
+    parent = Path(str(e.data.get("parent")))
+    raw = e.data.get("enabled")
+    enabled = [str(c) for c in raw] if isinstance(raw, list) else []
+    try:
+        still = (parent / "cgroup.subtree_control").read_text().split()
+    except OSError:
+        return []
+    enabled = [c for c in enabled if c in still]
+    return [restore_controllers(parent, enabled)] if enabled else []
+
+
 def _undo_netns(e: Entry) -> list[str]:
     name = str(e.data.get("name"))
     return [f"deleted network namespace {name}"] if netns.delete(name) else []
@@ -65,6 +79,7 @@ UNDO: dict[str, Callable[[Entry], list[str]]] = {
     "container": _undo_docker,
     "docker_network": _undo_docker,
     "cgroup": _undo_cgroup,
+    "cgroup_controllers": _undo_controllers,
     "netns": _undo_netns,
     "fault": _undo_fault,
 }
@@ -75,7 +90,15 @@ def recover_journal(path: Path) -> list[str]:
     entries = pending(path)
     # Faults first (they act on live targets), then processes and containers, cgroups,
     # namespaces, and the containers' network last.
-    order = {"fault": 0, "process": 1, "container": 1, "cgroup": 2, "netns": 3, "docker_network": 4}
+    order = {
+        "fault": 0,
+        "process": 1,
+        "container": 1,
+        "cgroup": 2,
+        "cgroup_controllers": 3,
+        "netns": 3,
+        "docker_network": 4,
+    }
     for e in sorted(entries, key=lambda e: (order.get(e.kind, 9), -e.seq)):
         undo = UNDO.get(e.kind)
         done += undo(e) if undo else [f"unknown journal entry {e.kind!r}: left as is"]

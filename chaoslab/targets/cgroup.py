@@ -18,6 +18,9 @@ from chaoslab.errors import PreflightError, TargetError
 
 ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("cpu", "cpuacct", "freezer", "pids")
+# The v2 controllers chaoslab's cgroups need: cpu (cpu.max for the CPU limit, cpu.stat's
+# throttling counters for the probe and its check). Freezing (cgroup.freeze) is core.
+V2_CONTROLLERS = ("cpu",)
 
 
 def version() -> int:
@@ -28,6 +31,43 @@ def version() -> int:
     raise PreflightError(
         "no cgroup hierarchy found under /sys/fs/cgroup", "mount cgroup v2 or the v1 cpu controller"
     )
+
+
+def missing_controllers(parent: Path = ROOT) -> list[str]:
+    """The v2 controllers chaoslab needs that `parent` does not enable for its children.
+
+    A minimal host (no systemd, a container host, a fresh VM) often enables nothing in the
+    root's cgroup.subtree_control, so a child cgroup has no cpu.max. Raises when the kernel
+    does not offer a controller at all.
+    """
+    offered = (parent / "cgroup.controllers").read_text().split()
+    enabled = (parent / "cgroup.subtree_control").read_text().split()
+    absent = [c for c in V2_CONTROLLERS if c not in offered]
+    if absent:
+        raise PreflightError(
+            f"the kernel offers no {', '.join(absent)} controller in {parent} (cgroup.controllers: "
+            f"{' '.join(offered) or 'none'})",
+            "boot with the cpu controller on cgroup v2, or give chaoslab a delegated subtree that has it",
+        )
+    return [c for c in V2_CONTROLLERS if c not in enabled]
+
+
+def set_subtree_control(parent: Path, controllers: list[str], enable: bool) -> None:
+    """Enable (or disable) controllers for the children of a v2 cgroup."""
+    sign = "+" if enable else "-"
+    path = parent / "cgroup.subtree_control"
+    try:
+        path.write_text(" ".join(f"{sign}{c}" for c in controllers) + "\n")
+    except OSError as exc:
+        raise TargetError(
+            f"cannot write {' '.join(sign + c for c in controllers)} to {path}: {exc.strerror}",
+            "a v2 parent with processes of its own cannot enable controllers (no internal processes): "
+            "run chaoslab as root on the host's cgroup root, or delegate it a subtree with +cpu",
+        ) from exc
+
+
+def children(parent: Path = ROOT, prefix: str = "chaoslab-") -> list[Path]:
+    return [d for d in parent.iterdir() if d.is_dir() and d.name.startswith(prefix)]
 
 
 def membership(text: str, v2: bool) -> list[Path]:

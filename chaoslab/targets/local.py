@@ -15,7 +15,7 @@ from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
 from chaoslab.scenario.model import Scenario, TargetSpec
-from chaoslab.targets import certs, netns
+from chaoslab.targets import certs, cgroup, netns
 from chaoslab.targets.base import HOST, RunningTarget
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.health import wait_healthy
@@ -117,6 +117,7 @@ class LocalRuntime:
         tls = certs.make(
             ctx.work_dir / "certs", sorted({lk.local_ip for d in links.values() for lk in d.values()})
         )
+        self._enable_controllers(stack)
 
         running: dict[str, RunningTarget] = {}
         for t in specs:
@@ -145,6 +146,28 @@ class LocalRuntime:
             running[t.name] = rt
         return running
 
+    def _enable_controllers(self, stack: ExitStack) -> None:
+        """cgroup v2: make the controllers chaoslab needs available to the targets' cgroups.
+
+        Journaled first and restored last (after the cgroups are gone), so the host is left
+        as it was found; `recover` restores it after a killed run.
+        """
+        if cgroup.version() != 2:
+            return
+        missing = cgroup.missing_controllers()
+        if not missing:
+            return
+        seq = self.ctx.journal.intent("cgroup_controllers", parent=str(cgroup.ROOT), enabled=missing)
+        stack.callback(self._restore_controllers, missing, seq)
+        cgroup.set_subtree_control(cgroup.ROOT, missing, True)
+        self.ctx.say(
+            f"cgroup v2: enabled {', '.join(missing)} for child cgroups of {cgroup.ROOT} (restored after)"
+        )
+
+    def _restore_controllers(self, enabled: list[str], seq: int) -> None:
+        self.ctx.say(restore_controllers(cgroup.ROOT, enabled))
+        self.ctx.journal.undone(seq)
+
     def _stop(self, rt: RunningTarget, seq: int) -> None:
         code = proc.stop(rt.proc) if isinstance(rt.proc, subprocess.Popen) else None
         if code not in (0, -15, None):
@@ -158,3 +181,16 @@ class LocalRuntime:
     def _delete_ns(self, ns: str, seq: int) -> None:
         netns.delete(ns)
         self.ctx.journal.undone(seq)
+
+
+def restore_controllers(parent: Path, enabled: list[str]) -> str:
+    """Disable what a run enabled in a v2 parent's subtree_control, unless another run's
+    cgroups (chaoslab-*) are still there and may use it."""
+    others = cgroup.children(parent)
+    if others:
+        return (
+            f"cgroup v2: left {', '.join(enabled)} enabled in {parent}: other chaoslab cgroups still use it "
+            f"({', '.join(d.name for d in others[:3])})"
+        )
+    cgroup.set_subtree_control(parent, enabled, False)
+    return f"cgroup v2: disabled {', '.join(enabled)} again in {parent}"
