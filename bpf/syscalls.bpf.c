@@ -167,8 +167,12 @@ int stops(struct bpf_raw_tracepoint_args *ctx)
 		th->last_exit = now;
 	} else {
 		flush(th);
-		if (!th->hold || th->stop - th->hold_end > HOLD_WINDOW_NS)
-			th->hold = 0; /* an earlier stop too far from this one: not one hold */
+		if (th->hold && th->stop - th->hold_end > HOLD_WINDOW_NS) {
+			/* an earlier stop too far from this one (the thread ran in between, e.g. to a
+			 * signal handler on a slow machine): not one hold; it joined no syscall */
+			hist_record_metric(th->target, M_HOLD, th->hold);
+			th->hold = 0;
+		}
 		th->hold += stopped;
 		th->hold_end = now;
 	}

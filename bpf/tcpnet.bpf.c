@@ -27,16 +27,21 @@
  * holds it, because the receive side runs in softirq context. A dual-stack
  * listener (Go's default) accepts IPv4 clients on AF_INET6 sockets, whose addresses
  * are IPv4-mapped (::ffff:a.b.c.d): those count as their IPv4 address. Control traffic
- * (health checks from the reserved source-port block, admin ports; both filled in by
- * chaoslab/probes/network.py from chaoslab/targets/health.py) is left out.
+ * (health checks from the reserved source-port block, admin ports) and the faults' own
+ * round-trip checks (the next block, which faults do act on) are left out; all filled in by
+ * chaoslab/probes/network.py from chaoslab/targets/health.py.
  *
- * Attach: the tracepoints above; tcp_sendmsg_locked and sk_data_ready as raw
- * tracepoints, reading the socket's addresses with CO-RE (they exist from Linux 6.11
- * and 6.9 on).
+ * Attach: the tracepoints above. The send and the receive are seen the best way the
+ * running kernel offers: the raw tracepoints tcp_sendmsg_locked (Linux 6.13 on; 6.12 lacks
+ * it) and sk_data_ready (6.3 on); else fentry on tcp_sendmsg_locked and
+ * sock_def_readable (BPF trampolines, where the kernel allows them); else kprobes on the
+ * same functions (distribution kernels have kprobes). Socket addresses are read with CO-RE.
  */
 #include "chaoslab.bpf.h"
+#include <asm/ptrace.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 
 struct in6_addr___cl {
 	__u8 s6_addr[16];
@@ -109,9 +114,11 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
-	__type(value, __u32); /* [0] first port of the health checks' source block, [1] its mask */
+	/* [0] first port of the health checks' source block, [1] the mask of a block, [2] first
+	 * port of the faults' own checks (round trips that cross a fault on purpose) */
+	__type(value, __u32);
 } control_block SEC(".maps");
 
 struct flow {
@@ -142,11 +149,14 @@ struct {
 
 static __always_inline int control(__u16 sport, __u16 dport)
 {
-	__u32 s = sport, d = dport, zero = 0, one = 1;
+	__u32 s = sport, d = dport, zero = 0, one = 1, two = 2;
 	__u32 *first = bpf_map_lookup_elem(&control_block, &zero);
 	__u32 *mask = bpf_map_lookup_elem(&control_block, &one);
+	__u32 *check = bpf_map_lookup_elem(&control_block, &two);
 
 	if (first && mask && *mask && ((s & *mask) == *first || (d & *mask) == *first))
+		return 1;
+	if (check && mask && *check && ((s & *mask) == *check || (d & *mask) == *check))
 		return 1;
 	return bpf_map_lookup_elem(&control_ports, &s) || bpf_map_lookup_elem(&control_ports, &d);
 }
@@ -216,13 +226,13 @@ static __always_inline int sock_flow(struct sock *sk, struct flow *f)
 	return f->src && f->dst;
 }
 
-SEC("raw_tp/tcp_sendmsg_locked")
-int sent(struct bpf_raw_tracepoint_args *ctx)
+/* The sender's send: a turn is timed from its first send. */
+static __always_inline int on_send(struct sock *sk)
 {
 	struct flow f = {};
 	__u64 now;
 
-	if (!sock_flow((struct sock *)ctx->args[0], &f))
+	if (!sock_flow(sk, &f))
 		return 0;
 	if ((!owner_ip(f.src) && !owner_ip(f.dst)) || control(f.sport, f.dport))
 		return 0;
@@ -231,13 +241,13 @@ int sent(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-SEC("raw_tp/sk_data_ready")
-int received(struct bpf_raw_tracepoint_args *ctx)
+/* Data became ready at the receiver's socket: the turn it belongs to ends. */
+static __always_inline int on_receive(struct sock *sk)
 {
 	struct flow local = {}, f;
 	__u64 *since;
 
-	if (!sock_flow((struct sock *)ctx->args[0], &local))
+	if (!sock_flow(sk, &local))
 		return 0;
 	/* the receiver's local end is the sender's destination */
 	f.src = local.dst;
@@ -250,6 +260,46 @@ int received(struct bpf_raw_tracepoint_args *ctx)
 	record_ends(&f, M_OUTBOUND, M_INBOUND, bpf_ktime_get_ns() - *since);
 	bpf_map_delete_elem(&pending, &f);
 	return 0;
+}
+
+/* Each hook has three ways in, best first; user space loads the first that attaches on the
+ * running kernel (chaoslab/probes/network.py) and leaves the others unloaded. */
+SEC("raw_tp/tcp_sendmsg_locked")
+int send_raw_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_send((struct sock *)ctx->args[0]);
+}
+
+SEC("fentry/tcp_sendmsg_locked")
+int BPF_PROG(send_fentry, struct sock *sk)
+{
+	return on_send(sk);
+}
+
+SEC("kprobe/tcp_sendmsg_locked")
+int BPF_KPROBE(send_kprobe, struct sock *sk)
+{
+	return on_send(sk);
+}
+
+/* sk_data_ready's tracepoint fires in sock_def_readable, a TCP socket's data-ready callback
+ * unless something replaced it (kTLS, sockmap): the fallbacks hook that function. */
+SEC("raw_tp/sk_data_ready")
+int receive_raw_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_receive((struct sock *)ctx->args[0]);
+}
+
+SEC("fentry/sock_def_readable")
+int BPF_PROG(receive_fentry, struct sock *sk)
+{
+	return on_receive(sk);
+}
+
+SEC("kprobe/sock_def_readable")
+int BPF_KPROBE(receive_kprobe, struct sock *sk)
+{
+	return on_receive(sk);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")

@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_probes.add_argument(
         "--programs", action="store_true", help="also print the BPF programs each probe loads"
     )
+    p_probes.add_argument("--json", action="store_true", help="print the table as JSON")
     p_build = sub.add_parser("build", help="build the Go services, BPF programs and native helpers")
     p_build.add_argument(
         "--images", action="store_true", help="also build the Docker runtime's images (needs a Docker engine)"
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plan":
             return _plan(args.scenario, args.runtime, out)
         if args.command == "probes":
-            return _probes(args.programs, out)
+            return _probes(args.programs, args.json, out)
         if args.command == "recover":
             return _recover(args.journal, args.force, out)
         if args.command == "build":
@@ -172,13 +173,27 @@ def _run(path: Path, runtime: str | None, out_dir: Path | None, out: Console, er
     return ExitCode.OK if report.passed else ExitCode.EXPECTATIONS_FAILED
 
 
-def _probes(programs: bool, out: Console) -> int:
+def _probes(programs: bool, as_json: bool, out: Console) -> int:
+    import json
+    import os
+
     from rich.table import Table
 
     from chaoslab.paths import BPF_SRC
     from chaoslab.probes.catalog import catalog
 
     rows = catalog()
+    if as_json:
+        data = {
+            "kernel": os.uname().release,
+            "layers": [
+                {"layer": str(r.layer), "applies_to": r.applies_to, "mechanism": r.mechanism}
+                | {"attaches": r.ready, "detail": r.detail, "ways": dict(r.ways)}
+                for r in rows
+            ],
+        }
+        print(json.dumps(data, indent=1))
+        return ExitCode.OK if all(r.ready for r in rows) else ExitCode.ENVIRONMENT
     table = Table(title="probes on this machine", title_justify="left")
     for col in ("layer", "applies to", "mechanism", "can attach"):
         table.add_column(col, overflow="fold")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p, tail_shift_p
@@ -150,7 +151,15 @@ def layer_rows(data: PhaseData) -> list[LayerRow]:
     return rows
 
 
-def verdict(base: PhaseData, cur: PhaseData, checks: list[FaultCheck]) -> Verdict:
+def verdict(
+    base: PhaseData,
+    cur: PhaseData,
+    checks: list[FaultCheck],
+    unmeasured: Mapping[LayerKey, str] | None = None,
+) -> Verdict:
+    """The phase's verdict against the baseline. `unmeasured`: (layer, target) pairs whose
+    probe could not attach in this run, with the reason; a fault whose own layer is among
+    them cannot be traced, so its phase is inconclusive rather than credited to an outer layer."""
     b = sorted(r.latency for r in base.requests if r.ok)
     f = sorted(r.latency for r in cur.requests if r.ok)
     added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
@@ -177,6 +186,25 @@ def verdict(base: PhaseData, cur: PhaseData, checks: list[FaultCheck]) -> Verdic
         )
 
     for check in checks:
+        if not check.observed:
+            return make(
+                Status.INVALID,
+                str(check.layer),
+                check.target,
+                0.0,
+                0.0,
+                f"the fault's mechanism saw no effect ({check.detail})",
+            )
+        missing = (unmeasured or {}).get((check.layer, check.target))
+        if missing is not None:
+            return make(
+                Status.INCONCLUSIVE,
+                str(check.layer),
+                check.target,
+                0.0,
+                0.0,
+                f"the fault's layer, {check.layer} at {check.target}, was not measured: {missing}",
+            )
         problem = _not_observed(check, base, cur, contributions)
         if problem:
             return make(Status.INVALID, str(check.layer), check.target, 0.0, 0.0, problem)
@@ -246,8 +274,6 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
 def _not_observed(
     check: FaultCheck, base: PhaseData, cur: PhaseData, contributions: list[Contribution]
 ) -> str:
-    if not check.observed:
-        return f"the fault's mechanism saw no effect ({check.detail})"
     key = (check.layer, check.target)
     measured = (*base.layers, *cur.layers, *base.stall_ticks, *cur.stall_ticks)
     if not any(k[0] == check.layer for k in measured):

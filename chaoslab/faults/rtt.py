@@ -9,19 +9,14 @@ should slow down. Every probe is bounded in count and time.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import statistics
 import struct
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = Path("/run/netns")
-_libc = ctypes.CDLL(None, use_errno=True)
+from chaoslab.targets.health import CHECK_PORT, bind_from_block
+from chaoslab.targets.netns import call_in
 
 
 @dataclass(frozen=True)
@@ -51,22 +46,14 @@ class RttSample:
         return ok + (f", {self.failed} timed out" if self.failed else "")
 
 
-def _enter(netns: str) -> None:
-    fd = os.open(NETNS_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
 def _connect_once(v: Vantage, timeout: float) -> float | None:
     family = socket.AF_INET6 if ":" in v.addr else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         # Close with a reset: no TIME_WAIT left behind, nothing for the server to read.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # From the check block: the fault acts on it, the network probe leaves it out.
+        bind_from_block(s, CHECK_PORT)
         t = time.perf_counter()
         try:
             s.connect((v.addr, v.port))
@@ -76,29 +63,18 @@ def _connect_once(v: Vantage, timeout: float) -> float | None:
 
 
 def sample(v: Vantage, count: int = 10, interval: float = 0.05, timeout: float = 1.0) -> RttSample:
-    """`count` handshakes, `interval` apart, each bounded by `timeout` (runs in its own thread,
-    because entering a namespace changes the calling thread)."""
-    out = RttSample()
-    errors: list[BaseException] = []
+    """`count` handshakes, `interval` apart, each bounded by `timeout`, from the vantage's namespace."""
 
-    def work() -> None:
-        try:
-            if v.netns:
-                _enter(v.netns)
-            for i in range(count):
-                rtt = _connect_once(v, timeout)
-                if rtt is None:
-                    out.failed += 1
-                else:
-                    out.rtts.append(rtt)
-                if i + 1 < count:
-                    time.sleep(interval)
-        except BaseException as exc:  # reported to the caller's thread
-            errors.append(exc)
+    def work() -> RttSample:
+        out = RttSample()
+        for i in range(count):
+            rtt = _connect_once(v, timeout)
+            if rtt is None:
+                out.failed += 1
+            else:
+                out.rtts.append(rtt)
+            if i + 1 < count:
+                time.sleep(interval)
+        return out
 
-    t = threading.Thread(target=work, name=f"rtt {v.describe()}", daemon=True)
-    t.start()
-    t.join(count * (timeout + interval) + 5)
-    if errors:
-        raise errors[0]
-    return out
+    return call_in(v.netns, work, timeout=count * (timeout + interval) + 5)

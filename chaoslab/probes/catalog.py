@@ -14,7 +14,7 @@ from chaoslab import build
 from chaoslab.errors import ChaoslabError
 from chaoslab.layers import DEPTH, Layer
 from chaoslab.probes import PROBES
-from chaoslab.probes.base import Probe
+from chaoslab.probes.base import Probe, kernel
 from chaoslab.probes.gofunc import GoFunctionProbe
 from chaoslab.probes.libbpf import BpfObject
 
@@ -30,6 +30,7 @@ class ProbeStatus:
     detail: str
     programs: tuple[str, ...]  # "name (section)" of each BPF program the probe loads
     object: str = ""  # bpf/<object>.bpf.c
+    ways: tuple[tuple[str, str], ...] = ()  # (hook, mechanism) taken on this kernel
 
 
 def _applies(cls: type[Probe]) -> str:
@@ -39,24 +40,31 @@ def _applies(cls: type[Probe]) -> str:
 
 
 def check(cls: type[Probe], go_binary: Path | None) -> ProbeStatus:
+    """Whether the probe attaches here, checked for real: its programs are loaded and
+    attached (tracepoints, fentry, kprobes; the Go probes' uprobes on the Go service's binary),
+    then detached. What this says attaches is what a run attaches."""
     programs: tuple[str, ...] = ()
     try:
-        obj = BpfObject(build.bpf_object(cls.program))
+        obj = BpfObject(build.bpf_object(cls.program), skip=_alternatives(cls))
         try:
             programs = tuple(f"{name} ({section})" for name, section in obj.programs())
         finally:
             obj.close()
-        detail = "loads on this kernel"
-        if issubclass(cls, GoFunctionProbe):
-            if go_binary is None:
-                raise ChaoslabError("no Go service binary to look the functions up in", "chaoslab build")
-            cls.requirements(go_binary)
-            detail += f"; {', '.join(cls.symbols())} found in {go_binary.name}"
-        return ProbeStatus(cls.layer, cls.mechanism, _applies(cls), True, detail, programs, cls.program)
+        ways = cls.attach_check(go_binary)
+        detail = f"attaches on kernel {kernel()}" + (f"; {ways}" if ways else "")
+        taken = tuple((hook, way.mechanism) for hook, way in cls.choose().items())
+        return ProbeStatus(
+            cls.layer, cls.mechanism, _applies(cls), True, detail, programs, cls.program, taken
+        )
     except ChaoslabError as exc:
         return ProbeStatus(
             cls.layer, cls.mechanism, _applies(cls), False, exc.render(), programs, cls.program
         )
+
+
+def _alternatives(cls: type[Probe]) -> set[str]:
+    """Every alternative way of a hook but the best: the object loads with those skipped."""
+    return {w.program for h in cls.hooks for w in h.ways[1:]}
 
 
 def catalog() -> list[ProbeStatus]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from chaoslab import build
 from chaoslab.gobinary import find_function, has_function
 from chaoslab.layers import Layer
-from chaoslab.probes.base import Probe
+from chaoslab.probes.base import LayerUnavailable, Probe
 from chaoslab.probes.libbpf import BpfObject
 from chaoslab.targets.base import RunningTarget
 
@@ -49,19 +50,36 @@ class GoFunctionProbe(Probe):
 
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
         for t in targets:
-            exe = t.exe
-            for name, metric in self.functions:
-                if name in self.optional and not has_function(exe, name):
-                    continue
-                fn = find_function(exe, name)
-                obj.attach_uprobe("func_entry", t.pid, exe, fn.file_offset, metric)
-                for ret in fn.rets:
-                    obj.attach_uprobe("func_ret", t.pid, exe, fn.offset_of(ret), metric)
-            for begin, end, metric in self.spans:
-                obj.attach_uprobe("span_begin", t.pid, exe, find_function(exe, begin).file_offset, metric)
-                fn = find_function(exe, end)
-                for ret in fn.rets:
-                    obj.attach_uprobe("span_end", t.pid, exe, fn.offset_of(ret), metric)
+            self._attach_binary(obj, t.pid, t.exe)
+
+    @classmethod
+    def _attach_binary(cls, obj: BpfObject, pid: int, exe: Path) -> None:
+        """The uprobes of every function and span in `exe`, for process `pid` (-1: any)."""
+        for name, metric in cls.functions:
+            if name in cls.optional and not has_function(exe, name):
+                continue
+            fn = find_function(exe, name)
+            obj.attach_uprobe("func_entry", pid, exe, fn.file_offset, metric)
+            for ret in fn.rets:
+                obj.attach_uprobe("func_ret", pid, exe, fn.offset_of(ret), metric)
+        for begin, end, metric in cls.spans:
+            obj.attach_uprobe("span_begin", pid, exe, find_function(exe, begin).file_offset, metric)
+            fn = find_function(exe, end)
+            for ret in fn.rets:
+                obj.attach_uprobe("span_end", pid, exe, fn.offset_of(ret), metric)
+
+    @classmethod
+    def attach_check(cls, exe: Path | None = None) -> str:
+        """Attach the uprobes to the binary itself (any process running it), then detach."""
+        if exe is None:
+            raise LayerUnavailable(f"no Go binary to look the {cls.layer} functions up in", "chaoslab build")
+        cls.requirements(exe)
+        obj = BpfObject(build.bpf_object(cls.program))
+        try:
+            cls._attach_binary(obj, -1, exe)
+        finally:
+            obj.close()
+        return f"{', '.join(cls.symbols())} in {exe.name}"
 
 
 class TlsProbe(GoFunctionProbe):

@@ -9,7 +9,7 @@ import ctypes
 import ctypes.util
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from chaoslab.errors import PreflightError
@@ -47,6 +47,8 @@ def lib() -> ctypes.CDLL:
             "bpf_program__fd": (ci, [vp]),
             "bpf_program__name": (cp, [vp]),
             "bpf_program__section_name": (cp, [vp]),
+            "bpf_program__set_autoload": (ci, [vp, ctypes.c_bool]),
+            "bpf_program__autoload": (ctypes.c_bool, [vp]),
             "bpf_obj_get_info_by_fd": (ci, [ci, vp, vp]),
             "bpf_enable_stats": (ci, [ci]),
             "bpf_link__destroy": (ci, [vp]),
@@ -95,13 +97,24 @@ def enable_stats() -> int:
 
 
 class BpfObject:
-    """One loaded BPF object file and the links attached from it."""
+    """One loaded BPF object file and the links attached from it.
 
-    def __init__(self, path: Path) -> None:
+    `skip` names programs of the object that are not loaded at all: the alternatives a
+    probe did not choose on this kernel (a fentry program whose function is missing would
+    make the whole object fail to load).
+    """
+
+    def __init__(self, path: Path, skip: Collection[str] = ()) -> None:
         self.path = path
         self._obj = lib().bpf_object__open_file(str(path).encode(), None)
         if not self._obj:
             raise _fail(f"cannot open BPF object {path}")
+        if skip:
+            prog = lib().bpf_object__next_program(self._obj, None)
+            while prog:
+                if lib().bpf_program__name(prog).decode() in skip:
+                    lib().bpf_program__set_autoload(prog, False)
+                prog = lib().bpf_object__next_program(self._obj, prog)
         if lib().bpf_object__load(self._obj) != 0:
             err = _fail(f"kernel refused BPF object {path.name}")
             lib().bpf_object__close(self._obj)
@@ -126,13 +139,15 @@ class BpfObject:
         self._links.append(int(link))
 
     def attach_all(self) -> None:
-        """Attach every program by its SEC() name (tracepoints)."""
+        """Attach every loaded program by its SEC() name (tracepoints, raw tracepoints, fentry, kprobes)."""
         prog = lib().bpf_object__next_program(self._obj, None)
         while prog:
-            link = lib().bpf_program__attach(prog)
-            if not link:
-                raise _fail(f"{self.path.name}: cannot attach a program")
-            self._links.append(int(link))
+            if lib().bpf_program__autoload(prog):
+                link = lib().bpf_program__attach(prog)
+                if not link:
+                    name = lib().bpf_program__section_name(prog).decode()
+                    raise _fail(f"{self.path.name}: cannot attach {name}")
+                self._links.append(int(link))
             prog = lib().bpf_object__next_program(self._obj, prog)
 
     def programs(self) -> Iterator[tuple[str, str]]:
@@ -205,3 +220,38 @@ class BpfObject:
         if self._obj:
             lib().bpf_object__close(self._obj)
             self._obj = None
+
+
+def program_names(path: Path) -> list[str]:
+    """The programs of an object file, in order, without loading it."""
+    obj = lib().bpf_object__open_file(str(path).encode(), None)
+    if not obj:
+        raise _fail(f"cannot open BPF object {path}")
+    names = []
+    prog = lib().bpf_object__next_program(obj, None)
+    while prog:
+        names.append(lib().bpf_program__name(prog).decode())
+        prog = lib().bpf_object__next_program(obj, prog)
+    lib().bpf_object__close(obj)
+    return names
+
+
+_attachable: dict[tuple[Path, str], str | None] = {}
+
+
+def attachable(path: Path, program: str) -> str | None:
+    """None when `program` of the object at `path` loads and attaches on this kernel, by
+    itself; else why not. Checked for real (loaded, attached, detached), once per process."""
+    key = (path, program)
+    if key not in _attachable:
+        obj: BpfObject | None = None
+        try:
+            obj = BpfObject(path, skip=set(program_names(path)) - {program})
+            obj.attach_all()
+            _attachable[key] = None
+        except PreflightError as exc:
+            _attachable[key] = exc.message
+        finally:
+            if obj is not None:
+                obj.close()
+    return _attachable[key]

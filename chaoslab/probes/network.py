@@ -7,10 +7,10 @@ import struct
 from typing import ClassVar
 
 from chaoslab.layers import Layer
-from chaoslab.probes.base import Probe
+from chaoslab.probes.base import Hook, Probe, Way
 from chaoslab.probes.libbpf import BpfObject
 from chaoslab.targets.base import RunningTarget
-from chaoslab.targets.health import CONTROL_MASK, CONTROL_PORT
+from chaoslab.targets.health import CHECK_PORT, CONTROL_MASK, CONTROL_PORT
 
 RETRANSMIT = 4
 FROM_TARGET = 5  # a turn sent by another target: that target's outbound, not counted twice
@@ -20,9 +20,27 @@ class NetworkProbe(Probe):
     layer = Layer.NETWORK
     program = "tcpnet"
     mechanism = (
-        "one-way time per turn, tcp_sendmsg_locked to sk_data_ready at the receiver (raw tracepoints, "
-        "CO-RE); "
-        "sock:inet_sock_set_state (connect), tcp:tcp_retransmit_skb; sockets matched to targets by address"
+        "one-way time per turn, from the sender's tcp_sendmsg_locked to its data ready at the receiver "
+        "(CO-RE); sock:inet_sock_set_state (connect), tcp:tcp_retransmit_skb; sockets matched to targets "
+        "by address"
+    )
+    hooks = (
+        Hook(
+            "send",
+            (
+                Way("send_raw_tp", "raw tracepoint tcp_sendmsg_locked"),
+                Way("send_fentry", "fentry tcp_sendmsg_locked"),
+                Way("send_kprobe", "kprobe tcp_sendmsg_locked"),
+            ),
+        ),
+        Hook(
+            "receive",
+            (
+                Way("receive_raw_tp", "raw tracepoint sk_data_ready"),
+                Way("receive_fentry", "fentry sock_def_readable"),
+                Way("receive_kprobe", "kprobe sock_def_readable"),
+            ),
+        ),
     )
     metrics: ClassVar[dict[int, str]] = {
         1: "inbound",
@@ -39,6 +57,7 @@ class NetworkProbe(Probe):
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
         obj.update_u32("control_block", 0, CONTROL_PORT)
         obj.update_u32("control_block", 1, CONTROL_MASK)
+        obj.update_u32("control_block", 2, CHECK_PORT)
         for i, t in self.index.items():
             target = next(x for x in targets if x.name == t)
             for link in target.links.values():

@@ -77,24 +77,41 @@ class _Reader:
         if load is not None:
             check_stages(load, sum(p.duration for p in phases), self.problems)
         expect = self.expectations(top, phases, targets)
-        probes = self.probes(top)
+        probes, required = self.probes(top)
         top.finish()
         if load is None or not top.ok:
             return None
-        return Scenario(name, description, runtime, targets, load, phases, expect, source, probes)
+        return Scenario(name, description, runtime, targets, load, phases, expect, source, probes, required)
 
-    def probes(self, top: Fields) -> tuple[str, ...] | None:
+    def probes(self, top: Fields) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+        """`probes: [layers]`, or `probes: {layers: [...], required: [...]}`: (chosen, required)."""
+        if not top.has("probes"):
+            return None, ()
+        raw = top.raw.get("probes")
+        if isinstance(raw, dict):
+            f = Fields(top.mapping("probes"), "probes", self.problems)
+            chosen = self._layers(f.sequence("layers"), f.at("layers")) if f.has("layers") else None
+            required = self._layers(f.sequence("required"), f.at("required"))
+            f.finish()
+            for i, layer in enumerate(required):
+                if chosen is not None and layer not in chosen:
+                    self.problems.add(
+                        join(f.at("required"), i),
+                        f"{layer!r} is required but not among probes.layers",
+                        "add it to probes.layers",
+                    )
+            return chosen, required
+        return self._layers(top.sequence("probes"), "probes"), ()
+
+    def _layers(self, items: list[object], path: str) -> tuple[str, ...]:
         from chaoslab.probes import PROBES
 
-        if not top.has("probes"):
-            top.get("probes", str, "")
-            return None
         layers = [str(cls.layer) for cls in PROBES]
         out = []
-        for i, item in enumerate(top.sequence("probes")):
+        for i, item in enumerate(items):
             if item not in layers:
                 self.problems.add(
-                    join("probes", i), f"{item!r} is not a probed layer", f"layers: {', '.join(layers)}"
+                    join(path, i), f"{item!r} is not a probed layer", f"layers: {', '.join(layers)}"
                 )
             else:
                 out.append(str(item))

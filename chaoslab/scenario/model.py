@@ -148,6 +148,9 @@ class Scenario:
     source: Path | None = field(default=None, compare=False)
     # Layers to probe (None: every layer that applies; empty: none, a load-only run).
     probes: tuple[str, ...] | None = None
+    # Layers that must attach: without one of them the run stops before any load (exit 3).
+    # Any other layer that cannot attach on the kernel is left out and the run goes on.
+    required_probes: tuple[str, ...] = ()
 
     @property
     def duration(self) -> float:

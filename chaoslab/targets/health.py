@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -20,6 +21,22 @@ from chaoslab.errors import TargetError
 CONTROL_PORT = 61440  # first source port of the control block
 CONTROL_MASK = 0xFE00  # the block is CONTROL_PORT..CONTROL_LAST
 CONTROL_LAST = CONTROL_PORT + (0xFFFF & ~CONTROL_MASK)
+# The block after it carries a fault's own checks (round trips that must cross the fault):
+# faults do not exempt it, but the probes leave it out, so checking a fault adds nothing
+# to the layers it is checked against.
+CHECK_PORT = CONTROL_LAST + 1
+
+
+def bind_from_block(sock: socket.socket, first: int, tries: int = 20) -> None:
+    """Bind `sock` to a free source port of the 512-port block starting at `first`."""
+    for _ in range(tries):
+        try:
+            sock.bind(("", random.randint(first, first + (0xFFFF & ~CONTROL_MASK))))
+            return
+        except OSError as exc:
+            if exc.errno != 98:  # EADDRINUSE: that port is busy, take another
+                raise
+    raise OSError(98, f"no free source port in {first}-{first + (0xFFFF & ~CONTROL_MASK)}")
 
 
 def get_status(url: str, ctx: ssl.SSLContext, timeout: float) -> int:
