@@ -6,6 +6,7 @@ reverse order on every exit path: success, error, Ctrl-C, SIGTERM, a crashed tar
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -23,12 +24,13 @@ from chaoslab.expectations import check_all
 from chaoslab.faults import FAULT_KINDS, Fault, Verification
 from chaoslab.hist import Histogram
 from chaoslab.journal import Journal
+from chaoslab.layers import Layer
 from chaoslab.live import LiveView
 from chaoslab.load.records import Request, latency_histogram
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
 from chaoslab.probes.set import Snapshot
-from chaoslab.report.model import FaultRecord, PhaseRecord, Report
+from chaoslab.report.model import FaultRecord, PhaseRecord, Report, Unmeasured
 from chaoslab.scenario.model import PhaseSpec, Scenario
 from chaoslab.signals import SignalState
 from chaoslab.targets.base import RunningTarget
@@ -41,8 +43,9 @@ VERIFY_LEAD = 0.5  # seconds before a fault phase's end at which its faults are 
 @dataclass
 class PhaseRun:
     spec: PhaseSpec
-    start: float
+    start: float  # when its measurement began: its faults in place, the previous phase's reverted
     end: float = 0.0
+    scheduled: float = 0.0  # its start in the scenario's schedule
     faults: list[tuple[Fault, Verification]] = field(default_factory=list)
     snap: Snapshot = field(default_factory=dict)
 
@@ -72,7 +75,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         probes = ProbeSet([p for p in PROBES if chosen is None or p.layer in chosen], targets)
         stack.callback(probes.close)
         ctx.events.subscribe("target_restarted", probes.retarget)
-        for line in probes.attach():
+        for line in probes.attach(scenario.required_probes):
             ctx.say(line)
         load = LoadRunner(ctx, targets)
         load.preflight()
@@ -85,8 +88,8 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         phases = _run_phases(ctx, t0, targets, faults, probes, live, signals)
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
-        probe_lines = [f"{p.layer}: {p.mechanism}" for p in probes.probes]
-        return _analyse(ctx, runtime.name, phases, load, stalls, probe_lines)
+        probe_lines = [f"{p.layer}: {p.describe()}" for p in probes.probes]
+        return _analyse(ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable)
     finally:
         signals.shield()
         stack.close()
@@ -103,12 +106,10 @@ def _run_phases(
 ) -> list[PhaseRun]:
     runs: list[PhaseRun] = []
     offset = 0.0
+    settled = 0.0  # when the previous phase's faults were all reverted
     for spec in ctx.scenario.phases:
         start = t0 + offset
         _wait_until(start, targets, probes)
-        before = probes.snapshot()
-        # The phase's bounds are its scheduled ones: requests belong to the phase they were due in.
-        run = PhaseRun(spec, start)
         active = [faults[id(f)] for f in spec.faults]
         with ExitStack() as phase_stack:
             for fault in active:
@@ -119,6 +120,12 @@ def _run_phases(
                 with signals.shielding():
                     fault.apply(lambda seq=seq, **facts: ctx.journal.update(seq, **facts))
                     ctx.journal.update(seq, applied=True)
+            # A phase is measured from the moment its faults are in place (or the previous
+            # phase's are reverted) to the moment its own revert begins: requests due while
+            # a fault is being applied or reverted belong to no phase. Applying takes a few
+            # tc or iptables commands (tens of ms here, seconds on a slow or emulated machine).
+            run = PhaseRun(spec, max(start, settled, time.time() if active else 0.0), scheduled=start)
+            before = probes.snapshot()
             live.phase(spec.name, start, spec.duration, [f.describe() for f in active])
             offset += spec.duration
             # Verify while the fault is still on, shortly before the phase ends, so that the
@@ -128,12 +135,22 @@ def _run_phases(
             _wait_until(t0 + offset - lead, targets, probes, live)
             run.faults = [(f, f.verify()) for f in active]
             _wait_until(t0 + offset, targets, probes, live)
-        run.end = t0 + offset
-        after = probes.snapshot()
+            run.end = t0 + offset
+            # The probes' window is the requests': events that end while the faults are
+            # reverted belong to no phase (a revert takes seconds on an emulated machine, and
+            # the requests served meanwhile are not the phase's).
+            after = probes.snapshot()
+        settled = time.time()
         run.snap = {k: h - before.get(k, Histogram()) for k, h in after.items()}
         runs.append(run)
+        late = run.start - start
         ctx.say(
             f"phase {spec.name} done"
+            + (
+                f"; measured from {late:.2f}s in (faults applied or reverted until then)"
+                if late > 0.05
+                else ""
+            )
             + "".join(f"; {f.kind} on {f.spec.target}: {v.detail}" for f, v in run.faults)
         )
     return runs
@@ -168,6 +185,7 @@ def _analyse(
     load: LoadRunner,
     stalls: attribution.Stalls,
     probe_lines: list[str],
+    unmeasured: dict[tuple[Layer, str], str],
 ) -> Report:
     records = load.records
     by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
@@ -193,7 +211,7 @@ def _analyse(
         for r in runs
         for row in client_view.by_name(r.spec.name, by_phase[r.spec.name], r.end - r.start, protocols)
     ]
-    spans = [(r.spec.name, r.start, r.end) for r in runs]
+    spans = [(r.spec.name, r.scheduled, r.end) for r in runs]  # the timeline shows the schedule
     timeline, second_hists = client_view.seconds(records, load.t0 or runs[0].start, spans)
     generator = client_view.generator(
         str(ctx.scenario.load.model),
@@ -212,12 +230,13 @@ def _analyse(
             )
             for f, v in r.faults
         ]
-        verdicts.append(attribution.verdict(base, data[r.spec.name], checks))
+        verdicts.append(attribution.verdict(base, data[r.spec.name], checks, unmeasured))
     phases = [
         PhaseRecord(
             r.spec.name,
             round(r.start, 3),
             round(r.end, 3),
+            round(r.start - r.scheduled, 3),
             [
                 FaultRecord(
                     f.kind,
@@ -262,6 +281,10 @@ def _analyse(
             "phases": {r.spec.name: latency_histogram(by_phase[r.spec.name]).to_json() for r in runs},
             "seconds": second_hists,
         },
+        unmeasured=[
+            Unmeasured(str(layer), target, why) for (layer, target), why in sorted(unmeasured.items())
+        ],
+        kernel=os.uname().release,
     )
     report.expectations = check_all(ctx.scenario.expect, report)
     return report

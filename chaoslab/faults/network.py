@@ -26,16 +26,16 @@ import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from chaoslab import build
 from chaoslab.errors import FaultError, PreflightError
 from chaoslab.faults import rtt
 from chaoslab.faults.base import Fault, Verification
 from chaoslab.faults.helper import Helper
-from chaoslab.faults.net.netfilter import Chain, Rule, prefix
+from chaoslab.faults.net.netfilter import Chain, Rule
 from chaoslab.faults.net.tc import ShapingTree, netem_available
 from chaoslab.layers import Layer
-from chaoslab.proc import run
 from chaoslab.scenario.fields import Fields, Problems, join
 from chaoslab.scenario.model import FaultSpec, TargetSpec
 from chaoslab.targets import netns
@@ -356,8 +356,13 @@ class NetworkFault(Fault):
         lines = [f"mechanism: {self.mechanism()}"]
         if self._uses_nfqueue:
             lines.append(" ".join(self.delayer_argv()))
-        lines += [" ".join(a) for a in self.chain().commands(self.rules())]
-        lines += [" ".join(a) for t in self.trees() for a in t.commands()]
+        chain = self.chain()
+        lines.append(" ".join(chain.restore_argv()) + " <<")
+        lines += [f"  {line}" for line in chain.restore_input(self.rules()).splitlines()]
+        for tree in self.trees():
+            argv, text = tree.batch()
+            lines.append(" ".join(argv) + " <<")
+            lines += [f"  {line}" for line in text.splitlines()]
         lines.append("revert:")
         lines += [" ".join(a) for a in self.chain().delete_commands()]
         lines += [" ".join(t.delete_command()) for t in self.trees()]
@@ -465,11 +470,11 @@ class NetworkFault(Fault):
 
     def revert(self) -> None:
         chain, trees = self.chain(), self.trees()
-        chain.delete()  # first, so nothing more is queued to the delayer
+        chain.remove()  # first, so nothing more is queued to the delayer
         if self.delayer is not None:
             self.delayer.stop()
         for tree in trees:
-            tree.delete()
+            tree.remove()
         left = ([chain.name] if chain.exists() else []) + [f"tc on {t.dev}" for t in trees if t.ours()]
         if left:
             raise FaultError(f"network revert failed on {self.target.name}: {', '.join(left)} still in place")
@@ -523,8 +528,11 @@ def _retransmissions(ns: str | None) -> int:
     """TCP RetransSegs of a namespace (the host's when None)."""
     if ns is not None and not netns.exists(ns):
         return 0
-    res = run([*prefix(ns), "cat", "/proc/net/snmp"], check=False)
-    lines = [line.split() for line in res.stdout.splitlines() if line.startswith("Tcp:")]
+    try:
+        text = netns.call_in(ns, lambda: Path("/proc/thread-self/net/snmp").read_text())
+    except OSError:
+        return 0
+    lines = [line.split() for line in text.splitlines() if line.startswith("Tcp:")]
     if len(lines) < 2 or "RetransSegs" not in lines[0]:
         return 0
     return int(lines[1][lines[0].index("RetransSegs")])

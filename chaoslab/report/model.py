@@ -27,8 +27,11 @@ class FaultRecord:
 @dataclass(frozen=True)
 class PhaseRecord:
     name: str
-    start: float  # epoch seconds
+    start: float  # epoch seconds: when its measurement began (faults in place, earlier ones reverted)
     end: float
+    # seconds from its scheduled start to `start`: applying its faults or reverting the
+    # previous phase's (requests due then belong to no phase)
+    settle_s: float
     faults: list[FaultRecord]
 
 
@@ -137,6 +140,15 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Unmeasured:
+    """A layer whose probe could not attach at a target in this run, and why."""
+
+    layer: str
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ExpectationResult:
     expectation: str
     path: str
@@ -162,6 +174,9 @@ class Report:
     generator: GeneratorRecord | None = None
     # FineHistogram JSON of the client's latencies: {"phases": {phase: h}, "seconds": [h, ...]}
     histograms: dict[str, object] = field(default_factory=dict)
+    # Layers that could not attach on this kernel or target: the run went on without them.
+    unmeasured: list[Unmeasured] = field(default_factory=list)
+    kernel: str = ""  # the kernel release the run measured on
     schema: str = SCHEMA
 
     @property

@@ -44,6 +44,7 @@ class Chain:
         return [*prefix(self.netns), "iptables", "-w", "-t", "filter", *args]
 
     def commands(self, rules: list[Rule]) -> list[list[str]]:
+        """The chain, its rules and its jumps, one iptables command each (as `create` applies them)."""
         out = [self._ipt("-N", self.name)]
         for r in rules:
             out.append(
@@ -53,13 +54,22 @@ class Chain:
             out.append(self._ipt("-I", self.hook, "1", *self._jump(iface, addr)))
         return out
 
+    def restore_argv(self) -> list[str]:
+        return [*prefix(self.netns), "iptables-restore", "-w", "--noflush"]
+
+    def restore_input(self, rules: list[Rule]) -> str:
+        """`commands` as one iptables-restore transaction: one process, applied atomically."""
+        lines = ["*filter"]
+        for argv in self.commands(rules):
+            lines.append(" ".join(_quote(a) for a in argv[argv.index("filter") + 1 :]))
+        return "\n".join([*lines, "COMMIT", ""])
+
     def delete_commands(self) -> list[list[str]]:
         jumps = [self._ipt("-D", self.hook, *self._jump(i, a)) for i, a in self.jumps]
         return [*jumps, self._ipt("-F", self.name), self._ipt("-X", self.name)]
 
     def create(self, rules: list[Rule]) -> None:
-        for argv in self.commands(rules):
-            must(argv)
+        must(self.restore_argv(), stdin=self.restore_input(rules))
 
     def exists(self) -> bool:
         if not netns.exists(self.netns):
@@ -76,6 +86,15 @@ class Chain:
                 out[m.group(3)] = out.get(m.group(3), 0) + int(m.group(1))
         return out
 
+    def remove(self) -> None:
+        """Remove what `create` made, in one iptables-restore transaction; when that fails
+        (a jump already gone, a partial create), remove whatever is there one by one."""
+        lines = [" ".join(argv[argv.index("filter") + 1 :]) for argv in self.delete_commands()]
+        if run(
+            self.restore_argv(), check=False, stdin="\n".join(["*filter", *lines, "COMMIT", ""])
+        ).returncode:
+            self.delete()
+
     def delete(self) -> bool:
         """Remove the jumps and the chain; False if there was nothing to remove."""
         if not self.exists():
@@ -86,3 +105,8 @@ class Chain:
         for argv in self.delete_commands()[len(self.jumps) :]:
             run(argv, check=False)
         return True
+
+
+def _quote(arg: str) -> str:
+    """An argument as iptables-restore reads it (double quotes around anything with a space)."""
+    return f'"{arg}"' if not arg or " " in arg else arg

@@ -69,9 +69,14 @@ class ShapingTree:
     def delete_command(self) -> list[str]:
         return self._tc("qdisc", "del", "dev", self.dev, "root")
 
+    def batch(self) -> tuple[list[str], str]:
+        """`commands` as one `tc -batch` run: (argv, its input)."""
+        lines = [" ".join(argv[argv.index("tc") + 1 :]) for argv in self.commands()]
+        return self._tc("-batch", "-"), "\n".join([*lines, ""])
+
     def create(self) -> None:
-        for argv in self.commands():
-            must(argv)
+        argv, text = self.batch()
+        must(argv, stdin=text)
 
     def _qdiscs(self) -> list[dict[str, object]]:
         if self.netns and not netns.exists(self.netns):
@@ -99,10 +104,15 @@ class ShapingTree:
         return {}
 
     def delete(self) -> bool:
+        """Remove the tree if it is there and ours (recover: nothing is assumed)."""
         if not self.ours():
             return False
         run(self.delete_command(), check=False)
         return True
+
+    def remove(self) -> None:
+        """Remove the tree this run created (the revert checks afterwards that it is gone)."""
+        run(self.delete_command(), check=False)
 
 
 @functools.cache
