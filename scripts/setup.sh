@@ -20,6 +20,7 @@ packages=(
   wrk                                 # bench/: the load for the probe-overhead benchmark
   python3-venv
   docker.io docker-compose            # the Docker runtime (engine, runc, containerd) and compose
+  qemu-system-x86 busybox-static cpio kmod xz-utils  # the kernel lane (scripts/kernel_lane.py)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
-echo "== ruff"; .venv/bin/ruff check chaoslab tests bench; .venv/bin/ruff format --check chaoslab tests bench
+echo "== ruff"; .venv/bin/ruff check chaoslab tests bench scripts; .venv/bin/ruff format --check chaoslab tests bench scripts
 echo "== mypy"; .venv/bin/mypy
 echo "== go"; (cd docker/go-api && test -z "$(gofmt -l .)" && go vet ./... && go test ./...)
 echo "== pytest"; .venv/bin/python -m pytest -ra "$@"

@@ -1,0 +1,411 @@
+#!/usr/bin/env python3
+"""The kernel matrix lane: run chaoslab on the kernels users have, under QEMU, here.
+
+Debian's kernel packages are fetched from Debian's registry (`apt-get download`), and each
+boots under QEMU (emulated: `-accel tcg`) with this machine's root file system shared
+read-only into the guest over 9p and the project's checkout shared read-write at the same
+path. The guest's init (busybox) loads the modules 9p needs, mounts the host's root, gives
+it fresh proc, sys, dev, tracefs, bpffs, cgroup2 (cgroup v2 only, with no controller
+enabled below the root, as on a minimal host), and tmpfs on /tmp, /run and Docker's
+directories, chroots into it and runs one job script. Module autoloading works: the
+kernel's modprobe helper chroots into the host root, where the kernel's own modules are
+mounted at /lib/modules. The job's exit code and output come back through the checkout.
+
+    python3 scripts/kernel_lane.py prepare 6.1 6.12     # fetch, extract, build initramfs
+    python3 scripts/kernel_lane.py run 6.1 -- CMD ARGS   # boot, run CMD in the checkout, exit with its code
+    python3 scripts/kernel_lane.py test 6.1 [PYTEST ARGS]  # the lane's tests (marker kernel_lane)
+
+Needs root and the Debian packages qemu-system-x86, busybox-static, cpio, kmod, xz-utils.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LANE = ROOT / ".build" / "kernel-lane"
+
+# Debian's kernel packages by short name: 6.1 is Debian 12's default, 6.12 its newer kernel
+# (and Debian 13's default).
+KERNELS = {
+    "6.1": "linux-image-6.1.0-57-amd64",
+    "6.12": "linux-image-6.12.100+deb12-amd64",
+}
+# Modules the guest needs before it can mount anything over 9p, in load order (6.12 has
+# virtio built in; a module that is built in is simply not found and skipped).
+BOOT_MODULES = [
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "fs/netfs/netfs.ko",
+    "fs/fscache/fscache.ko",
+    "net/9p/9pnet.ko",
+    "net/9p/9pnet_virtio.ko",
+    "fs/9p/9p.ko",
+]
+BUSYBOX = Path("/bin/busybox")
+MEMORY_MB = 6144
+BOOT_TIMEOUT = 120
+
+INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /modules.list); do insmod "/modules/$m" || echo "lane: insmod $m failed"; done
+opts=trans=virtio,version=9p2000.L,msize=524288
+mount -t 9p -o $opts,ro,cache=loose hostroot /mnt || { echo "lane: cannot mount the host root"; poweroff -f; }
+mount -t 9p -o $opts,ro,cache=loose modules /mnt/lib/modules
+mount -t 9p -o $opts checkout /mnt@CHECKOUT@
+mount -t proc proc /mnt/proc
+mount -t sysfs sys /mnt/sys
+mount -t devtmpfs dev /mnt/dev
+mkdir -p /mnt/dev/pts /mnt/dev/shm
+mount -t devpts devpts /mnt/dev/pts
+mount -t tmpfs tmpfs /mnt/dev/shm
+mount -t tracefs tracefs /mnt/sys/kernel/tracing
+mount -t debugfs debugfs /mnt/sys/kernel/debug
+mount -t bpf bpf /mnt/sys/fs/bpf
+mount -t cgroup2 cgroup2 /mnt/sys/fs/cgroup
+for d in /tmp /run /var/lib/docker /var/lib/containerd /var/log; do
+  [ -d "/mnt$d" ] && mount -t tmpfs tmpfs "/mnt$d"
+done
+printf '#!/bin/sh\nexec chroot /mnt /sbin/modprobe "$@"\n' > /sbin/modprobe-host
+chmod +x /sbin/modprobe-host
+echo /sbin/modprobe-host > /proc/sys/kernel/modprobe
+ip link set lo up 2>/dev/null
+echo
+chroot /mnt /bin/sh -c "ip link set lo up; cd @CHECKOUT@ && exec /bin/sh @JOB@" \
+  </dev/console >/dev/console 2>&1
+echo "$?" > /mnt@RESULT@
+sync
+poweroff -f
+"""
+
+
+def sh(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=True, text=True, **kw)  # type: ignore[call-overload]
+
+
+def version_of(package: str) -> str:
+    return package.removeprefix("linux-image-")
+
+
+def kernel_dir(short: str) -> Path:
+    return LANE / version_of(KERNELS[short])
+
+
+def prepare(short: str) -> Path:
+    """Fetch and extract the kernel package, run depmod, build the initramfs (idempotent)."""
+    package = KERNELS[short]
+    version = version_of(package)
+    kdir = kernel_dir(short)
+    initrd = kdir / "initramfs.cpio.gz"
+    if initrd.exists() and (kdir / "vmlinuz").exists():
+        return kdir
+    kdir.mkdir(parents=True, exist_ok=True)
+    debs = list(kdir.glob(f"{package}_*.deb"))
+    if not debs:
+        print(f"lane: fetching {package} from Debian's registry", flush=True)
+        sh(["apt-get", "download", package], cwd=kdir, capture_output=True)
+        debs = list(kdir.glob(f"{package}_*.deb"))
+    tree = kdir / "tree"
+    if not tree.exists():
+        sh(["dpkg-deb", "-x", str(debs[0]), str(tree)])
+        sh(["depmod", "-b", str(tree), version])
+    shutil.copy(tree / "boot" / f"vmlinuz-{version}", kdir / "vmlinuz")
+    # Modules come as .ko or .ko.xz: the initramfs gets the boot modules uncompressed.
+    staging = kdir / "initramfs"
+    shutil.rmtree(staging, ignore_errors=True)
+    for d in ("bin", "sbin", "proc", "sys", "dev", "mnt", "modules", "tmp"):
+        (staging / d).mkdir(parents=True)
+    shutil.copy(BUSYBOX, staging / "bin" / "busybox")
+    order = []
+    mods = tree / "lib" / "modules" / version / "kernel"
+    for rel in BOOT_MODULES:
+        src = mods / rel
+        if src.exists():
+            shutil.copy(src, staging / "modules" / src.name)
+        elif src.with_suffix(".ko.xz").exists():
+            out = staging / "modules" / src.name
+            with out.open("wb") as fh:
+                sh(["xz", "-dc", str(src.with_suffix(".ko.xz"))], stdout=fh)
+        else:
+            continue  # built into this kernel
+        order.append(src.name)
+    (staging / "modules.list").write_text("\n".join(order) + "\n")
+    with initrd.open("wb") as fh:
+        find = subprocess.Popen(["find", "."], cwd=staging, stdout=subprocess.PIPE)
+        cpio = subprocess.Popen(
+            ["cpio", "-o", "-H", "newc", "--quiet"], cwd=staging, stdin=find.stdout, stdout=subprocess.PIPE
+        )
+        sh(["gzip", "-1"], stdin=cpio.stdout, stdout=fh)
+        find.wait()
+        cpio.wait()
+    return kdir
+
+
+def boot(short: str, command: list[str], timeout: float, log: Path) -> int:
+    """Boot the kernel, run `command` in the checkout inside the guest; returns its exit code."""
+    kdir = prepare(short)
+    version = version_of(KERNELS[short])
+    run_dir = kdir / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    job, result = run_dir / "job.sh", run_dir / "rc"
+    env_lines = [
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin",
+        "export HOME=/tmp CHAOSLAB_KERNEL_LANE=1 PYTHONDONTWRITEBYTECODE=1",
+        f"export CHAOSLAB_LANE_KERNEL={shlex.quote(short)}",
+    ]
+    job.write_text("\n".join([*env_lines, "exec " + shlex.join(command), ""]))
+    init = kdir / "initramfs" / "init"
+    init.write_text(
+        INIT.replace("@CHECKOUT@", str(ROOT)).replace("@JOB@", str(job)).replace("@RESULT@", str(result))
+    )
+    init.chmod(0o755)
+    initrd = run_dir / "initramfs.cpio.gz"
+    with initrd.open("wb") as fh:
+        find = subprocess.Popen(["find", "."], cwd=kdir / "initramfs", stdout=subprocess.PIPE)
+        cpio = subprocess.Popen(
+            ["cpio", "-o", "-H", "newc", "--quiet"],
+            cwd=kdir / "initramfs",
+            stdin=find.stdout,
+            stdout=subprocess.PIPE,
+        )
+        sh(["gzip", "-1"], stdin=cpio.stdout, stdout=fh)
+        find.wait()
+        cpio.wait()
+    modules = kdir / "tree" / "lib" / "modules"
+    Path("/lib/modules").mkdir(exist_ok=True)  # the guest mounts its modules over this (empty) dir
+    cpus = max(1, min(2, os.cpu_count() or 1))
+    argv = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-smp",
+        str(cpus),
+        "-m",
+        str(MEMORY_MB),
+        "-kernel",
+        str(kdir / "vmlinuz"),
+        "-initrd",
+        str(initrd),
+        "-append",
+        "console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init",
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs",
+        f"local,path={modules},mount_tag=modules,security_model=none,readonly=on",
+        "-virtfs",
+        f"local,path={ROOT},mount_tag=checkout,security_model=none",
+    ]
+    started = time.monotonic()
+    print(
+        f"lane: booting Debian's {version} under QEMU (tcg, {cpus} vCPUs): {shlex.join(command)}", flush=True
+    )
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert proc.stdout is not None
+        try:
+            deadline = started + timeout
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace")
+                fh.write(line)
+                sys.stdout.write(line)
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(argv, timeout)
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            print(f"lane: the guest did not finish in {timeout:.0f}s; killed", flush=True)
+            return 124
+    took = time.monotonic() - started
+    rc = int(result.read_text().strip()) if result.exists() else 125
+    print(f"lane: {version}: exit {rc} after {took:.0f}s (log {log})", flush=True)
+    return rc
+
+
+# Rows of the table: (label, how to find the cell in a kernel's results)
+FAULT_ROWS = [
+    ("network delay", "network", "net-delay", "network"),
+    ("syscall delay", "syscall", "slow-write", "syscall"),
+    ("cpu limit", "cpu", "cpu-limit", "cpu"),
+    ("pause (freeze)", "process", "paused", "cpu"),
+]
+LAYER_ROWS = ["proxy", "network", "app", "tls", "gc", "entropy", "syscall", "cpu"]
+
+
+def _results(release: str) -> dict[str, object] | None:
+    path = ROOT / "reports" / "kernel-lane" / release / "results.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _host_column() -> dict[str, str]:
+    """This machine's mechanisms (its own tests verify them: tests/test_matrix.py and friends)."""
+    exe = str(ROOT / ".venv" / "bin" / "chaoslab")
+    probes = json.loads(subprocess.run([exe, "probes", "--json"], capture_output=True, text=True).stdout)
+    cells = {}
+    for row in probes["layers"]:
+        ways = ", ".join(f"{h}: {w}" for h, w in row["ways"].items())
+        cells[f"layer {row['layer']}"] = ways or row["mechanism"].split(",")[0].split(";")[0]
+    plan = subprocess.run(
+        [exe, "plan", str(ROOT / "tests" / "lane" / "faults.yaml")], capture_output=True, text=True
+    )
+    kind = ""
+    for line in plan.stdout.splitlines():
+        if line.startswith("  ") and " on api (phases[" in line:
+            kind = line.split()[0]
+        elif line.strip().startswith("mechanism:") and kind:
+            cells[f"fault {kind}"] = line.split(":", 1)[1].split(";")[0].strip()
+    return cells
+
+
+def _verdict(v: dict[str, object], ok: bool) -> str:
+    explained = v.get("explained")
+    share = f" {explained:.0%}" if isinstance(explained, float | int) else ""
+    return f"{v.get('layer')}{share} {'✓' if ok else '✗'}"
+
+
+def table() -> str:
+    """The README's supported-kernels table, from the lane's results and this machine's probes."""
+    columns = [(short, version_of(pkg)) for short, pkg in KERNELS.items()]
+    results = {short: _results(release) for short, release in columns}
+    host = _host_column()
+    head = [f"{short} ({release})" for short, release in columns] + [f"this machine ({os.uname().release})"]
+    lines = ["| | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+
+    def lane_cell(res: dict | None, text: str, ok: bool) -> str:
+        if res is None:
+            return "not run"
+        return f"{text} ✓" if ok else f"{text} ✗"
+
+    for layer in LAYER_ROWS:
+        cells = []
+        for short, _ in columns:
+            res = results[short]
+            probes = (res or {}).get("probes", {})
+            row = probes.get(layer) if isinstance(probes, dict) else None
+            ways = ", ".join(f"{h}: {w}" for h, w in (row or {}).get("ways", {}).items())
+            text = ways or ("attaches" if row else "not attached")
+            cells.append(lane_cell(res, text, row is not None))
+        cells.append(host.get(f"layer {layer}", "?") + " (main suite)")
+        lines.append(f"| layer `{layer}` | " + " | ".join(cells) + " |")
+    for label, kind, phase, layer in FAULT_ROWS:
+        cells = []
+        for short, _ in columns:
+            res = results[short] or {}
+            parts = []
+            for runtime in ("local", "docker"):
+                run = res.get(f"faults-{runtime}")
+                if not isinstance(run, dict):
+                    parts.append(f"{runtime}: not run")
+                    continue
+                v = run["verdicts"].get(phase, {})
+                ok = (v.get("status"), v.get("layer")) == ("absorbed", layer)
+                mech = run["mechanisms"].get(f"fault {kind}", "?").split(";")[0]
+                parts.append(f"{runtime}: {mech}, {_verdict(v, ok)}")
+            cells.append("<br>".join(parts) if results[short] else "not run")
+        cells.append(host.get(f"fault {kind}", "?") + " (main suite)")
+        lines.append(f"| fault `{label}` | " + " | ".join(cells) + " |")
+    cells = []
+    for short, _ in columns:
+        res = results[short] or {}
+        e = res.get("entropy")
+        if not isinstance(e, dict):
+            cells.append("not run")
+            continue
+        v = e["verdicts"].get("starve", {})
+        ok = (v.get("status"), v.get("layer")) == ("absorbed", "entropy")
+        cells.append(f"{e['mechanisms'].get('fault entropy', '?')}, {_verdict(v, ok)}")
+    cells.append(host.get("fault entropy", "?") + " (main suite)")
+    lines.append("| fault `entropy` (tls_entropy, default probes) | " + " | ".join(cells) + " |")
+    cells = [
+        (
+            "exit 3, one line with its fix ✓"
+            if isinstance((results[s] or {}).get("missing_module"), dict)
+            else "not run"
+        )
+        for s, _ in columns
+    ]
+    lines.append("| a kernel module missing (veth) | " + " | ".join(cells) + " | (veth built in) |")
+    return "\n".join(lines)
+
+
+# The lane's job in the guest: a Docker engine of its own (data on tmpfs), then the lane's tests.
+TEST_JOB = r"""
+release=$(uname -r)
+out=reports/kernel-lane/$release
+rm -rf "$out"; mkdir -p "$out"
+if command -v dockerd >/dev/null; then
+  (dockerd --data-root /var/lib/docker >/var/log/dockerd.log 2>&1 &)
+  for i in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "lane: dockerd did not start"; tail -20 /var/log/dockerd.log; }
+fi
+start=$(date +%s)
+.venv/bin/python -m pytest -p no:cacheprovider -ra -m kernel_lane tests/test_kernel_lane.py \
+  --junitxml="$out/junit.xml" "$@"
+rc=$?
+echo "lane: $release: tests took $(( $(date +%s) - start ))s"
+exit $rc
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("kernels", nargs="+", choices=sorted(KERNELS))
+    r = sub.add_parser("run")
+    r.add_argument("kernel", choices=sorted(KERNELS))
+    r.add_argument("--timeout", type=float, default=1800)
+    t = sub.add_parser("test", help="boot a kernel and run the lane's tests in it (extra args go to pytest)")
+    t.add_argument("kernel", choices=sorted(KERNELS))
+    t.add_argument("--timeout", type=float, default=2400)
+    sub.add_parser("table", help="print the README's table of supported kernels from the lane's results")
+    argv = sys.argv[1:]
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if os.geteuid() != 0:
+        print("kernel_lane: run as root", file=sys.stderr)
+        return 1
+    if args.cmd == "prepare":
+        for k in args.kernels:
+            print(f"lane: {k}: {prepare(k)}")
+        return 0
+    if args.cmd == "table":
+        print(table())
+        return 0
+    if args.cmd == "test":
+        return boot(
+            args.kernel,
+            ["/bin/sh", "-c", TEST_JOB, "lane", *command],
+            args.timeout,
+            LANE / f"{args.kernel}.log",
+        )
+    return boot(
+        args.kernel, command or ["/bin/sh", "-c", "uname -a"], args.timeout, LANE / f"{args.kernel}.log"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The kernel matrix lane: run inside Debian's kernels under QEMU by scripts/kernel_lane.py.
+
+These tests carry the marker `kernel_lane` and are left out of the main run (pyproject's
+addopts); `python3 scripts/kernel_lane.py test 6.1` boots the guest and runs them there,
+where the kernel differs from this machine's: kprobes and fentry instead of the newest raw
+tracepoints, sch_netem, cgroup v2 with no controller enabled below the root. What each test
+verified is written to reports/kernel-lane/<kernel>/results.json, from which the README's
+table of supported kernels is made (`scripts/kernel_lane.py table`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, chaoslab
+
+pytestmark = [pytest.mark.kernel_lane, pytest.mark.privileged, pytest.mark.e2e]
+
+LANE = Path(__file__).resolve().parent / "lane"
+KERNEL = os.uname().release
+RESULTS = REPO / "reports" / "kernel-lane" / KERNEL
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+MODPROBE = Path("/proc/sys/kernel/modprobe")
+
+
+def record(key: str, value: object) -> None:
+    """Add what a test verified to this kernel's results (read by `kernel_lane.py table`)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "results.json"
+    data = json.loads(path.read_text()) if path.exists() else {"kernel": KERNEL}
+    data[key] = value
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def run(name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = RESULTS / "runs" / name
+    res = chaoslab("run", *args, "--out", str(out), timeout=900)
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
+    return res, report
+
+
+def verdicts(report: dict) -> dict[str, dict]:
+    return {
+        v["phase"]: {k: v[k] for k in ("status", "layer", "target", "explained", "client_added_mean_ms")}
+        for v in report.get("verdicts", [])
+    }
+
+
+def mechanisms(report: dict) -> dict[str, str]:
+    """fault kind -> the mechanism it used, and probed layer -> its mechanism, from a report."""
+    out = {f"fault {f['kind']}": f["mechanism"] for p in report["phases"] for f in p["faults"]}
+    out |= {f"layer {line.split(':', 1)[0]}": line.split(":", 1)[1].strip() for line in report["probes"]}
+    return out
+
+
+@pytest.fixture(scope="module")
+def in_guest() -> None:
+    if not os.environ.get("CHAOSLAB_KERNEL_LANE"):
+        pytest.fail("the kernel lane's tests run inside its guest: python3 scripts/kernel_lane.py test 6.1")
+
+
+@pytest.fixture
+def modprobe_disabled() -> Iterator[None]:
+    """Module autoloading off (the kernel's modprobe helper set to /bin/false), veth unloaded."""
+    saved = MODPROBE.read_text().strip()
+    if Path("/sys/module/veth").exists():
+        subprocess.run(["rmmod", "veth"], check=True, capture_output=True, text=True)
+    MODPROBE.write_text("/bin/false\n")
+    try:
+        yield
+    finally:
+        MODPROBE.write_text(saved + "\n")
+
+
+def test_a_missing_module_is_a_one_line_error_with_its_fix(
+    in_guest: None, modprobe_disabled: None, clean_machine: None
+) -> None:
+    res = chaoslab("run", str(LANE / "faults.yaml"), "--out", str(RESULTS / "runs" / "no-veth"), timeout=300)
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    [error] = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert "type veth" in error and "failed" in error, error
+    hint = res.stderr.split(error, 1)[1].strip().splitlines()[0]
+    assert hint.startswith("hint:") and "modprobe veth" in hint, res.stderr[-1000:]
+    record("missing_module", {"exit": res.returncode, "error": error, "hint": hint})
+
+
+def test_probes_says_every_layer_attaches_here(in_guest: None) -> None:
+    res = chaoslab("probes", "--json")
+    data = json.loads(res.stdout)
+    layers = {row["layer"]: row for row in data["layers"]}
+    assert res.returncode == 0 and all(row["attaches"] for row in layers.values()), res.stdout
+    record("probes", {name: {"ways": row["ways"], "detail": row["detail"]} for name, row in layers.items()})
+
+
+def test_tls_entropy_with_the_default_probes_is_absorbed_by_entropy(
+    in_guest: None, clean_machine: None
+) -> None:
+    res, report = run("entropy", str(LANE / "entropy.yaml"))
+    assert res.returncode in (0, 1), res.stderr[-3000:]  # 1: an emulated generator may run late
+    v = verdicts(report)
+    record("entropy", {"verdicts": v, "mechanisms": mechanisms(report), "unmeasured": report["unmeasured"]})
+    assert report["unmeasured"] == []
+    assert (v["starve"]["status"], v["starve"]["layer"], v["starve"]["target"]) == (
+        "absorbed",
+        "entropy",
+        "api",
+    )
+    _attached_as_probes_said(report)
+
+
+def _attached_as_probes_said(report: dict) -> None:
+    """What `chaoslab probes` said attaches did attach in the run, the same way."""
+    said = json.loads((RESULTS / "results.json").read_text())["probes"]
+    attached = {line.split(":", 1)[0]: line for line in report["probes"]}
+    for layer, row in said.items():
+        if layer == "client" or layer not in attached:
+            continue  # a layer that applies to none of this run's targets
+        for hook, way in row["ways"].items():
+            assert f"{hook}: {way}" in attached[layer], (layer, attached[layer])
+
+
+@pytest.mark.parametrize("runtime", ["local", "docker"])
+def test_kernel_faults_on_cgroup_v2(in_guest: None, clean_machine: None, runtime: str) -> None:
+    """netem delay, a syscall delay, a CPU limit and a freeze, each absorbed by its layer; the
+    cgroup v2 root is left as it was (its cpu controller was not enabled for children)."""
+    assert (CGROUP_ROOT / "cgroup.controllers").exists(), "the lane's guest runs cgroup v2"
+    before = (CGROUP_ROOT / "cgroup.subtree_control").read_text()
+    if runtime == "local":
+        assert "cpu" not in before.split(), "the cpu controller must start disabled below the root"
+    res, report = run(f"faults-{runtime}", str(LANE / "faults.yaml"), "--runtime", runtime)
+    assert res.returncode in (0, 1), res.stderr[-3000:]
+    v = verdicts(report)
+    faults = {f["kind"]: f for p in report["phases"] for f in p["faults"]}
+    record(
+        f"faults-{runtime}",
+        {
+            "verdicts": v,
+            "mechanisms": mechanisms(report),
+            "settle_s": {p["name"]: p["settle_s"] for p in report["phases"]},
+            "subtree_control": [before.strip(), (CGROUP_ROOT / "cgroup.subtree_control").read_text().strip()],
+        },
+    )
+    assert "netem" in faults["network"]["mechanism"], faults["network"]["mechanism"]
+    expected = {"net-delay": "network", "slow-write": "syscall", "cpu-limit": "cpu", "paused": "cpu"}
+    got = {phase: (v[phase]["status"], v[phase]["layer"], v[phase]["target"]) for phase in expected}
+    assert got == {phase: ("absorbed", layer, "api") for phase, layer in expected.items()}, v
+    assert all(f["observed"] for f in faults.values()), faults
+    journal = (RESULTS / "runs" / f"faults-{runtime}" / "journal.jsonl").read_text()
+    if runtime == "local":  # chaoslab enabled cpu for its cgroups, and restored the root after
+        assert '"cgroup_controllers"' in journal
+        assert (CGROUP_ROOT / "cgroup.subtree_control").read_text() == before
+    else:  # the engine enables what its containers need by itself: chaoslab changes nothing there
+        assert '"cgroup_controllers"' not in journal
+    assert not [d for d in CGROUP_ROOT.iterdir() if d.name.startswith("chaoslab-")]
