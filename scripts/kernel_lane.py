@@ -267,17 +267,23 @@ def _host_column() -> dict[str, str]:
     cells = {}
     for row in probes["layers"]:
         ways = ", ".join(f"{h}: {w}" for h, w in row["ways"].items())
-        cells[f"layer {row['layer']}"] = ways or row["mechanism"].split(",")[0].split(";")[0]
-    plan = subprocess.run(
-        [exe, "plan", str(ROOT / "tests" / "lane" / "faults.yaml")], capture_output=True, text=True
-    )
-    kind = ""
-    for line in plan.stdout.splitlines():
-        if line.startswith("  ") and " on api (phases[" in line:
-            kind = line.split()[0]
-        elif line.strip().startswith("mechanism:") and kind:
-            cells[f"fault {kind}"] = line.split(":", 1)[1].split(";")[0].strip()
+        cells[f"layer {row['layer']}"] = ways or _short(row["mechanism"])
+    for scenario in ("faults.yaml", "entropy.yaml"):
+        plan = subprocess.run(
+            [exe, "plan", str(ROOT / "tests" / "lane" / scenario)], capture_output=True, text=True
+        )
+        kind = ""
+        for line in plan.stdout.splitlines():
+            if line.startswith("  ") and " on api (phases[" in line:
+                kind = line.split()[0]
+            elif line.strip().startswith("mechanism:") and kind:
+                cells[f"fault {kind}"] = _short(line.split(":", 1)[1])
     return cells
+
+
+def _short(mechanism: str) -> str:
+    """A mechanism's name without its details."""
+    return mechanism.split(";")[0].split(" (")[0].split(", filtered")[0].strip()
 
 
 def _verdict(v: dict[str, object], ok: bool) -> str:
@@ -291,7 +297,8 @@ def table() -> str:
     columns = [(short, version_of(pkg)) for short, pkg in KERNELS.items()]
     results = {short: _results(release) for short, release in columns}
     host = _host_column()
-    head = [f"{short} ({release})" for short, release in columns] + [f"this machine ({os.uname().release})"]
+    head = [f"{short} ({release}), cgroup v2" for short, release in columns]
+    head.append(f"this machine ({os.uname().release}), cgroup v1: the main suite")
     lines = ["| | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
 
     def lane_cell(res: dict | None, text: str, ok: bool) -> str:
@@ -308,7 +315,7 @@ def table() -> str:
             ways = ", ".join(f"{h}: {w}" for h, w in (row or {}).get("ways", {}).items())
             text = ways or ("attaches" if row else "not attached")
             cells.append(lane_cell(res, text, row is not None))
-        cells.append(host.get(f"layer {layer}", "?") + " (main suite)")
+        cells.append(host.get(f"layer {layer}", "?"))
         lines.append(f"| layer `{layer}` | " + " | ".join(cells) + " |")
     for label, kind, phase, layer in FAULT_ROWS:
         cells = []
@@ -322,10 +329,10 @@ def table() -> str:
                     continue
                 v = run["verdicts"].get(phase, {})
                 ok = (v.get("status"), v.get("layer")) == ("absorbed", layer)
-                mech = run["mechanisms"].get(f"fault {kind}", "?").split(";")[0]
+                mech = _short(run["mechanisms"].get(f"fault {kind}", "?"))
                 parts.append(f"{runtime}: {mech}, {_verdict(v, ok)}")
             cells.append("<br>".join(parts) if results[short] else "not run")
-        cells.append(host.get(f"fault {kind}", "?") + " (main suite)")
+        cells.append(host.get(f"fault {kind}", "?"))
         lines.append(f"| fault `{label}` | " + " | ".join(cells) + " |")
     cells = []
     for short, _ in columns:
@@ -336,8 +343,8 @@ def table() -> str:
             continue
         v = e["verdicts"].get("starve", {})
         ok = (v.get("status"), v.get("layer")) == ("absorbed", "entropy")
-        cells.append(f"{e['mechanisms'].get('fault entropy', '?')}, {_verdict(v, ok)}")
-    cells.append(host.get("fault entropy", "?") + " (main suite)")
+        cells.append(f"{_short(e['mechanisms'].get('fault entropy', '?'))}, {_verdict(v, ok)}")
+    cells.append(host.get("fault entropy", "?"))
     lines.append("| fault `entropy` (tls_entropy, default probes) | " + " | ".join(cells) + " |")
     cells = [
         (
