@@ -109,8 +109,10 @@ class RunProgress:
                 for spec, start, end in self._spans
                 if spec.name in self.phases and start <= now
             ]
-            timeline = [
-                _second(sec, t, self._phase_at(self.t0 + sec)) for sec, t in sorted(self.seconds.items())
+            timeline = [  # whole seconds only: the current one is still filling
+                _second(sec, t, self._phase_at(self.t0 + sec))
+                for sec, t in sorted(self.seconds.items())
+                if self.t0 + sec + 1 <= now
             ]
             hists = {name: t.hist.to_json() for name, t in self.phases.items()}
         report = Report(
@@ -146,7 +148,14 @@ class RunProgress:
 def _planned(spec: object) -> FaultRecord:
     """A fault of a phase not reached yet, as the scenario gives it."""
     params = {k: v for k, v in vars(spec).items() if k not in {"kind", "target", "path"}}
-    return FaultRecord(getattr(spec, "kind", ""), getattr(spec, "target", ""), params, "", False, "planned")
+    return FaultRecord(
+        getattr(spec, "kind", ""),
+        getattr(spec, "target", ""),
+        params,
+        "",
+        False,
+        "the receipt comes when the phase ends",
+    )
 
 
 def _row(phase: str, t: _Tally, seconds: float) -> ClientRow:

@@ -51,6 +51,7 @@ def page(title: str, body: str, data: object | None = None, script: str = "", se
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<link rel="icon" href="data:,">'  # no favicon request
         f"<title>{escape(title)}</title><style>{asset('report.css')}</style></head>"
         f'<body data-seq="{seq}">{body}{embedded}{code}</body></html>\n'
     )
@@ -134,7 +135,7 @@ def report_main(report: Report, live: LiveStatus | None = None) -> str:
     if any(p.faults for p in report.phases):
         out.append("<h2>Fault receipts</h2>")
         out.append('<p class="sub">What each fault\'s own mechanism measured while it was active.</p>')
-        out.append(_receipts(report))
+        out.append(_receipts(report, live))
 
     if hists:
         out.append("<h2>Client latency by percentile</h2>")
@@ -143,7 +144,7 @@ def report_main(report: Report, live: LiveStatus | None = None) -> str:
     out.append(_client_table(report, verdicts))
 
     out.append("<h2>Load generator and probes</h2>")
-    out.append(_generator(report, late))
+    out.append(_generator(report, late, live))
 
     if report.layers:
         out.append("<details><summary>Every layer and metric, per phase</summary>")
@@ -185,11 +186,16 @@ def _verdict_card(report: Report, v: Verdict) -> str:
         if c.explained >= EXPLAINS and (c.layer, c.target) != (v.layer, v.target)
     ]
     inside = f"Inside {', '.join(outer)}. " if outer and v.status is Status.ABSORBED else ""
+    client = (  # a no-change reason gives these figures itself
+        ""
+        if v.status is Status.NO_CHANGE
+        else f"Client p50 {v.client_added_p50_ms:+.1f} ms, mean {v.client_added_mean_ms:+.1f} ms "
+        f"(p={v.p_value:.2g}). "
+    )
     return (
         f'<div class="card {v.status}" data-phase="{escape(v.phase)}" data-status="{v.status}">'
         f'<div class="head verdict-text">{escape(head)}</div>{meter}'
-        f'<div class="why">{escape(inside)}Client p50 {v.client_added_p50_ms:+.1f} ms, mean '
-        f"{v.client_added_mean_ms:+.1f} ms (p={v.p_value:.2g}). {escape(v.reason)}.</div>"
+        f'<div class="why">{escape(inside)}{escape(client)}{escape(v.reason)}.</div>'
         f'<div class="sentence" hidden>{escape(v.sentence())}</div></div>'
     )
 
@@ -207,12 +213,14 @@ def _warnings(report: Report) -> list[str]:
     return out
 
 
-def _table(head: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1, cls: str = "") -> str:
+def _table(
+    head: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1, cls: str = "", ident: str = ""
+) -> str:
     def cell(i: int, text: str, tag: str) -> str:
         c = ' class="l"' if i < left else ""
         return f"<{tag}{c}>{text}</{tag}>"
 
-    c = f' class="{cls}"' if cls else ""
+    c = (f' class="{cls}"' if cls else "") + (f' id="{ident}"' if ident else "")
     out = [f"<table{c}><tr>" + "".join(cell(i, escape(h), "th") for i, h in enumerate(head)) + "</tr>"]
     for row in rows:
         out.append("<tr>" + "".join(cell(i, x, "td") for i, x in enumerate(row)) + "</tr>")
@@ -236,14 +244,18 @@ def _contribution_table(v: Verdict) -> str:
     return "<details><summary>Every layer's added time</summary>" + _table(head, rows, 2) + "</details>"
 
 
-def _receipts(report: Report) -> str:
+def _receipts(report: Report, live: LiveStatus | None) -> str:
     rows = []
     for p in report.phases:
         for f in p.faults:
             measured = ", ".join(f"{k} {v:g}" for k, v in f.measured.items())
-            mark = (
-                '<span class="held">✔ seen</span>' if f.observed else '<span class="failed">✘ not seen</span>'
-            )
+            if not f.mechanism:  # a live page's fault not verified yet: no receipt so far
+                now = live is not None and not live.final and live.phase == p.name
+                mark = "active now" if now else "to come"
+            elif f.observed:
+                mark = '<span class="held">✔ seen</span>'
+            else:
+                mark = '<span class="failed">✘ not seen</span>'
             rows.append(
                 (
                     escape(p.name),
@@ -302,10 +314,10 @@ def _client_table(report: Report, verdicts: dict[str, Verdict]) -> str:
         "max ms",
         "late",
     )
-    return _table(head, rows)
+    return _table(head, rows, ident="client-table")
 
 
-def _generator(report: Report, late: int) -> str:
+def _generator(report: Report, late: int, live: LiveStatus | None) -> str:
     g = report.generator
     out = ['<div class="kv">']
     if g is not None:
@@ -323,6 +335,11 @@ def _generator(report: Report, late: int) -> str:
             )
         for reason in g.reasons:
             out.append(f'<b class="bad">why</b><span>{escape(reason)}</span>')
+    elif live is not None and not live.final:
+        out.append(
+            "<b>load generator</b><span>its CPU comes when the run ends; rate and late sends so far "
+            "are in the client table</span>"
+        )
     else:
         out.append(f"<b>load generator</b><span>not recorded ({late} late sends)</span>")
     out.append(

@@ -226,6 +226,7 @@ def _fit(text: str, width: float) -> str:
 
 # ---------------------------------------------------------------- where the added time went
 
+ANYWHERE = {Layer.CPU, Layer.SYSCALL}  # layers that can sit under any other: drawn apart
 SHOWN = 0.02  # a layer is drawn from this share of the client's added time on (the rest are listed)
 
 
@@ -242,14 +243,17 @@ def shown_contributions(v: Verdict, declared: Iterable[tuple[str, str]]) -> list
 
 def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
     """The client's added time per request on top, and under it every layer that holds a part,
-    indented by depth (client > proxy > network > app > tls > entropy; cpu and syscall under any),
+    indented by depth (client > proxy > network > app > tls > entropy; cpu and syscall, which can
+    sit under any of them, apart below),
     all on one scale: a deeper bar is a part of the bars above it. The client's bar is split
     into the part the verdict's layer explains and the unexplained remainder."""
     rows = shown_contributions(v, declared)
+    nested = [c for c in rows if Layer(c.layer) not in ANYWHERE]
+    anywhere = [c for c in rows if Layer(c.layer) in ANYWHERE]
     client = v.client_added_mean_ms
     scale_max = max([client, *(c.added_ms for c in rows), 0.5]) * 1.05
     left, right, row_h = 200.0, WIDTH - 170.0, 26.0
-    height = 30 + row_h * (len(rows) + 1) + 24
+    height = 30 + row_h * (len(rows) + 1) + (22 if anywhere else 0) + 24
     svg = Svg(WIDTH, height, "attribution", f"where the added time went in {v.phase}")
 
     def x(ms: float) -> float:
@@ -276,9 +280,12 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
         title = f"client added {client:.2f} ms per request"
         svg.rect(left, y + 4, max(x(client) - left, 1.0), row_h - 8, "bar-client bar", title)
         svg.text(max(x(client), left) + 6, y + 17, f"{client:+.1f} ms ({v.status})", "value")
-    for c in rows:
+    for c in nested + anywhere:
         y += row_h
-        depth = DEPTH[Layer(c.layer)]
+        if anywhere and c is anywhere[0]:
+            svg.text(12, y + 14, "under any of the layers above (cpu, syscall):", "tick")
+            y += 22
+        depth = DEPTH[Layer(c.layer)] if c in nested else 1
         name = f"{c.layer} at {c.target}"
         indent = 12 + 14 * depth
         svg.path(f"M{_f(indent - 9)} {_f(y + 2)}V{_f(y + 13)}h6", "nest")
