@@ -20,6 +20,7 @@ packages=(
   wrk                                 # bench/: the load for the probe-overhead benchmark
   python3-venv
   docker.io docker-compose            # the Docker runtime (engine, runc, containerd) and compose
+  chromium                            # tests: report.html and the live page opened in a real browser
 )
 missing=()
 for p in "${packages[@]}"; do
