@@ -225,7 +225,7 @@ def _run(
     out.print(f"report: {', '.join(str(f) for f in files)}", highlight=False)
     if page is not None:
         page.finish(report)
-        say(f"live page: the final report is served for {page.linger:g}s more")
+        say(f"live page: {page.stats()}; the final report is served for {page.linger:g}s more")
         page.close(linger=True)
     return ExitCode.OK if report.passed else ExitCode.EXPECTATIONS_FAILED
 

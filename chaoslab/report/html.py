@@ -195,7 +195,7 @@ def _verdict_card(report: Report, v: Verdict) -> str:
     return (
         f'<div class="card {v.status}" data-phase="{escape(v.phase)}" data-status="{v.status}">'
         f'<div class="head verdict-text">{escape(head)}</div>{meter}'
-        f'<div class="why">{escape(inside)}{escape(client)}{escape(v.reason)}.</div>'
+        f'<div class="why">{escape(inside + client + v.reason[:1].upper() + v.reason[1:])}.</div>'
         f'<div class="sentence" hidden>{escape(v.sentence())}</div></div>'
     )
 

@@ -81,6 +81,8 @@ class LivePage:
     def __init__(self, address: Address, scenario: str, linger: float = LINGER) -> None:
         self.linger = linger
         self.scenario = scenario
+        self.render_s: list[float] = []
+        self.error = ""  # the first snapshot that could not be rendered
         waiting = (
             '<main id="report"><p>The run is starting: targets, probes and load come up first.</p></main>'
         )
@@ -113,18 +115,37 @@ class LivePage:
         ctx.events.subscribe("progress", self._on_progress)
 
     def _on_progress(self, report: Report, status: html.LiveStatus) -> None:
-        self._publish(report, status)
+        # Called in the run loop: a page that cannot be drawn must not end the run. The last good
+        # snapshot stays served and the first error is said at the end (stats()).
+        try:
+            self._publish(report, status)
+        except Exception as exc:
+            self.error = self.error or f"{type(exc).__name__}: {exc}"
 
     def _publish(self, report: Report, status: html.LiveStatus) -> None:
+        start = time.perf_counter()
         seq = self.snapshot.seq + 1
         main = html.report_main(report, status)
         page = html.live_page(report, status, seq, main)
         self.snapshot = Snapshot(seq, status.final, page.encode(), main.encode())
+        self.render_s.append(time.perf_counter() - start)
+
+    def stats(self) -> str:
+        """How many snapshots the run loop rendered, and what they cost it."""
+        times = sorted(self.render_s)
+        failed = f"; a snapshot failed to render ({self.error})" if self.error else ""
+        if not times:
+            return "no snapshots rendered" + failed
+        return (
+            f"{len(times)} snapshots rendered in the run loop, "
+            f"median {times[len(times) // 2] * 1000:.1f} ms, "
+            f"max {times[-1] * 1000:.1f} ms, {len(self.snapshot.page) / 1000:.0f} kB each{failed}"
+        )
 
     def finish(self, report: Report, note: str = "") -> None:
         """The run's final report, with its verdicts: the pages stop polling once they have it."""
         status = html.LiveStatus(time.time(), "", 0.0, 0.0, [], final=True, note=note)
-        self._publish(report, status)
+        self._on_progress(report, status)
 
     def close(self, linger: bool = False) -> None:
         if linger:

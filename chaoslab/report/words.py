@@ -55,7 +55,8 @@ def generator_summary(g: GeneratorRecord | None, late: int) -> str:
     cpu = max(g.cpu_by_phase.values(), default=0.0)
     state = "SATURATED: " + "; ".join(g.reasons) if g.saturated else "kept up"
     workers = f"{g.workers} worker" + ("s" if g.workers != 1 else "")
-    return f"{g.model} model, {workers}, busiest process {cpu:.2f} cores, {late} late sends: {state}"
+    sends = f"{late} late send" + ("s" if late != 1 else "")
+    return f"{g.model} model, {workers}, busiest process {cpu:.2f} cores, {sends}: {state}"
 
 
 def ms(value: float, signed: bool = False) -> str:
