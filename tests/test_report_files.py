@@ -323,3 +323,9 @@ def test_compare_command_exit_codes(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout
     res = chaoslab("compare", str(base), str(tmp_path / "missing"), "--out", str(tmp_path / "m"))
     assert res.returncode == 2 and not (tmp_path / "m").exists()
+
+
+def test_summary_md_golden() -> None:
+    """The whole text for the fixture: a change to it is a change to review (regenerate with
+    markdown.render(read_report(tests/data/report_entropy.json)))."""
+    assert markdown.render(entropy()) == (DATA / "summary_entropy.md").read_text()
