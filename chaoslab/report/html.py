@@ -424,6 +424,7 @@ def render_comparison(c: Comparison) -> str:
             for m in p.client
         ]
         out.append(_table(("client", "base ms", "current ms", "change ms", "p", "counted"), rows))
+        out.append(svg.comparison_bars(p))
         lrows = [
             (
                 escape(lc.layer),
@@ -436,22 +437,18 @@ def render_comparison(c: Comparison) -> str:
             )
             for lc in p.layers
         ]
-        out.append(
-            _table(
-                (
-                    "layer",
-                    "target",
-                    "base ms/req",
-                    "current ms/req",
-                    "change",
-                    "of client's",
-                    "added-time change",
-                ),
-                lrows,
-                2,
-            )
+        head_row = (
+            "layer",
+            "target",
+            "base ms/req",
+            "current ms/req",
+            "change",
+            "of client's",
+            "added-time change",
         )
-        out.append(svg.comparison_bars(p))
+        out.append(
+            "<details><summary>Every layer, both runs</summary>" + _table(head_row, lrows, 2) + "</details>"
+        )
         out.append("</div>")
     out.append("</main>")
     return page(f"chaoslab compare: {head}", "\n".join(out), c.to_json())
