@@ -23,9 +23,8 @@ from chaoslab.context import RunContext
 from chaoslab.hist import FineHistogram
 from chaoslab.load.records import Request, quantile
 from chaoslab.load.runner import LoadRunner
-from chaoslab.report.html import LiveStatus
-from chaoslab.report.model import ClientRow, FaultRecord, PhaseRecord, Report, SecondRow
-from chaoslab.scenario.model import PhaseSpec
+from chaoslab.report.model import ClientRow, FaultRecord, LiveStatus, PhaseRecord, Report, SecondRow
+from chaoslab.scenario.model import FaultSpec, PhaseSpec
 
 WINDOW = 3.0
 PLAIN_EVERY = 5.0
@@ -145,17 +144,10 @@ class RunProgress:
         return next((s.name for s, a, b in self._spans if a <= t < b), "")
 
 
-def _planned(spec: object) -> FaultRecord:
-    """A fault of a phase not reached yet, as the scenario gives it."""
+def _planned(spec: FaultSpec) -> FaultRecord:
+    """A fault whose phase has not ended, as the scenario gives it: no receipt yet."""
     params = {k: v for k, v in vars(spec).items() if k not in {"kind", "target", "path"}}
-    return FaultRecord(
-        getattr(spec, "kind", ""),
-        getattr(spec, "target", ""),
-        params,
-        "",
-        False,
-        "the receipt comes when the phase ends",
-    )
+    return FaultRecord(spec.kind, spec.target, params, "", False, "the receipt comes when the phase ends")
 
 
 def _row(phase: str, t: _Tally, seconds: float) -> ClientRow:

@@ -15,7 +15,7 @@ import pytest
 from chaoslab.errors import UsageError
 from chaoslab.live import RunProgress
 from chaoslab.load.records import Request
-from chaoslab.report.html import LiveStatus
+from chaoslab.report.model import LiveStatus
 from chaoslab.report.reader import read_report
 from chaoslab.report.serve import Address, LivePage, parse_address
 from chaoslab.scenario import load_scenario

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from html import escape
 from importlib import resources
 
@@ -19,21 +18,8 @@ from chaoslab.analysis.attribution import EXPLAINS
 from chaoslab.hist import FineHistogram
 from chaoslab.report import svg, words
 from chaoslab.report.comparison import Change, Comparison
-from chaoslab.report.model import ClientRow, Report, Verdict
+from chaoslab.report.model import ClientRow, LiveStatus, Report, Verdict
 from chaoslab.scenario.model import Status
-
-
-@dataclass(frozen=True)
-class LiveStatus:
-    """What the live page adds while a run goes."""
-
-    now: float
-    phase: str
-    elapsed: float
-    duration: float
-    faults: list[str]
-    final: bool  # the run is over: the page is the finished report
-    note: str = ""
 
 
 @functools.cache

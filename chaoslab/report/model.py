@@ -144,6 +144,19 @@ class ExpectationResult:
     detail: str
 
 
+@dataclass(frozen=True)
+class LiveStatus:
+    """Where a run is, for the live page while it goes (not part of the saved report)."""
+
+    now: float
+    phase: str
+    elapsed: float
+    duration: float
+    faults: list[str]  # the active faults, in words
+    final: bool  # the run is over: the page is the finished report
+    note: str = ""
+
+
 @dataclass
 class Report:
     scenario: str

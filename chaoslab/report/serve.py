@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from chaoslab.context import RunContext
 from chaoslab.errors import UsageError
 from chaoslab.report import html
-from chaoslab.report.model import Report
+from chaoslab.report.model import LiveStatus, Report
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8716
@@ -114,7 +114,7 @@ class LivePage:
     def follow(self, ctx: RunContext) -> None:
         ctx.events.subscribe("progress", self._on_progress)
 
-    def _on_progress(self, report: Report, status: html.LiveStatus) -> None:
+    def _on_progress(self, report: Report, status: LiveStatus) -> None:
         # Called in the run loop: a page that cannot be drawn must not end the run. The last good
         # snapshot stays served and the first error is said at the end (stats()).
         try:
@@ -122,7 +122,7 @@ class LivePage:
         except Exception as exc:
             self.error = self.error or f"{type(exc).__name__}: {exc}"
 
-    def _publish(self, report: Report, status: html.LiveStatus) -> None:
+    def _publish(self, report: Report, status: LiveStatus) -> None:
         start = time.perf_counter()
         seq = self.snapshot.seq + 1
         main = html.report_main(report, status)
@@ -144,7 +144,7 @@ class LivePage:
 
     def finish(self, report: Report, note: str = "") -> None:
         """The run's final report, with its verdicts: the pages stop polling once they have it."""
-        status = html.LiveStatus(time.time(), "", 0.0, 0.0, [], final=True, note=note)
+        status = LiveStatus(time.time(), "", 0.0, 0.0, [], final=True, note=note)
         self._on_progress(report, status)
 
     def close(self, linger: bool = False) -> None:
