@@ -53,6 +53,7 @@ class Page:
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
             msg = json.loads(self.ws.recv())
             if msg.get("id") == self._id:
                 if "error" in msg:
