@@ -260,7 +260,8 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
         return left + (right - left) * max(ms, 0.0) / scale_max
 
     y = 24.0
-    explained_ms = v.added_ms if v.status is Status.ABSORBED else 0.0
+    # the verdict's layer may add more than the client (over 100% explained): its part is capped there
+    explained_ms = min(v.added_ms, client) if v.status is Status.ABSORBED else 0.0
     svg.text(12, y + 17, "client", "row-label")
     if explained_ms > 0:
         rest = max(0.0, client - explained_ms)
@@ -301,8 +302,8 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
         svg.text(
             max(x(c.added_ms), left) + 6, y + 17, f"{c.added_ms:+.1f} ms · {c.explained:.0%}{note}", "value"
         )
-    if explained_ms > 0:  # the verdict's share, down through the rows
-        svg.line(x(explained_ms), 24, x(explained_ms), y + row_h, "marker")
+    if explained_ms > 0:  # the verdict's layer's added time, down through the rows
+        svg.line(x(v.added_ms), 24, x(v.added_ms), y + row_h, "marker")
     hidden = len(v.contributions) - len(rows)
     svg.text(
         left,
