@@ -329,3 +329,44 @@ def test_summary_md_golden() -> None:
     """The whole text for the fixture: a change to it is a change to review (regenerate with
     markdown.render(read_report(tests/data/report_entropy.json)))."""
     assert markdown.render(entropy()) == (DATA / "summary_entropy.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [
+        (Status.INVALID, "starve: INVALID"),
+        (Status.INCONCLUSIVE, "starve: INCONCLUSIVE"),
+        (Status.NO_CHANGE, "starve: no significant change"),
+    ],
+)
+def test_report_html_for_every_status(status: Status, shown: str) -> None:
+    report = entropy()
+    report.verdicts = [dataclasses.replace(report.verdicts[0], status=status, reason="the probe saw nothing")]
+    page = html.render_report(report)
+    assert f'data-status="{status}"' in page and shown in page and "The probe saw nothing." in page
+    assert 'data-chart="attribution"' in page
+
+
+def test_report_html_says_a_saturated_generator_and_a_drift() -> None:
+    report = entropy()
+    report.generator = GeneratorRecord(
+        "open", 1, {"starve": 0.95}, True, ["a Locust process used 0.95 cores"]
+    )
+    report.baseline_drift = "recovery p50 differs from baseline by +3.0 ms: the baseline drifted"
+    page = html.render_report(report)
+    assert "load generator SATURATED: a Locust process used 0.95 cores" in page
+    assert "the baseline drifted" in page and '<span class="pill failed">FAILED</span>' in page
+
+
+def test_report_html_without_compared_phases() -> None:
+    report = entropy()
+    report.verdicts, report.layers = [], []
+    page = html.render_report(report)
+    assert "No compared phases: nothing to attribute." in page and 'data-chart="timeline"' in page
+
+
+def test_report_command_takes_the_file_itself(tmp_path: Path) -> None:
+    (tmp_path / "report.json").write_text(ENTROPY.read_text())
+    res = chaoslab("report", str(tmp_path / "report.json"), "--format", "markdown")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "summary.md"]
