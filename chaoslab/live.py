@@ -96,12 +96,11 @@ class RunProgress:
     def snapshot(self, now: float) -> tuple[Report, LiveStatus]:
         """A partial report (phases planned and done, client rows and seconds so far; no
         layers or verdicts yet) and the live status line."""
-        phases = []
-        for spec, start, end in self._spans:
-            faults = (
-                self.done[spec.name].faults if spec.name in self.done else [_planned(f) for f in spec.faults]
-            )
-            phases.append(PhaseRecord(spec.name, start, end, faults))
+        phases = [  # a finished phase as the run recorded it, with its faults' receipts
+            self.done.get(spec.name)
+            or PhaseRecord(name=spec.name, start=start, end=end, faults=[_planned(f) for f in spec.faults])
+            for spec, start, end in self._spans
+        ]
         with self._lock:
             client = [
                 _row(spec.name, self.phases[spec.name], min(now, end) - start)
@@ -115,16 +114,16 @@ class RunProgress:
             ]
             hists = {name: t.hist.to_json() for name, t in self.phases.items()}
         report = Report(
-            self.ctx.scenario.name,
-            self.ctx.run_id,
-            self.ctx.scenario.runtime,
-            self.t0,
-            self.probes,
-            phases,
-            client,
-            [],
-            [],
-            [],
+            scenario=self.ctx.scenario.name,
+            run_id=self.ctx.run_id,
+            runtime=self.ctx.scenario.runtime,
+            started=self.t0,
+            probes=self.probes,
+            phases=phases,
+            client=client,
+            layers=[],
+            verdicts=[],
+            expectations=[],
             timeline=timeline,
             histograms={"phases": hists},
         )
