@@ -1,4 +1,4 @@
-"""The `chaoslab` command: run, validate, plan, recover, build."""
+"""The `chaoslab` command: run, validate, plan, report, compare, recover, build."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from chaoslab.errors import ChaoslabError, ExitCode
 from chaoslab.scenario.model import RUNTIMES, Scenario
 
 REPORTS = Path("reports")
+DEFAULT_SERVE = "127.0.0.1:8716"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,6 +33,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out",
         type=Path,
         help="directory for report.json and the journal (default: reports/<scenario>-<time>)",
+    )
+    p_run.add_argument(
+        "--serve",
+        nargs="?",
+        const=DEFAULT_SERVE,
+        metavar="ADDR",
+        help=f"serve a live page of the run while it goes (default {DEFAULT_SERVE}; PORT, :PORT, HOST:PORT; "
+        "port 0 picks a free one); loopback only unless you give another address",
+    )
+    p_report = sub.add_parser(
+        "report", help="write report.html, junit.xml and summary.md again from a past run's report.json"
+    )
+    p_report.add_argument("run", type=Path, help="the run's directory (its --out) or its report.json")
+    p_report.add_argument("--out", type=Path, help="directory for the files (default: the run's directory)")
+    p_report.add_argument(
+        "--format",
+        action="append",
+        metavar="FORMAT",
+        help="json, html, junit or markdown, repeatable (default: html, junit and markdown)",
+    )
+    p_cmp = sub.add_parser(
+        "compare",
+        help="compare a run with a base run of the same scenario, per phase and layer; exit 1 when worse",
+    )
+    p_cmp.add_argument("base", type=Path, help="the base run's directory (or report.json)")
+    p_cmp.add_argument("run", type=Path, help="the run to judge against it")
+    p_cmp.add_argument(
+        "--threshold",
+        action="append",
+        metavar="T",
+        help="the smallest change that counts: a duration (5ms), a fraction of the base value (10%%), or "
+        "both (5ms,10%%: the larger); default 2ms,10%%, as the verdicts",
+    )
+    p_cmp.add_argument(
+        "--out", type=Path, help="directory for compare.json and compare.html (default: RUN's)"
     )
     p_val = sub.add_parser(
         "validate", help="check a scenario file; exit 2 with every problem if it is invalid"
@@ -67,7 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args.scenario, out)
         if args.command == "run":
-            return _run(args.scenario, args.runtime, args.out, out, err)
+            return _run(args.scenario, args.runtime, args.out, args.serve, out, err)
+        if args.command == "report":
+            return _report(args.run, args.out, args.format, out)
+        if args.command == "compare":
+            return _compare(args.base, args.run, args.threshold, args.out, out)
         if args.command == "plan":
             return _plan(args.scenario, args.runtime, out)
         if args.command == "probes":
@@ -146,9 +186,12 @@ def _plan(path: Path, runtime: str | None, out: Console) -> int:
     return ExitCode.OK
 
 
-def _run(path: Path, runtime: str | None, out_dir: Path | None, out: Console, err: Console) -> int:
+def _run(
+    path: Path, runtime: str | None, out_dir: Path | None, serve: str | None, out: Console, err: Console
+) -> int:
     from chaoslab.orchestrator import execute, new_run
-    from chaoslab.report.render import print_report, save_json
+    from chaoslab.report.render import print_report
+    from chaoslab.report.writers import REPORT_WRITERS, write
     from chaoslab.signals import exit_signals
 
     scenario = _load(path, runtime)
@@ -157,9 +200,17 @@ def _run(path: Path, runtime: str | None, out_dir: Path | None, out: Console, er
     def say(msg: str) -> None:
         err.print(msg, highlight=False, markup=False)
 
+    page = None
+    if serve is not None:
+        from chaoslab.report.serve import LivePage, parse_address
+
+        page = LivePage(parse_address(serve), scenario.name)  # bound now: a busy port starts nothing
     ctx = new_run(scenario, out_dir, say, err)
     clean = False
     try:
+        if page is not None:
+            page.follow(ctx)
+            say(f"live page: {page.url}" + ("" if page.loopback else " (reachable from other machines)"))
         with exit_signals(say) as signals:
             say(
                 f"chaoslab run {ctx.run_id[:8]}: {scenario.name}, {scenario.duration:g}s, output in {out_dir}"
@@ -168,9 +219,43 @@ def _run(path: Path, runtime: str | None, out_dir: Path | None, out: Console, er
         clean = True
     finally:
         ctx.journal.close(clean)
-    save_json(report, out_dir / "report.json")
-    print_report(report, out, out_dir)
+        if page is not None and not clean:
+            page.close()
+    files = write(report, REPORT_WRITERS.values(), out_dir)
+    print_report(report, out, None)
+    out.print(f"report: {', '.join(str(f) for f in files)}", highlight=False)
+    if page is not None:
+        page.finish(report)
+        say(f"live page: {page.stats()}; the final report is served for {page.linger:g}s more")
+        page.close(linger=True)
     return ExitCode.OK if report.passed else ExitCode.EXPECTATIONS_FAILED
+
+
+def _report(run: Path, out_dir: Path | None, formats: list[str] | None, out: Console) -> int:
+    from chaoslab.report.reader import read_report
+    from chaoslab.report.writers import REPORT_WRITERS, choose, write
+
+    writers = choose(REPORT_WRITERS, formats or ["html", "junit", "markdown"])
+    report = read_report(run)
+    target = out_dir or (run if run.is_dir() else run.parent)
+    for path in write(report, writers, target):
+        out.print(f"wrote {path}", highlight=False)
+    return ExitCode.OK
+
+
+def _compare(base: Path, run: Path, thresholds: list[str] | None, out_dir: Path | None, out: Console) -> int:
+    from chaoslab.analysis.compare import compare, parse_threshold
+    from chaoslab.report.reader import read_report
+    from chaoslab.report.render import print_comparison
+    from chaoslab.report.writers import COMPARISON_WRITERS, write
+
+    threshold = parse_threshold(thresholds or [])
+    comparison = compare(read_report(base), read_report(run), threshold, str(base), str(run))
+    target = out_dir or (run if run.is_dir() else run.parent)
+    files = write(comparison, COMPARISON_WRITERS.values(), target)
+    print_comparison(comparison, out)
+    out.print(f"comparison: {', '.join(str(f) for f in files)}", highlight=False)
+    return ExitCode.EXPECTATIONS_FAILED if comparison.worse else ExitCode.OK
 
 
 def _probes(programs: bool, as_json: bool, out: Console) -> int:

@@ -43,5 +43,17 @@ class FaultError(ChaoslabError):
     """A fault could not be applied or reverted."""
 
 
+class ReportError(ChaoslabError):
+    """A saved report (or a comparison's input) cannot be read; nothing was written."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class UsageError(ChaoslabError):
+    """A command-line option has a bad value; nothing was started."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class Interrupted(ChaoslabError):
     exit_code = ExitCode.INTERRUPTED

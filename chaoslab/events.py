@@ -17,6 +17,10 @@ class EventBus:
     def subscribe(self, name: str, handler: Handler) -> None:
         self._handlers[name].append(handler)
 
+    def subscribed(self, name: str) -> bool:
+        """Whether anyone listens (so a producer can skip building a costly payload)."""
+        return bool(self._handlers.get(name))
+
     def fire(self, name: str, **payload: Any) -> None:
         for handler in list(self._handlers[name]):
             handler(**payload)

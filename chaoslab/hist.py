@@ -88,6 +88,22 @@ class Histogram:
         out = {b: c - other.buckets.get(b, 0) for b, c in self.buckets.items()}
         return type(self)({b: c for b, c in out.items() if c > 0}, self.sum_ns - other.sum_ns)
 
+    @classmethod
+    def from_json(cls, data: object) -> Self:
+        """The inverse of to_json; ValueError when `data` is not a histogram of this scheme."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("buckets"), Mapping):
+            raise ValueError("not a histogram: expected an object with buckets")
+        if data.get("sub_bits") != cls.sub_bits:
+            raise ValueError(f"sub_bits {data.get('sub_bits')!r}, expected {cls.sub_bits}")
+        sum_ns = data.get("sum_ns", 0)
+        try:
+            buckets = {int(b): int(c) for b, c in data["buckets"].items()}
+        except (TypeError, ValueError):
+            raise ValueError("buckets must map bucket numbers to counts") from None
+        if not isinstance(sum_ns, int) or any(c < 0 for c in buckets.values()):
+            raise ValueError("sum_ns must be an integer and counts non-negative")
+        return cls(buckets, sum_ns)
+
     def to_json(self) -> Mapping[str, object]:
         return {
             "sub_bits": self.sub_bits,

@@ -1,24 +1,174 @@
 """The live view while a run goes: phase, elapsed, request rate, p50/p99, active faults.
 
 On a terminal it redraws one line in place (rich Live); elsewhere (CI logs) it prints a
-line every few seconds.
+line every few seconds. It also keeps the run's progress (`RunProgress`: per second and per
+phase, from the requests as they stream in) and, when something subscribed to the
+`progress` event (the live page of `run --serve`), hands it a partial report about once a
+second from the run loop.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
 from chaoslab.context import RunContext
+from chaoslab.hist import FineHistogram
 from chaoslab.load.records import Request, quantile
 from chaoslab.load.runner import LoadRunner
+from chaoslab.report.model import ClientRow, FaultRecord, LiveStatus, PhaseRecord, Report, SecondRow
+from chaoslab.scenario.model import FaultSpec, PhaseSpec
 
 WINDOW = 3.0
 PLAIN_EVERY = 5.0
+PUBLISH_EVERY = 1.0  # seconds between two progress snapshots
+
+
+@dataclass
+class _Tally:
+    """Requests of one second or one phase, as they arrive."""
+
+    requests: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    late: int = 0
+    generator_late: int = 0
+    max_ms: float = 0.0
+    hist: FineHistogram = field(default_factory=FineHistogram)
+
+    def add(self, r: Request) -> None:
+        self.requests += 1
+        self.late += r.is_late
+        self.generator_late += r.generator_late
+        if r.ok:
+            ns = int(r.latency * 1e9)
+            self.hist.record(ns)
+            self.max_ms = max(self.max_ms, ns / 1e6)
+        else:
+            self.errors[r.error] += 1
+
+    def q(self, q: float) -> float:
+        return round(self.hist.quantile_ns(q) / 1e6, 3)
+
+
+class RunProgress:
+    """The run so far, binned by due time: fed by the load's tail threads, read by the run loop.
+
+    Quantiles come from histograms (under 0.05% error); the final report's are exact."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.t0 = 0.0
+        self.probes: list[str] = []
+        self.seconds: dict[int, _Tally] = {}
+        self.phases: dict[str, _Tally] = {}
+        self.done: dict[str, PhaseRecord] = {}
+        self.current: PhaseSpec | None = None
+        self.active: list[str] = []
+        self._lock = threading.Lock()
+        self._spans: list[tuple[PhaseSpec, float, float]] = []
+
+    def begin(self, t0: float, probes: list[str]) -> None:
+        self.t0, self.probes = t0, probes
+        offset = 0.0
+        for spec in self.ctx.scenario.phases:
+            self._spans.append((spec, t0 + offset, t0 + offset + spec.duration))
+            offset += spec.duration
+
+    def add(self, batch: list[Request]) -> None:
+        if not self._spans:
+            return
+        with self._lock:
+            for r in batch:
+                if r.due < self.t0:
+                    continue
+                self.seconds.setdefault(math.floor(r.due - self.t0), _Tally()).add(r)
+                spec = next((s for s, a, b in self._spans if a <= r.due < b), None)
+                if spec is not None:
+                    self.phases.setdefault(spec.name, _Tally()).add(r)
+
+    def snapshot(self, now: float) -> tuple[Report, LiveStatus]:
+        """A partial report (phases planned and done, client rows and seconds so far; no
+        layers or verdicts yet) and the live status line."""
+        phases = [  # a finished phase as the run recorded it, with its faults' receipts
+            self.done.get(spec.name)
+            or PhaseRecord(name=spec.name, start=start, end=end, faults=[_planned(f) for f in spec.faults])
+            for spec, start, end in self._spans
+        ]
+        with self._lock:
+            client = [
+                _row(spec.name, self.phases[spec.name], min(now, end) - start)
+                for spec, start, end in self._spans
+                if spec.name in self.phases and start <= now
+            ]
+            timeline = [  # whole seconds only: the current one is still filling
+                _second(sec, t, self._phase_at(self.t0 + sec))
+                for sec, t in sorted(self.seconds.items())
+                if self.t0 + sec + 1 <= now
+            ]
+            hists = {name: t.hist.to_json() for name, t in self.phases.items()}
+        report = Report(
+            scenario=self.ctx.scenario.name,
+            run_id=self.ctx.run_id,
+            runtime=self.ctx.scenario.runtime,
+            started=self.t0,
+            probes=self.probes,
+            phases=phases,
+            client=client,
+            layers=[],
+            verdicts=[],
+            expectations=[],
+            timeline=timeline,
+            histograms={"phases": hists},
+        )
+        cur = self.current
+        span = next(((a, b) for s, a, b in self._spans if s is cur), (now, now))
+        status = LiveStatus(
+            now=now,
+            phase=cur.name if cur else "starting",
+            elapsed=max(0.0, min(now, span[1]) - span[0]),
+            duration=cur.duration if cur else 0.0,
+            faults=list(self.active),
+            final=False,
+        )
+        return report, status
+
+    def _phase_at(self, t: float) -> str:
+        return next((s.name for s, a, b in self._spans if a <= t < b), "")
+
+
+def _planned(spec: FaultSpec) -> FaultRecord:
+    """A fault whose phase has not ended, as the scenario gives it: no receipt yet."""
+    params = {k: v for k, v in vars(spec).items() if k not in {"kind", "target", "path"}}
+    return FaultRecord(spec.kind, spec.target, params, "", False, "the receipt comes when the phase ends")
+
+
+def _row(phase: str, t: _Tally, seconds: float) -> ClientRow:
+    return ClientRow(
+        phase=phase,
+        requests=t.requests,
+        errors=sum(t.errors.values()),
+        rate=round(t.requests / seconds, 2) if seconds > 0 else 0.0,
+        p50_ms=t.q(0.5),
+        p90_ms=t.q(0.9),
+        p99_ms=t.q(0.99),
+        max_ms=round(t.max_ms, 3),
+        late=t.late,
+        errors_by_kind=dict(t.errors),
+        p999_ms=t.q(0.999),
+        generator_late=t.generator_late,
+    )
+
+
+def _second(sec: int, t: _Tally, phase: str) -> SecondRow:
+    errors = sum(t.errors.values())
+    return SecondRow(sec, phase, t.requests, errors, t.late, t.q(0.5), t.q(0.99), round(t.max_ms, 3))
 
 
 class LiveView:
@@ -30,14 +180,24 @@ class LiveView:
         self.duration = 0.0
         self.faults: list[str] = []
         self._last_plain = 0.0
+        self._last_publish = 0.0
         self._live: Live | None = None
+        self.ctx = ctx
+        self.progress = RunProgress(ctx)
         ctx.events.subscribe("requests", self._on_requests)
 
     def _on_requests(self, batch: list[Request]) -> None:
         self.recent.extend(batch)
+        self.progress.add(batch)
+
+    def begin(self, t0: float, probes: list[str]) -> None:
+        """The load's t0 is known: requests are binned from here on."""
+        self.progress.begin(t0, probes)
 
     def phase(self, name: str, start: float, duration: float, faults: list[str]) -> None:
         self.name, self.start, self.duration, self.faults = name, start, duration, faults
+        self.progress.current = next((p for p in self.ctx.scenario.phases if p.name == name), None)
+        self.progress.active = faults
         if self.console.is_terminal and self._live is None:
             self._live = Live(self.render(), console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
@@ -56,7 +216,25 @@ class LiveView:
             f"errors {errors:<4d} faults: {', '.join(self.faults) or 'none'}"
         )
 
+    def phase_done(self, record: PhaseRecord) -> None:
+        """A phase ended: its faults' receipts (what their mechanisms measured) are known."""
+        self.progress.done[record.name] = record
+        self.progress.active = []
+        self.publish(force=True)
+
+    def publish(self, force: bool = False) -> None:
+        """Hand the progress to the `progress` subscribers, about once a second."""
+        now = time.time()
+        if not self.ctx.events.subscribed("progress") or (
+            not force and now - self._last_publish < PUBLISH_EVERY
+        ):
+            return
+        self._last_publish = now
+        report, status = self.progress.snapshot(now)
+        self.ctx.events.fire("progress", report=report, status=status)
+
     def tick(self, force: bool = False) -> None:
+        self.publish(force)
         if self._live is not None:
             self._live.update(self.render())
         elif force or time.monotonic() - self._last_plain >= PLAIN_EVERY:

@@ -82,13 +82,14 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         stack.callback(load.stop)
         live = LiveView(ctx, load, ctx.console)
         stack.callback(live.close)
+        probe_lines = [f"{p.layer}: {p.describe()}" for p in probes.probes]
         t0 = load.start()
+        live.begin(t0, probe_lines)
         to = ", ".join(sorted({r.target for r in scenario.load.requests}))
         ctx.say(f"load: {scenario.load.describe()}, to {to}")
         phases = _run_phases(ctx, t0, targets, faults, probes, live, signals)
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
-        probe_lines = [f"{p.layer}: {p.describe()}" for p in probes.probes]
         return _analyse(ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable)
     finally:
         signals.shield()
@@ -143,6 +144,7 @@ def _run_phases(
         settled = time.time()
         run.snap = {k: h - before.get(k, Histogram()) for k, h in after.items()}
         runs.append(run)
+        live.phase_done(_phase_record(run))
         late = run.start - start
         ctx.say(
             f"phase {spec.name} done"
@@ -176,6 +178,29 @@ def _wait_until(
         if live is not None:
             live.tick()
         time.sleep(min(TICK, left))
+
+
+def _phase_record(r: PhaseRun) -> PhaseRecord:
+    """A phase as the report gives it, with each fault's receipt: what its mechanism measured."""
+    return PhaseRecord(
+        r.spec.name,
+        round(r.start, 3),
+        round(r.end, 3),
+        [
+            FaultRecord(
+                f.kind,
+                f.spec.target,
+                f.params(),
+                v.mechanism,
+                v.observed,
+                v.detail,
+                v.measured,
+                str(f.expected_layer()),
+            )
+            for f, v in r.faults
+        ],
+        settle_s=round(r.start - r.scheduled, 3),
+    )
 
 
 def _analyse(
@@ -231,28 +256,7 @@ def _analyse(
             for f, v in r.faults
         ]
         verdicts.append(attribution.verdict(base, data[r.spec.name], checks, unmeasured))
-    phases = [
-        PhaseRecord(
-            r.spec.name,
-            round(r.start, 3),
-            round(r.end, 3),
-            round(r.start - r.scheduled, 3),
-            [
-                FaultRecord(
-                    f.kind,
-                    f.spec.target,
-                    f.params(),
-                    v.mechanism,
-                    v.observed,
-                    v.detail,
-                    v.measured,
-                    str(f.expected_layer()),
-                )
-                for f, v in r.faults
-            ],
-        )
-        for r in runs
-    ]
+    phases = [_phase_record(r) for r in runs]
     quiet = [r for r in runs if not r.spec.faults]
     drift = None
     if len(quiet) >= 2:

@@ -21,6 +21,7 @@ packages=(
   python3-venv
   docker.io docker-compose            # the Docker runtime (engine, runc, containerd) and compose
   qemu-system-x86 busybox-static cpio kmod xz-utils  # the kernel lane (scripts/kernel_lane.py)
+  chromium                            # tests: report.html and the live page opened in a real browser
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -29,10 +29,10 @@ class PhaseRecord:
     name: str
     start: float  # epoch seconds: when its measurement began (faults in place, earlier ones reverted)
     end: float
+    faults: list[FaultRecord]
     # seconds from its scheduled start to `start`: applying its faults or reverting the
     # previous phase's (requests due then belong to no phase)
-    settle_s: float
-    faults: list[FaultRecord]
+    settle_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,19 @@ class ExpectationResult:
     path: str
     held: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    """Where a run is, for the live page while it goes (not part of the saved report)."""
+
+    now: float
+    phase: str
+    elapsed: float
+    duration: float
+    faults: list[str]  # the active faults, in words
+    final: bool  # the run is over: the page is the finished report
+    note: str = ""
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""Render a Report to the terminal (rich) and save it as JSON."""
+"""Render a Report, or a comparison of two runs, to the terminal (rich); the files are written by
+the writers (writers.py)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from chaoslab.report.comparison import Change, Comparison
 from chaoslab.report.model import ClientRow, Report
 from chaoslab.scenario.model import Status
 
@@ -19,10 +20,6 @@ STYLE = {
     Status.INCONCLUSIVE: "yellow",
     Status.INVALID: "red",
 }
-
-
-def save_json(report: Report, path: Path) -> None:
-    path.write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
 
 
 LEFT = {"phase", "target", "layer"}
@@ -149,3 +146,44 @@ def print_report(report: Report, console: Console, out_dir: Path | None) -> None
     console.print(verdict_lines(report))
     if out_dir is not None:
         console.print(f"report: {out_dir / 'report.json'}")
+
+
+CHANGE_STYLE = {Change.SAME: "cyan", Change.BETTER: "green", Change.WORSE: "red"}
+
+
+def print_comparison(c: Comparison, console: Console) -> None:
+    cols = ("phase", "target", "layer", "base ms/req", "ms/req", "change", "of client's")
+    rows = [
+        (
+            p.phase,
+            lc.target,
+            lc.layer,
+            f"{lc.base_ms:.3f}",
+            f"{lc.current_ms:.3f}",
+            f"{lc.change_ms:+.3f}",
+            f"{lc.explained:.0%}",
+        )
+        for p in c.phases
+        for lc in p.layers
+        if abs(lc.change_ms) >= METRIC_SHOWN_MS
+    ]
+    console.print(_table(f"layers, {c.base.path} -> {c.current.path}", cols, rows))
+    cols = ("phase", "metric", "base ms", "ms", "change", "p", "counted")
+    rows = [
+        (
+            p.phase,
+            m.metric,
+            f"{m.base_ms:.2f}",
+            f"{m.current_ms:.2f}",
+            f"{m.change_ms:+.2f}",
+            f"{m.p_value:.2g}",
+            "yes" if m.counted else "no",
+        )
+        for p in c.phases
+        for m in p.client
+    ]
+    console.print(_table(f"client, a change counts from {c.threshold.describe()}", cols, rows))
+    for note in c.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    for p in c.phases:
+        console.print(Text(p.sentence(), style=CHANGE_STYLE[p.status]))

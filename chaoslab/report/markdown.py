@@ -1,0 +1,72 @@
+"""summary.md: the verdicts, the expectations and a per-phase table, for a CI job summary or a
+pull-request comment (GitHub-flavoured Markdown, no HTML)."""
+
+from __future__ import annotations
+
+from chaoslab.report import words
+from chaoslab.report.model import Report, Verdict
+from chaoslab.scenario.model import Status
+
+MARK = {True: "✅", False: "❌"}
+STATUS_MARK = {
+    Status.ABSORBED: "✅",
+    Status.NO_CHANGE: "✅",
+    Status.INCONCLUSIVE: "⚠️",
+    Status.INVALID: "❌",
+}
+
+
+def render(report: Report) -> str:
+    verdicts = {v.phase: v for v in report.verdicts}
+    late = sum(c.late for c in report.client)
+    lines = [
+        f"### chaoslab `{report.scenario}`: {MARK[report.passed]} {words.outcome(report)}",
+        "",
+        f"Run `{report.run_id[:8]}` on the {report.runtime} runtime, {words.utc(report.started)}, "
+        f"{words.span(report):.0f} s.",
+        "",
+        "| phase | faults | requests | errors | p50 ms | p99 ms | max ms | verdict |",
+        "|---|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for phase in report.phases:
+        c = next((c for c in report.client if c.phase == phase.name), None)
+        faults = ", ".join(words.fault_label(f) for f in phase.faults) or "–"
+        v = verdicts.get(phase.name)
+        verdict = _verdict_cell(v) if v else ("baseline" if phase is report.phases[0] else "–")
+        nums = (
+            [str(c.requests), str(c.errors), f"{c.p50_ms:.1f}", f"{c.p99_ms:.1f}", f"{c.max_ms:.1f}"]
+            if c
+            else ["", "", "", "", ""]
+        )
+        lines.append("| " + " | ".join(_cell(x) for x in [phase.name, faults, *nums, verdict]) + " |")
+    lines += ["", "**Verdicts**", ""]
+    lines += [f"- {STATUS_MARK[v.status]} {v.sentence()}" for v in report.verdicts] or [
+        "- no compared phases: nothing to attribute"
+    ]
+    if report.baseline_drift:
+        lines.append(f"- ⚠️ {report.baseline_drift}")
+    if report.expectations:
+        lines += ["", "**Expectations**", ""]
+        lines += [
+            f"- {MARK[e.held]} `{e.expectation}`: {'held' if e.held else 'FAILED'} ({e.detail})"
+            for e in report.expectations
+        ]
+    saturated = report.generator is not None and report.generator.saturated
+    lines += [
+        "",
+        f"**Load generator** {MARK[not saturated]} {words.generator_summary(report.generator, late)}",
+        "",
+        f"**Probes** {', '.join(p.split(':', 1)[0] for p in report.probes) or 'none'}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _verdict_cell(v: Verdict) -> str:
+    if v.status is Status.ABSORBED:
+        return f"**absorbed** by {v.layer} at {v.target}, {v.explained:.0%} explained"
+    return f"**{v.status}**" + (f": {v.reason}" if v.status is not Status.NO_CHANGE else "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,65 @@
+"""Small phrases every writer shares: a fault in words, times, a run's span."""
+
+from __future__ import annotations
+
+import time
+
+from chaoslab.report.model import FaultRecord, GeneratorRecord, Report
+
+SECONDS_PARAMS = {"delay", "jitter", "period"}  # fault parameters given in seconds
+
+
+def param(name: str, value: object) -> str:
+    if name in SECONDS_PARAMS and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{name} {duration(float(value))}"
+    if isinstance(value, list | tuple):
+        return f"{name} {','.join(map(str, value))}"
+    return f"{name} {value}"
+
+
+def fault_label(f: FaultRecord) -> str:
+    """`entropy on api (delay 3ms)`: parameters left at zero, empty or false are left out."""
+    shown = [param(k, v) for k, v in f.params.items() if v not in (0, 0.0, "", False, None, [], ())]
+    return f"{f.kind} on {f.target}" + (f" ({', '.join(shown)})" if shown else "")
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
+def utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def iso(epoch: float) -> str:
+    """ISO 8601 without a zone (UTC), as JUnit's timestamp attribute wants it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+
+
+def span(report: Report) -> float:
+    """The run's length in seconds, first phase start to last phase end."""
+    if not report.phases:
+        return 0.0
+    return report.phases[-1].end - report.phases[0].start
+
+
+def outcome(report: Report) -> str:
+    return "passed" if report.passed else "FAILED"
+
+
+def generator_summary(g: GeneratorRecord | None, late: int) -> str:
+    if g is None:
+        return "load generator: not recorded"
+    cpu = max(g.cpu_by_phase.values(), default=0.0)
+    state = "SATURATED: " + "; ".join(g.reasons) if g.saturated else "kept up"
+    workers = f"{g.workers} worker" + ("s" if g.workers != 1 else "")
+    sends = f"{late} late send" + ("s" if late != 1 else "")
+    return f"{g.model} model, {workers}, busiest process {cpu:.2f} cores, {sends}: {state}"
+
+
+def ms(value: float, signed: bool = False) -> str:
+    """Milliseconds with a precision that fits their size."""
+    digits = 3 if abs(value) < 1 else 1 if abs(value) < 100 else 0
+    return f"{value:+.{digits}f} ms" if signed else f"{value:.{digits}f} ms"
