@@ -69,14 +69,15 @@ def create(ns: str) -> None:
 
 
 def delete(ns: str) -> bool:
-    if not (NETNS_DIR / ns).exists():
+    if not ns or not (NETNS_DIR / ns).exists():
         return False
     run(["ip", "netns", "del", ns], check=False)
     return True
 
 
 def exists(ns: str) -> bool:
-    return (NETNS_DIR / ns).exists()
+    """Whether a named namespace exists ("" is the host's own, which always does)."""
+    return not ns or (NETNS_DIR / ns).exists()
 
 
 def host_link(ns: str, host_if: str, net: int, index: int) -> Link:
