@@ -24,7 +24,9 @@
  *
  * Whose traffic: a socket belongs to the target that owns its local IPv4 address
  * (`addrs`: each target's addresses on the links the run created), whatever process
- * holds it, because the receive side runs in softirq context. A dual-stack
+ * holds it, because the receive side runs in softirq context. A target that shares the
+ * host's network namespace (an attached process) owns no address: its sockets are told by
+ * its listening ports (`ports`). A dual-stack
  * listener (Go's default) accepts IPv4 clients on AF_INET6 sockets, whose addresses
  * are IPv4-mapped (::ffff:a.b.c.d): those count as their IPv4 address. Control traffic
  * (health checks from the reserved source-port block, admin ports) and the faults' own
@@ -113,6 +115,13 @@ struct {
 } control_ports SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);   /* port a target in the host's network namespace listens on */
+	__type(value, __u32); /* target index */
+} ports SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 3);
 	__type(key, __u32);
@@ -181,14 +190,19 @@ static __always_inline __u32 ipv4_of(__u16 family, const __u8 *v4, const __u8 *v
 	return ip;
 }
 
-static __always_inline __u32 *owner_ip(__u32 ip)
+/* The target an end of a connection belongs to: by its address, or, for a target that
+ * shares the host's network namespace (an attached process), by its own listening port. */
+static __always_inline __u32 *owner(__u32 ip, __u16 port)
 {
-	return ip ? bpf_map_lookup_elem(&addrs, &ip) : 0;
+	__u32 *t = ip ? bpf_map_lookup_elem(&addrs, &ip) : 0;
+	__u32 p = port;
+
+	return t ? t : bpf_map_lookup_elem(&ports, &p);
 }
 
-static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const __u8 *v6)
+static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const __u8 *v6, __u16 port)
 {
-	return owner_ip(ipv4_of(family, v4, v6));
+	return owner(ipv4_of(family, v4, v6), port);
 }
 
 /* Record a duration for whichever ends of `f` are targets. A turn between two targets
@@ -196,7 +210,7 @@ static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const _
  * time, so a delay on the link between them is counted once and not at both ends. */
 static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 dst_metric, __u64 ns)
 {
-	__u32 *src = owner_ip(f->src), *dst = owner_ip(f->dst);
+	__u32 *src = owner(f->src, f->sport), *dst = owner(f->dst, f->dport);
 
 	if (src)
 		hist_record_metric(*src, src_metric, ns);
@@ -234,7 +248,7 @@ static __always_inline int on_send(struct sock *sk)
 
 	if (!sock_flow(sk, &f))
 		return 0;
-	if ((!owner_ip(f.src) && !owner_ip(f.dst)) || control(f.sport, f.dport))
+	if ((!owner(f.src, f.sport) && !owner(f.dst, f.dport)) || control(f.sport, f.dport))
 		return 0;
 	now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&pending, &f, &now, BPF_NOEXIST); /* a turn is timed from its first send */
@@ -334,7 +348,8 @@ int set_state(struct set_state_ctx *ctx)
 		bpf_map_delete_elem(&pending, &back);
 	}
 	if (ctx->newstate == TCP_SYN_SENT) {
-		if ((!owner_ip(fresh.flow.src) && !owner_ip(fresh.flow.dst)) || control(ctx->sport, ctx->dport))
+		if ((!owner(fresh.flow.src, fresh.flow.sport) && !owner(fresh.flow.dst, fresh.flow.dport)) ||
+		    control(ctx->sport, ctx->dport))
 			return 0;
 		fresh.start = bpf_ktime_get_ns();
 		bpf_map_update_elem(&connects, &sk, &fresh, BPF_ANY);
@@ -361,7 +376,7 @@ int retransmit(struct retransmit_ctx *ctx)
 		return 0;
 	bpf_probe_read_kernel(s4, 4, ctx->saddr);
 	bpf_probe_read_kernel(s6, 16, ctx->saddr_v6);
-	target = socket_owner(ctx->family, s4, s6);
+	target = socket_owner(ctx->family, s4, s6, ctx->sport);
 	if (target)
 		hist_record_metric(*target, M_RETRANSMIT, 0);
 	return 0;

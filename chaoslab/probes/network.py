@@ -60,6 +60,10 @@ class NetworkProbe(Probe):
         obj.update_u32("control_block", 2, CHECK_PORT)
         for i, t in self.index.items():
             target = next(x for x in targets if x.name == t)
+            if not target.netns:  # the host's namespace: its own ports, never the host's addresses
+                for port in target.service.ports.values():
+                    obj.update_u32("ports", port, i)
+                continue
             for link in target.links.values():
                 (addr,) = struct.unpack("<I", socket.inet_aton(link.local_ip))
                 obj.update_u32("addrs", addr, i)
