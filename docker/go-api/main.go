@@ -1,7 +1,7 @@
 // Command go-api is chaoslab's demo target: an HTTPS service built on crypto/tls
 // and net/http with an endpoint that does a configurable amount of CPU work, the same
 // endpoint over plain HTTP, and the same work as a gRPC API (grpc-go, TLS): a unary
-// call and a server stream (work.proto).
+// call and a server stream (work.proto), with server reflection.
 //
 // It has no fault hooks of any kind: chaoslab injects faults from outside, the
 // same way it does for any user service.
@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"chaoslab.dev/go-api/workpb"
@@ -81,8 +82,7 @@ func main() {
 			log.Fatalf("go-api: %v", err)
 		}
 		creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-		rpc = grpc.NewServer(grpc.Creds(creds))
-		workpb.RegisterWorkServer(rpc, workServer{})
+		rpc = newGRPCServer(grpc.Creds(creds))
 		go func() {
 			log.Printf("go-api: gRPC listening on %s", *grpcAddr)
 			if err := rpc.Serve(lis); err != nil {
@@ -133,6 +133,16 @@ func spin(n int) [32]byte {
 		sum = sha256.Sum256(block[:])
 	}
 	return sum
+}
+
+// newGRPCServer serves the Work API and server reflection (grpc.reflection.v1 and
+// v1alpha), so a client can list the services and fetch their descriptors without the
+// .proto file.
+func newGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	srv := grpc.NewServer(opts...)
+	workpb.RegisterWorkServer(srv, workServer{})
+	reflection.Register(srv)
+	return srv
 }
 
 // maxMessages bounds the replies of one stream.

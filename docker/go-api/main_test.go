@@ -11,8 +11,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"chaoslab.dev/go-api/workpb"
 )
@@ -42,18 +45,7 @@ func TestWorkRejectsBadInput(t *testing.T) {
 }
 
 func TestGRPCWork(t *testing.T) {
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	workpb.RegisterWorkServer(srv, workServer{})
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialTestServer(t)
 	client := workpb.NewWorkClient(conn)
 	ctx := context.Background()
 
@@ -86,5 +78,64 @@ func TestGRPCWork(t *testing.T) {
 	}
 	if n != 5 {
 		t.Fatalf("stream sent %d messages, want 5", n)
+	}
+}
+
+// dialTestServer starts the gRPC server main serves (over an in-memory listener) and
+// returns a client connection to it; both are closed when the test ends.
+func dialTestServer(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	srv := newGRPCServer()
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func TestReflectionDescribesTheWorkAPI(t *testing.T) {
+	conn := dialTestServer(t)
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stream.CloseSend() }()
+	ask := func(req *reflectionpb.ServerReflectionRequest) *reflectionpb.ServerReflectionResponse {
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	listed := ask(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{},
+	})
+	found := false
+	for _, s := range listed.GetListServicesResponse().GetService() {
+		found = found || s.GetName() == "chaoslab.work.v1.Work"
+	}
+	if !found {
+		t.Fatalf("reflection lists %v, not chaoslab.work.v1.Work", listed.GetListServicesResponse().GetService())
+	}
+	files := ask(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{
+			FileContainingSymbol: "chaoslab.work.v1.Work",
+		},
+	}).GetFileDescriptorResponse().GetFileDescriptorProto()
+	if len(files) == 0 {
+		t.Fatal("no file descriptor for chaoslab.work.v1.Work")
+	}
+	var fd descriptorpb.FileDescriptorProto
+	if err := proto.Unmarshal(files[0], &fd); err != nil || fd.GetName() != "work.proto" {
+		t.Fatalf("file descriptor: %v, name %q", err, fd.GetName())
 	}
 }
