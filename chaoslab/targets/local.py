@@ -87,12 +87,12 @@ def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]
 
 def program_path(argv0: str, spec: TargetSpec) -> Path:
     """The executable a command line names: a path (relative to the target's workdir), or a
-    name looked up on PATH."""
+    name looked up on PATH. A symbolic link is kept as it is: a program may act by the name
+    it is called by (Debian's redis-server is a link to redis-check-rdb)."""
     import shutil
 
     if "/" in argv0:
-        path = Path(spec.workdir or ".") / argv0
-        return path.resolve()
+        return Path(os.path.abspath(Path(spec.workdir or ".") / argv0))
     found = shutil.which(argv0)
     if found is None:
         raise PreflightError(f"target {spec.name}: {argv0!r} is not on PATH", "give its path, or install it")
