@@ -39,6 +39,11 @@ class CommandError(ChaoslabError):
     """A system command (ip, tc, iptables, openssl...) failed: the command, its stderr, a hint."""
 
 
+class LoadError(ChaoslabError):
+    """The load cannot start: a gRPC request does not fit the API its protos or the server's
+    reflection describe, or they cannot be read; nothing was sent."""
+
+
 class FaultError(ChaoslabError):
     """A fault could not be applied or reverted."""
 

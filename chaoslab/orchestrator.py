@@ -26,6 +26,7 @@ from chaoslab.hist import Histogram
 from chaoslab.journal import Journal
 from chaoslab.layers import Layer
 from chaoslab.live import LiveView
+from chaoslab.load.grpc_schema import GrpcSchemas
 from chaoslab.load.records import Request, latency_histogram
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
@@ -67,6 +68,10 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
     stack = ExitStack()
     try:
         runtime.preflight()
+        # .proto files that do not compile, or a request that does not fit them, stop the
+        # run before any target starts; a reflection request is checked once its target is up
+        schemas = GrpcSchemas(ctx)
+        schemas.compile()
         targets = runtime.start(stack)
         faults = {id(f): FAULT_KINDS[f.kind](f, targets[f.target]) for p in scenario.phases for f in p.faults}
         for fault in faults.values():
@@ -77,7 +82,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         ctx.events.subscribe("target_restarted", probes.retarget)
         for line in probes.attach(scenario.required_probes):
             ctx.say(line)
-        load = LoadRunner(ctx, targets)
+        load = LoadRunner(ctx, targets, schemas=schemas)
         load.preflight()
         stack.callback(load.stop)
         live = LiveView(ctx, load, ctx.console)

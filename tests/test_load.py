@@ -147,7 +147,7 @@ def problems(load: str, extra: str = "") -> str:
         ("load: {target: api, path: /w, rate: 10/s, workers: 0}", "load.workers"),
         (
             "load: {target: api, rate: 10/s, requests: [{name: a, protocol: grpc, path: /w}]}",
-            "load.requests[0].path: a gRPC request has no path",
+            "load.requests[0].path: is for HTTP requests, this one is grpc",
         ),
         (
             "load: {target: api, rate: 10/s, requests: [{name: a, protocol: grpc, rpc: Get}]}",
@@ -207,12 +207,22 @@ probes: [network, cpu]
     )
     load = s.load
     assert (load.model, load.workers, load.peak) == ("open", 2, 50.0)
-    assert [(r.name, r.protocol, r.target, r.rpc, r.messages) for r in load.requests] == [
-        ("page", "https", "edge", "", 1),
-        ("plain", "http", "edge", "", 1),
-        ("call", "grpc", "api", "Do", 1),
-        ("feed", "grpc", "edge", "Stream", 10),
+    calls = [
+        (r.name, r.protocol, r.target, r.grpc.method if r.grpc else "", r.grpc.replies if r.grpc else 0)
+        for r in load.requests
     ]
+    assert calls == [
+        ("page", "https", "edge", "", 0),
+        ("plain", "http", "edge", "", 0),
+        ("call", "grpc", "api", "chaoslab.work.v1.Work/Do", 0),
+        ("feed", "grpc", "edge", "chaoslab.work.v1.Work/Stream", 10),
+    ]
+    # the shorthand is the go-api's Work API, described by its .proto (through Envoy: its upstream's)
+    call, feed = load.requests[2].grpc, load.requests[3].grpc
+    assert call is not None and feed is not None
+    assert (call.message, feed.message) == ('{"work": 20}', '{"work": 5, "messages": 10}')
+    assert call.protos == feed.protos == (str(REPO / "docker" / "go-api" / "work.proto"),)
+    assert (call.protos_from, feed.protos_from) == ("targets.api.protos", "targets.api.protos")
     assert s.probes == ("network", "cpu")
 
 

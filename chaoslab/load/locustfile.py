@@ -1,4 +1,4 @@
-"""Locust users for chaoslab: open (arrival-rate) and closed models, HTTP, HTTPS and gRPC.
+"""Locust users for chaoslab: open (arrival-rate) and closed models; HTTP(S), gRPC and tcp.
 
 Runs only inside Locust processes. Configuration comes as JSON in the file named by
 $CHAOSLAB_LOAD_CONFIG; $CHAOSLAB_ROLE is `local` (one process), `master` or `worker`, and
@@ -18,14 +18,25 @@ late because the generator itself was slow, not because every user was busy.
 
 Closed model: each user sends, waits for the response, thinks, and sends again.
 
+Protocols: HTTP and HTTPS through Locust's FastHttpUser; gRPC (`grpc` over TLS, verified
+with the target's CA, or `grpc-plain`) through grpcio's generic calls, with no generated
+code: the run has compiled the protos (or asked the server by reflection) into descriptor
+sets, from which this process builds each request once (chaoslab/load/protos.py); tcp
+through gevent's sockets: bytes sent, a reply read until `expect`, `read` bytes, or the
+server's close, on the user's kept connection or a new one.
+
 Output: one TSV line per request in this worker's records file:
 due, sent, end (epoch s), status, name, error, idle.
 """
 
+import contextlib
+import errno
 import json
 import os
 import random
+import socket
 import time
+from pathlib import Path
 
 import gevent
 import grpc
@@ -33,8 +44,8 @@ import grpc.experimental.gevent as grpc_gevent
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
+from chaoslab.load import protos
 from chaoslab.load.schedule import Profile
-from chaoslab.load.workpb import work_pb2
 
 # grpcio's own threads must yield to gevent, or a blocking call stalls every user.
 grpc_gevent.init_gevent()
@@ -62,6 +73,37 @@ def _pem(path):
 
 
 CA_PEM = {base: _pem(path) for base, path in CONFIG["ca"].items()}  # None: not verified
+
+
+class GrpcMethod:
+    """A gRPC request of the mix, ready to send: its path, its message serialized once,
+    and its reply's message class, from the run's descriptor set."""
+
+    def __init__(self, call, pools):
+        path = call["descriptors"]
+        if path not in pools:
+            pools[path] = protos.pool_of(protos.read_set(Path(path)))
+        method = protos.find_method(pools[path], call["method"])
+        self.path = "/" + call["method"]
+        self.streaming = call["streaming"]
+        self.request = protos.encode(method, call["message"])
+        self.reply = protos.message_class(method.output_type).FromString
+        self.replies = call["replies"]
+
+
+class TcpExchange:
+    """A tcp request of the mix: bytes to send and how its reply ends."""
+
+    def __init__(self, tcp):
+        self.send = bytes.fromhex(tcp["send"])
+        self.expect = bytes.fromhex(tcp["expect"])
+        self.read = tcp["read"]
+        self.keep = tcp["keep"]
+
+
+_POOLS = {}  # descriptor set file -> its pool, built once per process
+GRPC = {r["name"]: GrpcMethod(r["grpc"], _POOLS) for r in REQUESTS if r.get("grpc")}
+TCP = {r["name"]: TcpExchange(r["tcp"]) for r in REQUESTS if r.get("tcp")}
 
 
 class Run:
@@ -135,6 +177,51 @@ def _grpc_error(exc):
     return f"grpc-{code.name}" if code is not None else type(exc).__name__
 
 
+def _fire(kind, name, sent, error):
+    """Locust's own statistics (FastHttpUser fires its own for HTTP)."""
+    events.request.fire(
+        request_type=kind,
+        name=name,
+        response_time=(time.time() - sent) * 1000,
+        response_length=0,
+        exception=RuntimeError(error) if error else None,
+        context={},
+    )
+
+
+def _address(url):
+    """(host, port) of a `host:port` or `[v6]:port` address."""
+    host, _, port = url.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _exchange(sock, t, deadline):
+    """Send a tcp request and read its reply: (error kind or '', whether the server closed)."""
+    sock.settimeout(max(deadline - time.time(), 0.001))
+    sock.sendall(t.send)
+    buf, closed = b"", False
+    while not (len(buf) >= t.read if t.read else (t.expect and t.expect in buf)):
+        left = deadline - time.time()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            # something else came and nothing more in time: the reply was not the one expected
+            return ("tcp-unexpected-reply" if buf and t.expect else "tcp-timeout"), False
+        if not chunk:
+            closed = True
+            break
+        buf += chunk
+    reply = buf[: t.read] if t.read else buf
+    if t.expect and t.expect not in reply:
+        return ("tcp-unexpected-reply" if reply else "tcp-closed"), closed
+    if t.read and len(reply) < t.read:
+        return "tcp-closed", closed
+    return "", closed
+
+
 class ChaoslabUser(FastHttpUser):
     # The schedule (open) or the think time (closed) paces requests, not Locust.
     def wait_time(self):
@@ -146,7 +233,15 @@ class ChaoslabUser(FastHttpUser):
 
     def on_start(self):
         self.channels = {}
-        self.stubs = {}
+        self.calls = {}  # request name -> grpcio's callable on this user's channel
+        self.socks = {}  # base -> this user's kept tcp connection
+        self.handlers = {
+            "https": self._http,
+            "http": self._http,
+            "grpc": self._grpc,
+            "grpc-plain": self._grpc,
+            "tcp": self._tcp,
+        }
         for base in sorted({r["base"] for r in REQUESTS}):
             self._connect(base)
         RUN.ready()
@@ -160,37 +255,44 @@ class ChaoslabUser(FastHttpUser):
     def on_stop(self):
         for ch in self.channels.values():
             ch.close()
+        for sock in self.socks.values():
+            sock.close()
 
     def _connect(self, base):
         """Open this user's connection to one (protocol, target), untimed."""
         url = CONFIG["urls"][base]
-        if base.startswith("grpc"):
-            # A local subchannel pool: each user has its own HTTP/2 connection, like an HTTP user.
-            ch = grpc.secure_channel(
-                url,
-                grpc.ssl_channel_credentials(root_certificates=CA_PEM[base]),
-                options=[("grpc.use_local_subchannel_pool", 1)],
-            )
-            self.channels[base] = ch
-            self.stubs[base] = {
-                "Do": ch.unary_unary(
-                    "/chaoslab.work.v1.Work/Do",
-                    request_serializer=work_pb2.WorkRequest.SerializeToString,
-                    response_deserializer=work_pb2.WorkReply.FromString,
-                ),
-                "Stream": ch.unary_stream(
-                    "/chaoslab.work.v1.Work/Stream",
-                    request_serializer=work_pb2.WorkRequest.SerializeToString,
-                    response_deserializer=work_pb2.WorkReply.FromString,
-                ),
-            }
-            for _ in range(50):
-                try:
-                    self.stubs[base]["Do"](work_pb2.WorkRequest(work=0), timeout=2)
-                    return
-                except grpc.RpcError:
-                    gevent.sleep(0.1)
-            return
+        protocol = base.split(":", 1)[0]
+        if protocol.startswith("grpc"):
+            self._grpc_channel(base, url, protocol == "grpc")
+        elif protocol == "tcp":
+            if any(TCP[r["name"]].keep for r in REQUESTS if r["base"] == base):
+                # if it cannot connect, its first request tries again and counts the error
+                with contextlib.suppress(OSError):
+                    self.socks[base] = self._tcp_open(url)
+        else:
+            self._http_warmup(base, url)
+
+    def _grpc_channel(self, base, url, secure):
+        # A local subchannel pool: each user has its own HTTP/2 connection, like an HTTP user.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        if secure:
+            creds = grpc.ssl_channel_credentials(root_certificates=CA_PEM[base])
+            ch = grpc.secure_channel(url, creds, options=options)
+        else:
+            ch = grpc.insecure_channel(url, options=options)
+        self.channels[base] = ch
+        for r in REQUESTS:
+            if r["base"] == base:
+                m = GRPC[r["name"]]
+                make = ch.unary_stream if m.streaming else ch.unary_unary
+                # the request is sent as the bytes it was serialized to once
+                self.calls[r["name"]] = make(m.path, request_serializer=None, response_deserializer=m.reply)
+        # Connect (TCP, TLS, HTTP/2) without calling any method of the API; if it cannot,
+        # the first requests count what is wrong.
+        with contextlib.suppress(grpc.FutureTimeoutError):
+            grpc.channel_ready_future(ch).result(timeout=min(TIMEOUT, 10))
+
+    def _http_warmup(self, base, url):
         for _ in range(50):
             try:
                 with self.client.get(url + CONFIG["warmup"][base], name="warmup", catch_response=True) as r:
@@ -219,15 +321,12 @@ class ChaoslabUser(FastHttpUser):
             due = time.time()
         req = random.choices(REQUESTS, WEIGHTS)[0]
         sent = time.time()
-        if req["protocol"] == "grpc":
-            status, error = self._grpc(req, sent)
-        else:
-            status, error = self._http(req)
+        status, error = self.handlers[req["protocol"]](req, sent)
         RUN.record(due, sent, time.time(), status, req["name"], error, idle)
         if THINK > 0:
             gevent.sleep(THINK)
 
-    def _http(self, req):
+    def _http(self, req, sent):
         url = CONFIG["urls"][req["base"]] + req["path"]
         status, error = 0, ""
         try:
@@ -256,26 +355,43 @@ class ChaoslabUser(FastHttpUser):
         return status, error
 
     def _grpc(self, req, sent):
-        msg = work_pb2.WorkRequest(work=req["work"], messages=req["messages"])
-        stub = self.stubs[req["base"]][req["rpc"]]
-        error, exc = "", None
+        m, call = GRPC[req["name"]], self.calls[req["name"]]
+        error = ""
         try:
-            if req["rpc"] == "Stream":
-                got = sum(1 for _ in stub(msg, timeout=TIMEOUT))
-                if got != req["messages"]:
-                    error = "grpc-short-stream"
+            if m.streaming:
+                got = sum(1 for _ in call(m.request, timeout=TIMEOUT))
+                if m.replies and got != m.replies:
+                    error = "grpc-reply-count"
             else:
-                stub(msg, timeout=TIMEOUT)
+                call(m.request, timeout=TIMEOUT)
         except grpc.RpcError as e:
-            error, exc = _grpc_error(e), e
-        events.request.fire(
-            request_type="grpc",
-            name=req["name"],
-            response_time=(time.time() - sent) * 1000,
-            response_length=0,
-            exception=exc,
-            context={},
-        )
+            error = _grpc_error(e)
+        _fire("grpc", req["name"], sent, error)
+        return (0 if error else 200), error
+
+    def _tcp_open(self, url):
+        sock = socket.create_connection(_address(url), timeout=TIMEOUT)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _tcp(self, req, sent):
+        t, base = TCP[req["name"]], req["base"]
+        sock = self.socks.pop(base, None) if t.keep else None
+        error, closed = "", False
+        try:
+            if sock is None:
+                sock = self._tcp_open(CONFIG["urls"][base])
+            error, closed = _exchange(sock, t, sent + TIMEOUT)
+        except TimeoutError:
+            error = "tcp-timeout"
+        except OSError as exc:
+            error = "tcp-" + errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        if sock is not None:
+            if t.keep and not error and not closed:
+                self.socks[base] = sock
+            else:
+                sock.close()  # a new connection for the next request: this one's state is unknown
+        _fire("tcp", req["name"], sent, error)
         return (0 if error else 200), error
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
+from chaoslab.load.grpc_schema import GrpcSchemas
 from chaoslab.load.records import Request, parse_line
 from chaoslab.paths import PACKAGE
 from chaoslab.scenario.load import MAX_RATE
-from chaoslab.scenario.model import LoadSpec, Model
+from chaoslab.scenario.model import LoadSpec, Model, RequestSpec
 from chaoslab.targets.base import RunningTarget
 
 READY_TIMEOUT = 60.0  # for every user to connect, from the first ready one
@@ -46,9 +47,16 @@ class LoadRunner:
     t0: float | None = None
     # (epoch s, pid, CPU seconds used so far) for each Locust process
     cpu: list[tuple[float, int, float]] = field(default_factory=list)
+    # The gRPC schemas, when the run compiled the .proto files before starting the targets
+    schemas: GrpcSchemas | None = None
+    grpc: GrpcSchemas = field(init=False)
+    _prepared: bool = False
     _procs: list[tuple[subprocess.Popen[bytes], int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.grpc = self.schemas or GrpcSchemas(self.ctx)
 
     @property
     def spec(self) -> LoadSpec:
@@ -68,6 +76,19 @@ class LoadRunner:
                 f"load.workers is {self.spec.workers} but this machine has {cores} cores",
                 f"use workers: {cores} or fewer here; a worker per core is Locust's ceiling",
             )
+        self.prepare()
+
+    def prepare(self) -> None:
+        """The gRPC requests' schemas: .proto files compiled (unless the run already did),
+        reflection asked, every method and message checked; LoadError (exit 3) before any load."""
+        if self._prepared:
+            return
+        self.grpc.compile()
+        self.grpc.reflect(self.targets)
+        for name, call in self.grpc.calls.items():
+            kind = "server stream" if call.streaming else "unary"
+            self.ctx.say(f"request {name}: gRPC {call.method}, {kind}, from {call.source}")
+        self._prepared = True
 
     def config(self) -> dict[str, object]:
         load = self.spec
@@ -99,28 +120,35 @@ class LoadRunner:
             "max_requests": int(MAX_RATE * duration / load.workers) + 1,
             "urls": urls,
             "host": http[0] if http else "https://127.0.0.1",
-            "requests": [
-                {
-                    "name": r.name,
-                    "protocol": r.protocol,
-                    "base": base_of(r.protocol, r.target),
-                    "path": r.path,
-                    "rpc": r.rpc,
-                    "work": r.work,
-                    "messages": r.messages,
-                    "weight": r.weight,
-                    "method": r.method,
-                    "headers": dict(r.headers),
-                    "body": Path(r.body_file).read_text() if r.body_file else r.body,
-                    "status": r.status,
-                }
-                for r in load.requests
-            ],
+            "requests": [self._request(r) for r in load.requests],
             "records": str(self.ctx.work_dir / "requests-{worker}.tsv"),
             "go": str(self.go_path),
             "ca": tls,
             "warmup": warmup,
         }
+
+    def _request(self, r: RequestSpec) -> dict[str, object]:
+        """One request of the mix as the Locust processes read it."""
+        out: dict[str, object] = {
+            "name": r.name,
+            "protocol": r.protocol,
+            "base": base_of(r.protocol, r.target),
+            "weight": r.weight,
+        }
+        if r.grpc is not None:
+            out["grpc"] = self.grpc.calls[r.name].to_json()
+        elif r.tcp is not None:
+            t = r.tcp
+            out["tcp"] = {"send": t.send.hex(), "expect": t.expect.hex(), "read": t.read, "keep": t.keep}
+        else:
+            out |= {
+                "path": r.path,
+                "method": r.method,
+                "headers": dict(r.headers),
+                "body": Path(r.body_file).read_text() if r.body_file else r.body,
+                "status": r.status,
+            }
+        return out
 
     def argvs(self) -> list[tuple[str, list[str], dict[str, str]]]:
         """(role, argv, extra environment) of every Locust process to start."""
@@ -176,6 +204,7 @@ class LoadRunner:
     def start(self) -> float:
         """Start Locust, wait until its users are connected, and return t0: the epoch time
         of the first scheduled arrival (open) or of the users' first requests (closed)."""
+        self.prepare()
         cfg = self.ctx.work_dir / "load.json"
         cfg.write_text(json.dumps(self.config(), indent=1))
         for i in range(self.spec.workers):

@@ -1,16 +1,14 @@
-"""The `load:` section of a scenario: model, request mix, stages and workers."""
+"""The `load:` section of a scenario: model, stages and workers; its request mix is
+`chaoslab/scenario/requests.py`."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
 
 from chaoslab.scenario.fields import Fields, Problems, join
-from chaoslab.scenario.model import LoadSpec, Model, RequestSpec, Stage, TargetSpec
+from chaoslab.scenario.model import LoadSpec, Model, Stage, TargetSpec
+from chaoslab.scenario.requests import PROTOCOLS, known, parse_requests
 
-PROTOCOLS = ("https", "http", "grpc")
-RPCS = ("Do", "Stream")
 MAX_RATE = 20_000.0
 MAX_USERS = 5_000
 MAX_WORKERS = 64
@@ -57,7 +55,7 @@ def parse_load(
                 f.get(key, str, "")
         rate, concurrency = 0.0, users
     stages = _stages(f, model, problems)
-    requests = _requests(f, protocol, target, targets, problems, base)
+    requests = parse_requests(f, protocol, target, targets, problems, base)
     f.finish()
     if not f.ok:
         return None
@@ -111,130 +109,3 @@ def _stages(f: Fields, model: Model, problems: Problems) -> tuple[Stage, ...]:
         sf.finish()
         out.append(Stage(duration, value))
     return tuple(out)
-
-
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-MAX_BODY = 1 << 20
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")  # an RFC 9110 token
-
-
-def _http_options(rf: Fields, base: Path) -> dict[str, Any]:
-    """method, headers, body (inline, or `body_file`), and the expected status of an HTTP request."""
-    method = rf.choice("method", METHODS, "GET")
-    headers = []
-    for key, value in rf.mapping("headers").items():
-        where = join(rf.at("headers"), key)
-        if not HEADER_NAME.match(key):
-            rf.problems.add(where, "is not a header name", "letters, digits and !#$%&'*+.^_`|~-")
-        elif not isinstance(value, str | int | float) or isinstance(value, bool):
-            rf.problems.add(where, f"expected text, got {type(value).__name__}")
-        elif any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in str(value)) or len(str(value)) > 8192:
-            rf.problems.add(where, "a header value has no control characters and at most 8192 characters")
-        else:
-            headers.append((key, str(value)))
-    if rf.has("body") and rf.has("body_file"):
-        rf.problems.add(rf.at("body"), "give either 'body' or 'body_file', not both")
-    body = rf.get("body", _body, "")
-    body_file = ""
-    if rf.has("body_file"):
-        path = (base / rf.string("body_file", required=True)).resolve()
-        if not path.is_file():
-            rf.problems.add(rf.at("body_file"), f"{path} is not a file")
-        elif path.stat().st_size > MAX_BODY:
-            rf.problems.add(rf.at("body_file"), f"{path} is over {MAX_BODY} bytes")
-        body_file = str(path)
-    status = rf.integer("status", 200, low=100, high=599)
-    if (body or body_file) and method in ("GET", "HEAD"):
-        rf.problems.add(
-            rf.at("method"), f"a {method} request sends no body", "use method: POST (or PUT, PATCH)"
-        )
-    return {
-        "method": method,
-        "headers": tuple(headers),
-        "body": body,
-        "body_file": body_file,
-        "status": status,
-    }
-
-
-def _body(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected text (a JSON body is written as a string), got {type(value).__name__}")
-    if len(value.encode()) > MAX_BODY:
-        raise ValueError(f"at most {MAX_BODY} bytes")
-    return value
-
-
-def _requests(
-    f: Fields, protocol: str, target: str, targets: dict[str, TargetSpec], problems: Problems, base: Path
-) -> tuple[RequestSpec, ...]:
-    out: list[RequestSpec] = []
-    if f.has("path") and f.has("requests"):
-        problems.add(f.at("path"), "give either 'path' or 'requests', not both")
-    path = f.string("path")
-    if path:
-        out.append(RequestSpec("default", protocol, target, path=check_path(path, f.at("path"), problems)))
-        _check_served(out[0], targets, f.at("protocol"), problems)
-    for i, item in enumerate(f.sequence("requests")):
-        rf = Fields(item, join(f.at("requests"), i), problems)
-        name = rf.name("name", required=True)
-        proto = rf.choice("protocol", PROTOCOLS, protocol)
-        own_target = rf.has("target")
-        to = rf.name("target", target)
-        if own_target and to not in targets:
-            problems.add(rf.at("target"), f"unknown target {to!r}", known(targets))
-        weight = rf.integer("weight", 1, low=1, high=1000)
-        if proto == "grpc":
-            if rf.has("path"):
-                problems.add(rf.at("path"), "a gRPC request has no path", "give 'rpc: Do' or 'rpc: Stream'")
-                rf.get("path", str, "")
-            rpc = rf.choice("rpc", RPCS, "Do")
-            work = rf.integer("work", 20, low=0, high=1_000_000)
-            messages = rf.integer("messages", 10 if rpc == "Stream" else 1, low=1, high=10_000)
-            if rpc == "Do" and messages != 1:
-                problems.add(rf.at("messages"), "only a Stream call has several replies", "use 'rpc: Stream'")
-            req = RequestSpec(name, proto, to, rpc=rpc, work=work, messages=messages, weight=weight)
-        else:
-            for key in ("rpc", "work", "messages"):
-                if rf.has(key):
-                    problems.add(rf.at(key), f"is for gRPC requests, this one is {proto}", "use 'path:'")
-                    rf.get(key, str, "")
-            req_path = check_path(rf.string("path", required=True), rf.at("path"), problems)
-            req = RequestSpec(name, proto, to, path=req_path, weight=weight, **_http_options(rf, base))
-        _check_served(req, targets, rf.at("protocol"), problems)
-        rf.finish()
-        out.append(req)
-    if path and protocol == "grpc":
-        problems.add(f.at("path"), "a gRPC load has no path", "give 'requests: [{name, rpc: Do}]'")
-    if not out and f.ok:
-        if protocol == "grpc":
-            out.append(RequestSpec("default", protocol, target, rpc="Do"))
-        else:
-            problems.add(f.at("path"), "is required", "give 'path: /work' or a 'requests:' list")
-    names = [r.name for r in out]
-    if len(set(names)) != len(names):
-        problems.add(f.at("requests"), "request names must be unique")
-    return tuple(out)
-
-
-def _check_served(req: RequestSpec, targets: dict[str, TargetSpec], where: str, problems: Problems) -> None:
-    """A request's protocol must be one its target declares a port for."""
-    target = targets.get(req.target)
-    if target is not None and req.protocol not in target.port_map:
-        problems.add(
-            where,
-            f"target {req.target} ({target.what}) declares no {req.protocol} port",
-            "its ports: "
-            + (", ".join(target.port_map) or "none")
-            + "; declare it under ports: {PROTOCOL: PORT}",
-        )
-
-
-def known(targets: dict[str, TargetSpec]) -> str:
-    return f"targets are: {', '.join(targets)}" if targets else "define it under 'targets:'"
-
-
-def check_path(path: str, where: str, problems: Problems) -> str:
-    if path and not path.startswith("/"):
-        problems.add(where, f"{path!r} must start with '/'", "e.g. '/work'")
-    return path

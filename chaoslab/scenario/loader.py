@@ -9,7 +9,7 @@ import yaml
 from chaoslab.errors import ChaoslabError, ExitCode
 from chaoslab.layers import Layer
 from chaoslab.scenario.fields import Fields, Problems, join
-from chaoslab.scenario.load import check_stages, known, parse_load
+from chaoslab.scenario.load import check_stages, parse_load
 from chaoslab.scenario.model import (
     RUNTIMES,
     Expectation,
@@ -19,6 +19,7 @@ from chaoslab.scenario.model import (
     Status,
     TargetSpec,
 )
+from chaoslab.scenario.requests import known
 from chaoslab.scenario.targets import parse_targets
 
 MAX_PHASE = 3600.0

@@ -110,6 +110,10 @@ class TargetSpec:
     # envoy: requests an upstream connection carries before it is closed (1: a fresh TLS
     # handshake at the upstream for every request)
     requests_per_connection: int = 1
+    # gRPC: the .proto files describing its API (absolute paths) and their import roots;
+    # a gRPC request to it without its own `proto:` uses them
+    protos: tuple[str, ...] = ()
+    proto_path: tuple[str, ...] = ()
 
     @property
     def port_map(self) -> dict[str, int]:
@@ -141,22 +145,58 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class GrpcCall:
+    """A gRPC call: a method of the target's API, and the message sent to it as JSON.
+
+    Its schema comes from .proto files (compiled by chaoslab at the start of the run) or
+    from the server's reflection service; whether the method streams is read from there."""
+
+    method: str  # package.Service/Method
+    message: str = "{}"  # the request message, JSON (protobuf's JSON mapping)
+    protos: tuple[str, ...] = ()  # .proto files (absolute); () with `reflection`
+    proto_path: tuple[str, ...] = ()  # import roots besides each file's own directory
+    reflection: bool = False  # the descriptors come from the server's reflection service
+    protos_from: str = ""  # YAML path that named the protos, for messages
+    replies: int = 0  # a server stream's expected number of replies (0: any)
+    where: str = ""  # YAML path of the request, for problems found once the schema is read
+
+    @property
+    def service(self) -> str:
+        return self.method.split("/", 1)[0]
+
+    @property
+    def path(self) -> str:
+        """The HTTP/2 path the call is sent to."""
+        return "/" + self.method
+
+
+@dataclass(frozen=True)
+class TcpExchange:
+    """A tcp request: bytes sent, and a reply read until `expect` is in it, `read` bytes have
+    come, or (both absent) the server closes the connection."""
+
+    send: bytes
+    expect: bytes = b""
+    read: int = 0
+    keep: bool = True  # one connection for the user's every request (False: a new one each)
+
+
+@dataclass(frozen=True)
 class RequestSpec:
     """One kind of request in the load's mix."""
 
     name: str
-    protocol: str  # https, http or grpc
+    protocol: str  # https, http, grpc, grpc-plain or tcp
     target: str
     path: str = ""  # http and https
-    rpc: str = ""  # grpc: Do (unary) or Stream (server-streaming), of the go-api Work API
-    work: int = 20  # grpc: hashes per reply
-    messages: int = 1  # grpc Stream: replies per call
     weight: int = 1
     method: str = "GET"  # http and https
     headers: tuple[tuple[str, str], ...] = ()
     body: str = ""  # inline, or read from `body_file` at the start of the run
     body_file: str = ""
     status: int = 200  # the status that counts as success; any other is an error `http-<status>`
+    grpc: GrpcCall | None = None  # grpc and grpc-plain
+    tcp: TcpExchange | None = None  # tcp
 
 
 @dataclass(frozen=True)

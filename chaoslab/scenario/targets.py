@@ -9,8 +9,9 @@ One kind per target:
   Dockerfile context, run on the Docker runtime; `command:` overrides its CMD;
 - `attach: {...}`: something already running that chaoslab neither starts nor stops.
 
-Every kind takes `ports:` by protocol, `health:`, `tls:`, `links:` (targets it talks to) and
-`files:` (config templates expanded with placeholders into the run's work directory).
+Every kind takes `ports:` by protocol, `health:`, `tls:`, `links:` (targets it talks to),
+`files:` (config templates expanded with placeholders into the run's work directory) and
+`protos:` (the .proto files of its gRPC API, with `proto_path:` for their imports).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from chaoslab.scenario.model import (
     TargetSpec,
     TlsSpec,
 )
+from chaoslab.scenario.requests import paths
 from chaoslab.targets import placeholders
 
 KINDS = ("service", "program", "image", "build", "attach")
@@ -108,6 +110,10 @@ def _user_target(f: Fields, name: str, kind: str, base: Path) -> TargetSpec:
     proxy = f.flag("proxy")
     control = tuple(_port_list(f, "control_ports"))
     address = f.string("address") if kind == "attach" else ""
+    protos = tuple(paths(f, "protos", base, directory=False))
+    proto_path = tuple(paths(f, "proto_path", base, directory=True))
+    if proto_path and not protos:
+        p.add(f.at("proto_path"), "is for the imports of the files under 'protos:'", "give protos: [FILE]")
     spec = TargetSpec(
         name=name,
         kind="image" if kind == "build" else kind,
@@ -124,6 +130,8 @@ def _user_target(f: Fields, name: str, kind: str, base: Path) -> TargetSpec:
         proxy=proxy,
         control_ports=control,
         address=address,
+        protos=protos,
+        proto_path=proto_path,
     )
     _check_placeholders(f, spec)
     return spec

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from chaoslab import build
+from chaoslab.paths import DOCKER_SRC
 from chaoslab.scenario.fields import Fields, Problems
 from chaoslab.scenario.model import HealthSpec, TargetSpec
 from chaoslab.targets import envoy_config, images
@@ -51,11 +52,13 @@ class Builtin(ABC):
 
 
 class GoApi(Builtin):
-    """The demo Go service in docker/go-api: HTTPS, plain HTTP and gRPC (TLS, the Work API)."""
+    """The demo Go service in docker/go-api: HTTPS, plain HTTP and gRPC (TLS, the Work API,
+    declared by its .proto file; the server also answers reflection)."""
 
     name = "go-api"
     go = True
     PORTS = (("https", 8443), ("http", 8080), ("grpc", 9443))
+    PROTOS = (str(DOCKER_SRC / "go-api" / "work.proto"),)
 
     def parse(self, fields: Fields, name: str, base: Path) -> TargetSpec:
         return self.parse_default(name)
@@ -80,6 +83,7 @@ class GoApi(Builtin):
             ),
             ports=self.PORTS,
             health=HealthSpec("https", path="/healthz", port=8443),
+            protos=self.PROTOS,
         )
 
     def binary(self) -> Path:
