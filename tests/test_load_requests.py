@@ -6,6 +6,9 @@ against the go-api (gRPC by .proto and by reflection) and Debian's redis-server 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from importlib import resources
@@ -478,3 +481,16 @@ def test_a_method_missing_from_the_protos_stops_the_run_before_any_target_starts
     assert "Traceback" not in said
     journal = (tmp_path / "out" / "journal.jsonl").read_text()
     assert '"kind": "process"' not in journal and '"kind": "netns"' not in journal
+
+
+@pytest.mark.privileged
+@pytest.mark.usefixtures("clean_machine")
+def test_grpc_rate_benchmark_prints_its_rounds() -> None:
+    res = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "grpc_rate.py"), "--rounds", "1", "--seconds", "2",
+         "--users", "8", "--stream", "5"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = re.search(r"^round 1: +([\d.]+) calls/s, Locust process ([\d.]+) cores$", res.stdout, re.M)
+    assert m is not None and float(m.group(1)) > 10, res.stdout
