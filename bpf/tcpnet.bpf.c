@@ -18,13 +18,19 @@
  *    for the target on either end.
  *  4 retransmit: one event (value 0) per retransmitted segment of a target's socket
  *    (tcp:tcp_retransmit_skb); only its count means anything.
+ *  6 to dependencies / 7 from dependencies / 8 connect to dependencies: the same, on a
+ *    connection the target opened itself (its end is not on a port it listens on,
+ *    `listening`): the time of its calls to other services, which sits inside its own
+ *    handling of a request (chaoslab/analysis/attribution.py nests it so).
  * The layer as a whole is inbound + outbound + connect (chaoslab/probes/network.py).
  * The smoothed RTT is not used: on a request/response connection it mostly measures
  * the peer's delayed ACKs, not the network.
  *
  * Whose traffic: a socket belongs to the target that owns its local IPv4 address
  * (`addrs`: each target's addresses on the links the run created), whatever process
- * holds it, because the receive side runs in softirq context. A dual-stack
+ * holds it, because the receive side runs in softirq context. A target that shares the
+ * host's network namespace (an attached process) owns no address: its sockets are told by
+ * its listening ports (`ports`). A dual-stack
  * listener (Go's default) accepts IPv4 clients on AF_INET6 sockets, whose addresses
  * are IPv4-mapped (::ffff:a.b.c.d): those count as their IPv4 address. Control traffic
  * (health checks from the reserved source-port block, admin ports) and the faults' own
@@ -67,7 +73,16 @@ struct sock {
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
 
-enum { M_INBOUND = 1, M_OUTBOUND = 2, M_CONNECT = 3, M_RETRANSMIT = 4, M_FROM_TARGET = 5 };
+enum {
+	M_INBOUND = 1,
+	M_OUTBOUND = 2,
+	M_CONNECT = 3,
+	M_RETRANSMIT = 4,
+	M_FROM_TARGET = 5,
+	M_DEP_OUT = 6, /* on a connection the target opened itself: a call to one of its dependencies */
+	M_DEP_IN = 7,
+	M_DEP_CONNECT = 8,
+};
 
 struct set_state_ctx {
 	__u64 common;
@@ -111,6 +126,20 @@ struct {
 	__type(key, __u32);   /* port */
 	__type(value, __u32); /* 1: a control port (admin), not the target's traffic */
 } control_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);   /* port a target in the host's network namespace listens on */
+	__type(value, __u32); /* target index */
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);   /* target index << 16 | a port it listens on */
+	__type(value, __u32); /* 1 */
+} listening SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -181,14 +210,36 @@ static __always_inline __u32 ipv4_of(__u16 family, const __u8 *v4, const __u8 *v
 	return ip;
 }
 
-static __always_inline __u32 *owner_ip(__u32 ip)
+/* The target an end of a connection belongs to: by its address, or, for a target that
+ * shares the host's network namespace (an attached process), by its own listening port. */
+static __always_inline __u32 *owner(__u32 ip, __u16 port)
 {
-	return ip ? bpf_map_lookup_elem(&addrs, &ip) : 0;
+	__u32 *t = ip ? bpf_map_lookup_elem(&addrs, &ip) : 0;
+	__u32 p = port;
+
+	return t ? t : bpf_map_lookup_elem(&ports, &p);
 }
 
-static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const __u8 *v6)
+static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const __u8 *v6, __u16 port)
 {
-	return owner_ip(ipv4_of(family, v4, v6));
+	return owner(ipv4_of(family, v4, v6), port);
+}
+
+/* Whether `port` is one the target listens on (it serves there); else the target's end of
+ * the connection is a client's: it called one of its dependencies. */
+static __always_inline int serves(__u32 target, __u16 port)
+{
+	__u32 key = target << 16 | port;
+
+	return bpf_map_lookup_elem(&listening, &key) != 0;
+}
+
+/* The metric of a target's end: on a connection it opened (to a dependency), its own kind. */
+static __always_inline __u32 end_metric(__u32 target, __u16 port, __u32 metric)
+{
+	if (serves(target, port))
+		return metric;
+	return metric == M_OUTBOUND ? M_DEP_OUT : metric == M_INBOUND ? M_DEP_IN : M_DEP_CONNECT;
 }
 
 /* Record a duration for whichever ends of `f` are targets. A turn between two targets
@@ -196,12 +247,12 @@ static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const _
  * time, so a delay on the link between them is counted once and not at both ends. */
 static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 dst_metric, __u64 ns)
 {
-	__u32 *src = owner_ip(f->src), *dst = owner_ip(f->dst);
+	__u32 *src = owner(f->src, f->sport), *dst = owner(f->dst, f->dport);
 
 	if (src)
-		hist_record_metric(*src, src_metric, ns);
+		hist_record_metric(*src, end_metric(*src, f->sport, src_metric), ns);
 	if (dst)
-		hist_record_metric(*dst, src ? M_FROM_TARGET : dst_metric, ns);
+		hist_record_metric(*dst, src ? M_FROM_TARGET : end_metric(*dst, f->dport, dst_metric), ns);
 }
 
 /* The flow of a socket as (local, remote); 0 when it is neither IPv4 nor v4-mapped. */
@@ -234,7 +285,7 @@ static __always_inline int on_send(struct sock *sk)
 
 	if (!sock_flow(sk, &f))
 		return 0;
-	if ((!owner_ip(f.src) && !owner_ip(f.dst)) || control(f.sport, f.dport))
+	if ((!owner(f.src, f.sport) && !owner(f.dst, f.dport)) || control(f.sport, f.dport))
 		return 0;
 	now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&pending, &f, &now, BPF_NOEXIST); /* a turn is timed from its first send */
@@ -334,7 +385,8 @@ int set_state(struct set_state_ctx *ctx)
 		bpf_map_delete_elem(&pending, &back);
 	}
 	if (ctx->newstate == TCP_SYN_SENT) {
-		if ((!owner_ip(fresh.flow.src) && !owner_ip(fresh.flow.dst)) || control(ctx->sport, ctx->dport))
+		if ((!owner(fresh.flow.src, fresh.flow.sport) && !owner(fresh.flow.dst, fresh.flow.dport)) ||
+		    control(ctx->sport, ctx->dport))
 			return 0;
 		fresh.start = bpf_ktime_get_ns();
 		bpf_map_update_elem(&connects, &sk, &fresh, BPF_ANY);
@@ -361,7 +413,7 @@ int retransmit(struct retransmit_ctx *ctx)
 		return 0;
 	bpf_probe_read_kernel(s4, 4, ctx->saddr);
 	bpf_probe_read_kernel(s6, 16, ctx->saddr_v6);
-	target = socket_owner(ctx->family, s4, s6);
+	target = socket_owner(ctx->family, s4, s6, ctx->sport);
 	if (target)
 		hist_record_metric(*target, M_RETRANSMIT, 0);
 	return 0;

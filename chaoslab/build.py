@@ -118,7 +118,7 @@ def envoy_binary() -> Path:
 
 def build_all() -> list[Path]:
     return [
-        go_service("go-api"),
+        *(go_service(mod.parent.name) for mod in sorted(DOCKER_SRC.glob("*/go.mod"))),
         *(bpf_object(src.name.removesuffix(".bpf.c")) for src in sorted(BPF_SRC.glob("*.bpf.c"))),
         *(native(n) for n in NATIVE_LIBS),
         envoy_binary(),

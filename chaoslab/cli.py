@@ -88,6 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--programs", action="store_true", help="also print the BPF programs each probe loads"
     )
     p_probes.add_argument("--json", action="store_true", help="print the table as JSON")
+    p_probes.add_argument(
+        "scenario",
+        type=Path,
+        nargs="?",
+        help="also say, per target of this scenario, which layers apply and why",
+    )
     p_build = sub.add_parser("build", help="build the Go services, BPF programs and native helpers")
     p_build.add_argument(
         "--images", action="store_true", help="also build the Docker runtime's images (needs a Docker engine)"
@@ -111,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plan":
             return _plan(args.scenario, args.runtime, out)
         if args.command == "probes":
-            return _probes(args.programs, args.json, out)
+            return _probes(args.programs, args.json, out, args.scenario)
         if args.command == "recover":
             return _recover(args.journal, args.force, out)
         if args.command == "build":
@@ -258,15 +264,25 @@ def _compare(base: Path, run: Path, thresholds: list[str] | None, out_dir: Path 
     return ExitCode.EXPECTATIONS_FAILED if comparison.worse else ExitCode.OK
 
 
-def _probes(programs: bool, as_json: bool, out: Console) -> int:
+def _probes(programs: bool, as_json: bool, out: Console, scenario_path: Path | None = None) -> int:
     import json
     import os
+    import tempfile
 
+    from rich.markup import escape
     from rich.table import Table
 
     from chaoslab.paths import BPF_SRC
-    from chaoslab.probes.catalog import catalog
+    from chaoslab.probes.catalog import catalog, for_targets
 
+    per_target = []
+    if scenario_path is not None:
+        from chaoslab.targets.runtimes import plan_targets
+
+        scenario = _load(scenario_path, None)
+        with tempfile.TemporaryDirectory(prefix="chaoslab-probes-") as tmp:
+            _, targets = plan_targets(scenario, Path(tmp))
+            per_target = for_targets(targets)
     rows = catalog()
     if as_json:
         data = {
@@ -275,6 +291,10 @@ def _probes(programs: bool, as_json: bool, out: Console) -> int:
                 {"layer": str(r.layer), "applies_to": r.applies_to, "mechanism": r.mechanism}
                 | {"attaches": r.ready, "detail": r.detail, "ways": dict(r.ways)}
                 for r in rows
+            ],
+            "targets": [
+                {"target": r.target, "layer": str(r.layer), "status": r.status, "why": r.why}
+                for r in per_target
             ],
         }
         print(json.dumps(data, indent=1))
@@ -286,6 +306,14 @@ def _probes(programs: bool, as_json: bool, out: Console) -> int:
         mark = "[green]yes[/]" if r.ready else "[red]no[/]"
         table.add_row(str(r.layer), r.applies_to, r.mechanism, f"{mark}: {r.detail}")
     out.print(table)
+    if per_target:
+        t = Table(title=f"layers per target of {scenario_path}", title_justify="left")
+        for col in ("target", "layer", "applies", "why"):
+            t.add_column(col, overflow="fold")
+        marks = {"yes": "[green]yes[/]", "no": "[red]no[/]", "-": "-"}
+        for tl in per_target:
+            t.add_row(tl.target, str(tl.layer), marks[tl.status], escape(tl.why))
+        out.print(t)
     if programs:
         shown: set[str] = set()
         for r in rows:

@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 from chaoslab.errors import PreflightError
 from chaoslab.proc import run
@@ -84,6 +85,88 @@ def read_elf(path: Path) -> Elf:
             end = data.index(b"\0", str_off + st_name)
             symbols[data[str_off + st_name : end].decode(errors="replace")] = (st_value, st_size)
     return Elf(path, e_type == _ET_DYN, symbols, tuple(loads))
+
+
+@dataclass(frozen=True)
+class GoBinary:
+    """What the ELF file itself says about a Go program."""
+
+    path: Path
+    version: str  # "go1.26.8", from its build info ("" if unreadable)
+    symbols: bool  # it has a symbol table (Go probes and faults need one)
+    module: str  # its main module's path, when the build info names it
+
+    def describe(self) -> str:
+        what = f"Go {self.version.removeprefix('go') or '?'}" + (f" ({self.module})" if self.module else "")
+        return what if self.symbols else f"{what}, stripped (no symbol table)"
+
+
+_BUILDINFO_MAGIC = b"\xff Go buildinf:"
+
+
+def _section(fh: BinaryIO, name: bytes) -> tuple[int, int] | None:
+    """(file offset, size) of a section, reading only the headers."""
+    head = fh.read(64)
+    if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        return None
+    e_shoff = struct.unpack_from("<Q", head, 40)[0]
+    e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", head, 58)
+    if not e_shoff or not e_shnum or e_shstrndx >= e_shnum:
+        return None
+    fh.seek(e_shoff)
+    table = fh.read(e_shentsize * e_shnum)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", table, i * e_shentsize) for i in range(e_shnum)]
+    strtab = headers[e_shstrndx]
+    fh.seek(strtab[4])
+    names = fh.read(strtab[5])
+    for h in headers:
+        end = names.find(b"\0", h[0])
+        if names[h[0] : end] == name:
+            return h[4], h[5]
+    return None
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while at < len(data):
+        b = data[at]
+        value |= (b & 0x7F) << shift
+        at += 1
+        if not b & 0x80:
+            break
+        shift += 7
+    return value, at
+
+
+@lru_cache(maxsize=64)
+def go_binary(path: Path) -> GoBinary | None:
+    """The Go facts of an executable, or None when it is not a Go program (or unreadable).
+
+    Go writes a `.go.buildinfo` section into every binary, stripped or not; since Go 1.18 it
+    holds the toolchain version and the module info inline."""
+    try:
+        with path.open("rb") as fh:
+            where = _section(fh, b".go.buildinfo")
+            if where is None:
+                return None
+            fh.seek(where[0])
+            data = fh.read(min(where[1], 1 << 16))
+    except OSError:
+        return None
+    if not data.startswith(_BUILDINFO_MAGIC):
+        return None
+    version = module = ""
+    if len(data) > 32 and data[15] & 0x2:  # inline strings (Go 1.18 on)
+        n, at = _varint(data, 32)
+        version = data[at : at + n].decode(errors="replace")
+        n, at = _varint(data, at + n)
+        info = data[at : at + n].decode(errors="replace")
+        module = next((line.split("\t")[1] for line in info.splitlines() if line.startswith("mod\t")), "")
+    try:
+        symbols = "runtime.main" in read_elf(path).symbols
+    except PreflightError:
+        symbols = False
+    return GoBinary(path, version, symbols, module)
 
 
 def has_function(path: Path, name: str) -> bool:

@@ -12,7 +12,9 @@ from pathlib import Path
 KILL_WAIT = 3.0
 
 
-def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as fh:
         return subprocess.Popen(
             argv,
@@ -21,6 +23,7 @@ def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=env,
+            cwd=cwd,
         )
 
 
@@ -140,3 +143,22 @@ def schedstat(pids: set[int] | list[int]) -> tuple[int, int, int]:
                 continue
             cpu, wait, slices = cpu + int(a), wait + int(b), slices + int(c)
     return cpu, wait, slices
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` in the process tree (children, their children...)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier and p not in out}
+        out |= frontier
+    return out

@@ -92,3 +92,23 @@ class Fault(ABC):
 
     def describe(self) -> str:
         return f"{self.kind} on {self.spec.target}"
+
+
+def own_cgroup(target: RunningTarget, what: str) -> None:
+    """A cgroup-wide fault (a CPU limit, a freeze) on an attached target only when its cgroup
+    holds nothing but it: chaoslab limits or stops nothing it was not pointed at."""
+    if not target.attached:
+        return
+    from chaoslab.errors import PreflightError
+    from chaoslab.proc import descendants
+
+    mine = {target.pid, *descendants(target.pid)}
+    others = sorted(target.cgroup.pids() - mine)
+    if others:
+        dirs = ", ".join(str(d) for d in target.cgroup.dirs[:1])
+        raise PreflightError(
+            f"{what} on {target.name} acts on its cgroup ({dirs}), which holds {len(others)} other "
+            f"processes too (pids {', '.join(map(str, others[:8]))}): chaoslab limits or stops nothing it "
+            "was not pointed at",
+            "run it in a cgroup of its own (a container, a systemd unit), or attach to its container",
+        )

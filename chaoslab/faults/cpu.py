@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from chaoslab import proc
 from chaoslab.errors import FaultError, PreflightError
-from chaoslab.faults.base import Fault, Verification
+from chaoslab.faults.base import Fault, Verification, own_cgroup
 from chaoslab.layers import Layer
 from chaoslab.scenario.fields import Fields
 from chaoslab.scenario.model import FaultSpec
@@ -82,6 +82,7 @@ class CpuFault(Fault):
     def preflight(self) -> None:
         if os.geteuid() != 0:
             raise PreflightError("the cpu fault needs root (cgroup files)", "run chaoslab with sudo")
+        own_cgroup(self.target, "a CPU limit")
         check_cpu_files(self.dir)
         self.previous = read_cpu_limit(self.dir)
 

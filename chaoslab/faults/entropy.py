@@ -24,11 +24,11 @@ from chaoslab import build, proc
 from chaoslab.errors import FaultError, PreflightError
 from chaoslab.faults.base import Fault, Verification
 from chaoslab.faults.helper import Helper
-from chaoslab.gobinary import find_function, runtime_address
+from chaoslab.gobinary import find_function, go_binary, runtime_address
 from chaoslab.layers import Layer
 from chaoslab.probes.gofunc import ENTROPY_FUNCTION
-from chaoslab.scenario.fields import Fields
-from chaoslab.scenario.model import FaultSpec
+from chaoslab.scenario.fields import Fields, Problems, join
+from chaoslab.scenario.model import FaultSpec, TargetSpec
 
 if TYPE_CHECKING:
     from chaoslab.targets.base import RunningTarget
@@ -57,6 +57,30 @@ class EntropyFault(Fault):
         every = fields.integer("every", 1, low=1, high=1_000_000)
         return EntropySpec(kind=kind, target=target, path=fields.path, delay=delay, every=every)
 
+    @classmethod
+    def check(cls, spec: FaultSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
+        """Only a Go program with a symbol table reads randomness where the fault holds it;
+        checked here for a built-in or a program (an image or attached process: at preflight)."""
+        t = targets[spec.target]
+        why = ""
+        if t.kind == "service":
+            from chaoslab.targets.builtins import BUILTINS
+
+            if not BUILTINS[t.service].go:
+                why = f"{t.service} is not a Go program"
+        elif t.kind == "program" and t.argv and t.argv[0].startswith("/"):
+            go = go_binary(Path(t.argv[0]))
+            if go is None:
+                why = f"{t.argv[0]} is not a Go program"
+            elif not go.symbols:
+                why = f"{t.argv[0]} is a stripped Go binary (no symbol table)"
+        if why:
+            problems.add(
+                join(spec.path, "target"),
+                f"the entropy fault holds Go's randomness reads, and {why}",
+                "aim it at a Go target built with its symbol table (without -ldflags '-s')",
+            )
+
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
         self.addr = 0
@@ -68,6 +92,14 @@ class EntropyFault(Fault):
         if os.geteuid() != 0:
             raise PreflightError("the entropy fault needs root (ptrace)", "run chaoslab with sudo")
         build.native("uinject")  # fail here, before anything is applied, if it cannot be built
+        go = self.target.go
+        if go is None or not go.symbols:
+            what = "not a Go program" if go is None else f"a stripped Go binary ({go.describe()})"
+            raise PreflightError(
+                f"{self.spec.path}: {self.target.name} runs {self.target.exe.name}, {what}: the entropy "
+                "fault holds Go's randomness reads",
+                "aim it at a Go target built with its symbol table (without -ldflags '-s')",
+            )
         fn = find_function(self.target.exe, ENTROPY_FUNCTION)
         self.addr = runtime_address(self.target.pid, self.target.exe, fn.second_insn)
         self.orig = _read_byte(self.target.pid, self.addr)

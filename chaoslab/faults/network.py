@@ -124,29 +124,26 @@ class NetworkFault(Fault):
 
     @classmethod
     def check(cls, spec: FaultSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
-        from chaoslab.targets.services import SERVICES
-
         assert isinstance(spec, NetworkSpec)
         me = targets[spec.target]
-        linked = {n for n, t in targets.items() if t.upstream == me.name or me.upstream == n}
+        linked = {n for n, t in targets.items() if me.name in t.links or n in me.links}
         if spec.peer and spec.peer != HOST and spec.peer not in linked:
             problems.add(
                 join(spec.path, "peer"),
                 f"{spec.target} has no link to {spec.peer!r}",
                 f"its peers are: {', '.join(sorted({HOST, *linked}))}",
             )
-        service = SERVICES[me.service]
-        if spec.local_port and spec.local_port in service.control_ports:
+        if spec.local_port and spec.local_port in me.control_ports:
             problems.add(join(spec.path, "local_port"), f"{spec.local_port} is a control port: never faulted")
-        elif spec.local_port and spec.local_port not in service.ports.values():
+        elif spec.local_port and spec.local_port not in me.port_map.values():
             problems.add(
                 join(spec.path, "local_port"),
-                f"{spec.target} ({me.service}) does not listen on {spec.local_port}",
-                "its service ports are " + ", ".join(f"{p} ({n})" for n, p in service.ports.items()),
+                f"{spec.target} ({me.what}) does not listen on {spec.local_port}",
+                "its ports are " + (", ".join(f"{p} ({n})" for n, p in me.ports) or "none"),
             )
         if spec.remote_port:
             peers = [spec.peer] if spec.peer and spec.peer != HOST else sorted(linked)
-            ports = {p for n in peers for p in SERVICES[targets[n].service].ports.values()}
+            ports = {p for n in peers for p in targets[n].port_map.values()}
             if spec.remote_port not in ports:
                 problems.add(
                     join(spec.path, "remote_port"),
@@ -190,8 +187,11 @@ class NetworkFault(Fault):
         """(side, port) pairs of the fault's match; side is 'sport' or 'dport' of the packet."""
         egress = self.spec.direction == "egress"
         out = []
-        if self.spec.local_port:
-            out.append(("sport" if egress else "dport", self.spec.local_port))
+        # A target in the host's own namespace (an attached process) shares its links with
+        # everything else there: the fault acts on its own port only, never on the host.
+        local = self.spec.local_port or (0 if self.target.netns else self.target.service.port())
+        if local:
+            out.append(("sport" if egress else "dport", local))
         if self.spec.remote_port:
             out.append(("dport" if egress else "sport", self.spec.remote_port))
         return out
@@ -288,8 +288,16 @@ class NetworkFault(Fault):
             if self.spec.direction == "egress":
                 where, dst = (self.target.netns, link.local_if), link.peer_ip
             else:
+                if not link.peer_if:
+                    raise PreflightError(
+                        f"{self.spec.path}: ingress shaping of {self.target.name} needs the far end of its "
+                        "link, which chaoslab does not know for an attached target",
+                        "use direction: egress, or an effect done by iptables (loss, blackhole, reset, "
+                        "delay without netem)",
+                    )
                 where, dst = (link.peer_netns, link.peer_if), link.local_ip
-            devices.setdefault(where, []).append(("match", "ip", "dst", f"{dst}/32", *match))
+            to = ("match", "ip", "dst", f"{dst}/32") if dst else ()
+            devices.setdefault(where, []).append((*to, *match))
         return [ShapingTree(ns, dev, leaf, control, tuple(m)) for (ns, dev), m in devices.items()]
 
     def delayer_argv(self) -> list[str]:

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 from chaoslab import proc
 from chaoslab.errors import FaultError, PreflightError
-from chaoslab.faults.base import Fault, Verification
+from chaoslab.faults.base import Fault, Verification, own_cgroup
 from chaoslab.layers import Layer
-from chaoslab.scenario.fields import Fields
-from chaoslab.scenario.model import FaultSpec
+from chaoslab.scenario.fields import Fields, Problems, join
+from chaoslab.scenario.model import FaultSpec, TargetSpec
 from chaoslab.targets.cgroup import freezer_file, frozen_state, set_frozen
 
 if TYPE_CHECKING:
@@ -64,6 +64,17 @@ class ProcessFault(Fault):
             kind=kind, target=target, path=fields.path, action=action, signal=sig, restart=restart
         )
 
+    @classmethod
+    def check(cls, spec: FaultSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
+        assert isinstance(spec, ProcessSpec)
+        if spec.action == "kill" and targets[spec.target].kind == "attach":
+            problems.add(
+                join(spec.path, "action"),
+                f"{spec.target} is attached: chaoslab neither starts nor stops it, so it cannot kill it and "
+                "start it again",
+                "use action: pause, or let chaoslab start the target",
+            )
+
     def expected_layer(self) -> Layer:
         """A paused target cannot run at all: its cpu layer (frozen) holds the stall."""
         return Layer.CPU if self.spec.action == "pause" else Layer.APP
@@ -83,8 +94,13 @@ class ProcessFault(Fault):
                 f"no freezer for {self.target.name}: {self.freezer} is missing",
                 "cgroup v1: mount the freezer controller; v2: kernel 5.2 or newer",
             )
+        if self.spec.action == "pause":
+            own_cgroup(self.target, "a freeze")
         if self.spec.action == "kill" and self.target.restarter is None:
-            raise PreflightError(f"the runtime of {self.target.name} cannot restart it")
+            raise PreflightError(
+                f"{self.spec.path}: chaoslab did not start {self.target.name}, so it cannot start it again",
+                "kill a target chaoslab starts (program, image, service), or pause this one",
+            )
 
     def plan(self) -> list[str]:
         if self.spec.action == "pause":

@@ -117,7 +117,7 @@ class SyscallFault(Fault):
     def enter_points(self) -> list[tuple[str, int]]:
         """(function, file offset) of each named syscall's Go wrapper, when a delay can land
         before the call (the target is Go, every wrapper exists, no errno); else []."""
-        if not self.target.service.is_go or self.spec.errno or not self.spec.delay:
+        if self.target.go is None or not self.target.go.symbols or self.spec.errno or not self.spec.delay:
             return []
         out = []
         for name in self.spec.syscalls:

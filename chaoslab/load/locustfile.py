@@ -53,8 +53,15 @@ REQUESTS = CONFIG["requests"]
 WEIGHTS = [r["weight"] for r in REQUESTS]
 PROFILE = Profile(CONFIG["start"], [tuple(s) for s in CONFIG["stages"]])
 
-with open(CONFIG["ca"], "rb") as _fh:
-    CA_PEM = _fh.read()
+
+def _pem(path):
+    if path is None:
+        return None
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+CA_PEM = {base: _pem(path) for base, path in CONFIG["ca"].items()}  # None: not verified
 
 
 class Run:
@@ -161,7 +168,7 @@ class ChaoslabUser(FastHttpUser):
             # A local subchannel pool: each user has its own HTTP/2 connection, like an HTTP user.
             ch = grpc.secure_channel(
                 url,
-                grpc.ssl_channel_credentials(root_certificates=CA_PEM),
+                grpc.ssl_channel_credentials(root_certificates=CA_PEM[base]),
                 options=[("grpc.use_local_subchannel_pool", 1)],
             )
             self.channels[base] = ch
@@ -186,8 +193,9 @@ class ChaoslabUser(FastHttpUser):
             return
         for _ in range(50):
             try:
-                with self.client.get(f"{url}/healthz", name="warmup", catch_response=True) as r:
-                    if r.status_code == 200:
+                with self.client.get(url + CONFIG["warmup"][base], name="warmup", catch_response=True) as r:
+                    if r.status_code:
+                        r.success()
                         return
             except Exception:
                 pass
@@ -223,9 +231,16 @@ class ChaoslabUser(FastHttpUser):
         url = CONFIG["urls"][req["base"]] + req["path"]
         status, error = 0, ""
         try:
-            with self.client.get(url, name=req["name"], catch_response=True) as resp:
+            with self.client.request(
+                req["method"],
+                url,
+                name=req["name"],
+                headers=req["headers"] or None,
+                data=req["body"] or None,
+                catch_response=True,
+            ) as resp:
                 status = resp.status_code or 0
-                if status != 200:
+                if status != req["status"]:
                     error = (
                         f"http-{status}"
                         if status

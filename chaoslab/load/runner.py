@@ -75,6 +75,16 @@ class LoadRunner:
         urls = {
             base_of(r.protocol, r.target): self.targets[r.target].url_for(r.protocol) for r in load.requests
         }
+        # Per (protocol, target): the CA its certificate is checked with (None: not checked),
+        # and a path to open an HTTP connection with (its health path, or the first request's).
+        tls: dict[str, str | None] = {}
+        warmup: dict[str, str] = {}
+        for r in load.requests:
+            base, t = base_of(r.protocol, r.target), self.targets[r.target]
+            tls[base] = str(t.ca) if t.ca is not None else None
+            health = t.service.health
+            same = health.protocol == r.protocol and health.port == t.service.port(r.protocol)
+            warmup.setdefault(base, health.path if same else r.path)
         http = [u for u in urls.values() if u.startswith("http")]
         return {
             "model": str(load.model),
@@ -99,12 +109,17 @@ class LoadRunner:
                     "work": r.work,
                     "messages": r.messages,
                     "weight": r.weight,
+                    "method": r.method,
+                    "headers": dict(r.headers),
+                    "body": Path(r.body_file).read_text() if r.body_file else r.body,
+                    "status": r.status,
                 }
                 for r in load.requests
             ],
             "records": str(self.ctx.work_dir / "requests-{worker}.tsv"),
             "go": str(self.go_path),
-            "ca": str(self.ctx.work_dir / "certs" / "ca.pem"),
+            "ca": tls,
+            "warmup": warmup,
         }
 
     def argvs(self) -> list[tuple[str, list[str], dict[str, str]]]:

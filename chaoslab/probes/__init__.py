@@ -5,7 +5,7 @@ from __future__ import annotations
 from chaoslab.probes.base import Probe
 from chaoslab.probes.gofunc import AppProbe, EntropyProbe, GcProbe, TlsProbe
 from chaoslab.probes.network import NetworkProbe
-from chaoslab.probes.proxy import ProxyProbe
+from chaoslab.probes.proxy import ProxyProbe, SocketAppProbe
 from chaoslab.probes.sched import CpuProbe
 from chaoslab.probes.set import ProbeSet
 from chaoslab.probes.syscalls import SyscallProbe
@@ -14,6 +14,7 @@ PROBES: tuple[type[Probe], ...] = (
     ProxyProbe,
     NetworkProbe,
     AppProbe,
+    SocketAppProbe,
     TlsProbe,
     GcProbe,
     EntropyProbe,

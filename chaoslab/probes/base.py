@@ -132,6 +132,12 @@ class Probe(ABC):
     @abstractmethod
     def applies_to(cls, target: RunningTarget) -> bool: ...
 
+    @classmethod
+    def unavailable_for(cls, target: RunningTarget) -> str | None:
+        """Why the layer should be measured on `target` but cannot be (e.g. a stripped Go
+        binary), or None (it applies, or the layer has no meaning there)."""
+        return None
+
     @abstractmethod
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
         """Attach `obj`'s programs for these targets (the `targets` map is already filled)."""

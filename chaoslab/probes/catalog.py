@@ -17,6 +17,8 @@ from chaoslab.probes import PROBES
 from chaoslab.probes.base import Probe, kernel
 from chaoslab.probes.gofunc import GoFunctionProbe
 from chaoslab.probes.libbpf import BpfObject
+from chaoslab.probes.proxy import SocketAppProbe
+from chaoslab.targets.base import RunningTarget
 
 CLIENT_MECHANISM = "the load generator's own record of every request (due, sent and end times)"
 
@@ -35,7 +37,9 @@ class ProbeStatus:
 
 def _applies(cls: type[Probe]) -> str:
     if issubclass(cls, GoFunctionProbe):
-        return "Go services"
+        return "Go programs (with a symbol table)"
+    if cls is SocketAppProbe:
+        return "other servers (not Go, not proxies)"
     return "proxies" if cls.layer is Layer.PROXY else "every target"
 
 
@@ -75,3 +79,34 @@ def catalog() -> list[ProbeStatus]:
     rows = [ProbeStatus(Layer.CLIENT, CLIENT_MECHANISM, "the load", True, "always", ())]
     rows += [check(cls, go_binary) for cls in PROBES]
     return sorted(rows, key=lambda r: DEPTH[r.layer])
+
+
+@dataclass(frozen=True)
+class TargetLayer:
+    target: str
+    layer: Layer
+    status: str  # "yes", "no" (cannot, though it should), "-" (does not apply)
+    why: str
+
+
+def for_targets(targets: dict[str, RunningTarget]) -> list[TargetLayer]:
+    """Per target of a scenario, which layers apply and why (`chaoslab probes FILE`)."""
+    rows = []
+    for t in targets.values():
+        go = t.go
+        what = (
+            "an image's program, known when its container runs"
+            if t.proc is None and t.binary is None
+            else f"{t.exe.name}: {go.describe() if go else 'not a Go program'}"
+        )
+        for cls in PROBES:
+            why_not = cls.unavailable_for(t)
+            if cls.applies_to(t):
+                rows.append(TargetLayer(t.name, cls.layer, "yes", f"{_applies(cls)} ({what})"))
+            elif why_not:
+                rows.append(TargetLayer(t.name, cls.layer, "no", why_not))
+            elif cls.layer is Layer.APP and not issubclass(cls, GoFunctionProbe):
+                continue  # the other way of measuring app says why
+            else:
+                rows.append(TargetLayer(t.name, cls.layer, "-", f"for {_applies(cls)} only ({what})"))
+    return rows

@@ -35,7 +35,17 @@ class GoFunctionProbe(Probe):
 
     @classmethod
     def applies_to(cls, target: RunningTarget) -> bool:
-        return target.service.is_go
+        return target.go is not None and target.go.symbols
+
+    @classmethod
+    def unavailable_for(cls, target: RunningTarget) -> str | None:
+        go = target.go
+        if go is not None and not go.symbols:
+            return (
+                f"{target.exe.name} is a stripped Go binary ({go.describe()}): the Go layers need its "
+                "symbol table (build it without -ldflags '-s')"
+            )
+        return None
 
     @classmethod
     def symbols(cls) -> list[str]:

@@ -22,7 +22,12 @@ class ProbeSet:
         self.samples: list[tuple[float, dict[tuple[Layer, str], float]]] = []
         self._plan = [(cls, [t for t in targets.values() if cls.applies_to(t)]) for cls in probe_types]
         # (layer, target) -> why that layer is not measured there (it could not attach)
-        self.unavailable: dict[tuple[Layer, str], str] = {}
+        self.unavailable: dict[tuple[Layer, str], str] = {
+            (cls.layer, t.name): why
+            for cls in probe_types
+            for t in targets.values()
+            if (why := cls.unavailable_for(t)) is not None
+        }
 
     def attach(self, required: Iterable[str] = ()) -> list[str]:
         """Attach every probe that can; returns one line per probe for the run log.

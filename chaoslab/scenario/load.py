@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Any
+
 from chaoslab.scenario.fields import Fields, Problems, join
 from chaoslab.scenario.model import LoadSpec, Model, RequestSpec, Stage, TargetSpec
 
@@ -12,7 +16,9 @@ MAX_USERS = 5_000
 MAX_WORKERS = 64
 
 
-def parse_load(top: Fields, targets: dict[str, TargetSpec], problems: Problems) -> LoadSpec | None:
+def parse_load(
+    top: Fields, targets: dict[str, TargetSpec], problems: Problems, base: Path = Path(".")
+) -> LoadSpec | None:
     f = Fields(top.mapping("load", required=True), "load", problems)
     protocol = f.choice("protocol", PROTOCOLS, "https")
     target = f.name("target", required=True)
@@ -51,7 +57,7 @@ def parse_load(top: Fields, targets: dict[str, TargetSpec], problems: Problems) 
                 f.get(key, str, "")
         rate, concurrency = 0.0, users
     stages = _stages(f, model, problems)
-    requests = _requests(f, protocol, target, targets, problems)
+    requests = _requests(f, protocol, target, targets, problems, base)
     f.finish()
     if not f.ok:
         return None
@@ -107,17 +113,68 @@ def _stages(f: Fields, model: Model, problems: Problems) -> tuple[Stage, ...]:
     return tuple(out)
 
 
-def _requests(
-    f: Fields, protocol: str, target: str, targets: dict[str, TargetSpec], problems: Problems
-) -> tuple[RequestSpec, ...]:
-    from chaoslab.targets.services import SERVICES
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+MAX_BODY = 1 << 20
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")  # an RFC 9110 token
 
+
+def _http_options(rf: Fields, base: Path) -> dict[str, Any]:
+    """method, headers, body (inline, or `body_file`), and the expected status of an HTTP request."""
+    method = rf.choice("method", METHODS, "GET")
+    headers = []
+    for key, value in rf.mapping("headers").items():
+        where = join(rf.at("headers"), key)
+        if not HEADER_NAME.match(key):
+            rf.problems.add(where, "is not a header name", "letters, digits and !#$%&'*+.^_`|~-")
+        elif not isinstance(value, str | int | float) or isinstance(value, bool):
+            rf.problems.add(where, f"expected text, got {type(value).__name__}")
+        elif any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in str(value)) or len(str(value)) > 8192:
+            rf.problems.add(where, "a header value has no control characters and at most 8192 characters")
+        else:
+            headers.append((key, str(value)))
+    if rf.has("body") and rf.has("body_file"):
+        rf.problems.add(rf.at("body"), "give either 'body' or 'body_file', not both")
+    body = rf.get("body", _body, "")
+    body_file = ""
+    if rf.has("body_file"):
+        path = (base / rf.string("body_file", required=True)).resolve()
+        if not path.is_file():
+            rf.problems.add(rf.at("body_file"), f"{path} is not a file")
+        elif path.stat().st_size > MAX_BODY:
+            rf.problems.add(rf.at("body_file"), f"{path} is over {MAX_BODY} bytes")
+        body_file = str(path)
+    status = rf.integer("status", 200, low=100, high=599)
+    if (body or body_file) and method in ("GET", "HEAD"):
+        rf.problems.add(
+            rf.at("method"), f"a {method} request sends no body", "use method: POST (or PUT, PATCH)"
+        )
+    return {
+        "method": method,
+        "headers": tuple(headers),
+        "body": body,
+        "body_file": body_file,
+        "status": status,
+    }
+
+
+def _body(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text (a JSON body is written as a string), got {type(value).__name__}")
+    if len(value.encode()) > MAX_BODY:
+        raise ValueError(f"at most {MAX_BODY} bytes")
+    return value
+
+
+def _requests(
+    f: Fields, protocol: str, target: str, targets: dict[str, TargetSpec], problems: Problems, base: Path
+) -> tuple[RequestSpec, ...]:
     out: list[RequestSpec] = []
     if f.has("path") and f.has("requests"):
         problems.add(f.at("path"), "give either 'path' or 'requests', not both")
-    path = f.string("path")
+    path = f.get("path", _url_path, "")
     if path:
         out.append(RequestSpec("default", protocol, target, path=check_path(path, f.at("path"), problems)))
+        _check_served(out[0], targets, f.at("protocol"), problems)
     for i, item in enumerate(f.sequence("requests")):
         rf = Fields(item, join(f.at("requests"), i), problems)
         name = rf.name("name", required=True)
@@ -142,14 +199,9 @@ def _requests(
                 if rf.has(key):
                     problems.add(rf.at(key), f"is for gRPC requests, this one is {proto}", "use 'path:'")
                     rf.get(key, str, "")
-            req_path = check_path(rf.string("path", required=True), rf.at("path"), problems)
-            req = RequestSpec(name, proto, to, path=req_path, weight=weight)
-        if to in targets and proto not in SERVICES[targets[to].service].ports:
-            problems.add(
-                rf.at("protocol"),
-                f"target {to} ({targets[to].service}) does not serve {proto}",
-                "it serves: " + ", ".join(SERVICES[targets[to].service].ports),
-            )
+            req_path = check_path(rf.get("path", _url_path, "", required=True), rf.at("path"), problems)
+            req = RequestSpec(name, proto, to, path=req_path, weight=weight, **_http_options(rf, base))
+        _check_served(req, targets, rf.at("protocol"), problems)
         rf.finish()
         out.append(req)
     if path and protocol == "grpc":
@@ -165,8 +217,36 @@ def _requests(
     return tuple(out)
 
 
+def _check_served(req: RequestSpec, targets: dict[str, TargetSpec], where: str, problems: Problems) -> None:
+    """A request's protocol must be one its target declares a port for."""
+    target = targets.get(req.target)
+    if target is not None and req.protocol not in target.port_map:
+        problems.add(
+            where,
+            f"target {req.target} ({target.what}) declares no {req.protocol} port",
+            "its ports: "
+            + (", ".join(target.port_map) or "none")
+            + "; declare it under ports: {PROTOCOL: PORT}",
+        )
+
+
 def known(targets: dict[str, TargetSpec]) -> str:
     return f"targets are: {', '.join(targets)}" if targets else "define it under 'targets:'"
+
+
+# A request's path and query: URL characters only (RFC 3986), no spaces, quotes or control
+# characters. It goes into an HTTP request line, never near a shell.
+URL_PATH = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%/?\[\]]*$")
+
+
+def _url_path(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a path, got {type(value).__name__}")
+    if len(value) > 8192 or not URL_PATH.match(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a URL path: use URL characters only (percent-encode spaces as %20)"
+        )
+    return value
 
 
 def check_path(path: str, where: str, problems: Problems) -> str:

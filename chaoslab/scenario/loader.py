@@ -8,7 +8,7 @@ import yaml
 
 from chaoslab.errors import ChaoslabError, ExitCode
 from chaoslab.layers import Layer
-from chaoslab.scenario.fields import NAME_HINT, NAME_RE, Fields, Problems, join
+from chaoslab.scenario.fields import Fields, Problems, join
 from chaoslab.scenario.load import check_stages, known, parse_load
 from chaoslab.scenario.model import (
     RUNTIMES,
@@ -19,6 +19,7 @@ from chaoslab.scenario.model import (
     Status,
     TargetSpec,
 )
+from chaoslab.scenario.targets import parse_targets
 
 MAX_PHASE = 3600.0
 
@@ -71,8 +72,9 @@ class _Reader:
         name = top.name("name", required=True)
         description = top.get("description", _text, "")
         runtime = top.choice("runtime", RUNTIMES, "local")
-        targets = self.targets(top)
-        load = parse_load(top, targets, self.problems)
+        base = source.resolve().parent if source else Path.cwd()
+        targets = parse_targets(top, self.problems, base, runtime)
+        load = parse_load(top, targets, self.problems, base)
         phases = self.phases(top, targets)
         if load is not None:
             check_stages(load, sum(p.duration for p in phases), self.problems)
@@ -116,33 +118,6 @@ class _Reader:
             else:
                 out.append(str(item))
         return tuple(out)
-
-    def targets(self, top: Fields) -> dict[str, TargetSpec]:
-        from chaoslab.targets.services import SERVICES
-
-        out: dict[str, TargetSpec] = {}
-        raw = top.mapping("targets", required=True)
-        for name, value in raw.items():
-            f = Fields(value, join("targets", name), self.problems)
-            valid_name = bool(NAME_RE.match(name))
-            if not valid_name:
-                self.problems.add(f.path, f"{name!r} is not a valid target name", NAME_HINT)
-            service = f.choice("service", tuple(SERVICES), "", required=True)
-            if service:
-                spec = SERVICES[service].parse(f, name)
-                if valid_name:
-                    out[name] = spec
-            f.finish()
-        for spec in out.values():
-            if spec.upstream is not None:
-                path = join(join("targets", spec.name), "upstream")
-                if spec.upstream == spec.name:
-                    self.problems.add(path, "a target cannot be its own upstream")
-                elif spec.upstream not in out:
-                    self.problems.add(path, f"unknown target {spec.upstream!r}", known(out))
-        if raw and not out and not self.problems:
-            self.problems.add("targets", "no valid target")
-        return out
 
     def phases(self, top: Fields, targets: dict[str, TargetSpec]) -> tuple[PhaseSpec, ...]:
         from chaoslab.faults import FAULT_KINDS

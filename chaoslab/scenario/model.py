@@ -17,14 +17,127 @@ class Status(StrEnum):
     INVALID = "invalid"
 
 
+# Load and port protocols: gRPC is over TLS ("grpc") or in the clear ("grpc-plain").
+PROTOCOLS = ("https", "http", "grpc", "grpc-plain", "tcp")
+TLS_PROTOCOLS = ("https", "grpc")
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    """How to tell that a target is up: an HTTP(S) GET, a gRPC health check, a TCP connect."""
+
+    protocol: str  # https, http, grpc, grpc-plain, tcp, or none
+    path: str = "/"  # http(s)
+    status: int = 200  # http(s): the status that means healthy
+    service: str = ""  # grpc: the service asked about ("": the server as a whole)
+    port: int = 0
+    timeout: float = 30.0  # to become healthy once started
+
+    def describe(self) -> str:
+        if self.protocol == "none":
+            return "no health check"
+        if self.protocol in ("https", "http"):
+            return f"GET {self.protocol}://:{self.port}{self.path} answers {self.status}"
+        if self.protocol.startswith("grpc"):
+            return f"gRPC health of {self.service or 'the server'} on :{self.port}"
+        return f"TCP connect to :{self.port}"
+
+
+@dataclass(frozen=True)
+class TlsSpec:
+    """The certificate a target serves: chaoslab's run CA (default), its own, or not checked."""
+
+    ca: str = ""  # the CA of the target's own certificate; "" for the run's
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    tag: str = ""  # an image in the local engine
+    build: str = ""  # or a Dockerfile context to build it from
+    dockerfile: str = "Dockerfile"
+
+
+@dataclass(frozen=True)
+class AttachSpec:
+    """Something already running, chosen one way: a PID, a process name, a port it listens
+    on, a container (name or id), or container labels (compose's project and service)."""
+
+    pid: int = 0
+    process: str = ""
+    port: int = 0
+    container: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def in_docker(self) -> bool:
+        return bool(self.container or self.labels)
+
+    def describe(self) -> str:
+        if self.pid:
+            return f"pid {self.pid}"
+        if self.process:
+            return f"process named {self.process!r}"
+        if self.port:
+            return f"the process listening on port {self.port}"
+        if self.container:
+            return f"container {self.container!r}"
+        return "container labelled " + ", ".join(f"{k}={v}" for k, v in self.labels)
+
+
 @dataclass(frozen=True)
 class TargetSpec:
+    """One target as the scenario declares it; every kind carries the same declarations."""
+
     name: str
-    service: str
-    upstream: str | None = None
-    # Requests an upstream connection carries before it is closed (1: a fresh TLS
-    # handshake at the upstream for every request).
+    kind: str = "service"  # service (a built-in), program, image, attach
+    service: str = ""  # the built-in (kind service)
+    # program: the command line; image: a command replacing the image's CMD (empty: its own)
+    argv: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = ""
+    image: ImageSpec | None = None
+    attach: AttachSpec | None = None
+    ports: tuple[tuple[str, int], ...] = ()  # (protocol, port)
+    health: HealthSpec = HealthSpec("none")
+    tls: TlsSpec = TlsSpec()
+    links: tuple[str, ...] = ()  # targets this one talks to (it starts after them)
+    files: tuple[tuple[str, str], ...] = ()  # config templates: (name, path; "" when generated)
+    proxy: bool = False  # measured as a proxy (the proxy layer)
+    control_ports: tuple[int, ...] = ()  # admin ports: control traffic, never faulted
+    address: str = ""  # attach: where the host reaches it (default: found out)
+    upstream: str | None = None  # envoy: the target it proxies to (one of its links)
+    # envoy: requests an upstream connection carries before it is closed (1: a fresh TLS
+    # handshake at the upstream for every request)
     requests_per_connection: int = 1
+
+    @property
+    def port_map(self) -> dict[str, int]:
+        return dict(self.ports)
+
+    def port(self, protocol: str | None = None) -> int:
+        """Its port for `protocol`, or its main one (https, http, grpc, then tcp)."""
+        ports = self.port_map
+        if protocol is not None:
+            return ports[protocol]
+        return next((ports[p] for p in PROTOCOLS if p in ports), 0)
+
+    def depends(self) -> tuple[str, ...]:
+        """The targets that must be up before this one starts."""
+        return self.links
+
+    @property
+    def what(self) -> str:
+        """What it is, in a few words, for messages."""
+        if self.kind == "service":
+            return self.service
+        if self.kind == "program":
+            return f"program {Path(self.argv[0]).name if self.argv else '?'}"
+        if self.kind == "image":
+            assert self.image is not None
+            return f"image {self.image.tag or self.image.build}"
+        assert self.attach is not None
+        return f"attached to {self.attach.describe()}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +152,11 @@ class RequestSpec:
     work: int = 20  # grpc: hashes per reply
     messages: int = 1  # grpc Stream: replies per call
     weight: int = 1
+    method: str = "GET"  # http and https
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str = ""  # inline, or read from `body_file` at the start of the run
+    body_file: str = ""
+    status: int = 200  # the status that counts as success; any other is an error `http-<status>`
 
 
 @dataclass(frozen=True)

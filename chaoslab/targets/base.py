@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from chaoslab.gobinary import GoBinary, go_binary
 from chaoslab.scenario.model import TargetSpec
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.netns import Link
@@ -35,7 +37,7 @@ class TargetProcess(Protocol):
 @dataclass
 class RunningTarget:
     spec: TargetSpec
-    service: type[Service]
+    service: Service
     proc: TargetProcess | None  # None: only planned (`chaoslab plan`)
     ip: str  # where the host reaches it
     netns: str
@@ -48,6 +50,10 @@ class RunningTarget:
     binary: Path | None = None  # the executable, when there is no process to ask
     # The target runs in a container: its files are seen from here through /proc/<pid>/root.
     in_container: bool = False
+    # The target was running before the run and goes on after it: chaoslab never stops it.
+    attached: bool = False
+    # The CA the load and health checks verify its certificate with (None: not verified).
+    ca: Path | None = None
 
     @property
     def name(self) -> str:
@@ -61,14 +67,24 @@ class RunningTarget:
     def port(self) -> int:
         return self.service.port()
 
+    @functools.cached_property
+    def go(self) -> GoBinary | None:
+        """What its executable is, when it is a Go program (None for any other, or when its
+        executable cannot be known yet: an image's, before its container runs)."""
+        if self.proc is None and self.binary is None:
+            return None
+        return go_binary(self.exe)
+
     @property
     def url(self) -> str:
         return self.url_for("https")
 
     def url_for(self, protocol: str) -> str:
-        """Where the load reaches this target with `protocol` (grpc: TLS, host:port form)."""
+        """Where the load reaches this target with `protocol` (http and https: a URL; gRPC and
+        tcp: host:port)."""
         port = self.service.port(protocol)
-        return f"{self.ip}:{port}" if protocol == "grpc" else f"{protocol}://{self.ip}:{port}"
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{protocol}://{host}:{port}" if protocol in ("http", "https") else f"{host}:{port}"
 
     @property
     def exe(self) -> Path:

@@ -25,6 +25,7 @@ import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,14 +34,15 @@ from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
 from chaoslab.proc import run
-from chaoslab.scenario.model import Scenario
-from chaoslab.targets import certs, images, netns
+from chaoslab.scenario.model import Scenario, TargetSpec
+from chaoslab.targets import attach, certs, images, netns
 from chaoslab.targets.base import HOST, RunningTarget
+from chaoslab.targets.certs import Certs
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.health import wait_healthy
-from chaoslab.targets.local import START_TIMEOUT, start_order
+from chaoslab.targets.local import start_order
 from chaoslab.targets.netns import Link
-from chaoslab.targets.services import SERVICES, Launch
+from chaoslab.targets.services import Launch, Service
 
 if TYPE_CHECKING:
     from docker.client import DockerClient
@@ -143,8 +145,9 @@ def names(scenario: Scenario, run_id: str) -> dict[str, str]:
 
 
 def layout(scenario: Scenario, run_id: str, net: int) -> tuple[dict[str, str], dict[str, dict[str, Link]]]:
-    """Each target's address and links on the run's network (one eth0, peers told by address)."""
-    specs = start_order(dict(scenario.targets))
+    """Each started target's address and links on the run's network (one eth0, peers told by
+    address)."""
+    specs = [t for t in start_order(dict(scenario.targets)) if t.kind != "attach"]
     ips = {t.name: f"{NET}.{net}.{2 + i}" for i, t in enumerate(specs)}
     ns = names(scenario, run_id)
     gateway, bridge = f"{NET}.{net}.1", f"clb{run_id}"
@@ -152,11 +155,25 @@ def layout(scenario: Scenario, run_id: str, net: int) -> tuple[dict[str, str], d
     for t in specs:
         links[t.name] = {HOST: Link("eth0", ips[t.name], gateway, bridge, None)}
     for t in specs:
-        if t.upstream:
-            up = t.upstream
-            links[t.name][up] = Link("eth0", ips[t.name], ips[up], "eth0", ns[up])
-            links[up][t.name] = Link("eth0", ips[up], ips[t.name], "eth0", ns[t.name])
+        for other in t.links:
+            if other in ips:
+                links[t.name][other] = Link("eth0", ips[t.name], ips[other], "eth0", ns[other])
+                links[other][t.name] = Link("eth0", ips[other], ips[t.name], "eth0", ns[t.name])
     return ips, links
+
+
+def _launch_for(t: TargetSpec, scenario: Scenario, ips: dict[str, str], work: Path, tls: Certs) -> Launch:
+    peers = {o: Service(scenario.targets[o]).peer(ips[o], tls) for o in t.links if o in ips}
+    return Launch(work, tls, peers)
+
+
+def _command(service: Service, launch: Launch) -> list[str] | None:
+    """The container's command: a built-in's arguments (its image's ENTRYPOINT is the binary),
+    a user image's `command:` (None: the image's own CMD)."""
+    argv = service.argv(launch)
+    if service.builtin is not None:
+        return argv[1:]
+    return argv or None
 
 
 def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]:
@@ -165,9 +182,14 @@ def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]
     ns = names(scenario, "RUNID")
     out = {}
     for t in scenario.targets.values():
+        if t.kind == "attach":
+            out[t.name] = attach.plan(t)
+            continue
+        service = Service(t)
         cgroup = Cgroup(ns[t.name], Cgroup.paths_for(f"docker/<id of {ns[t.name]}>"))
-        rt = RunningTarget(t, SERVICES[t.service], None, ips[t.name], ns[t.name], cgroup, links[t.name])
-        rt.binary = Path(next(iter(SERVICES[t.service].image_files())))
+        rt = RunningTarget(t, service, None, ips[t.name], ns[t.name], cgroup, links[t.name])
+        if service.builtin is not None:
+            rt.binary = service.builtin.binary()
         out[t.name] = rt
     return out
 
@@ -177,8 +199,9 @@ class DockerRuntime:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.tags: dict[str, str] = {}
+        self.tags: dict[str, str] = {}  # target -> image tag
         self._seq: dict[str, int] = {}  # target -> journal entry of its container
+        self._ca: dict[str, Path | None] = {}
 
     def preflight(self) -> None:
         if os.geteuid() != 0:
@@ -187,17 +210,33 @@ class DockerRuntime:
             )
         netns.preflight()
         self.docker = client()
-        for service in sorted({t.service for t in self.ctx.scenario.targets.values()}):
-            self.tags[service] = images.ensure(self.docker, SERVICES[service])
+        for t in self.ctx.scenario.targets.values():
+            if t.kind == "program":
+                raise PreflightError(
+                    f"target {t.name}: a program runs on the local runtime",
+                    "use runtime: local, or build it into an image (image: or build:)",
+                )
+            if t.kind == "service":
+                builtin = Service(t).builtin
+                assert builtin is not None
+                self.tags[t.name] = images.ensure(self.docker, builtin)
+            elif t.kind == "image":
+                self.tags[t.name] = images.ensure_user(self.docker, t)
 
     def start(self, stack: ExitStack) -> dict[str, RunningTarget]:
         ctx, journal, docker = self.ctx, self.ctx.journal, self.docker
         short = ctx.short_id
+        running: dict[str, RunningTarget] = {}
+        for t in ctx.scenario.targets.values():
+            if t.kind == "attach":
+                running[t.name] = attach.resolve(t, ctx, stack)
+        specs = [t for t in start_order(dict(ctx.scenario.targets)) if t.kind != "attach"]
+        if not specs:
+            return running
         net = free_subnet_index(docker)
         ips, links = layout(ctx.scenario, short, net)
         ns = names(ctx.scenario, short)
         work = ctx.work_dir.resolve()
-        self.ca = work / "certs" / "ca.pem"
         tls = certs.make(work / "certs", sorted(ips.values()))
         labels = {LABEL_RUN: ctx.run_id}
 
@@ -212,22 +251,19 @@ class DockerRuntime:
             labels=labels,
         )
 
-        running: dict[str, RunningTarget] = {}
-        for t in start_order(dict(ctx.scenario.targets)):
-            service = SERVICES[t.service]
-            upstream = None
-            if t.upstream:
-                upstream = (ips[t.upstream], dict(SERVICES[ctx.scenario.targets[t.upstream].service].ports))
-            argv = service.argv(Launch(t, work, tls, upstream))
+        for t in specs:
+            service = Service(t)
+            launch = _launch_for(t, ctx.scenario, ips, work, tls)
             name = ns[t.name]
             seq = journal.intent("container", name=name, target=t.name)
             self._seq[t.name] = seq
             stack.callback(self._remove, t.name, name, seq)
-            ports = sorted({*service.ports.values(), *service.control_ports})
+            ports = sorted({*service.ports.values(), *service.control_ports, *_health_port(service)})
             api = docker.api
             created = api.create_container(
-                self.tags[t.service],
-                command=argv[1:],
+                self.tags[t.name],
+                command=_command(service, launch),
+                environment=service.env(launch) or None,
                 name=name,
                 labels={**labels, LABEL_TARGET: t.name},
                 ports=ports,
@@ -243,13 +279,14 @@ class DockerRuntime:
             rt = RunningTarget(
                 t, service, None, ips[t.name], name, Cgroup(name, ()), links[t.name], in_container=True
             )
+            rt.ca = service.client_ca(tls)
             rt.restarter = self._restart
             ns_seq = journal.intent("netns", name=name)
             stack.callback(self._delete_ns, name, ns_seq)
             took = self._launch(rt, created["Id"])
             published = ", ".join(f"{p}->127.0.0.1:{h}" for p, h in self._published(created["Id"]).items())
             ctx.say(
-                f"target {t.name}: {t.service} container {name} (pid {rt.pid}) at {rt.url}, "
+                f"target {t.name}: {t.what} container {name} (pid {rt.pid}) at {rt.ip}, "
                 f"published {published} (healthy in {took:.1f}s)"
             )
             running[t.name] = rt
@@ -267,7 +304,20 @@ class DockerRuntime:
         netns.delete(rt.netns)  # a restarted container has a new namespace
         run(["ip", "netns", "attach", rt.netns, str(pid)])
         rt.cgroup = Cgroup.of_process(pid, rt.netns)
-        return wait_healthy(f"{rt.url}/healthz", self.ca, START_TIMEOUT, rt.alive)
+        return wait_healthy(
+            f"target {rt.name}", rt.service.health, rt.ip, rt.ca, rt.alive, self._logs(container_id)
+        )
+
+    def _logs(self, container_id: str) -> Callable[[], str]:
+        def read() -> str:
+            import docker.errors
+
+            try:
+                return bytes(self.docker.api.logs(container_id, tail=20)).decode(errors="replace")
+            except docker.errors.APIError:
+                return ""
+
+        return read
 
     def _published(self, container_id: str) -> dict[int, str]:
         ports = self.docker.api.inspect_container(container_id)["NetworkSettings"]["Ports"] or {}
@@ -306,6 +356,10 @@ class DockerRuntime:
     def _remove_network(self, name: str, seq: int) -> None:
         remove_network(self.docker, name)
         self.ctx.journal.undone(seq)
+
+
+def _health_port(service: Service) -> list[int]:
+    return [service.health.port] if service.health.port else []
 
 
 def _ipam(subnet: str, gateway: str) -> Any:

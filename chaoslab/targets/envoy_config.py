@@ -8,6 +8,7 @@ sees a fresh TLS handshake (1: every request); session resumption is off
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from chaoslab.targets.certs import Certs
@@ -72,12 +73,13 @@ def _tls_files(certs: Certs) -> dict[str, Any]:
 
 
 def _cluster(
-    name: str, certs: Certs, ip: str, port: int, http2: bool, requests_per_connection: int
+    name: str, ca: Path | None, ip: str, port: int, http2: bool, requests_per_connection: int, tls: bool
 ) -> dict[str, Any]:
-    tls: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": str(certs.ca)}}}
+    """A cluster of one endpoint; `tls`: the upstream speaks TLS (verified with `ca`, if any)."""
+    context: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": str(ca)}}} if ca else {}
     if http2:
-        tls["alpn_protocols"] = ["h2"]
-    return {
+        context["alpn_protocols"] = ["h2"]
+    cluster = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "5s",
@@ -94,31 +96,49 @@ def _cluster(
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(ip, port)}}]}],
         },
-        "transport_socket": {
+    }
+    if tls:
+        cluster["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": f"{API}.transport_sockets.tls.v3.UpstreamTlsContext",
                 "max_session_keys": 0,
-                "common_tls_context": tls,
+                "common_tls_context": context,
             },
-        },
-    }
+        }
+    return cluster
 
 
 def bootstrap(
-    certs: Certs, upstream_ip: str, upstream_ports: dict[str, int], requests_per_connection: int
+    certs: Certs,
+    upstream_ip: str,
+    upstream_ports: dict[str, int],
+    requests_per_connection: int,
+    upstream_ca: Path | None,
+    verify: bool = True,
 ) -> dict[str, Any]:
-    clusters = [
-        _cluster("upstream", certs, upstream_ip, upstream_ports["https"], False, requests_per_connection)
-    ]
+    """Listeners for https and http (and grpc when the upstream serves gRPC) towards the
+    upstream's https port (or its http port when it has no https), and its grpc port."""
+    ca = upstream_ca if verify else None
+    tls = "https" in upstream_ports
+    web = upstream_ports["https"] if tls else upstream_ports["http"]
+    clusters = [_cluster("upstream", ca, upstream_ip, web, False, requests_per_connection, tls)]
     listeners = [_listener("https", certs, "upstream"), _listener("http", certs, "upstream")]
-    if "grpc" in upstream_ports:
-        clusters.append(
-            _cluster(
-                "upstream-grpc", certs, upstream_ip, upstream_ports["grpc"], True, requests_per_connection
+    for proto, secure in (("grpc", True), ("grpc-plain", False)):
+        if proto in upstream_ports:
+            clusters.append(
+                _cluster(
+                    "upstream-grpc",
+                    ca,
+                    upstream_ip,
+                    upstream_ports[proto],
+                    True,
+                    requests_per_connection,
+                    secure,
+                )
             )
-        )
-        listeners.append(_listener("grpc", certs, "upstream-grpc"))
+            listeners.append(_listener("grpc", certs, "upstream-grpc"))
+            break
     return {
         "admin": {"address": _address("0.0.0.0", ADMIN_PORT)},
         "static_resources": {"listeners": listeners, "clusters": clusters},

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chaoslab.errors import PreflightError
 from chaoslab.paths import BUILD, DOCKER_SRC
@@ -24,9 +24,11 @@ from chaoslab.proc import run
 if TYPE_CHECKING:
     from docker.client import DockerClient
 
-    from chaoslab.targets.services import Service
+    from chaoslab.scenario.model import TargetSpec
+    from chaoslab.targets.builtins import Builtin
 
 LABEL = "org.chaoslab.image"
+LABEL_USER = "org.chaoslab.user-image"  # an image chaoslab built from a user's context
 REPOSITORY = "chaoslab"
 
 
@@ -97,8 +99,8 @@ def _context(name: str, dockerfile: Path, files: dict[str, Path]) -> Path:
     return ctx
 
 
-def ensure(client: DockerClient, service: type[Service]) -> str:
-    """The tag of `service`'s image, built now if this exact content has no image yet."""
+def ensure(client: DockerClient, service: Builtin) -> str:
+    """The tag of a built-in's image, built now if this exact content has no image yet."""
     import docker.errors
 
     name = service.name
@@ -112,12 +114,7 @@ def ensure(client: DockerClient, service: type[Service]) -> str:
         pass
     ctx = _context(name, dockerfile, files)
     try:
-        image, _ = client.images.build(path=str(ctx), tag=tag, labels={LABEL: name}, rm=True, forcerm=True)
-    except docker.errors.BuildError as exc:
-        log = "".join(str(x.get("stream", x.get("error", ""))) for x in exc.build_log)[-2000:]
-        raise PreflightError(
-            f"building image {tag} failed: {exc.msg}\n{log}", "see the build log above"
-        ) from exc
+        image = _build(client, str(ctx), tag, "Dockerfile", {LABEL: name})
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     image.tag(f"{REPOSITORY}/{name}", "latest")
@@ -128,8 +125,47 @@ def ensure(client: DockerClient, service: type[Service]) -> str:
     return tag
 
 
-def ensure_all(client: DockerClient) -> list[str]:
-    """Every service's image tag, each built only if missing."""
-    from chaoslab.targets.services import SERVICES
+def _build(client: DockerClient, context: str, tag: str, dockerfile: str, labels: dict[str, str]) -> Any:
+    import docker.errors
 
-    return [ensure(client, SERVICES[name]) for name in sorted(SERVICES)]
+    try:
+        image, _ = client.images.build(
+            path=context, dockerfile=dockerfile, tag=tag, labels=labels, rm=True, forcerm=True
+        )
+    except docker.errors.BuildError as exc:
+        log = "".join(str(x.get("stream", x.get("error", ""))) for x in exc.build_log)[-2000:]
+        raise PreflightError(
+            f"building image {tag} failed: {exc.msg}\n{log}", "see the build log above"
+        ) from exc
+    except docker.errors.APIError as exc:
+        raise PreflightError(
+            f"building image {tag} failed: {exc.explanation or exc}", "check the context"
+        ) from exc
+    return image
+
+
+def ensure_user(client: DockerClient, spec: TargetSpec) -> str:
+    """A user's image: the tag it names (it must be in the engine: no registry is pulled
+    from), or one built now from its Dockerfile context (the engine's cache keeps it fast)."""
+    import docker.errors
+
+    assert spec.image is not None
+    if spec.image.build:
+        tag = spec.image.tag or f"chaoslab-user/{spec.name}:latest"
+        _build(client, spec.image.build, tag, spec.image.dockerfile, {LABEL_USER: spec.name})
+        return tag
+    try:
+        client.images.get(spec.image.tag)
+    except docker.errors.ImageNotFound as exc:
+        raise PreflightError(
+            f"target {spec.name}: image {spec.image.tag!r} is not in the local Docker engine",
+            "build or load it first (docker build / docker load), or give build: with its Dockerfile context",
+        ) from exc
+    return spec.image.tag
+
+
+def ensure_all(client: DockerClient) -> list[str]:
+    """Every built-in's image tag, each built only if missing."""
+    from chaoslab.targets.builtins import BUILTINS
+
+    return [ensure(client, BUILTINS[name]) for name in sorted(BUILTINS)]

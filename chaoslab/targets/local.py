@@ -1,5 +1,10 @@
 """The local runtime: each target is a process in its own network namespace and cgroup.
 
+Built-ins and programs run the same way: their command line, environment and config files
+come from their Service (placeholders expanded for this runtime: a linked target's address
+is the far end of the veth pair between the two namespaces). Attached targets are found,
+not started (chaoslab/targets/attach.py).
+
 Everything created is journaled before it is created and torn down through the run's
 ExitStack, in reverse order, on every exit path.
 """
@@ -15,41 +20,50 @@ from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
 from chaoslab.scenario.model import Scenario, TargetSpec
-from chaoslab.targets import certs, cgroup, netns
+from chaoslab.targets import attach, certs, cgroup, netns
 from chaoslab.targets.base import HOST, RunningTarget
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.health import wait_healthy
-from chaoslab.targets.services import SERVICES, Launch
+from chaoslab.targets.services import Launch, Service
 
-START_TIMEOUT = 30.0
 Links = dict[str, dict[str, netns.Link]]
 
 
 def start_order(targets: dict[str, TargetSpec]) -> list[TargetSpec]:
-    """Upstreams before the targets in front of them."""
+    """The targets a target links to start before it (validation refuses cycles)."""
     done: list[TargetSpec] = []
     pending = dict(targets)
     while pending:
-        ready = [t for t in pending.values() if t.upstream is None or t.upstream in {d.name for d in done}]
+        ready = [t for t in pending.values() if all(d not in pending for d in t.depends())]
         if not ready:
-            raise TargetError(f"targets form a cycle of upstreams: {', '.join(pending)}")
+            raise TargetError(f"targets depend on each other in a cycle: {', '.join(pending)}")
         for t in ready:
             done.append(pending.pop(t.name))
     return done
 
 
 def layout(scenario: Scenario, run: str, net: int) -> tuple[list[TargetSpec], dict[str, str], Links]:
-    """Start order, namespace names and links of the run's targets (nothing is created)."""
-    specs = start_order(dict(scenario.targets))
+    """Start order, namespace names and links of the targets chaoslab starts (nothing is created)."""
+    specs = [t for t in start_order(dict(scenario.targets)) if t.kind != "attach"]
     names = {t.name: f"chaoslab-{run}-{t.name}" for t in specs}
     links: Links = {t.name: {} for t in specs}
     for i, t in enumerate(specs):
         links[t.name][HOST] = netns.host_link(names[t.name], f"clh{run}{i}", net, i)
-    for k, t in enumerate(t for t in specs if t.upstream):
-        assert t.upstream is not None
-        a, b = netns.peer_link(names[t.name], names[t.upstream], f"clp{run}{k}", net, k)
-        links[t.name][t.upstream], links[t.upstream][t.name] = a, b
+    pairs = [(t.name, other) for t in specs for other in t.links if other in names]
+    for k, (a_name, b_name) in enumerate(pairs):
+        a, b = netns.peer_link(names[a_name], names[b_name], f"clp{run}{k}", net, k)
+        links[a_name][b_name], links[b_name][a_name] = a, b
     return specs, names, links
+
+
+def launch_for(t: TargetSpec, scenario: Scenario, links: Links, work_dir: Path, tls: certs.Certs) -> Launch:
+    """Where `t` runs: its linked targets as it reaches them (the far end of each veth pair)."""
+    peers = {
+        other: Service(scenario.targets[other]).peer(links[t.name][other].peer_ip, tls)
+        for other in t.links
+        if other in links.get(t.name, {})
+    }
+    return Launch(work_dir, tls, peers)
 
 
 def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]:
@@ -58,18 +72,30 @@ def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]
     tls = certs.Certs(*(work_dir / "certs" / n for n in ("ca.pem", "tls.pem", "tls.key")))
     out = {}
     for t in specs:
-        service = SERVICES[t.service]
-        upstream = None
-        if t.upstream:
-            up = links[t.name][t.upstream]
-            upstream = (up.peer_ip, dict(SERVICES[scenario.targets[t.upstream].service].ports))
-        argv = service.argv(Launch(t, work_dir, tls, upstream))
-        cgroup = Cgroup(names[t.name], Cgroup.paths_for(names[t.name]))
-        out[t.name] = RunningTarget(
-            t, service, None, links[t.name][HOST].local_ip, names[t.name], cgroup, links[t.name]
+        service = Service(t)
+        cgroup_ = Cgroup(names[t.name], Cgroup.paths_for(names[t.name]))
+        rt = RunningTarget(
+            t, service, None, links[t.name][HOST].local_ip, names[t.name], cgroup_, links[t.name]
         )
-        out[t.name].binary = Path(argv[0])
+        rt.binary = program_path(service.argv(launch_for(t, scenario, links, work_dir, tls))[0], t)
+        out[t.name] = rt
+    for t in scenario.targets.values():
+        if t.kind == "attach":
+            out[t.name] = attach.plan(t)
     return out
+
+
+def program_path(argv0: str, spec: TargetSpec) -> Path:
+    """The executable a command line names: a path (relative to the target's workdir), or a
+    name looked up on PATH."""
+    import shutil
+
+    if "/" in argv0:  # symlinks kept: a program may read its own name (redis-server is a link)
+        return Path(os.path.abspath(Path(spec.workdir or ".") / argv0))
+    found = shutil.which(argv0)
+    if found is None:
+        raise PreflightError(f"target {spec.name}: {argv0!r} is not on PATH", "give its path, or install it")
+    return Path(found)
 
 
 class LocalRuntime:
@@ -77,18 +103,36 @@ class LocalRuntime:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self._launch: dict[str, tuple[list[str], int]] = {}  # target -> argv, journal entry
+        # target -> argv, environment, working directory, journal entry: to start it again
+        self._launch: dict[str, tuple[list[str], dict[str, str], str | None, int]] = {}
 
-    def _restart(self, rt: RunningTarget) -> float:
-        """The runtime's supervisor: same command, namespace and cgroup; journaled first."""
-        argv, seq = self._launch[rt.name]
-        if isinstance(rt.proc, subprocess.Popen) and rt.alive():
-            proc.stop(rt.proc)
-        p = proc.start(netns.enter_argv(rt.netns) + argv, self.ctx.work_dir / f"{rt.name}.log")
+    def _start_process(self, rt: RunningTarget, seq: int) -> subprocess.Popen[bytes]:
+        argv, env, cwd, _ = self._launch[rt.name]
+        p = proc.start(netns.enter_argv(rt.netns) + argv, self._log(rt), env={**os.environ, **env}, cwd=cwd)
         self.ctx.journal.update(seq, pid=p.pid, start_time=proc.start_time(p.pid))
         rt.cgroup.add(p.pid)
         rt.proc = p
-        took = wait_healthy(f"{rt.url}/healthz", self.ca, START_TIMEOUT, rt.alive)
+        return p
+
+    def _log(self, rt: RunningTarget) -> Path:
+        return self.ctx.work_dir / f"{rt.name}.log"
+
+    def _healthy(self, rt: RunningTarget) -> float:
+        return wait_healthy(
+            f"target {rt.name}",
+            rt.service.health,
+            rt.ip,
+            rt.ca,
+            rt.alive,
+            lambda: self._log(rt).read_text(errors="replace")[-4000:] if self._log(rt).exists() else "",
+        )
+
+    def _restart(self, rt: RunningTarget) -> float:
+        """The runtime's supervisor: same command, namespace and cgroup; journaled first."""
+        if isinstance(rt.proc, subprocess.Popen) and rt.alive():
+            proc.stop(rt.proc)
+        p = self._start_process(rt, self._launch[rt.name][3])
+        took = self._healthy(rt)
         self.ctx.events.fire("target_restarted", target=rt)
         self.ctx.say(f"target {rt.name}: restarted as pid {p.pid} (healthy in {took:.1f}s)")
         return took
@@ -100,10 +144,19 @@ class LocalRuntime:
             )
         netns.preflight()
         Cgroup.paths_for("probe")  # detects the cgroup layout or raises
+        for t in self.ctx.scenario.targets.values():
+            if t.kind == "image":
+                raise PreflightError(
+                    f"target {t.name}: an image runs on the Docker runtime", "use runtime: docker (or auto)"
+                )
 
     def start(self, stack: ExitStack) -> dict[str, RunningTarget]:
         ctx, journal = self.ctx, self.ctx.journal
-        self.ca = ctx.work_dir / "certs" / "ca.pem"
+        running: dict[str, RunningTarget] = {}
+        # Found before anything is created: a selector that matches nothing stops the run here.
+        for t in ctx.scenario.targets.values():
+            if t.kind == "attach":
+                running[t.name] = attach.resolve(t, ctx, stack)
         specs, names, links = layout(ctx.scenario, ctx.short_id, netns.free_subnet_index())
         for t in specs:
             ns = names[t.name]
@@ -112,37 +165,40 @@ class LocalRuntime:
             netns.create(ns)
             netns.create_host_link(ns, links[t.name][HOST])
         for t in specs:
-            if t.upstream:
-                netns.create_peer_link(names[t.name], links[t.name][t.upstream])
+            for other in t.links:
+                if other in names:
+                    netns.create_peer_link(names[t.name], links[t.name][other])
         tls = certs.make(
             ctx.work_dir / "certs", sorted({lk.local_ip for d in links.values() for lk in d.values()})
         )
-        self._enable_controllers(stack)
-
-        running: dict[str, RunningTarget] = {}
+        if specs:
+            self._enable_controllers(stack)
         for t in specs:
-            service = SERVICES[t.service]
-            upstream = None
-            if t.upstream:
-                up = links[t.name][t.upstream]
-                upstream = (up.peer_ip, dict(SERVICES[ctx.scenario.targets[t.upstream].service].ports))
-            argv = service.argv(Launch(t, ctx.work_dir, tls, upstream))
+            service = Service(t)
+            launch = launch_for(t, ctx.scenario, links, ctx.work_dir, tls)
+            argv, env = service.argv(launch), service.env(launch)
+            argv[0] = str(program_path(argv[0], t))
             cg_name = names[t.name]
             cg_seq = journal.intent("cgroup", name=cg_name, dirs=[str(d) for d in Cgroup.paths_for(cg_name)])
-            cgroup = Cgroup.create(cg_name)
-            stack.callback(self._remove_cgroup, cgroup, cg_seq)
+            cgroup_ = Cgroup.create(cg_name)
+            stack.callback(self._remove_cgroup, cgroup_, cg_seq)
             seq = journal.intent("process", target=t.name, argv=argv)
-            p = proc.start(netns.enter_argv(names[t.name]) + argv, ctx.work_dir / f"{t.name}.log")
-            journal.update(seq, pid=p.pid, start_time=proc.start_time(p.pid))
-            cgroup.add(p.pid)
             rt = RunningTarget(
-                t, service, p, links[t.name][HOST].local_ip, names[t.name], cgroup, links[t.name]
+                t, service, None, links[t.name][HOST].local_ip, names[t.name], cgroup_, links[t.name]
             )
+            rt.ca = service.client_ca(tls)
             rt.restarter = self._restart
-            self._launch[t.name] = (argv, seq)
+            self._launch[t.name] = (argv, env, t.workdir or None, seq)
             stack.callback(self._stop, rt, seq)
-            took = wait_healthy(f"{rt.url}/healthz", tls.ca, START_TIMEOUT, rt.alive)
-            ctx.say(f"target {t.name}: {t.service} pid {p.pid} at {rt.url} (healthy in {took:.1f}s)")
+            try:
+                p = self._start_process(rt, seq)
+            except OSError as exc:
+                raise TargetError(
+                    f"target {t.name}: cannot start {argv[0]}: {exc.strerror}",
+                    "check that the program exists and is executable",
+                ) from exc
+            took = self._healthy(rt)
+            ctx.say(f"target {t.name}: {t.what} pid {p.pid} at {rt.ip} (healthy in {took:.1f}s)")
             running[t.name] = rt
         return running
 
@@ -161,7 +217,7 @@ class LocalRuntime:
         stack.callback(self._restore_controllers, missing, seq)
         cgroup.set_subtree_control(cgroup.ROOT, missing, True)
         self.ctx.say(
-            f"cgroup v2: enabled {', '.join(missing)} for child cgroups of {cgroup.ROOT} (restored after)"
+            f"cgroup v2: enabled {', '.join(missing)} for the child cgroups of {cgroup.ROOT} (until the end)"
         )
 
     def _restore_controllers(self, enabled: list[str], seq: int) -> None:
@@ -174,8 +230,8 @@ class LocalRuntime:
             self.ctx.say(f"target {rt.name} exited with code {code}")
         self.ctx.journal.undone(seq)
 
-    def _remove_cgroup(self, cgroup: Cgroup, seq: int) -> None:
-        cgroup.remove()
+    def _remove_cgroup(self, cgroup_: Cgroup, seq: int) -> None:
+        cgroup_.remove()
         self.ctx.journal.undone(seq)
 
     def _delete_ns(self, ns: str, seq: int) -> None:

@@ -1,136 +1,142 @@
-"""Service kinds a target can be, registered under their YAML `service:` name.
+"""How a target runs, built from its spec: one Service for every kind of target.
 
-A service knows its scenario options and how to launch it (command line and config
-files); where it runs (namespace and cgroup, or container) is the runtime's business.
+A Service knows its target's command line, environment and config files (placeholders
+expanded for where it runs), its ports, health check and TLS. chaoslab's built-ins
+(chaoslab/targets/builtins.py) are data on this same path. Where it runs (a namespace and a
+cgroup, or a container) and what starts it is the runtime's business.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
-from chaoslab import build
-from chaoslab.scenario.fields import Fields
-from chaoslab.scenario.model import TargetSpec
-from chaoslab.targets import envoy_config, images
+from chaoslab.errors import PreflightError
+from chaoslab.scenario.model import HealthSpec, TargetSpec
+from chaoslab.targets import placeholders
+from chaoslab.targets.builtins import BUILTINS, GENERATED, Builtin
 from chaoslab.targets.certs import Certs
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A linked target as reached from the target being launched."""
+
+    host: str
+    ports: dict[str, int]
+    ca: Path | None  # the CA its certificate is checked with; None: not checked
+    verify: bool = True
 
 
 @dataclass(frozen=True)
 class Launch:
     """What a runtime tells a service about where it runs."""
 
-    spec: TargetSpec
     workdir: Path
     certs: Certs
-    # Address of the upstream target as seen from here, and its ports by protocol.
-    upstream: tuple[str, dict[str, int]] | None
+    peers: dict[str, Peer] = field(default_factory=dict)
 
 
 class Service:
-    name: ClassVar[str]
-    # Where the service listens, by load protocol (https, http, grpc). The https port is
-    # the one health checks use.
-    ports: ClassVar[dict[str, int]]
-    # Whether the service is a Go binary (Go probes and Go faults apply to it).
-    is_go: ClassVar[bool] = False
-    # Whether the service is a proxy (the proxy layer is measured on it).
-    is_proxy: ClassVar[bool] = False
-    # Ports that carry control traffic only (admin APIs): network faults never touch them.
-    control_ports: ClassVar[tuple[int, ...]] = ()
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+        self.builtin: Builtin | None = BUILTINS.get(spec.service) if spec.kind == "service" else None
 
-    @classmethod
-    def port(cls, protocol: str = "https") -> int:
-        return cls.ports[protocol]
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.spec.port_map
 
-    @classmethod
-    def parse(cls, fields: Fields, name: str) -> TargetSpec:
-        return TargetSpec(name=name, service=cls.name)
+    @property
+    def health(self) -> HealthSpec:
+        return self.spec.health
 
-    @classmethod
-    def argv(cls, launch: Launch) -> list[str]:
-        """The command line; argv[0] is the binary (in an image: its ENTRYPOINT)."""
-        raise NotImplementedError
+    @property
+    def proxy(self) -> bool:
+        return self.spec.proxy
 
-    @classmethod
-    def image_files(cls) -> dict[str, Path]:
-        """What the service's image holds: absolute path in the image -> file here."""
-        raise NotImplementedError
+    @property
+    def control_ports(self) -> tuple[int, ...]:
+        return self.spec.control_ports
+
+    def port(self, protocol: str | None = None) -> int:
+        return self.spec.port(protocol)
+
+    def client_ca(self, certs: Certs) -> Path | None:
+        """The CA the load and the health checks verify this target's certificate with."""
+        if not self.spec.tls.verify:
+            return None
+        return Path(self.spec.tls.ca) if self.spec.tls.ca else certs.ca
+
+    def peer(self, host: str, certs: Certs) -> Peer:
+        """This target as another one reaches it at `host`."""
+        return Peer(host, self.ports, self.client_ca(certs), self.spec.tls.verify)
+
+    # -- what it runs ------------------------------------------------------------------
+
+    def values(self, launch: Launch) -> dict[str, str]:
+        """The placeholder values of this target where it is launched (files not yet)."""
+        s = self.spec
+        values = {
+            "cert": str(launch.certs.cert),
+            "key": str(launch.certs.key),
+            "ca": str(launch.certs.ca),
+            "workdir": str(launch.workdir),
+            "name": s.name,
+            **{f"ports.{p}": str(n) for p, n in s.ports},
+        }
+        for name, peer in launch.peers.items():
+            values[f"targets.{name}.host"] = peer.host
+            values |= {f"targets.{name}.ports.{p}": str(n) for p, n in peer.ports.items()}
+        for text in (*s.argv, *(v for _, v in s.env)):
+            for name in _names(text):
+                if name.startswith("bin."):
+                    values[name] = str(_builtin_binary(name.removeprefix("bin.")))
+        return values
+
+    def write_files(self, launch: Launch) -> dict[str, str]:
+        """Expand (or generate) the target's config files into the work directory; returns
+        their `files.NAME` placeholder values."""
+        values = self.values(launch)
+        out: dict[str, str] = {}
+        for name, template in self.spec.files:
+            if template == GENERATED:
+                assert self.builtin is not None, "validated: only a built-in generates files"
+                text, suffix = self.builtin.generate(self.spec, name, launch), ".json"
+            else:
+                text = placeholders.expand(Path(template).read_text(), values, strict=False)
+                suffix = Path(template).suffix
+            path = launch.workdir / f"{self.spec.name}-{name}{suffix}"
+            path.write_text(text)
+            out[f"files.{name}"] = str(path)
+        return out
+
+    def argv(self, launch: Launch) -> list[str]:
+        """The command line with every placeholder expanded (config files written first)."""
+        values = self.values(launch) | self.write_files(launch)
+        return [placeholders.expand(a, values) for a in self.spec.argv]
+
+    def env(self, launch: Launch) -> dict[str, str]:
+        values = self.values(launch)
+        return {k: placeholders.expand(v, values) for k, v in self.spec.env}
+
+    def image_files(self) -> dict[str, Path]:
+        """What a built-in's Docker image holds (absolute path in the image -> file here)."""
+        if self.builtin is None:
+            raise PreflightError(f"target {self.spec.name} is not one of chaoslab's services")
+        return self.builtin.image_files()
 
 
-class GoApi(Service):
-    """The demo Go service in docker/go-api: HTTPS, plain HTTP and gRPC (TLS)."""
-
-    name = "go-api"
-    ports: ClassVar[dict[str, int]] = {"https": 8443, "http": 8080, "grpc": 9443}
-    is_go = True
-
-    @classmethod
-    def argv(cls, launch: Launch) -> list[str]:
-        return [
-            str(build.go_service("go-api")),
-            "-addr",
-            f"0.0.0.0:{cls.ports['https']}",
-            "-http-addr",
-            f"0.0.0.0:{cls.ports['http']}",
-            "-grpc-addr",
-            f"0.0.0.0:{cls.ports['grpc']}",
-            "-cert",
-            str(launch.certs.cert),
-            "-key",
-            str(launch.certs.key),
-        ]
-
-    @classmethod
-    def image_files(cls) -> dict[str, Path]:
-        return {"/go-api": build.go_service("go-api")}
+def _names(text: str) -> list[str]:
+    try:
+        return placeholders.names(text)
+    except placeholders.PlaceholderError:
+        return []
 
 
-class Envoy(Service):
-    """Envoy in front of one upstream target: HTTPS and HTTP in, HTTPS out; gRPC (TLS) in and out."""
-
-    name = "envoy"
-    ports: ClassVar[dict[str, int]] = dict(envoy_config.LISTEN_PORTS)
-    is_proxy = True
-    control_ports = (envoy_config.ADMIN_PORT,)
-
-    @classmethod
-    def parse(cls, fields: Fields, name: str) -> TargetSpec:
-        upstream = fields.name("upstream", required=True)
-        per_conn = fields.integer("requests_per_connection", 1, low=1, high=100_000)
-        return TargetSpec(
-            name=name, service=cls.name, upstream=upstream or None, requests_per_connection=per_conn
+def _builtin_binary(name: str) -> Path:
+    builtin = BUILTINS.get(name)
+    if builtin is None:
+        raise PreflightError(
+            f"{{bin.{name}}}: chaoslab has no service {name!r}", f"known: {', '.join(BUILTINS)}"
         )
-
-    @classmethod
-    def argv(cls, launch: Launch) -> list[str]:
-        assert launch.upstream is not None, "validated: an envoy target has an upstream"
-        config = launch.workdir / f"envoy-{launch.spec.name}.json"
-        ip, ports = launch.upstream
-        config.write_text(
-            json.dumps(
-                envoy_config.bootstrap(launch.certs, ip, ports, launch.spec.requests_per_connection), indent=1
-            )
-        )
-        return [
-            str(build.envoy_binary()),
-            "-c",
-            str(config),
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "-l",
-            "warning",
-            "--log-path",
-            str(launch.workdir / f"envoy-{launch.spec.name}.log"),
-        ]
-
-    @classmethod
-    def image_files(cls) -> dict[str, Path]:
-        binary = build.envoy_binary()
-        return {"/usr/local/bin/envoy": binary, **images.shared_libraries(binary)}
-
-
-SERVICES: dict[str, type[Service]] = {cls.name: cls for cls in (GoApi, Envoy)}
+    return builtin.binary()

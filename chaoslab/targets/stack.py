@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 from chaoslab.paths import BUILD
-from chaoslab.scenario.model import TargetSpec
 from chaoslab.targets import certs, containers, envoy_config, images
+from chaoslab.targets.builtins import GoApi
 from chaoslab.targets.certs import Certs
-from chaoslab.targets.services import GoApi, Launch
+from chaoslab.targets.services import Launch, Service
 
 STACK = BUILD / "stack"
 MOUNT = Path("/stack")  # where compose.yaml mounts STACK
@@ -28,13 +28,14 @@ def inside() -> Certs:
 
 def api_command() -> list[str]:
     """The Go service's arguments in compose.yaml (its image's ENTRYPOINT is the binary)."""
-    return GoApi.argv(Launch(TargetSpec("api", GoApi.name), MOUNT, inside(), None))[1:]
+    api = Service(GoApi().parse_default("api"))
+    return api.argv(Launch(MOUNT, inside()))[1:]
 
 
 def write(directory: Path = STACK) -> list[str]:
     """Build the images and write the stack's files; returns what was done, line by line."""
     done = [f"image {tag}" for tag in images.ensure_all(containers.client())]
     certs.make(directory, ["127.0.0.1", API_IP, EDGE_IP])
-    config = envoy_config.bootstrap(inside(), API_IP, dict(GoApi.ports), 1)
+    config = envoy_config.bootstrap(inside(), API_IP, dict(GoApi.PORTS), 1, inside().ca)
     (directory / "envoy.json").write_text(json.dumps(config, indent=1))
     return [*done, f"wrote {directory}/{{ca.pem,tls.pem,tls.key,envoy.json}}"]

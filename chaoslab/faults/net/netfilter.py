@@ -36,9 +36,10 @@ class Chain:
     jumps: tuple[tuple[str, str], ...]
 
     def _jump(self, iface: str, addr: str) -> tuple[str, ...]:
+        """Into the chain from the hook, for one link: its interface and, when known, its peer."""
         if self.hook == "OUTPUT":
-            return ("-o", iface, "-d", addr, "-j", self.name)
-        return ("-i", iface, "-s", addr, "-j", self.name)
+            return ("-o", iface, *(("-d", addr) if addr else ()), "-j", self.name)
+        return ("-i", iface, *(("-s", addr) if addr else ()), "-j", self.name)
 
     def _ipt(self, *args: str) -> list[str]:
         return [*prefix(self.netns), "iptables", "-w", "-t", "filter", *args]

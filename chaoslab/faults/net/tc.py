@@ -44,8 +44,8 @@ class ShapingTree:
         out.append(self._tc("qdisc", "add", *dev, "parent", "1:4", "handle", "40:", *self.leaf))
         for m in self.control:
             out.append(self._filter("1", m, "1:1"))
-        for m in self.matches or (("match", "u32", "0", "0"),):
-            out.append(self._filter("2", m, "1:4"))
+        for m in self.matches or ((),):
+            out.append(self._filter("2", m or ("match", "u32", "0", "0"), "1:4"))
         return out
 
     def _filter(self, pref: str, match: tuple[str, ...], flow: str) -> list[str]:
