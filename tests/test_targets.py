@@ -243,11 +243,11 @@ def test_the_cache_stack(scenario_run: Callable[[str], ScenarioRun]) -> None:
     v = {x["phase"]: x for x in r["verdicts"]}
     assert (v["slow-cache"]["layer"], v["slow-cache"]["target"]) == ("network", "app"), v["slow-cache"]
     assert (v["starved-cache"]["layer"], v["starved-cache"]["target"]) == ("cpu", "redis"), v["starved-cache"]
-    # the delay is app's outbound time, to the cache
+    # the delay is in app's calls to its dependency (its end of the connections it opened)
     out = {(x["phase"], x["target"], x["metric"]): x for x in r["layers"] if x["layer"] == "network"}
     added = (
-        out[("slow-cache", "app", "outbound")]["per_request_ms"]
-        - out[("baseline", "app", "outbound")]["per_request_ms"]
+        out[("slow-cache", "app", "to dependencies")]["per_request_ms"]
+        - out[("baseline", "app", "to dependencies")]["per_request_ms"]
     )
     assert added > 15  # two round trips to Redis per request, 10 ms each way out
     # Redis, not a Go program, has an app layer from its socket syscalls
@@ -294,6 +294,7 @@ def outside_server(root: None, tmp_path: Path) -> Iterator[tuple[int, str]]:
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(timeout=10)
+        log.close()
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
 
@@ -384,3 +385,56 @@ def test_probes_for_a_scenario_says_what_applies_per_target_and_why(root: None) 
         rows[("redis", "app")]["status"] == "yes" and "not Go, not proxies" in rows[("redis", "app")]["why"]
     )
     assert rows[("edge", "proxy")]["status"] == "yes"
+
+
+@pytest.mark.privileged
+@pytest.mark.usefixtures("clean_machine", "docker_engine")
+def test_an_image_that_is_not_in_the_engine_stops_the_run_with_nothing_applied(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    path.write_text(
+        "runtime: docker\n"
+        + scenario(
+            "svc: {image: 'chaoslab-test/absent:never', ports: {http: 80}}",
+            "{target: svc, protocol: http, path: /, rate: 5/s}",
+        )
+    )
+    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
+    assert res.returncode == 3, res.stderr
+    assert "target svc: image 'chaoslab-test/absent:never' is not in the local Docker engine" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_users_envoy_bootstrap_is_a_template_with_the_same_placeholders(tmp_path: Path) -> None:
+    from chaoslab.targets.certs import Certs
+    from chaoslab.targets.services import Launch, Peer, Service
+
+    template = tmp_path / "envoy.yaml"
+    template.write_text(
+        "static_resources:\n"
+        "  clusters:\n"
+        "  - name: app\n"
+        "    load_assignment:\n"
+        "      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address:\n"
+        "        {address: '{targets.api.host}', port_value: {targets.api.ports.https}}}}}]}]\n"
+        "    # a literal brace: {{not a placeholder}}\n"
+    )
+    s = parse_scenario(
+        scenario(
+            f"api: {{service: go-api}}\nsvc: {{service: envoy, upstream: api, bootstrap: {template}}}",
+            "{target: svc, path: /, rate: 5/s}",
+        )
+    )
+    certs = Certs(tmp_path / "ca.pem", tmp_path / "tls.pem", tmp_path / "tls.key")
+    launch = Launch(tmp_path, certs, {"api": Peer("10.231.9.2", {"https": 8443}, certs.ca)})
+    files = Service(s.targets["svc"]).write_files(launch)
+    text = Path(files["files.bootstrap"]).read_text()
+    assert "address: '10.231.9.2', port_value: 8443" in text
+    assert "{not a placeholder}" in text
+    template.write_text("admin: {address: '{targets.nope.host}'}\n")
+    found = problems(
+        scenario(
+            f"api: {{service: go-api}}\nsvc: {{service: envoy, upstream: api, bootstrap: {template}}}",
+            "{target: svc, path: /, rate: 5/s}",
+        )
+    )
+    assert any("targets.svc.bootstrap" in p and "unknown placeholder {targets.nope.host}" in p for p in found)

@@ -69,7 +69,7 @@ class Http(Family):
     hint = "use 'path:'"
 
     def read(self, rf: Fields, protocol: str, target: str, mix: Mix) -> dict[str, Any]:
-        path = check_path(rf.string("path", required=True), rf.at("path"), mix.problems)
+        path = check_path(rf.get("path", _url_path, "", required=True), rf.at("path"), mix.problems)
         raw_method = rf.raw.get("method")
         if isinstance(raw_method, str) and "/" in raw_method:
             rf.get("method", str, "")
@@ -233,7 +233,7 @@ def parse_requests(
     out: list[RequestSpec] = []
     if f.has("path") and f.has("requests"):
         problems.add(f.at("path"), "give either 'path' or 'requests', not both")
-    path = f.string("path")
+    path = f.get("path", _url_path, "")
     if path and protocol not in Http.protocols:
         problems.add(
             f.at("path"),
@@ -448,6 +448,21 @@ def _check_served(req: RequestSpec, targets: dict[str, TargetSpec], where: str, 
 
 def known(targets: dict[str, TargetSpec]) -> str:
     return f"targets are: {', '.join(targets)}" if targets else "define it under 'targets:'"
+
+
+# A request's path and query: URL characters only (RFC 3986), no spaces, quotes or control
+# characters. It goes into an HTTP request line, never near a shell.
+URL_PATH = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%/?\[\]]*$")
+
+
+def _url_path(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a path, got {type(value).__name__}")
+    if len(value) > 8192 or not URL_PATH.match(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a URL path: use URL characters only (percent-encode spaces as %20)"
+        )
+    return value
 
 
 def check_path(path: str, where: str, problems: Problems) -> str:
