@@ -245,17 +245,24 @@ def _analyse(
         {r.spec.name: load.generator_cpu(r.start, r.end) for r in runs},
     )
     layers = [row for r in runs for row in attribution.layer_rows(data[r.spec.name])]
+    calls = {name: t.links for name, t in ctx.scenario.targets.items()}
     verdicts = []
     for r in runs[1:]:
         if not r.spec.compare:
             continue
         checks = [
             attribution.FaultCheck(
-                f.expected_layer(), f.spec.target, f.expected_shift(), v.observed, v.detail
+                f.expected_layer(),
+                f.spec.target,
+                f.expected_shift(),
+                v.observed,
+                v.detail,
+                f.kind,
+                f.also_shows_in(ctx.scenario.targets),
             )
             for f, v in r.faults
         ]
-        verdicts.append(attribution.verdict(base, data[r.spec.name], checks, unmeasured))
+        verdicts.append(attribution.verdict(base, data[r.spec.name], checks, unmeasured, calls))
     phases = [_phase_record(r) for r in runs]
     quiet = [r for r in runs if not r.spec.faults]
     drift = None

@@ -31,7 +31,7 @@ def test_entropy_fault_is_absorbed_by_entropy_at_the_go_service(
     res = scenario_run("short_entropy")
     assert res.returncode == 0, res.stderr[-3000:]
     r = res.report
-    assert r["schema"] == "chaoslab.report/1"
+    assert r["schema"] == "chaoslab.report/2"
     [v] = r["verdicts"]
     assert (v["phase"], v["status"], v["layer"], v["target"]) == ("starve", "absorbed", "entropy", "api")
     assert 0.5 <= v["explained"] <= 1.0

@@ -85,6 +85,11 @@ class Fault(ABC):
         """Seconds this fault should add to each event of its layer, when it can say."""
         return None
 
+    def also_shows_in(self, targets: Mapping[str, TargetSpec]) -> tuple[tuple[Layer, str], ...]:
+        """Other (layer, target) pairs where this fault's own effect shows, besides its
+        expected layer at its target: a cause found there is this fault's, not a side effect."""
+        return ()
+
     def params(self) -> dict[str, object]:
         """The fault's parameters as given, for the report."""
         skip = {"kind", "target", "path"}

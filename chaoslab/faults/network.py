@@ -174,6 +174,23 @@ class NetworkFault(Fault):
             return {self.spec.peer: links[self.spec.peer]} if self.spec.peer in links else {}
         return dict(links)
 
+    def also_shows_in(self, targets: Mapping[str, TargetSpec]) -> tuple[tuple[Layer, str], ...]:
+        """A link has two ends: the far end's network time on the faulted traffic (its connects,
+        its calls to this target, the answers it waits for) is this fault's effect as much as this
+        end's. The far ends: the peer; else, with a local port, the targets that call this one
+        (they connect to its port); with a remote port, those that listen on it; else every
+        linked target."""
+        me = self.spec.target
+        if self.spec.peer:
+            far = {self.spec.peer} - {HOST}
+        else:
+            far = {n for n, t in targets.items() if me in t.links or n in targets[me].links}
+            if self.spec.local_port:
+                far = {n for n in far if me in targets[n].links}
+            if self.spec.remote_port:
+                far = {n for n in far if self.spec.remote_port in targets[n].port_map.values()}
+        return tuple((Layer.NETWORK, n) for n in sorted(far))
+
     @property
     def _uses_nfqueue(self) -> bool:
         return bool(self.spec.delay) and not self.netem

@@ -1,15 +1,17 @@
 """The report as data: built by the analysis, rendered to the terminal, saved as JSON.
 
-Schema `chaoslab.report/1` (documented in reports/README.md).
+Schema `chaoslab.report/2` (documented in reports/README.md; the reader also loads version 1).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
 from chaoslab.scenario.model import Status
 
-SCHEMA = "chaoslab.report/1"
+SCHEMA = "chaoslab.report/2"
+SCHEMA_V1 = "chaoslab.report/1"  # before verdicts had causes
 
 
 @dataclass(frozen=True)
@@ -106,37 +108,111 @@ class Contribution:
     significant: bool = False
 
 
+class CauseKind(StrEnum):
+    """Where a cause comes from."""
+
+    FAULT = "fault"  # a fault of the phase declared it (its layer and target, or a layer its effect reaches)
+    SIDE_EFFECT = "side-effect"  # no fault of the phase declared it: a consequence of them, or of the machine
+    OUTSIDE = "outside"  # a phase without faults (a control) changed: something outside the run
+
+
+@dataclass(frozen=True)
+class FaultRef:
+    """A declared fault, as a cause names it: its kind and the layer and target it declares."""
+
+    kind: str
+    layer: str
+    target: str
+
+    def describe(self) -> str:
+        return f"{self.kind} fault on {self.target}"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One part of a phase's added time: a layer at a target that holds no other cause's time."""
+
+    layer: str
+    target: str
+    added_ms: float  # per client request (less the time of other causes inside it, if any)
+    share: float  # added_ms / client added mean
+    kind: CauseKind
+    faults: list[FaultRef] = field(default_factory=list)  # the declared faults it matches
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer} at {self.target}"
+
+    def origin(self) -> str:
+        """`entropy fault on api`, `side effect`, `outside change`."""
+        if self.faults:
+            return ", ".join(f.describe() for f in self.faults)
+        return "side effect" if self.kind is CauseKind.SIDE_EFFECT else "outside change"
+
+
 @dataclass(frozen=True)
 class Verdict:
     phase: str
     status: Status
-    layer: str | None
+    layer: str | None  # the main cause's layer (the only one, for a phase with one cause)
     target: str | None
-    added_ms: float  # the named layer's added time per client request
-    explained: float  # 0..1
+    added_ms: float  # the main cause's layer's added time per client request
+    explained: float  # 0..1: the causes' shares together
     client_added_p50_ms: float
     client_added_mean_ms: float
-    unexplained_ms: float
+    unexplained_ms: float  # the client's added mean less the causes' added times
     p_value: float
     reason: str
     contributions: list[Contribution]
+    # Every cause, the main one first: the layers, with their targets, that hold a part of the
+    # client's added time and no other cause's (schema 2; older reports: one, from `layer`).
+    causes: list[Cause] = field(default_factory=list)
+
+    @property
+    def fault_causes(self) -> list[Cause]:
+        return [c for c in self.causes if c.kind is CauseKind.FAULT]
+
+    @property
+    def primary_causes(self) -> list[Cause]:
+        """The causes the verdict is about, the main one first: the faults' (side effects are listed
+        apart), or, in a phase whose causes no fault declared (a control), all of them."""
+        return self.fault_causes or self.causes
 
     def sentence(self) -> str:
         head = f"phase {self.phase}: client p50 {self.client_added_p50_ms:+.1f} ms"
         if self.status is Status.ABSORBED:
-            outer = [
-                f"{c.layer} at {c.target}"
-                for c in self.contributions
-                if c.explained >= 0.5 and (c.layer, c.target) != (self.layer, self.target)
+            primary = self.primary_causes
+            if len(primary) <= 1:
+                outer = [
+                    f"{c.layer} at {c.target}"
+                    for c in self.contributions
+                    if c.explained >= 0.5 and (c.layer, c.target) != (self.layer, self.target)
+                ]
+                inside = f" (inside {', '.join(outer)})" if outer else ""
+                text = (
+                    f"{head}, absorbed by {self.layer} at {self.target}{inside}, "
+                    f"{self.explained:.0%} explained ({self.added_ms:+.1f} ms per request)"
+                )
+            else:
+                text = (
+                    f"{head}, absorbed by {len(primary)} causes: {_listed(primary)}; "
+                    f"{self.explained:.0%} explained"
+                )
+            others = [
+                c
+                for c in self.causes
+                if c not in primary and (c.layer, c.target) != (self.layer, self.target)
             ]
-            inside = f" (inside {', '.join(outer)})" if outer else ""
-            return (
-                f"{head}, absorbed by {self.layer} at {self.target}{inside}, "
-                f"{self.explained:.0%} explained ({self.added_ms:+.1f} ms per request)"
-            )
+            if others:
+                text += f"; side effect{'s' if len(others) > 1 else ''}: {_listed(others)}"
+            return text
         if self.status is Status.NO_CHANGE:
             return f"{head}, no significant change ({self.reason})"
         return f"{head}, {self.status.upper()}: {self.reason}"
+
+
+def _listed(causes: list[Cause]) -> str:
+    return ", ".join(f"{c.name} {c.added_ms:+.1f} ms ({c.share:.0%})" for c in causes)
 
 
 @dataclass(frozen=True)
