@@ -96,6 +96,10 @@ class Fields:
             self.problems.add(self.at(key), str(exc))
             return default
 
+    def value(self, key: str) -> object | None:
+        """The value as written (None when absent), for a key that takes more than one form."""
+        return self._take(key, False)
+
     def string(self, key: str, default: str = "", *, required: bool = False) -> str:
         return self.get(key, _string, default, required=required)
 

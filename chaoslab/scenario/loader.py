@@ -12,6 +12,7 @@ from chaoslab.scenario.fields import Fields, Problems, join
 from chaoslab.scenario.load import check_stages, known, parse_load
 from chaoslab.scenario.model import (
     RUNTIMES,
+    CauseRef,
     Expectation,
     FaultSpec,
     PhaseSpec,
@@ -164,7 +165,6 @@ class _Reader:
     ) -> tuple[Expectation, ...]:
         out: list[Expectation] = []
         phase_names = [p.name for p in phases]
-        layers = tuple(layer.value for layer in Layer)
         for i, item in enumerate(top.sequence("expect")):
             path = join("expect", i)
             f = Fields(item, path, self.problems)
@@ -173,10 +173,19 @@ class _Reader:
                 self.problems.add(
                     f.at("phase"), f"unknown phase {phase!r}", f"phases are: {', '.join(phase_names)}"
                 )
-            absorbed = f.choice("absorbed_by", layers, "") or None
+            raw_absorbed, raw_cause = f.value("absorbed_by"), f.value("cause")
+            several = isinstance(raw_absorbed, list)
+            absorbed: str | None = None
+            causes: tuple[CauseRef, ...] = ()
+            if isinstance(raw_absorbed, list):
+                causes = self._causes(raw_absorbed, f.at("absorbed_by"), targets)
+            elif raw_absorbed is not None:
+                ref = self._cause(raw_absorbed, f.at("absorbed_by"), targets, mapping=False)
+                absorbed = ref.layer if ref else None
             target = f.name("target") or None
             if target and target not in targets:
                 self.problems.add(f.at("target"), f"unknown target {target!r}", known(targets))
+            cause = self._cause(raw_cause, f.at("cause"), targets) if raw_cause is not None else None
             status_text = f.choice("status", tuple(s.value for s in Status), "")
             e = Expectation(
                 phase=phase,
@@ -189,21 +198,91 @@ class _Reader:
                 error_rate_below=f.get("error_rate_below", _fraction, -1.0)
                 if f.has("error_rate_below")
                 else None,
+                causes=causes,
+                cause=cause,
+                share_at_least=f.get("share_at_least", _fraction, -1.0) if f.has("share_at_least") else None,
+                share_below=f.get("share_below", _fraction, -1.0) if f.has("share_below") else None,
             )
             f.finish()
-            if target and not absorbed:
+            if target and several:
+                self.problems.add(
+                    f.at("target"),
+                    "'target' qualifies a single 'absorbed_by'; a list names each layer's target itself",
+                    "absorbed_by: [{layer: entropy, target: api}, {layer: network, target: edge}]",
+                )
+            elif target and raw_absorbed is None:
                 self.problems.add(
                     f.at("target"), "'target' qualifies 'absorbed_by'", "add 'absorbed_by: LAYER'"
                 )
-            checks = (e.absorbed_by, e.status, e.client_p50_below, e.client_p99_below, e.error_rate_below)
-            if f.ok and all(c is None for c in checks):
+            shares = [k for k in ("share_at_least", "share_below") if getattr(e, k) is not None]
+            if cause is not None and not shares:
+                self.problems.add(
+                    f.at("cause"),
+                    "a cause is named for its share",
+                    "add share_at_least: FRACTION or share_below: FRACTION",
+                )
+            if raw_cause is None:
+                for key in shares:
+                    self.problems.add(
+                        f.at(key),
+                        "a share is a cause's share of the client's added time",
+                        "add 'cause: {layer: LAYER, target: TARGET}'",
+                    )
+            low, high = e.share_at_least, e.share_below
+            if low is not None and high is not None and low >= high:
+                self.problems.add(
+                    f.at("share_below"), f"no share is at least {low:g} and below {high:g}", "widen the range"
+                )
+            named = (raw_absorbed, raw_cause, e.status, e.client_p50_below, e.client_p99_below)
+            if f.ok and all(c is None for c in (*named, e.error_rate_below)):
                 self.problems.add(
                     path,
                     "expects nothing",
-                    "add one of absorbed_by, status, client_p50_below, client_p99_below, error_rate_below",
+                    "add one of absorbed_by, cause with share_at_least or share_below, status, "
+                    "client_p50_below, client_p99_below, error_rate_below",
                 )
             out.append(e)
         return tuple(out)
+
+    def _causes(self, items: list[object], path: str, targets: dict[str, TargetSpec]) -> tuple[CauseRef, ...]:
+        """`absorbed_by: [LAYER or {layer: LAYER, target: TARGET}, ...]`."""
+        if not items:
+            self.problems.add(path, "an empty list names no cause", "name at least one layer")
+        out: list[CauseRef] = []
+        for j, item in enumerate(items):
+            ref = self._cause(item, join(path, j), targets)
+            if ref is not None and ref in out:
+                self.problems.add(join(path, j), f"{ref.describe()} is named twice", "name each cause once")
+            elif ref is not None:
+                out.append(ref)
+        return tuple(out)
+
+    def _cause(
+        self, raw: object, path: str, targets: dict[str, TargetSpec], mapping: bool = True
+    ) -> CauseRef | None:
+        """A cause named by its layer (`entropy`) or, where `mapping`, by its layer and target
+        (`{layer: entropy, target: api}`); None (its problems recorded) when it is not valid."""
+        layers = tuple(layer.value for layer in Layer)
+        if isinstance(raw, str):
+            if raw in layers:
+                return CauseRef(raw)
+            self.problems.add(path, f"must be one of {', '.join(layers)}, got {raw!r}")
+            return None
+        if not isinstance(raw, dict) or not mapping:
+            self.problems.add(
+                path,
+                f"expected a layer{' or {layer: LAYER, target: TARGET}' if mapping else ' or a list'}, "
+                f"got {'nothing' if raw is None else type(raw).__name__}",
+                "e.g. {layer: entropy, target: api}" if mapping else "e.g. entropy, or [entropy, network]",
+            )
+            return None
+        f = Fields(raw, path, self.problems)
+        layer = f.choice("layer", layers, "", required=True)
+        target = f.name("target") or None
+        if target and target not in targets:
+            self.problems.add(f.at("target"), f"unknown target {target!r}", known(targets))
+        f.finish()
+        return CauseRef(layer, target) if layer else None
 
 
 def _text(value: object) -> str:

@@ -225,20 +225,47 @@ class PhaseSpec:
 
 
 @dataclass(frozen=True)
+class CauseRef:
+    """A cause an expectation names: a layer, at one target or at any."""
+
+    layer: str
+    target: str | None = None
+
+    def fits(self, layer: str, target: str) -> bool:
+        return layer == self.layer and self.target in (None, target)
+
+    def describe(self) -> str:
+        return self.layer + (f" at {self.target}" if self.target else "")
+
+
+@dataclass(frozen=True)
 class Expectation:
     phase: str
     path: str
-    absorbed_by: str | None = None
+    absorbed_by: str | None = None  # the verdict's layer (its main cause)
     target: str | None = None
     status: Status | None = None
     client_p50_below: float | None = None
     client_p99_below: float | None = None
     error_rate_below: float | None = None
+    # `absorbed_by` as a list: the phase is absorbed and every one of these is among its causes
+    causes: tuple[CauseRef, ...] = ()
+    # a share of the client's added time that one cause (the causes it fits, together) explains
+    cause: CauseRef | None = None
+    share_at_least: float | None = None
+    share_below: float | None = None
 
     def describe(self) -> str:
         parts = []
         if self.absorbed_by:
             parts.append(f"absorbed by {self.absorbed_by}" + (f" at {self.target}" if self.target else ""))
+        if self.causes:
+            parts.append("absorbed by " + " and ".join(c.describe() for c in self.causes))
+        if self.cause is not None:
+            if self.share_at_least is not None:
+                parts.append(f"{self.cause.describe()} explains >= {self.share_at_least:.0%}")
+            if self.share_below is not None:
+                parts.append(f"{self.cause.describe()} explains < {self.share_below:.0%}")
         if self.status:
             parts.append(f"status {self.status}")
         if self.client_p50_below is not None:
