@@ -98,6 +98,13 @@ def _phase_facts(report: Report, v: Verdict) -> str:
     if v.layer:
         parts.append(f"{v.layer} at {v.target or '?'} {words.ms(v.added_ms, True)} per request")
         parts.append(f"{v.explained:.0%} explained, unexplained {words.ms(v.unexplained_ms)}")
+    if len(v.causes) > 1 or (v.causes and v.status is not Status.ABSORBED):
+        parts.append(
+            "causes: "
+            + ", ".join(
+                f"{c.name} {words.ms(c.added_ms, True)} ({c.share:.0%}, {c.origin()})" for c in v.causes
+            )
+        )
     client = next((c for c in report.client if c.phase == v.phase), None)
     if client is not None:
         parts.append(

@@ -64,7 +64,14 @@ def render(report: Report) -> str:
 
 def _verdict_cell(v: Verdict) -> str:
     if v.status is Status.ABSORBED:
-        return f"**absorbed** by {v.layer} at {v.target}, {v.explained:.0%} explained"
+        primary = v.primary_causes
+        if len(primary) > 1:
+            by = " + ".join(f"{c.name} {c.share:.0%}" for c in primary)
+        else:
+            by = f"{v.layer} at {v.target}"
+        others = [c for c in v.causes if c not in primary and (c.layer, c.target) != (v.layer, v.target)]
+        side = "; side effect " + ", ".join(f"{c.name} {c.share:.0%}" for c in others) if others else ""
+        return f"**absorbed** by {by}, {v.explained:.0%} explained{side}"
     return f"**{v.status}**" + (f": {v.reason}" if v.status is not Status.NO_CHANGE else "")
 
 

@@ -22,7 +22,7 @@ STYLE = {
 }
 
 
-LEFT = {"phase", "target", "layer"}
+LEFT = {"phase", "target", "layer", "cause", "fault"}
 
 
 def _table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Table:
@@ -119,6 +119,17 @@ def added_table(report: Report) -> Table:
     return _table("added against baseline, per compared phase", cols, rows)
 
 
+def causes_table(report: Report) -> Table:
+    """Each compared phase's causes side by side: their added time, share and fault."""
+    cols = ("phase", "cause", "added/request ms", "share", "fault")
+    rows = [
+        (v.phase, c.name, f"{c.added_ms:+.2f}", f"{c.share:.0%}", c.origin())
+        for v in report.verdicts
+        for c in v.causes
+    ]
+    return _table("causes (layers that hold no other cause's time), per compared phase", cols, rows)
+
+
 def verdict_lines(report: Report) -> RenderableType:
     lines: list[RenderableType] = []
     for v in report.verdicts:
@@ -143,6 +154,8 @@ def print_report(report: Report, console: Console, out_dir: Path | None) -> None
     console.print(layer_table(report))
     if report.verdicts:
         console.print(added_table(report))
+    if any(v.causes for v in report.verdicts):
+        console.print(causes_table(report))
     console.print(verdict_lines(report))
     if out_dir is not None:
         console.print(f"report: {out_dir / 'report.json'}")
