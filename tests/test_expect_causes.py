@@ -8,7 +8,9 @@ import pytest
 from chaoslab.expectations import check
 from chaoslab.report.model import Cause, CauseKind, FaultRef, Report, Verdict
 from chaoslab.scenario import ScenarioError, Status, parse_scenario
+from chaoslab.scenario.loader import load_scenario
 from chaoslab.scenario.model import CauseRef, Expectation
+from tests.conftest import REPO
 
 SCENARIO = """
 name: t
@@ -161,3 +163,18 @@ def test_a_share_expectation_checks_the_causes_share() -> None:
         report(verdict(Status.INVALID)),
     )
     assert not invalid.held and invalid.detail.startswith("the phase is INVALID")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "scenarios/two_faults.yaml",
+        "tests/scenarios/two_faults.yaml",
+        "tests/scenarios/three_faults.yaml",
+        "tests/scenarios/edge_listener.yaml",
+    ],
+)
+def test_the_scenarios_with_several_faults_are_valid(path: str) -> None:
+    s = load_scenario(REPO / path)
+    assert any(len(p.faults) > 1 for p in s.phases) or s.name == "edge-listener"
+    assert all(e.describe() for e in s.expect)

@@ -44,7 +44,9 @@ from dataclasses import dataclass
 from chaoslab.layers import DEPTH, Layer
 from chaoslab.report.model import Contribution
 
-MIN_SHARE = 0.05  # a layer no fault declared is a cause from this share of the client's added time on
+# A layer no fault declared is a cause from this share of the client's added time on (the
+# share from which the attribution chart draws a layer's bar).
+MIN_SHARE = 0.02
 EXPLAINS = 0.5  # a layer is explained by the causes it holds from this fraction of its added time on
 
 LayerKey = tuple[Layer, str]  # (layer, target)
