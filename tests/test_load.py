@@ -263,7 +263,9 @@ def test_open_model_shows_a_one_second_freeze_in_p99_and_counts_late_requests(
     # measured once the freeze is in place (a few ms after its scheduled start).
     [phase] = [p for p in r["phases"] if p["name"] == "frozen"]
     assert 0 <= phase["settle_s"] < 0.1
-    assert abs(frozen["requests"] - 200 * (phase["end"] - phase["start"])) <= 1
+    # every 5 ms due in the window is counted: one arrival either way at each edge (the window's
+    # bounds are kept to the millisecond, the schedule's arrivals are not)
+    assert abs(frozen["requests"] - 200 * (phase["end"] - phase["start"])) <= 2
     assert frozen["p50_ms"] > 400
     assert frozen["p99_ms"] > 0.9 * 990
     assert 950 < frozen["max_ms"] < 1500
