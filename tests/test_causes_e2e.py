@@ -86,7 +86,7 @@ def test_a_fault_that_spills_into_another_targets_cpu_has_it_as_a_side_effect(
     assert spill["significant"] and spill["added_ms"] > 0, spill
     [own] = causes(v, "fault").values()
     assert (own["layer"], own["target"], own["faults"][0]["kind"]) == ("network", "edge", "network")
-    # listed when it is 5% of the client's added time or more, and then as a side effect
+    # listed when it is 2% of the client's added time or more, and then as a side effect
     listed = causes(v).get(("cpu", "api"))
     assert listed is None or (listed["kind"], listed["faults"]) == ("side-effect", []), v["causes"]
     # the fault's share is its own cause's: the spill is never added to it
