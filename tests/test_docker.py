@@ -22,8 +22,8 @@ from chaoslab import journal
 from chaoslab.paths import DOCKER_SRC
 from chaoslab.residue import leftovers
 from chaoslab.targets import containers, images, stack
+from chaoslab.targets.builtins import BUILTINS
 from chaoslab.targets.cgroup import ROOT, membership
-from chaoslab.targets.services import SERVICES
 from tests.conftest import SCENARIOS, ScenarioRun, chaoslab, docker_listed
 from tests.test_e2e import start_run, wait_for_fault
 from tests.test_matrix import MATRIX
@@ -158,9 +158,9 @@ def test_images_are_built_once_labelled_and_reused() -> None:
         name = tag.split("/")[1].split(":")[0]
         assert image.labels[images.LABEL] == name
         assert engine.images.get(f"chaoslab/{name}:latest").id == image.id
-        assert image.attrs["Config"]["Entrypoint"] == [next(iter(SERVICES[name].image_files()))]
+        assert image.attrs["Config"]["Entrypoint"] == [next(iter(BUILTINS[name].image_files()))]
     # Envoy's image carries the libraries its binary links against, FROM scratch
-    envoy = SERVICES["envoy"].image_files()
+    envoy = BUILTINS["envoy"].image_files()
     assert any("libc.so" in dest for dest in envoy) and any("ld-linux" in dest for dest in envoy)
 
 

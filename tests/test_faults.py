@@ -19,7 +19,7 @@ from chaoslab.residue import leftovers
 from chaoslab.scenario import parse_scenario
 from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.cgroup import Cgroup, CpuLimit, cpu_dir, read_cpu_limit, write_cpu_limit
-from chaoslab.targets.services import SERVICES
+from chaoslab.targets.services import Service
 from tests.conftest import SCENARIOS, ScenarioRun, chaoslab, docker_listed
 from tests.test_e2e import start_run, wait_for_fault
 
@@ -105,7 +105,8 @@ def test_cpu_revert_restores_the_previous_limit(tmp_path: Path) -> None:
             "  {name: f, duration: 1s, faults: [{kind: cpu, target: api, cpus: 0.1}]}]\n"
         )
         spec = scenario.phases[1].faults[0]
-        target = RunningTarget(scenario.targets["api"], SERVICES["go-api"], None, "127.0.0.1", "none", cg)
+        spec_api = scenario.targets["api"]
+        target = RunningTarget(spec_api, Service(spec_api), None, "127.0.0.1", "none", cg)
         fault = CpuFault(spec, target)
         fault.preflight()
         fault.apply(lambda **_: None)
