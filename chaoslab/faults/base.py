@@ -50,6 +50,12 @@ class Fault(ABC):
         """Checks that need the rest of the scenario (other targets); problems go to `problems`."""
         return None
 
+    @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        """What of its target this fault acts on alone, as nouns ('CPU limit'): a second fault of the
+        same phase on the same target may not claim it, nor a narrower claim that starts with it."""
+        return ()
+
     @abstractmethod
     def preflight(self) -> None:
         """Check tools, privileges and kernel features; raise PreflightError naming the fix."""

@@ -36,6 +36,7 @@ from chaoslab.faults.helper import Helper
 from chaoslab.faults.net.netfilter import Chain, Rule
 from chaoslab.faults.net.tc import ShapingTree, netem_available
 from chaoslab.layers import Layer
+from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, Problems, join
 from chaoslab.scenario.model import FaultSpec, TargetSpec
 from chaoslab.targets import netns
@@ -123,6 +124,11 @@ class NetworkFault(Fault):
         return spec
 
     @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        assert isinstance(spec, NetworkSpec)
+        return (f"{spec.direction} traffic" + (f" to {spec.peer}" if spec.peer else ""),)
+
+    @classmethod
     def check(cls, spec: FaultSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
         assert isinstance(spec, NetworkSpec)
         me = targets[spec.target]
@@ -130,7 +136,7 @@ class NetworkFault(Fault):
         if spec.peer and spec.peer != HOST and spec.peer not in linked:
             problems.add(
                 join(spec.path, "peer"),
-                f"{spec.target} has no link to {spec.peer!r}",
+                f"{spec.target} has no link to {show(spec.peer)}",
                 f"its peers are: {', '.join(sorted({HOST, *linked}))}",
             )
         if spec.local_port and spec.local_port in me.control_ports:

@@ -75,6 +75,10 @@ class ProcessFault(Fault):
                 "use action: pause, or let chaoslab start the target",
             )
 
+    @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        return ("process (a pause or a kill)",)
+
     def expected_layer(self) -> Layer:
         """A paused target cannot run at all: its cpu layer (frozen) holds the stall."""
         return Layer.CPU if self.spec.action == "pause" else Layer.APP
