@@ -133,8 +133,8 @@ def verdict_lines(report: Report) -> RenderableType:
                 Text(f"load generator SATURATED: {reason}; latency figures are not trustworthy", style="red")
             )
     for e in report.expectations:
-        mark = "[green]held[/]" if e.held else "[red]FAILED[/]"
-        lines.append(Text.from_markup(f"expect {e.expectation}: {mark} ({e.detail})"))
+        mark = ("held", "green") if e.held else ("FAILED", "red")
+        lines.append(Text.assemble(f"expect {e.expectation}: ", mark, f" ({e.detail})"))
     return Group(*lines)
 
 
