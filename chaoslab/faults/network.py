@@ -513,7 +513,8 @@ class NetworkFault(Fault):
 
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:
-        done = Helper.recover("nfqdelay", record)
+        """The rules first (traffic flows again at once), then the shaping, then the delayer."""
+        done = []
         ns, name, hook, jumps = (
             record.get("netns"),
             record.get("chain"),
@@ -535,7 +536,7 @@ class NetworkFault(Fault):
                 tree = ShapingTree(tns if isinstance(tns, str) else None, str(t.get("dev")), (), (), ())
                 if tree.delete():
                     done.append(f"removed tc shaping on {tree.dev}")
-        return done
+        return done + Helper.recover("nfqdelay", record)
 
 
 def _retransmissions(ns: str | None) -> int:
