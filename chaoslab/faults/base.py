@@ -83,6 +83,15 @@ class Fault(ABC):
     def recover(cls, record: Mapping[str, object]) -> list[str]:
         """Undo what a killed run left, from its journal record; return what was done."""
 
+    def locks(self) -> dict[str, str]:
+        """What this fault acts on, as lock keys (key -> the thing in words): one run at a time may
+        hold each (chaoslab/safety/locks.py). Every fault holds its target's process; a kind adds
+        the cgroup or the network namespace it changes."""
+        from chaoslab import proc
+
+        t = self.target
+        return {f"process:{t.pid}@{proc.start_time(t.pid)}": f"target {t.name} (pid {t.pid})"}
+
     def expected_layer(self) -> Layer:
         """The layer this fault's effect must show in (by default the kind's `layer`)."""
         return self.layer

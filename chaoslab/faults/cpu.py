@@ -91,6 +91,9 @@ class CpuFault(Fault):
         period_us = round(self.spec.period * 1e6)
         return CpuLimit(max(1000, round(self.spec.cpus * period_us)), period_us)
 
+    def locks(self) -> dict[str, str]:
+        return super().locks() | {f"cgroup:{self.dir}": f"the cgroup of {self.target.name} ({self.dir})"}
+
     def preflight(self) -> None:
         if os.geteuid() != 0:
             raise PreflightError("the cpu fault needs root (cgroup files)", "run chaoslab with sudo")

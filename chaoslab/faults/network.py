@@ -166,6 +166,11 @@ class NetworkFault(Fault):
         self.retrans_before: dict[str | None, int] = {}
         self.result: Verification | None = None
 
+    def locks(self) -> dict[str, str]:
+        inode = os.stat(f"/proc/{self.target.pid}/ns/net").st_ino
+        where = f"network namespace {self.target.netns or 'of the host'}"
+        return super().locks() | {f"netns:{inode}": f"the {where} of {self.target.name}"}
+
     # -- what the fault is made of ------------------------------------------------------
 
     @property

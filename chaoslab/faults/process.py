@@ -90,6 +90,12 @@ class ProcessFault(Fault):
         self.cpu_at_freeze = 0
         self.killed: dict[str, float] = {}
 
+    def locks(self) -> dict[str, str]:
+        if self.spec.action != "pause":
+            return super().locks()
+        where = self.freezer.parent
+        return super().locks() | {f"cgroup:{where}": f"the cgroup of {self.target.name} ({where})"}
+
     def preflight(self) -> None:
         if os.geteuid() != 0:
             raise PreflightError("process faults need root", "run chaoslab with sudo")
