@@ -275,7 +275,7 @@ def test_a_description_may_have_lines_and_tabs() -> None:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (("duration: 5s}\n  - {name: slow", "duration: 5us}\n  - {name: slow"), "must be at least 1s"),
+        (("duration: 5s}\n  - {name: slow", "duration: 5us}\n  - {name: slow"), "must be at least 100ms"),
         (
             ("rate: 10/s}", "users: 5, think: 99999999h}"),
             "load.think: must be at most 300s",

@@ -19,9 +19,10 @@ from chaoslab.scenario.model import (
     Status,
     TargetSpec,
 )
+from chaoslab.scenario.safety import parse_abort, parse_switch
 from chaoslab.scenario.targets import parse_targets
 
-MIN_PHASE = 1.0  # the run loop ticks every 0.2 s and a fault takes tens of ms to apply
+MIN_PHASE = 0.1  # the run loop ticks every 0.2 s; a shorter phase has no time to measure
 MAX_PHASE = 3600.0
 MAX_PHASES = 100
 MAX_FAULTS = 16  # per phase
@@ -82,10 +83,14 @@ class _Reader:
             check_stages(load, sum(p.duration for p in phases), self.problems)
         expect = self.expectations(top, phases, targets)
         probes, required = self.probes(top)
+        abort = parse_abort(top, targets, self.problems)
+        switch = parse_switch(top, self.problems)
         top.finish()
         if load is None or not top.ok:
             return None
-        return Scenario(name, description, runtime, targets, load, phases, expect, source, probes, required)
+        return Scenario(
+            name, description, runtime, targets, load, phases, expect, source, probes, required, abort, switch
+        )
 
     def probes(self, top: Fields) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
         """`probes: [layers]`, or `probes: {layers: [...], required: [...]}`: (chosen, required)."""
