@@ -121,10 +121,13 @@ def added_table(report: Report) -> Table:
 
 def verdict_lines(report: Report) -> RenderableType:
     lines: list[RenderableType] = []
+    if report.abort is not None:
+        lines.append(Text(report.abort.sentence(), style="bold red"))
     for v in report.verdicts:
         lines.append(Text(v.sentence(), style=STYLE[v.status]))
     if not report.verdicts:
-        lines.append(Text("no fault phases: nothing to attribute"))
+        none = "no verdicts: the run was aborted" if report.abort else "no fault phases: nothing to attribute"
+        lines.append(Text(none))
     if report.baseline_drift:
         lines.append(Text(f"warning: {report.baseline_drift}", style="yellow"))
     if report.generator is not None and report.generator.saturated:
