@@ -290,6 +290,8 @@ def _run(
         page.finish(report)
         say(f"live page: {page.stats()}; the final report is served for {page.linger:g}s more")
         page.close(linger=True)
+    if report.abort is not None:
+        return ExitCode.SWITCH if report.abort.by == "watchdog" else ExitCode.ABORTED
     return ExitCode.OK if report.passed else ExitCode.EXPECTATIONS_FAILED
 
 
