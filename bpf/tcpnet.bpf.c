@@ -18,6 +18,10 @@
  *    for the target on either end.
  *  4 retransmit: one event (value 0) per retransmitted segment of a target's socket
  *    (tcp:tcp_retransmit_skb); only its count means anything.
+ *  6 to dependencies / 7 from dependencies / 8 connect to dependencies: the same, on a
+ *    connection the target opened itself (its end is not on a port it listens on,
+ *    `listening`): the time of its calls to other services, which sits inside its own
+ *    handling of a request (chaoslab/analysis/attribution.py nests it so).
  * The layer as a whole is inbound + outbound + connect (chaoslab/probes/network.py).
  * The smoothed RTT is not used: on a request/response connection it mostly measures
  * the peer's delayed ACKs, not the network.
@@ -69,7 +73,16 @@ struct sock {
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
 
-enum { M_INBOUND = 1, M_OUTBOUND = 2, M_CONNECT = 3, M_RETRANSMIT = 4, M_FROM_TARGET = 5 };
+enum {
+	M_INBOUND = 1,
+	M_OUTBOUND = 2,
+	M_CONNECT = 3,
+	M_RETRANSMIT = 4,
+	M_FROM_TARGET = 5,
+	M_DEP_OUT = 6, /* on a connection the target opened itself: a call to one of its dependencies */
+	M_DEP_IN = 7,
+	M_DEP_CONNECT = 8,
+};
 
 struct set_state_ctx {
 	__u64 common;
@@ -120,6 +133,13 @@ struct {
 	__type(key, __u32);   /* port a target in the host's network namespace listens on */
 	__type(value, __u32); /* target index */
 } ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);   /* target index << 16 | a port it listens on */
+	__type(value, __u32); /* 1 */
+} listening SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -205,6 +225,23 @@ static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const _
 	return owner(ipv4_of(family, v4, v6), port);
 }
 
+/* Whether `port` is one the target listens on (it serves there); else the target's end of
+ * the connection is a client's: it called one of its dependencies. */
+static __always_inline int serves(__u32 target, __u16 port)
+{
+	__u32 key = target << 16 | port;
+
+	return bpf_map_lookup_elem(&listening, &key) != 0;
+}
+
+/* The metric of a target's end: on a connection it opened (to a dependency), its own kind. */
+static __always_inline __u32 end_metric(__u32 target, __u16 port, __u32 metric)
+{
+	if (serves(target, port))
+		return metric;
+	return metric == M_OUTBOUND ? M_DEP_OUT : metric == M_INBOUND ? M_DEP_IN : M_DEP_CONNECT;
+}
+
 /* Record a duration for whichever ends of `f` are targets. A turn between two targets
  * belongs to its sender; the receiver keeps it as `from a target`, outside its layer's
  * time, so a delay on the link between them is counted once and not at both ends. */
@@ -213,9 +250,9 @@ static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 
 	__u32 *src = owner(f->src, f->sport), *dst = owner(f->dst, f->dport);
 
 	if (src)
-		hist_record_metric(*src, src_metric, ns);
+		hist_record_metric(*src, end_metric(*src, f->sport, src_metric), ns);
 	if (dst)
-		hist_record_metric(*dst, src ? M_FROM_TARGET : dst_metric, ns);
+		hist_record_metric(*dst, src ? M_FROM_TARGET : end_metric(*dst, f->dport, dst_metric), ns);
 }
 
 /* The flow of a socket as (local, remote); 0 when it is neither IPv4 nor v4-mapped. */

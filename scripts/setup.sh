@@ -22,6 +22,7 @@ packages=(
   docker.io docker-compose            # the Docker runtime (engine, runc, containerd) and compose
   qemu-system-x86 busybox-static cpio kmod xz-utils  # the kernel lane (scripts/kernel_lane.py)
   chromium                            # tests: report.html and the live page opened in a real browser
+  redis-server                        # a non-Go target of the tests and scenarios/cache_backend.yaml
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -68,6 +69,11 @@ if ! docker info >/dev/null 2>&1; then
   fi
 fi
 
-(cd docker/go-api && go mod download)
+for mod in docker/*/go.mod; do (cd "$(dirname "$mod")" && go mod download); done
+# A Go HTTPS server nobody in this project wrote, from the Go module proxy: the tests point
+# chaoslab at it the way a user points it at their own service.
+if [ ! -x .build/third-party/go-httpbin ]; then
+  GOBIN="$PWD/.build/third-party" CGO_ENABLED=0 go install github.com/mccutchen/go-httpbin/v2/cmd/go-httpbin@v2.26.0
+fi
 .venv/bin/chaoslab build --images
 echo "setup: done"

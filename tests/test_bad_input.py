@@ -255,8 +255,8 @@ def test_duplicate_keys_are_refused(text: str, line: int) -> None:
         (("path: /work", 'path: "/wo\\0rk"'), "load.path"),
         (("path: /work", 'path: "/work\\e[31m"'), "load.path"),
         (("path: /work", 'path: "/work\\u2028"'), "load.path"),
-        (("path: /work", 'path: "/work now"'), "not a request path"),
-        (("path: /work", 'path: "/wörk"'), "not a request path"),
+        (("path: /work", 'path: "/work now"'), "is not a URL path"),
+        (("path: /work", 'path: "/wörk"'), "is not a URL path"),
         (
             ("name: t", 'name: t\ndescription: "fine\\n\\ttext \\e[2J"'),
             "description: contains control characters",

@@ -105,8 +105,9 @@ def test_cpu_revert_restores_the_previous_limit(tmp_path: Path) -> None:
             "  {name: f, duration: 1s, faults: [{kind: cpu, target: api, cpus: 0.1}]}]\n"
         )
         spec = scenario.phases[1].faults[0]
-        spec_api = scenario.targets["api"]
-        target = RunningTarget(spec_api, Service(spec_api), None, "127.0.0.1", "none", cg)
+        target = RunningTarget(
+            scenario.targets["api"], Service(scenario.targets["api"]), None, "127.0.0.1", "none", cg
+        )
         fault = CpuFault(spec, target)
         fault.preflight()
         fault.apply(lambda **_: None)

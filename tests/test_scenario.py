@@ -83,10 +83,17 @@ def test_unknown_key_suggests_the_closest() -> None:
 
 
 def test_shell_metacharacters_are_refused() -> None:
-    found = problems(GOOD.replace("path: /work", "path: '/work;rm -rf /'"))
+    found = problems(GOOD.replace("upstream: api", "upstream: 'api;rm'"))
     assert any(
-        f.startswith("load.path: '/work;rm -rf /' contains a character that is not allowed") for f in found
+        f.startswith("targets.edge.upstream: 'api;rm' contains a character that is not allowed")
+        for f in found
     )
+
+
+def test_a_request_path_takes_url_characters_and_nothing_else() -> None:
+    assert parse_scenario(GOOD.replace("path: /work", "path: '/item?id=1&f=2;x=%20'")).load.requests[0].path
+    found = problems(GOOD.replace("path: /work", "path: '/work rm -rf /'"))
+    assert any(f.startswith("load.path: '/work rm -rf /' is not a URL path") for f in found), found
 
 
 def test_baseline_cannot_carry_faults() -> None:

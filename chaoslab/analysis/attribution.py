@@ -29,6 +29,7 @@ from chaoslab.hist import Histogram
 from chaoslab.layers import DEPTH, Layer
 from chaoslab.load.records import Request, quantile
 from chaoslab.probes.base import LAYER, Stall
+from chaoslab.probes.network import DEPENDENCY_METRICS
 from chaoslab.probes.set import Snapshot
 from chaoslab.report.model import Contribution, LayerRow, Verdict
 from chaoslab.scenario.model import Status
@@ -70,6 +71,12 @@ class PhaseData:
     def layers(self) -> dict[LayerKey, Histogram]:
         """The layers as a whole (metric ""), built once per phase."""
         return {(layer, target): h for (layer, target, metric), h in self.snap.items() if metric == LAYER}
+
+    def metric_share(self, key: LayerKey, metric: str) -> float:
+        """Seconds of one metric of a layer per client request."""
+        n = len(self.requests)
+        h = self.snap.get((key[0], key[1], metric), Histogram())
+        return h.sum_ns / 1e9 / n if n else 0.0
 
     def share(self, key: LayerKey) -> float:
         """Seconds of this layer per client request."""
@@ -224,7 +231,7 @@ def verdict(
         )
     explaining = [c for c in contributions if c.significant and c.explained >= EXPLAINS]
     if explaining:
-        c = max(explaining, key=lambda c: (DEPTH[Layer(c.layer)], c.explained))
+        c = max(explaining, key=lambda c: (depth(c, base, cur), c.explained))
         return make(
             Status.ABSORBED,
             c.layer,
@@ -241,6 +248,20 @@ def verdict(
         1.0,
         "the client slowed down but no measured layer significantly explains half of it",
     )
+
+
+def depth(c: Contribution, base: PhaseData, cur: PhaseData) -> float:
+    """How deep a contribution sits on the request path. A target's network time on the
+    connections it opened itself (its calls to its dependencies: a Go service's round trips to
+    its cache) happens inside its own handling of the request, so when that is where a
+    network layer's added time went, it nests inside the target's app layer."""
+    layer = Layer(c.layer)
+    if layer is Layer.NETWORK and c.added_ms > 0:
+        key = (layer, c.target)
+        dep = sum(cur.metric_share(key, m) - base.metric_share(key, m) for m in DEPENDENCY_METRICS.values())
+        if dep * 1000 >= 0.5 * c.added_ms:
+            return DEPTH[Layer.APP] + 0.5
+    return DEPTH[layer]
 
 
 def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list[Contribution]:

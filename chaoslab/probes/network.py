@@ -14,6 +14,8 @@ from chaoslab.targets.health import CHECK_PORT, CONTROL_MASK, CONTROL_PORT
 
 RETRANSMIT = 4
 FROM_TARGET = 5  # a turn sent by another target: that target's outbound, not counted twice
+# The target's calls to its dependencies (its end of a connection it opened): inside its app time.
+DEPENDENCY_METRICS = {6: "to dependencies", 7: "from dependencies", 8: "connect to dependencies"}
 
 
 class NetworkProbe(Probe):
@@ -48,6 +50,7 @@ class NetworkProbe(Probe):
         3: "connect",
         RETRANSMIT: "retransmit (count)",
         FROM_TARGET: "inbound from a target",
+        **DEPENDENCY_METRICS,
     }
 
     @classmethod
@@ -60,6 +63,8 @@ class NetworkProbe(Probe):
         obj.update_u32("control_block", 2, CHECK_PORT)
         for i, t in self.index.items():
             target = next(x for x in targets if x.name == t)
+            for port in {*target.service.ports.values(), *target.service.control_ports}:
+                obj.update_u32("listening", i << 16 | port, 1)
             if not target.netns:  # the host's namespace: its own ports, never the host's addresses
                 for port in target.service.ports.values():
                     obj.update_u32("ports", port, i)

@@ -194,7 +194,7 @@ def _requests(
     if f.has("path") and f.has("requests"):
         problems.add(f.at("path"), "give either 'path' or 'requests', not both")
     given = f.has("path") or f.has("requests")
-    path = f.string("path")
+    path = f.get("path", _url_path, "")
     if path:
         out.append(RequestSpec("default", protocol, target, path=check_path(path, f.at("path"), problems)))
         _check_served(out[0], targets, f.at("protocol"), problems)
@@ -225,7 +225,7 @@ def _requests(
                 if rf.has(key):
                     problems.add(rf.at(key), f"is for gRPC requests, this one is {proto}", "use 'path:'")
                     rf.get(key, str, "")
-            req_path = check_path(rf.string("path", required=True), rf.at("path"), problems)
+            req_path = check_path(rf.get("path", _url_path, "", required=True), rf.at("path"), problems)
             req = RequestSpec(name, proto, to, path=req_path, weight=weight, **_http_options(rf, base))
         _check_served(req, targets, rf.at("protocol"), problems)
         rf.finish()
@@ -258,6 +258,21 @@ def _check_served(req: RequestSpec, targets: dict[str, TargetSpec], where: str, 
 
 def known(targets: dict[str, TargetSpec]) -> str:
     return f"targets are: {', '.join(targets)}" if targets else "define it under 'targets:'"
+
+
+# A request's path and query: URL characters only (RFC 3986), no spaces, quotes or control
+# characters. It goes into an HTTP request line, never near a shell.
+URL_PATH = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%/?\[\]]*$")
+
+
+def _url_path(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a path, got {type(value).__name__}")
+    if len(value) > 8192 or not URL_PATH.match(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a URL path: use URL characters only (percent-encode spaces as %20)"
+        )
+    return value
 
 
 def check_path(path: str, where: str, problems: Problems) -> str:

@@ -138,14 +138,14 @@ def _user_target(f: Fields, name: str, kind: str, base: Path) -> TargetSpec:
 
 
 def _argv(f: Fields, key: str, *, required: bool = False) -> tuple[str, ...]:
+    """A command line: text arguments (numbers are written as text), bounded in count and size."""
+    present = f.has(key)
     items = f.sequence(key, required=required)
-    out = []
-    if f.has(key) is False and required and not items:
-        return ()
-    if required and f.ok and not items and key in f.known:
+    if required and present and not items:
         f.problems.add(
-            f.at(key), "needs at least the program to run", f"e.g. {key}: [./server, --port, '8443']"
+            f.at(key), "needs at least the program to run", f"e.g. {key}: [./server, --port, '80']"
         )
+    out = []
     for i, item in enumerate(items[:MAX_ARGS]):
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             f.problems.add(join(f.at(key), i), f"expected text, got {type(item).__name__}")
@@ -166,7 +166,8 @@ def _executable(f: Fields, argv0: str, base: Path) -> str:
     if "{" in argv0:  # a placeholder, e.g. {bin.go-api}: resolved when it starts
         return argv0
     if "/" in argv0:
-        path = (base / argv0).resolve()
+        # absolute, symlinks kept: a program may read its own name (redis-server is a link)
+        path = Path(os.path.abspath(base / argv0))
     else:
         found = shutil.which(argv0)
         if found is None:
@@ -222,8 +223,6 @@ def _ports(f: Fields, *, required: bool) -> tuple[tuple[str, int], ...]:
             out.append((proto, _port_number(value)))
         except ValueError as exc:
             f.problems.add(path, str(exc))
-    if f.has("ports") is False and raw == {} and required and "ports" in f.known and f.ok:
-        pass
     return tuple(out)
 
 
@@ -350,13 +349,13 @@ def _labels(a: Fields) -> list[tuple[str, str]]:
 
 def check_url_path(path: str, where: str, problems: Problems, example: str = "e.g. '/work'") -> None:
     """An HTTP request path: starts with '/', printable ASCII without spaces (percent-encode the
-    rest), at most 2048 characters."""
+    rest), at most 8192 characters."""
     if not path.startswith("/"):
         problems.add(where, f"{show(path)} must start with '/'", example)
-    elif len(path) > 2048 or not all("!" <= c <= "~" for c in path):
+    elif len(path) > 8192 or not all("!" <= c <= "~" for c in path):
         problems.add(
             where,
-            f"{show(path)} is not a request path: printable ASCII without spaces, at most 2048 characters",
+            f"{show(path)} is not a request path: printable ASCII without spaces, at most 8192 characters",
             "percent-encode other characters (a space is %20)",
         )
 
@@ -463,8 +462,10 @@ def _check_relations(out: dict[str, TargetSpec], problems: Problems, runtime: st
             if not fpath:  # written by a built-in at launch
                 continue
             text = Path(fpath).read_text(errors="replace")
-            for problem in placeholders.check(text, known):
-                problems.add(join(join(base, "files"), fname), f"{fpath}: {problem}")
+            # a built-in's file is an option of its own (envoy: bootstrap)
+            where = join(base, fname) if spec.kind == "service" else join(join(base, "files"), fname)
+            for problem in placeholders.check(text, known, strict=False):
+                problems.add(where, f"{fpath}: {problem}")
         if spec.kind == "program" and runtime == "docker":
             problems.add(
                 base,

@@ -218,7 +218,8 @@ def _netns_inode(pid: int) -> int:
 
 
 def in_host_netns(pid: int) -> bool:
-    return _netns_inode(pid) == _netns_inode(1)
+    """Whether the process shares chaoslab's own network namespace (the host's)."""
+    return _netns_inode(pid) == _netns_inode(os.getpid())
 
 
 def _interfaces(ns: str) -> list[tuple[str, str]]:

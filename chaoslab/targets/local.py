@@ -91,9 +91,8 @@ def program_path(argv0: str, spec: TargetSpec) -> Path:
     name looked up on PATH."""
     import shutil
 
-    if "/" in argv0:
-        path = Path(spec.workdir or ".") / argv0
-        return path.resolve()
+    if "/" in argv0:  # symlinks kept: a program may read its own name (redis-server is a link)
+        return Path(os.path.abspath(Path(spec.workdir or ".") / argv0))
     found = shutil.which(argv0)
     if found is None:
         raise PreflightError(f"target {spec.name}: {argv0!r} is not on PATH", "give its path, or install it")

@@ -115,8 +115,9 @@ def create_peer_link(ns_a: str, a: Link) -> None:
 
 
 def enter_argv(ns: str) -> list[str]:
-    """Prefix that runs a command inside the namespace (same mount namespace, unlike `ip netns exec`)."""
-    return ["nsenter", f"--net={NETNS_DIR / ns}", "--"]
+    """Prefix that runs a command inside the namespace (same mount namespace, unlike `ip netns
+    exec`); none for "" (the host's own namespace)."""
+    return ["nsenter", f"--net={NETNS_DIR / ns}", "--"] if ns else []
 
 
 def _enter(ns: str) -> None:
@@ -134,7 +135,7 @@ def call_in(ns: str | None, fn: Callable[[], T], timeout: float = 60.0) -> T:
     """`fn()` inside network namespace `ns` (None: here), without a child process: in a
     thread of its own, since entering a namespace changes the calling thread only. Files
     of the namespace are under /proc/thread-self/net."""
-    if ns is None:
+    if not ns:  # None or "": the host's own namespace
         return fn()
     out: list[T] = []
     errors: list[BaseException] = []

@@ -103,7 +103,8 @@ class Service:
                 assert self.builtin is not None, "validated: only a built-in generates files"
                 text, suffix = self.builtin.generate(self.spec, name, launch), ".json"
             else:
-                text, suffix = placeholders.expand(Path(template).read_text(), values), Path(template).suffix
+                text = placeholders.expand(Path(template).read_text(), values, strict=False)
+                suffix = Path(template).suffix
             path = launch.workdir / f"{self.spec.name}-{name}{suffix}"
             path.write_text(text)
             out[f"files.{name}"] = str(path)
