@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, out, err, crash)
     except ChaoslabError as exc:
-        err.print(Text.assemble(("error:", "red"), " ", exc.render()), highlight=False)
+        # not wrapped: a message names paths and commands that are copied from the terminal
+        err.print(Text.assemble(("error:", "red"), " ", exc.render()), highlight=False, soft_wrap=True)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
