@@ -220,11 +220,20 @@ def _abort_record(
         bound = UNDO_ALLOWANCE if trip.condition == "deadline" else within
         reverts = trip.reverts
         revert_s = trip.revert_s if trip.revert_s is not None else max(reverts.values(), default=0.0)
+        undo_s = trip.undo_s if trip.undo_s is not None else revert_s
     else:
         bound, reverts = STOP_BOUND, reverted
-        revert_s = max(reverts.values(), default=0.0)
+        revert_s = undo_s = max(reverts.values(), default=0.0)
     return AbortRecord(
-        trip.condition, trip.reason, phase, round(trip.at, 3), trip.by, round(revert_s, 3), bound, reverts
+        trip.condition,
+        trip.reason,
+        phase,
+        round(trip.at, 3),
+        trip.by,
+        round(revert_s, 3),
+        bound,
+        reverts,
+        round(undo_s, 3),
     )
 
 

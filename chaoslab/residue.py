@@ -120,7 +120,7 @@ def _host_network(live: Live) -> list[str]:
 
 def _host_inode() -> int:
     try:
-        return os.stat("/proc/1/ns/net").st_ino
+        return os.stat("/proc/self/ns/net").st_ino
     except OSError:
         return 0
 

@@ -33,7 +33,7 @@ from chaoslab.faults.helper import Helper
 from chaoslab.faults.syscall_names import SYSCALL_NAMES
 from chaoslab.gobinary import find_function
 from chaoslab.layers import Layer
-from chaoslab.probes.libbpf import BpfObject, enable_stats
+from chaoslab.probes.libbpf import BpfObject, enable_stats, forget_u32
 from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, join
 from chaoslab.scenario.model import FaultSpec
@@ -187,6 +187,9 @@ class SyscallFault(Fault):
     def apply(self, note: Callable[..., None]) -> None:
         self.stats_fd = enable_stats()
         self.obj = BpfObject(build.bpf_object("sysfault"))
+        # Its id, so that a watchdog can stop the selection while chaoslab is stopped (the
+        # program lives as long as chaoslab's process holds it).
+        note(targets_map=self.obj.map_id("targets"))
         self.obj.update_u32("targets", self.target.pid, 0)
         self.obj.update_bytes("config", 0, self.config())
         # The tracer first: no selected call may signal a thread nobody is there to catch.
@@ -247,8 +250,13 @@ class SyscallFault(Fault):
 
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:
-        # The BPF links died with the run's process; only the tracer can be left.
-        return Helper.recover("uinject", record)
+        """The selector first (no more signals), then the tracer. The BPF program dies with the
+        run's process; while that process lives (stopped), the target leaves its map."""
+        done = []
+        pid, map_id = record.get("pid"), record.get("targets_map")
+        if isinstance(pid, int) and isinstance(map_id, int) and forget_u32(map_id, "targets", pid):
+            done.append(f"stopped selecting the calls of pid {pid} (BPF map {map_id})")
+        return done + Helper.recover("uinject", record)
 
 
 def _closest(name: object) -> str:

@@ -171,6 +171,7 @@ class AbortRecord:
     revert_s: float
     bound_s: float  # what chaoslab promises for revert_s
     reverts: dict[str, float] = field(default_factory=dict)  # each fault's, from the same moment
+    undo_s: float = 0.0  # of revert_s, the undo itself: from the trip to the last revert
 
     def sentence(self) -> str:
         what = "stop condition" if self.by == "chaoslab" else "dead man's switch"
@@ -178,9 +179,10 @@ class AbortRecord:
         if self.condition == "deadline":
             since = "the fault's deadline"
         n = len(self.reverts)
+        itself = f", the undo itself {self.undo_s:.2f} s" if self.by == "watchdog" and self.undo_s else ""
         undone = (
             f"{n} fault{'s' if n != 1 else ''} reverted {self.revert_s:.2f} s after {since} "
-            f"(bound {self.bound_s:g} s)"
+            f"(bound {self.bound_s:g} s{itself})"
             if n
             else "no fault was applied"
         )

@@ -55,6 +55,7 @@ class Trip:
     # its last revert, and each fault's, by fault ("network on api").
     revert_s: float | None = None
     reverts: dict[str, float] = field(default_factory=dict)
+    undo_s: float | None = None  # the watchdog's: from its trip to its last revert
 
 
 class Abort(Exception):

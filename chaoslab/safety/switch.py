@@ -198,6 +198,7 @@ class Switch:
             )
         at = trip.get("at")
         revert = done.get("revert_s")
+        undo = done.get("trip_to_revert_s")
         reverts = done.get("reverts")
         return Trip(
             str(trip.get("condition", "switch")),
@@ -207,4 +208,5 @@ class Switch:
             by="watchdog",
             revert_s=float(revert) if isinstance(revert, int | float) else None,
             reverts={str(k): float(v) for k, v in reverts.items()} if isinstance(reverts, dict) else {},
+            undo_s=float(undo) if isinstance(undo, int | float) else None,
         )
