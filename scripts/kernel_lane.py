@@ -266,8 +266,9 @@ def _host_column() -> dict[str, str]:
     probes = json.loads(subprocess.run([exe, "probes", "--json"], capture_output=True, text=True).stdout)
     cells = {}
     for row in probes["layers"]:
-        ways = ", ".join(f"{h}: {w}" for h, w in row["ways"].items())
-        cells[f"layer {row['layer']}"] = ways or _short(row["mechanism"])
+        ways = ", ".join(f"{h}: {w}" for h, w in row["ways"].items()) or _short(row["mechanism"])
+        key = f"layer {row['layer']}"
+        cells[key] = f"{cells[key]}; or {ways}" if key in cells else ways  # e.g. app: Go's, or any server's
     for scenario in ("faults.yaml", "entropy.yaml"):
         plan = subprocess.run(
             [exe, "plan", str(ROOT / "tests" / "lane" / scenario)], capture_output=True, text=True

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from chaoslab.errors import TargetError
 from chaoslab.proc import run
 from chaoslab.scenario.model import AttachSpec, TargetSpec
 from chaoslab.targets import netns
-from chaoslab.targets.base import HOST, RunningTarget
+from chaoslab.targets.base import HOST, RunningTarget, WatchedProcess
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.netns import Link
 from chaoslab.targets.services import Service
@@ -47,33 +45,11 @@ class Match:
         return f"pid {self.pid} ({self.comm}: {self.cmdline[:80]})"
 
 
-class AttachedProcess:
-    """A process chaoslab found running: watched like a Popen, never stopped by the run."""
+class AttachedProcess(WatchedProcess):
+    """A process chaoslab found running; its exit code belongs to its own parent."""
 
     def __init__(self, pid: int) -> None:
-        self._pid = pid
-        self.start_time = proc.start_time(pid)
-        self.returncode: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    def poll(self) -> int | None:
-        if self.returncode is None and proc.start_time(self._pid) != self.start_time:
-            self.returncode = -1  # gone: its exit code belongs to its own parent
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        os.kill(self._pid, sig)
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
-        while (code := self.poll()) is None:
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"pid {self._pid}", timeout or 0)
-            time.sleep(0.02)
-        return code
+        super().__init__(pid, f"pid {pid}")
 
 
 def _matches(pids: list[int]) -> list[Match]:

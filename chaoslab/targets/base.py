@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from chaoslab import proc
 from chaoslab.gobinary import GoBinary, go_binary
 from chaoslab.scenario.model import TargetSpec
 from chaoslab.targets.cgroup import Cgroup
@@ -32,6 +36,41 @@ class TargetProcess(Protocol):
     def send_signal(self, sig: int) -> None: ...
 
     def wait(self, timeout: float | None = None) -> int: ...
+
+
+class WatchedProcess:
+    """A process chaoslab did not fork itself (a container's, an attached one), held like a
+    Popen: known by its PID and start time, so a reused PID is never taken for it."""
+
+    def __init__(self, pid: int, label: str) -> None:
+        self._pid = pid
+        self._label = label
+        self.start_time = proc.start_time(pid)
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def exit_code(self) -> int:
+        """Its exit code, once it is gone."""
+        return -1
+
+    def poll(self) -> int | None:
+        if self.returncode is None and proc.start_time(self._pid) != self.start_time:
+            self.returncode = self.exit_code()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self._pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while (code := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self._label, timeout or 0)
+            time.sleep(0.02)
+        return code
 
 
 @dataclass

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,7 +35,7 @@ from chaoslab.proc import run
 from chaoslab.safety import locks
 from chaoslab.scenario.model import Scenario, TargetSpec
 from chaoslab.targets import attach, certs, images, netns
-from chaoslab.targets.base import HOST, RunningTarget
+from chaoslab.targets.base import HOST, RunningTarget, WatchedProcess
 from chaoslab.targets.certs import Certs
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.health import wait_healthy
@@ -93,40 +91,21 @@ def reachable() -> DockerClient | None:
         return None
 
 
-class ContainerProcess:
-    """A container's main process, held like a Popen: host PID, poll, signal, wait.
+class ContainerProcess(WatchedProcess):
+    """A container's main process, by its host PID.
 
     An exit code above 128 (the engine's way to report a signal) is given as -signal, as
     Popen does for a child, so that the two runtimes report a kill the same way.
     """
 
     def __init__(self, docker: DockerClient, container_id: str, pid: int) -> None:
+        super().__init__(pid, f"container {container_id[:12]}")
         self._docker = docker
         self.id = container_id
-        self._pid = pid
-        self._start = proc.start_time(pid)
-        self.returncode: int | None = None
 
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    def poll(self) -> int | None:
-        if self.returncode is None and proc.start_time(self._pid) != self._start:
-            status = self._docker.api.wait(self.id, timeout=10)["StatusCode"]
-            self.returncode = -(status - 128) if status > 128 else status
-        return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        os.kill(self._pid, sig)
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
-        while (code := self.poll()) is None:
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"container {self.id[:12]}", timeout or 0)
-            time.sleep(0.02)
-        return code
+    def exit_code(self) -> int:
+        status = int(self._docker.api.wait(self.id, timeout=10)["StatusCode"])
+        return -(status - 128) if status > 128 else status
 
 
 def free_subnet_index(docker: DockerClient) -> int:
