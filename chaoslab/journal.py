@@ -81,11 +81,12 @@ class RunInfo:
 
 
 def _same_process(pid: int, started: int | None) -> bool:
-    """`pid` runs and is the process that started at `started` (any process with it when unknown)."""
+    """`pid` runs and is the process that started at `started` (any process with it when unknown).
+    A zombie does not run: a killed watchdog whose parent died waits for init to reap it."""
     if pid <= 0:
         return False
     now = proc.start_time(pid)
-    return now is not None and (started is None or now == started)
+    return now is not None and (started is None or now == started) and not proc.exited(pid)
 
 
 class Journal:
