@@ -9,6 +9,10 @@ from chaoslab.scenario.model import Expectation, Status
 
 
 def check(e: Expectation, report: Report) -> ExpectationResult:
+    phase = next((p for p in report.phases if p.name == e.phase), None)
+    if report.abort is not None and (phase is None or phase.aborted):
+        why = "was aborted" if phase is not None else "did not run: the run was aborted before it"
+        return ExpectationResult(e.describe(), e.path, False, f"the phase {why} ({report.abort.condition})")
     failures: list[str] = []
     seen: list[str] = []
     verdict = next((v for v in report.verdicts if v.phase == e.phase), None)

@@ -50,6 +50,12 @@ class Fault(ABC):
         """Checks that need the rest of the scenario (other targets); problems go to `problems`."""
         return None
 
+    @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        """What of its target this fault acts on alone, as nouns ('CPU limit'): a second fault of the
+        same phase on the same target may not claim it, nor a narrower claim that starts with it."""
+        return ()
+
     @abstractmethod
     def preflight(self) -> None:
         """Check tools, privileges and kernel features; raise PreflightError naming the fix."""
@@ -76,6 +82,15 @@ class Fault(ABC):
     @abstractmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:
         """Undo what a killed run left, from its journal record; return what was done."""
+
+    def locks(self) -> dict[str, str]:
+        """What this fault acts on, as lock keys (key -> the thing in words): one run at a time may
+        hold each (chaoslab/safety/locks.py). Every fault holds its target's process; a kind adds
+        the cgroup or the network namespace it changes."""
+        from chaoslab import proc
+
+        t = self.target
+        return {f"process:{t.pid}@{proc.start_time(t.pid)}": f"target {t.name} (pid {t.pid})"}
 
     def expected_layer(self) -> Layer:
         """The layer this fault's effect must show in (by default the kind's `layer`)."""

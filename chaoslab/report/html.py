@@ -73,6 +73,8 @@ def report_main(report: Report, live: LiveStatus | None = None) -> str:
     ]
     if live is not None:
         out.append(_live_status(live))
+    if report.abort is not None and (live is None or live.final):
+        out.append(f'<p class="warn abort" id="abort">{escape(report.abort.sentence())}</p>')
     out.append("<h2>Verdict</h2>")
     if report.verdicts:
         out += [_verdict_card(report, v) for v in report.verdicts]
@@ -148,6 +150,7 @@ def _live_status(live: LiveStatus) -> str:
         f'<div class="status" id="live-status">Now: phase <b id="live-phase">{escape(live.phase)}</b> '
         f'{live.elapsed:.0f}/{live.duration:.0f} s · active faults: <b id="live-faults">{escape(faults)}</b>'
         + (f" · {escape(live.note)}" if live.note else "")
+        + (f'<br><b class="failed" id="live-abort">{escape(live.abort)}</b>' if live.abort else "")
         + "</div>"
     )
 

@@ -35,6 +35,7 @@ class PhaseRecord:
     # seconds from its scheduled start to `start`: applying its faults or reverting the
     # previous phase's (requests due then belong to no phase)
     settle_s: float = 0.0
+    aborted: bool = False  # cut short by a stop condition or the dead man's switch (see Report.abort)
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,38 @@ class ExpectationResult:
 
 
 @dataclass(frozen=True)
+class AbortRecord:
+    """Why the run stopped early, and how fast its faults were undone."""
+
+    condition: str  # error_rate, p50, p99, unhealthy, added, target_exit; switch, deadline, terminated
+    reason: str
+    phase: str  # the phase it happened in
+    at: float  # epoch seconds
+    by: str  # "chaoslab" (a stop condition) or "watchdog" (the dead man's switch)
+    # Seconds to the last fault's revert: from the trip (a stop condition), from chaoslab's last
+    # heartbeat (the switch), from the fault's deadline (a fault past its phase's end + margin).
+    revert_s: float
+    bound_s: float  # what chaoslab promises for revert_s
+    reverts: dict[str, float] = field(default_factory=dict)  # each fault's, from the same moment
+    undo_s: float = 0.0  # of revert_s, the undo itself: from the trip to the last revert
+
+    def sentence(self) -> str:
+        what = "stop condition" if self.by == "chaoslab" else "dead man's switch"
+        since = {"chaoslab": "the trip", "watchdog": "the last heartbeat"}.get(self.by, "the trip")
+        if self.condition == "deadline":
+            since = "the fault's deadline"
+        n = len(self.reverts)
+        itself = f", the undo itself {self.undo_s:.2f} s" if self.by == "watchdog" and self.undo_s else ""
+        undone = (
+            f"{n} fault{'s' if n != 1 else ''} reverted {self.revert_s:.2f} s after {since} "
+            f"(bound {self.bound_s:g} s{itself})"
+            if n
+            else "no fault was applied"
+        )
+        return f"ABORTED in phase {self.phase} by the {what} ({self.condition}): {self.reason}; {undone}"
+
+
+@dataclass(frozen=True)
 class LiveStatus:
     """Where a run is, for the live page while it goes (not part of the saved report)."""
 
@@ -243,6 +276,7 @@ class LiveStatus:
     faults: list[str]  # the active faults, in words
     final: bool  # the run is over: the page is the finished report
     note: str = ""
+    abort: str = ""  # the stop condition or switch that tripped, in words
 
 
 @dataclass
@@ -266,13 +300,15 @@ class Report:
     # Layers that could not attach on this kernel or target: the run went on without them.
     unmeasured: list[Unmeasured] = field(default_factory=list)
     kernel: str = ""  # the kernel release the run measured on
+    abort: AbortRecord | None = None  # the run stopped early: a stop condition or the switch
     schema: str = SCHEMA
 
     @property
     def passed(self) -> bool:
-        """Expectations held, no phase invalid, and the load generator kept up."""
+        """Not aborted, expectations held, no phase invalid, and the load generator kept up."""
         return (
-            all(e.held for e in self.expectations)
+            self.abort is None
+            and all(e.held for e in self.expectations)
             and not any(v.status is Status.INVALID for v in self.verdicts)
             and not (self.generator is not None and self.generator.saturated)
         )

@@ -48,7 +48,8 @@ def read_report(path: Path) -> Report:
         raise ReportError(f"{file}: not UTF-8 text ({exc.reason})", "is this a report.json?") from None
     except json.JSONDecodeError as exc:
         at = f"line {exc.lineno} column {exc.colno}"
-        truncated = exc.pos >= len(exc.doc.rstrip())
+        # an unterminated string runs to the end of the file: the file was cut there too
+        truncated = exc.pos >= len(exc.doc.rstrip()) or exc.msg.startswith("Unterminated string")
         raise ReportError(
             f"{file}: not valid JSON ({exc.msg} at {at})",
             "the file ends early: was the run killed while writing it?"

@@ -132,10 +132,13 @@ def causes_table(report: Report) -> Table:
 
 def verdict_lines(report: Report) -> RenderableType:
     lines: list[RenderableType] = []
+    if report.abort is not None:
+        lines.append(Text(report.abort.sentence(), style="bold red"))
     for v in report.verdicts:
         lines.append(Text(v.sentence(), style=STYLE[v.status]))
     if not report.verdicts:
-        lines.append(Text("no fault phases: nothing to attribute"))
+        none = "no verdicts: the run was aborted" if report.abort else "no fault phases: nothing to attribute"
+        lines.append(Text(none))
     if report.baseline_drift:
         lines.append(Text(f"warning: {report.baseline_drift}", style="yellow"))
     if report.generator is not None and report.generator.saturated:
@@ -144,8 +147,8 @@ def verdict_lines(report: Report) -> RenderableType:
                 Text(f"load generator SATURATED: {reason}; latency figures are not trustworthy", style="red")
             )
     for e in report.expectations:
-        mark = "[green]held[/]" if e.held else "[red]FAILED[/]"
-        lines.append(Text.from_markup(f"expect {e.expectation}: {mark} ({e.detail})"))
+        mark = ("held", "green") if e.held else ("FAILED", "red")
+        lines.append(Text.assemble(f"expect {e.expectation}: ", mark, f" ({e.detail})"))
     return Group(*lines)
 
 

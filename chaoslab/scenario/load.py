@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, Problems, join
 from chaoslab.scenario.model import LoadSpec, Model, RequestSpec, Stage, TargetSpec
+from chaoslab.scenario.targets import check_url_path
 
 PROTOCOLS = ("https", "http", "grpc")
 RPCS = ("Do", "Stream")
 MAX_RATE = 20_000.0
+MIN_RATE = 0.1  # at least one request every 10 s
 MAX_USERS = 5_000
 MAX_WORKERS = 64
+MAX_THINK = 300.0
+MAX_REQUESTS = 64  # kinds of request in the mix
+MAX_STAGES = 100
+MAX_HEADERS = 64
 
 
 def parse_load(
@@ -23,15 +31,20 @@ def parse_load(
     protocol = f.choice("protocol", PROTOCOLS, "https")
     target = f.name("target", required=True)
     if target and target not in targets:
-        problems.add(f.at("target"), f"unknown target {target!r}", known(targets))
+        problems.add(f.at("target"), f"unknown target {show(target)}", known(targets))
     if f.has("rate") and f.has("users"):
         problems.add(f.at("users"), "give 'rate' (open model) or 'users' (closed model), not both")
     default_model = Model.CLOSED if f.has("users") else Model.OPEN
     model = Model(f.choice("model", tuple(Model), default_model))
     workers = f.integer("workers", 1, low=1, high=MAX_WORKERS)
-    timeout = f.duration("timeout", 10.0)
-    if timeout > 300:
-        problems.add(f.at("timeout"), f"at most 300s, got {timeout:g}s")
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        problems.add(
+            f.at("workers"),
+            f"this machine has {cores} cores: {workers} Locust workers would share them",
+            f"use workers: {cores} or fewer here; a worker per core is Locust's ceiling",
+        )
+    timeout = f.duration("timeout", 10.0, low=0.01, high=300.0)
     if model is Model.OPEN:
         rate = f.rate("rate", required=True)
         _rate_cap(rate, f.at("rate"), problems)
@@ -50,7 +63,8 @@ def parse_load(
     else:
         users = f.integer("users", 0, low=1, high=MAX_USERS, required=True)
         spawn_rate = f.rate("spawn_rate", float(max(users, 1)))
-        think = f.duration("think", 0.0, positive=False)
+        _rate_cap(spawn_rate, f.at("spawn_rate"), problems)
+        think = f.duration("think", 0.0, positive=False, high=MAX_THINK)
         for key in ("rate", "concurrency"):
             if f.has(key):
                 problems.add(f.at(key), "is for the open model", "remove it, or use 'rate:' without 'users:'")
@@ -91,15 +105,20 @@ def check_stages(load: LoadSpec, duration: float, problems: Problems) -> None:
 def _rate_cap(rate: float, path: str, problems: Problems) -> None:
     if rate > MAX_RATE:
         problems.add(path, f"at most {MAX_RATE:g}/s is allowed, got {rate:g}/s")
+    elif 0 < rate < MIN_RATE:
+        problems.add(path, f"at least {MIN_RATE:g}/s (one request every 10 s), got {rate:g}/s")
 
 
 def _stages(f: Fields, model: Model, problems: Problems) -> tuple[Stage, ...]:
     key = "rate" if model is Model.OPEN else "users"
     other = "users" if model is Model.OPEN else "rate"
     out = []
-    for i, item in enumerate(f.sequence("stages")):
+    items = f.sequence("stages")
+    if len(items) > MAX_STAGES:
+        problems.add(f.at("stages"), f"at most {MAX_STAGES} stages, got {len(items)}")
+    for i, item in enumerate(items[:MAX_STAGES]):
         sf = Fields(item, join(f.at("stages"), i), problems)
-        duration = sf.duration("duration", required=True)
+        duration = sf.duration("duration", required=True, low=0.1)
         if sf.has(other):
             problems.add(sf.at(other), f"the {model} model's stages ramp '{key}'", f"use '{key}:'")
             sf.get(other, str, "")
@@ -115,14 +134,17 @@ def _stages(f: Fields, model: Model, problems: Problems) -> tuple[Stage, ...]:
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 MAX_BODY = 1 << 20
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")  # an RFC 9110 token
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")  # an RFC 9110 token
 
 
 def _http_options(rf: Fields, base: Path) -> dict[str, Any]:
     """method, headers, body (inline, or `body_file`), and the expected status of an HTTP request."""
     method = rf.choice("method", METHODS, "GET")
     headers = []
-    for key, value in rf.mapping("headers").items():
+    raw_headers = rf.mapping("headers")
+    if len(raw_headers) > MAX_HEADERS:
+        rf.problems.add(rf.at("headers"), f"at most {MAX_HEADERS} headers, got {len(raw_headers)}")
+    for key, value in list(raw_headers.items())[:MAX_HEADERS]:
         where = join(rf.at("headers"), key)
         if not HEADER_NAME.match(key):
             rf.problems.add(where, "is not a header name", "letters, digits and !#$%&'*+.^_`|~-")
@@ -171,18 +193,22 @@ def _requests(
     out: list[RequestSpec] = []
     if f.has("path") and f.has("requests"):
         problems.add(f.at("path"), "give either 'path' or 'requests', not both")
+    given = f.has("path") or f.has("requests")
     path = f.get("path", _url_path, "")
     if path:
         out.append(RequestSpec("default", protocol, target, path=check_path(path, f.at("path"), problems)))
         _check_served(out[0], targets, f.at("protocol"), problems)
-    for i, item in enumerate(f.sequence("requests")):
+    items = f.sequence("requests")
+    if len(items) > MAX_REQUESTS:
+        problems.add(f.at("requests"), f"at most {MAX_REQUESTS} kinds of request, got {len(items)}")
+    for i, item in enumerate(items[:MAX_REQUESTS]):
         rf = Fields(item, join(f.at("requests"), i), problems)
         name = rf.name("name", required=True)
         proto = rf.choice("protocol", PROTOCOLS, protocol)
         own_target = rf.has("target")
         to = rf.name("target", target)
         if own_target and to not in targets:
-            problems.add(rf.at("target"), f"unknown target {to!r}", known(targets))
+            problems.add(rf.at("target"), f"unknown target {show(to)}", known(targets))
         weight = rf.integer("weight", 1, low=1, high=1000)
         if proto == "grpc":
             if rf.has("path"):
@@ -209,7 +235,7 @@ def _requests(
     if not out and f.ok:
         if protocol == "grpc":
             out.append(RequestSpec("default", protocol, target, rpc="Do"))
-        else:
+        elif not given:
             problems.add(f.at("path"), "is required", "give 'path: /work' or a 'requests:' list")
     names = [r.name for r in out]
     if len(set(names)) != len(names):
@@ -250,6 +276,6 @@ def _url_path(value: object) -> str:
 
 
 def check_path(path: str, where: str, problems: Problems) -> str:
-    if path and not path.startswith("/"):
-        problems.add(where, f"{path!r} must start with '/'", "e.g. '/work'")
+    if path:
+        check_url_path(path, where, problems)
     return path

@@ -277,6 +277,47 @@ class Expectation:
         return f"{self.phase}: " + ", ".join(parts)
 
 
+@dataclass(frozen=True)
+class AbortSpec:
+    """Stop conditions (`abort:`): when one holds, every fault is reverted at once, the load
+    stops and the report is written with the phases so far and the reason (exit 5)."""
+
+    window: float = 5.0  # the sliding window of the client and layer conditions, seconds
+    min_requests: int = 10  # fewer requests in the window decide nothing
+    error_rate: float | None = None  # client errors / requests ended in the window, 0..1
+    p50: float | None = None  # client p50 over the window, seconds
+    p99: float | None = None
+    unhealthy: float | None = None  # a target's own health check failing this long, seconds
+    unhealthy_targets: tuple[str, ...] = ()  # () = every target that has a health check
+    added: tuple[tuple[str, float], ...] = ()  # (layer, seconds per request against the baseline)
+    target_exit: tuple[str, ...] | None = None  # None: off (an exit is an error, exit 3); () = any
+
+    def describe(self) -> list[str]:
+        out = []
+        if self.error_rate is not None:
+            out.append(f"error rate above {self.error_rate:.0%}")
+        for name, value in (("p50", self.p50), ("p99", self.p99)):
+            if value is not None:
+                out.append(f"client {name} above {value * 1000:g} ms")
+        if self.unhealthy is not None:
+            who = ", ".join(self.unhealthy_targets) or "any target"
+            out.append(f"{who} unhealthy for {self.unhealthy:g} s")
+        out += [f"{layer} adding more than {v * 1000:g} ms per request" for layer, v in self.added]
+        if self.target_exit is not None:
+            out.append(f"{', '.join(self.target_exit) or 'a target'} exiting")
+        return out
+
+
+@dataclass(frozen=True)
+class SwitchSpec:
+    """The dead man's switch (`switch:`): every applied fault is undone within `within` seconds
+    of chaoslab's last heartbeat, and no fault outlives its phase's scheduled end by more
+    than `margin` seconds, whatever happens to chaoslab."""
+
+    within: float = 5.0
+    margin: float = 5.0
+
+
 # Where targets run: local namespaces and cgroups, Docker containers, or Docker when it answers.
 RUNTIMES = ("local", "docker", "auto")
 
@@ -296,6 +337,8 @@ class Scenario:
     # Layers that must attach: without one of them the run stops before any load (exit 3).
     # Any other layer that cannot attach on the kernel is left out and the run goes on.
     required_probes: tuple[str, ...] = ()
+    abort: AbortSpec = AbortSpec()
+    switch: SwitchSpec = SwitchSpec()
 
     @property
     def duration(self) -> float:
