@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from chaoslab.errors import ChaoslabError, ExitCode
+from chaoslab.quote import show
 from chaoslab.scenario.model import RUNTIMES, Scenario
 
 REPORTS = Path("reports")
@@ -103,44 +108,89 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    out = Console(width=None if Console().is_terminal else 132)
-    err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 132)
+    # Markup off: what is printed carries user text (paths, names, messages) that must never be
+    # read as rich markup; colour is given with Text styles instead.
+    out = Console(width=None if Console().is_terminal else 132, markup=False)
+    err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 132, markup=False)
+    crash = Crash()
     try:
-        if args.command == "validate":
-            return _validate(args.scenario, out)
-        if args.command == "run":
-            return _run(args.scenario, args.runtime, args.out, args.serve, out, err)
-        if args.command == "report":
-            return _report(args.run, args.out, args.format, out)
-        if args.command == "compare":
-            return _compare(args.base, args.run, args.threshold, args.out, out)
-        if args.command == "plan":
-            return _plan(args.scenario, args.runtime, out)
-        if args.command == "probes":
-            return _probes(args.programs, args.json, out, args.scenario)
-        if args.command == "recover":
-            return _recover(args.journal, args.force, out)
-        if args.command == "build":
-            from chaoslab.build import build_all
-
-            for path in build_all():
-                out.print(f"built {path}")
-            if args.images:
-                from chaoslab.targets import containers, images
-
-                for tag in images.ensure_all(containers.client()):
-                    out.print(f"image {tag}")
-            return ExitCode.OK
-        if args.command == "stack":
-            from chaoslab.targets.stack import write
-
-            for line in write():
-                out.print(line, highlight=False)
-            return ExitCode.OK
+        return COMMANDS[args.command](args, out, err, crash)
     except ChaoslabError as exc:
-        err.print(f"[red]error:[/] {exc.render()}", highlight=False, markup=True)
+        # not wrapped: a message names paths and commands that are copied from the terminal
+        err.print(Text.assemble(("error:", "red"), " ", exc.render()), highlight=False, soft_wrap=True)
         return int(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        where = crash.save(exc)
+        err.print(
+            Text.assemble(("internal error:", "red"), f" {type(exc).__name__}: {show(str(exc))[1:-1]}"),
+            highlight=False,
+        )
+        err.print(
+            f"  hint: this is a bug in chaoslab, not a problem with your input: please report it with the "
+            f"traceback in {where}",
+            highlight=False,
+        )
+        return ExitCode.INTERNAL
+
+
+@dataclass
+class Crash:
+    """Where the traceback of an unexpected exception goes: the run's directory once there is one."""
+
+    dir: Path | None = None
+
+    def save(self, exc: BaseException) -> Path:
+        text = "".join(traceback.format_exception(exc))
+        if self.dir is not None:
+            try:
+                path = self.dir / "traceback.txt"
+                path.write_text(text)
+                return path
+            except OSError:
+                pass
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="chaoslab-traceback-", suffix=".txt", delete=False
+        ) as fh:
+            fh.write(text)
+        return Path(fh.name)
+
+
+def _build(args: argparse.Namespace, out: Console) -> int:
+    from chaoslab.build import build_all
+
+    for path in build_all():
+        out.print(f"built {path}")
+    if args.images:
+        from chaoslab.targets import containers, images
+
+        for tag in images.ensure_all(containers.client()):
+            out.print(f"image {tag}")
     return ExitCode.OK
+
+
+def _stack(out: Console) -> int:
+    from chaoslab.targets.stack import write
+
+    for line in write():
+        out.print(line, highlight=False)
+    return ExitCode.OK
+
+
+Handler = Callable[[argparse.Namespace, Console, Console, "Crash"], int]
+COMMANDS: dict[str, Handler] = {
+    "validate": lambda a, out, err, crash: _validate(a.scenario, out),
+    "run": lambda a, out, err, crash: _run(a.scenario, a.runtime, a.out, a.serve, out, err, crash),
+    "report": lambda a, out, err, crash: _report(a.run, a.out, a.format, out),
+    "compare": lambda a, out, err, crash: _compare(a.base, a.run, a.threshold, a.out, out),
+    "plan": lambda a, out, err, crash: _plan(a.scenario, a.runtime, out),
+    "probes": lambda a, out, err, crash: _probes(a.programs, a.json, out, a.scenario),
+    "recover": lambda a, out, err, crash: _recover(a.journal, a.force, out),
+    "build": lambda a, out, err, crash: _build(a, out),
+    "stack": lambda a, out, err, crash: _stack(out),
+}
 
 
 def _validate(path: Path, out: Console) -> int:
@@ -193,7 +243,13 @@ def _plan(path: Path, runtime: str | None, out: Console) -> int:
 
 
 def _run(
-    path: Path, runtime: str | None, out_dir: Path | None, serve: str | None, out: Console, err: Console
+    path: Path,
+    runtime: str | None,
+    out_dir: Path | None,
+    serve: str | None,
+    out: Console,
+    err: Console,
+    crash: Crash,
 ) -> int:
     from chaoslab.orchestrator import execute, new_run
     from chaoslab.report.render import print_report
@@ -212,6 +268,7 @@ def _run(
 
         page = LivePage(parse_address(serve), scenario.name)  # bound now: a busy port starts nothing
     ctx = new_run(scenario, out_dir, say, err)
+    crash.dir = out_dir
     clean = False
     try:
         if page is not None:
@@ -234,6 +291,8 @@ def _run(
         page.finish(report)
         say(f"live page: {page.stats()}; the final report is served for {page.linger:g}s more")
         page.close(linger=True)
+    if report.abort is not None:
+        return ExitCode.SWITCH if report.abort.by == "watchdog" else ExitCode.ABORTED
     return ExitCode.OK if report.passed else ExitCode.EXPECTATIONS_FAILED
 
 
@@ -269,7 +328,6 @@ def _probes(programs: bool, as_json: bool, out: Console, scenario_path: Path | N
     import os
     import tempfile
 
-    from rich.markup import escape
     from rich.table import Table
 
     from chaoslab.paths import BPF_SRC
@@ -303,16 +361,16 @@ def _probes(programs: bool, as_json: bool, out: Console, scenario_path: Path | N
     for col in ("layer", "applies to", "mechanism", "can attach"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        mark = "[green]yes[/]" if r.ready else "[red]no[/]"
-        table.add_row(str(r.layer), r.applies_to, r.mechanism, f"{mark}: {r.detail}")
+        mark = ("yes", "green") if r.ready else ("no", "red")
+        table.add_row(str(r.layer), r.applies_to, r.mechanism, Text.assemble(mark, f": {r.detail}"))
     out.print(table)
     if per_target:
         t = Table(title=f"layers per target of {scenario_path}", title_justify="left")
         for col in ("target", "layer", "applies", "why"):
             t.add_column(col, overflow="fold")
-        marks = {"yes": "[green]yes[/]", "no": "[red]no[/]", "-": "-"}
+        marks = {"yes": Text("yes", "green"), "no": Text("no", "red"), "-": Text("-")}
         for tl in per_target:
-            t.add_row(tl.target, str(tl.layer), marks[tl.status], escape(tl.why))
+            t.add_row(tl.target, str(tl.layer), marks[tl.status], tl.why)
         out.print(t)
     if programs:
         shown: set[str] = set()

@@ -7,9 +7,12 @@ from enum import IntEnum
 
 class ExitCode(IntEnum):
     OK = 0
-    EXPECTATIONS_FAILED = 1
-    BAD_INPUT = 2
-    ENVIRONMENT = 3
+    EXPECTATIONS_FAILED = 1  # an expectation failed, a phase is invalid, the generator saturated
+    BAD_INPUT = 2  # the scenario, an option or a report is bad: nothing was started or written
+    ENVIRONMENT = 3  # a tool, the kernel or a target failed, or a target is held by another run
+    INTERNAL = 4  # an unexpected exception: a bug in chaoslab (its traceback is saved to a file)
+    ABORTED = 5  # a stop condition tripped: faults reverted, load stopped, the report says why
+    SWITCH = 6  # the dead man's switch undid the faults (chaoslab stalled, or a fault overran)
     INTERRUPTED = 130
 
 

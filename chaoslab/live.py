@@ -23,7 +23,15 @@ from chaoslab.context import RunContext
 from chaoslab.hist import FineHistogram
 from chaoslab.load.records import Request, quantile
 from chaoslab.load.runner import LoadRunner
-from chaoslab.report.model import ClientRow, FaultRecord, LiveStatus, PhaseRecord, Report, SecondRow
+from chaoslab.report.model import (
+    AbortRecord,
+    ClientRow,
+    FaultRecord,
+    LiveStatus,
+    PhaseRecord,
+    Report,
+    SecondRow,
+)
 from chaoslab.scenario.model import FaultSpec, PhaseSpec
 
 WINDOW = 3.0
@@ -71,6 +79,7 @@ class RunProgress:
         self.done: dict[str, PhaseRecord] = {}
         self.current: PhaseSpec | None = None
         self.active: list[str] = []
+        self.abort = ""  # the condition that tripped, in words
         self._lock = threading.Lock()
         self._spans: list[tuple[PhaseSpec, float, float]] = []
 
@@ -136,6 +145,7 @@ class RunProgress:
             duration=cur.duration if cur else 0.0,
             faults=list(self.active),
             final=False,
+            abort=self.abort,
         )
         return report, status
 
@@ -221,6 +231,15 @@ class LiveView:
         self.progress.done[record.name] = record
         self.progress.active = []
         self.publish(force=True)
+
+    def aborted(self, record: AbortRecord) -> None:
+        """A stop condition or the switch tripped: said at once, on the terminal and the page."""
+        self.progress.abort = record.sentence()
+        self.progress.active = []
+        self.faults = []
+        self.name = f"ABORTED ({record.condition})"
+        self.console.print(Text(record.sentence(), style="bold red"), highlight=False)
+        self.tick(force=True)
 
     def publish(self, force: bool = False) -> None:
         """Hand the progress to the `progress` subscribers, about once a second."""

@@ -1,7 +1,10 @@
 """One run: targets up, probes on, load started, phases with their faults, analysis, report.
 
 Everything that changes the machine is entered into one ExitStack, so it is undone in
-reverse order on every exit path: success, error, Ctrl-C, SIGTERM, a crashed target.
+reverse order on every exit path: success, error, Ctrl-C, SIGTERM, a crashed target. A
+watchdog process (the dead man's switch) undoes the faults when this process cannot: killed,
+stopped or hung. A stop condition that trips, or a switch that undid the faults, ends the run
+early, with every fault reverted and the report of the phases so far.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from rich.console import Console
 from chaoslab.analysis import attribution
 from chaoslab.analysis import client as client_view
 from chaoslab.context import RunContext
-from chaoslab.errors import TargetError
 from chaoslab.expectations import check_all
 from chaoslab.faults import FAULT_KINDS, Fault, Verification
 from chaoslab.hist import Histogram
@@ -31,13 +33,16 @@ from chaoslab.load.records import Request, latency_histogram
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
 from chaoslab.probes.set import Snapshot
-from chaoslab.report.model import FaultRecord, PhaseRecord, Report, Unmeasured
+from chaoslab.report.model import AbortRecord, FaultRecord, PhaseRecord, Report, Unmeasured
+from chaoslab.runloop import VERIFY_LEASE, ActiveFaults, RunWatch
+from chaoslab.safety import locks
+from chaoslab.safety.stop import STOP_BOUND, Abort, StopConditions, Trip
+from chaoslab.safety.switch import Switch
+from chaoslab.safety.watchdog import UNDO_ALLOWANCE
 from chaoslab.scenario.model import PhaseSpec, Scenario
 from chaoslab.signals import SignalState
-from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.runtimes import runtime_for
 
-TICK = 0.2
 VERIFY_LEAD = 0.5  # seconds before a fault phase's end at which its faults are verified
 
 
@@ -49,6 +54,7 @@ class PhaseRun:
     scheduled: float = 0.0  # its start in the scenario's schedule
     faults: list[tuple[Fault, Verification]] = field(default_factory=list)
     snap: Snapshot = field(default_factory=dict)
+    aborted: bool = False
 
 
 def new_run(
@@ -56,7 +62,7 @@ def new_run(
 ) -> RunContext:
     run_id = uuid.uuid4().hex
     out_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out_dir / "journal.jsonl", run_id)
+    journal = Journal(out_dir / "journal.jsonl", run_id, out_dir)
     ctx = RunContext(scenario, run_id, out_dir, journal, say, console)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     return ctx
@@ -67,6 +73,10 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
     runtime = runtime_for(ctx)
     stack = ExitStack()
     try:
+        # The watchdog first: from here on, a chaoslab that dies leaves nothing behind.
+        switch = Switch(ctx)
+        stack.callback(switch.close)
+        switch.start()
         runtime.preflight()
         # .proto files that do not compile, or a request that does not fit them, stop the
         # run before any target starts; a reflection request is checked once its target is up
@@ -74,6 +84,11 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         schemas.compile()
         targets = runtime.start(stack)
         faults = {id(f): FAULT_KINDS[f.kind](f, targets[f.target]) for p in scenario.phases for f in p.faults}
+        # One run per target: taken before any probe or fault (even a fault's preflight, which
+        # would find the other run's tracer or breakpoint) touches one; all or nothing.
+        wanted = {key: what for fault in faults.values() for key, what in fault.locks().items()}
+        stack.callback(locks.release, ctx.run_id)
+        locks.acquire(wanted, ctx.journal.info)
         for fault in faults.values():
             fault.preflight()
         chosen = scenario.probes
@@ -85,17 +100,27 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         load = LoadRunner(ctx, targets, schemas=schemas)
         load.preflight()
         stack.callback(load.stop)
+        stops = StopConditions(ctx, targets)
+        stack.callback(stops.close)
         live = LiveView(ctx, load, ctx.console)
         stack.callback(live.close)
         probe_lines = [f"{p.layer}: {p.describe()}" for p in probes.probes]
         t0 = load.start()
         live.begin(t0, probe_lines)
+        stops.start()
         to = ", ".join(sorted({r.target for r in scenario.load.requests}))
         ctx.say(f"load: {scenario.load.describe()}, to {to}")
-        phases = _run_phases(ctx, t0, targets, faults, probes, live, signals)
+        if stops.active:
+            ctx.say(f"stop conditions: {'; '.join(scenario.abort.describe())}")
+        watch = RunWatch(targets, probes, stops, switch)
+        phases, abort = _run_phases(ctx, t0, faults, watch, live, signals, load)
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
-        return _analyse(ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable)
+        report = _analyse(ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable)
+        report.abort = abort
+        if abort is not None:
+            report.expectations = check_all(scenario.expect, report)
+        return report
     finally:
         signals.shield()
         stack.close()
@@ -104,51 +129,77 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
 def _run_phases(
     ctx: RunContext,
     t0: float,
-    targets: dict[str, RunningTarget],
     faults: dict[int, Fault],
-    probes: ProbeSet,
+    watch: RunWatch,
     live: LiveView,
     signals: SignalState,
-) -> list[PhaseRun]:
+    load: LoadRunner,
+) -> tuple[list[PhaseRun], AbortRecord | None]:
     runs: list[PhaseRun] = []
     offset = 0.0
     settled = 0.0  # when the previous phase's faults were all reverted
+    probes = watch.probes
+    margin = ctx.scenario.switch.margin
     for spec in ctx.scenario.phases:
         start = t0 + offset
-        _wait_until(start, targets, probes)
-        active = [faults[id(f)] for f in spec.faults]
+        end = start + spec.duration
+        active = ActiveFaults(ctx, signals, watch.switch)
+        run: PhaseRun | None = None
+        before: Snapshot = {}
+        tripped: tuple[Trip, dict[str, float]] | None = None
         with ExitStack() as phase_stack:
-            for fault in active:
-                seq = ctx.journal.intent(
-                    "fault", kind=fault.kind, target=fault.spec.target, **fault.journal_record()
+            phase_stack.callback(active.revert_all)
+            try:
+                watch.wait_until(start)
+                for fault in [faults[id(f)] for f in spec.faults]:
+                    active.apply(fault, deadline=end + margin)
+                # A phase is measured from the moment its faults are in place (or the previous
+                # phase's are reverted) to the moment its own revert begins: requests due while
+                # a fault is being applied or reverted belong to no phase. Applying takes a few
+                # tc or iptables commands (tens of ms here, seconds on a slow or emulated machine).
+                run = PhaseRun(
+                    spec, max(start, settled, time.time() if spec.faults else 0.0), scheduled=start
                 )
-                phase_stack.callback(_revert, ctx, fault, seq, signals)
-                with signals.shielding():
-                    fault.apply(lambda seq=seq, **facts: ctx.journal.update(seq, **facts))
-                    ctx.journal.update(seq, applied=True)
-            # A phase is measured from the moment its faults are in place (or the previous
-            # phase's are reverted) to the moment its own revert begins: requests due while
-            # a fault is being applied or reverted belong to no phase. Applying takes a few
-            # tc or iptables commands (tens of ms here, seconds on a slow or emulated machine).
-            run = PhaseRun(spec, max(start, settled, time.time() if active else 0.0), scheduled=start)
-            before = probes.snapshot()
-            live.phase(spec.name, start, spec.duration, [f.describe() for f in active])
-            offset += spec.duration
-            # Verify while the fault is still on, shortly before the phase ends, so that the
-            # revert lands on the phase boundary rather than a verification's length into the
-            # next phase (a network check takes several delayed handshakes).
-            lead = min(VERIFY_LEAD, spec.duration / 4) if active else 0.0
-            _wait_until(t0 + offset - lead, targets, probes, live)
-            run.faults = [(f, f.verify()) for f in active]
-            _wait_until(t0 + offset, targets, probes, live)
-            run.end = t0 + offset
+                before = probes.snapshot()
+                live.phase(spec.name, start, spec.duration, [f.describe() for f in active.faults])
+                # Verify while the fault is still on, shortly before the phase ends, so that the
+                # revert lands on the phase boundary rather than a verification's length into the
+                # next phase (a network check takes several delayed handshakes).
+                lead = min(VERIFY_LEAD, spec.duration / 4) if spec.faults else 0.0
+                watch.wait_until(end - lead, live)
+                with watch.switch.busy(VERIFY_LEASE):
+                    run.faults = [(f, f.verify()) for f in active.faults]
+                watch.wait_until(end, live)
+                run.end = end
+            except Abort as abort:
+                # Every active fault at once, timed from the trip; the load stops next.
+                tripped = abort.trip, active.revert_all(at_once=True, since=abort.trip.mono)
             # The probes' window is the requests': events that end while the faults are
             # reverted belong to no phase (a revert takes seconds on an emulated machine, and
             # the requests served meanwhile are not the phase's).
             after = probes.snapshot()
+        if tripped is not None:
+            trip, reverted = tripped
+            if run is None:  # tripped before its faults were all in place
+                run = PhaseRun(spec, max(start, settled), scheduled=start)
+            run.end, run.aborted = max(run.start, trip.at), True
+            run.snap = {k: h - before.get(k, Histogram()) for k, h in after.items()} if before else {}
+            if not run.faults:
+                unchecked = Verification(False, "the phase was aborted before its faults were checked", "")
+                run.faults = [(f, unchecked) for f in active.faults]
+            runs.append(run)
+            record = _abort_record(ctx, trip, spec.name, reverted, active.faults)
+            live.phase_done(_phase_record(run))
+            live.aborted(record)
+            return runs, record
         settled = time.time()
+        assert run is not None
+        offset += spec.duration
         run.snap = {k: h - before.get(k, Histogram()) for k, h in after.items()}
         runs.append(run)
+        if len(runs) == 1:
+            n = sum(1 for r in load.records if run.start <= r.due < run.end)
+            watch.stops.set_baseline(run.snap, n)
         live.phase_done(_phase_record(run))
         late = run.start - start
         ctx.say(
@@ -160,29 +211,35 @@ def _run_phases(
             )
             + "".join(f"; {f.kind} on {f.spec.target}: {v.detail}" for f, v in run.faults)
         )
-    return runs
+    return runs, None
 
 
-def _revert(ctx: RunContext, fault: Fault, seq: int, signals: SignalState) -> None:
-    with signals.shielding():
-        fault.revert()
-        ctx.journal.undone(seq)
-
-
-def _wait_until(
-    deadline: float, targets: dict[str, RunningTarget], probes: ProbeSet, live: LiveView | None = None
-) -> None:
-    while (left := deadline - time.time()) > 0:
-        for t in targets.values():
-            if not t.alive() and not t.down_expected:
-                raise TargetError(
-                    f"target {t.name} exited (code {t.proc.returncode if t.proc else '?'}) during the run",
-                    "see its log in the run's work directory",
-                )
-        probes.sample()
-        if live is not None:
-            live.tick()
-        time.sleep(min(TICK, left))
+def _abort_record(
+    ctx: RunContext, trip: Trip, phase: str, reverted: dict[str, float], active: list[Fault]
+) -> AbortRecord:
+    """The trip with its measured revert time: chaoslab's own (trip to the last revert) for a stop
+    condition; the watchdog's (last heartbeat, or the fault's deadline, to its last revert) for
+    the switch, whose undo came first (chaoslab's own revert afterwards found nothing left)."""
+    if trip.by == "watchdog":
+        within = ctx.scenario.switch.within
+        bound = UNDO_ALLOWANCE if trip.condition == "deadline" else within
+        reverts = trip.reverts
+        revert_s = trip.revert_s if trip.revert_s is not None else max(reverts.values(), default=0.0)
+        undo_s = trip.undo_s if trip.undo_s is not None else revert_s
+    else:
+        bound, reverts = STOP_BOUND, reverted
+        revert_s = undo_s = max(reverts.values(), default=0.0)
+    return AbortRecord(
+        trip.condition,
+        trip.reason,
+        phase,
+        round(trip.at, 3),
+        trip.by,
+        round(revert_s, 3),
+        bound,
+        reverts,
+        round(undo_s, 3),
+    )
 
 
 def _phase_record(r: PhaseRun) -> PhaseRecord:
@@ -205,6 +262,7 @@ def _phase_record(r: PhaseRun) -> PhaseRecord:
             for f, v in r.faults
         ],
         settle_s=round(r.start - r.scheduled, 3),
+        aborted=r.aborted,
     )
 
 
@@ -250,17 +308,24 @@ def _analyse(
         {r.spec.name: load.generator_cpu(r.start, r.end) for r in runs},
     )
     layers = [row for r in runs for row in attribution.layer_rows(data[r.spec.name])]
+    calls = {name: t.links for name, t in ctx.scenario.targets.items()}
     verdicts = []
     for r in runs[1:]:
-        if not r.spec.compare:
+        if not r.spec.compare or r.aborted:  # an aborted phase's faults were never verified
             continue
         checks = [
             attribution.FaultCheck(
-                f.expected_layer(), f.spec.target, f.expected_shift(), v.observed, v.detail
+                f.expected_layer(),
+                f.spec.target,
+                f.expected_shift(),
+                v.observed,
+                v.detail,
+                f.kind,
+                f.also_shows_in(ctx.scenario.targets),
             )
             for f, v in r.faults
         ]
-        verdicts.append(attribution.verdict(base, data[r.spec.name], checks, unmeasured))
+        verdicts.append(attribution.verdict(base, data[r.spec.name], checks, unmeasured, calls))
     phases = [_phase_record(r) for r in runs]
     quiet = [r for r in runs if not r.spec.faults]
     drift = None

@@ -50,9 +50,19 @@ def start_time(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def exited(pid: int) -> bool:
+    """The process is gone, or a zombie: it has exited and its parent has not reaped it yet (a
+    stopped parent never does, until it runs again)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
 def kill_if_same(pid: int, started: int | None, wait: float = KILL_WAIT) -> bool:
     """Terminate `pid` only if it is still the process that started at `started`."""
-    if started is None or start_time(pid) != started:
+    if started is None or start_time(pid) != started or exited(pid):
         return False
     try:
         os.kill(pid, signal.SIGTERM)
@@ -60,9 +70,9 @@ def kill_if_same(pid: int, started: int | None, wait: float = KILL_WAIT) -> bool
         return False
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if start_time(pid) != started:
+        if start_time(pid) != started or exited(pid):
             return True
-        time.sleep(0.05)
+        time.sleep(0.01)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     return True

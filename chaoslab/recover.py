@@ -1,18 +1,25 @@
 """`chaoslab recover`: undo what killed runs left, from their write-ahead journals.
 
 Safe to run twice: every undo checks the state first (a namespace that is gone, a PID
-that now belongs to another process, an instruction already restored are skipped).
+that now belongs to another process, an instruction already restored are skipped). The
+watchdog of a run (chaoslab/safety/watchdog.py) undoes its faults with the same per-kind
+undo, from the same journal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 
-from chaoslab import proc
+from chaoslab import journal, proc
+from chaoslab.errors import ChaoslabError, UsageError
 from chaoslab.faults import FAULT_KINDS
 from chaoslab.journal import Entry, indexed_runs, pending
+from chaoslab.safety import locks
 from chaoslab.targets import netns
 from chaoslab.targets.cgroup import Cgroup
 
@@ -85,58 +92,97 @@ UNDO: dict[str, Callable[[Entry], list[str]]] = {
 }
 
 
-def recover_journal(path: Path) -> list[str]:
-    done: list[str] = []
-    entries = pending(path)
-    # Faults first (they act on live targets), then processes and containers, cgroups,
-    # namespaces, and the containers' network last.
-    order = {
-        "fault": 0,
-        "process": 1,
-        "container": 1,
-        "cgroup": 2,
-        "cgroup_controllers": 3,
-        "netns": 3,
-        "docker_network": 4,
-    }
-    for e in sorted(entries, key=lambda e: (order.get(e.kind, 9), -e.seq)):
+ORDER = {
+    "fault": 0,
+    "process": 1,
+    "container": 1,
+    "cgroup": 2,
+    "cgroup_controllers": 3,
+    "netns": 3,
+    "docker_network": 4,
+}
+
+
+@dataclass(frozen=True)
+class Undo:
+    """One journal entry undone (or not): what was done, how long it took, what failed."""
+
+    entry: Entry
+    lines: list[str]
+    seconds: float
+    error: str = ""
+
+
+def undo_entries(path: Path, kinds: Collection[str] | None = None) -> list[Undo]:
+    """Undo the entries of a journal that were not undone (only `kinds`, when given): faults first
+    (they act on live targets), then processes and containers, cgroups, namespaces, and the
+    containers' network last; newest first within each. Each one undone is marked `undone` in the
+    journal, so chaoslab (when it comes back) and a later recover see it gone."""
+    entries = [e for e in pending(path) if kinds is None or e.kind in kinds]
+    done = []
+    for e in sorted(entries, key=lambda e: (ORDER.get(e.kind, 9), -e.seq)):
         undo = UNDO.get(e.kind)
-        done += undo(e) if undo else [f"unknown journal entry {e.kind!r}: left as is"]
+        start = time.monotonic()
+        if undo is None:
+            done.append(Undo(e, [f"unknown journal entry {e.kind!r}: left as is"], 0.0, "unknown"))
+            continue
+        try:
+            lines = undo(e)
+        except (ChaoslabError, OSError, ValueError) as exc:
+            msg = exc.message if isinstance(exc, ChaoslabError) else str(exc)
+            done.append(Undo(e, [f"could not undo {e.kind} {e.seq}: {msg}"], time.monotonic() - start, msg))
+            continue
+        with contextlib.suppress(OSError):
+            journal.append(path, {"seq": e.seq, "op": "undone", "by": f"pid {os.getpid()}"})
+        done.append(Undo(e, lines, time.monotonic() - start))
     return done
 
 
-def recover_all(journals: list[Path] | None = None, force: bool = False) -> list[str]:
-    """Recover the given journals, or every indexed run whose chaoslab process is gone.
+def recover_journal(path: Path) -> list[str]:
+    return [line for u in undo_entries(path) for line in u.lines]
 
-    Then containers and networks labelled with a run that is not alive are removed too (a
-    run killed between the engine's create call and its journal update leaves no name).
+
+def recover_all(journals: list[Path] | None = None, force: bool = False) -> list[str]:
+    """Recover every indexed run that is not live (neither its chaoslab nor its watchdog runs), or
+    the runs of the given journals. A live run is left alone: it may be someone else's, and its
+    own watchdog undoes its faults if it stalls. `force` recovers the named journals even when
+    their run is live (a chaoslab stopped for good).
+
+    Then containers and networks labelled with a run that is not live are removed (a run killed
+    between the engine's create call and its journal update leaves no name), and the locks of
+    runs that are not live are dropped.
     """
     from chaoslab.targets import containers
 
+    if force and not journals:
+        raise UsageError(
+            "recover --force needs the journals of the runs to recover: a live run on this machine "
+            "may be someone else's",
+            "run `chaoslab recover` to list the live runs, then `chaoslab recover --force DIR/journal.jsonl`",
+        )
+    wanted = {j.resolve() for j in journals or []}
     done: list[str] = []
-    if journals:
-        for j in journals:
-            done += recover_journal(j)
-        return done
     live: set[str] = set()
+    seen: set[Path] = set()
     for index, info in indexed_runs():
-        pid = info.get("pid")
-        if not force and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-            done.append(f"run {info.get('run_id')} is still running (pid {pid}): left alone, use --force")
-            live.add(str(info.get("run_id")))
+        journal_path = info.journal.resolve() if str(info.journal) else info.journal
+        named = journal_path in wanted
+        if wanted and not named:
+            if info.alive():
+                live.add(info.run_id)
             continue
-        journal = Path(str(info.get("journal")))
-        if journal.exists():
-            done += recover_journal(journal)
+        seen.add(journal_path)
+        if info.alive() and info.pid != os.getpid() and not (force and named):
+            hint = "; add --force to recover it anyway" if named else ""
+            done.append(f"{info.describe()} is live: left alone{hint}")
+            live.add(info.run_id)
+            continue
+        if journal_path.exists():
+            done += recover_journal(journal_path)
         index.unlink(missing_ok=True)
-    return done + containers.sweep(live)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        locks.release(info.run_id)
+    for j in wanted - seen:
+        done += recover_journal(j)
+    if not wanted:
+        done += containers.sweep(live)
+    return done + locks.sweep()

@@ -31,7 +31,7 @@ def test_entropy_fault_is_absorbed_by_entropy_at_the_go_service(
     res = scenario_run("short_entropy")
     assert res.returncode == 0, res.stderr[-3000:]
     r = res.report
-    assert r["schema"] == "chaoslab.report/1"
+    assert r["schema"] == "chaoslab.report/2"
     [v] = r["verdicts"]
     assert (v["phase"], v["status"], v["layer"], v["target"]) == ("starve", "absorbed", "entropy", "api")
     assert 0.5 <= v["explained"] <= 1.0
@@ -97,6 +97,15 @@ def wait_for_fault(tmp_path: Path, p: subprocess.Popen[str], timeout: float = 90
     raise AssertionError("the fault was never applied")
 
 
+def kill_with_watchdog(out: Path, p: subprocess.Popen[str]) -> None:
+    """SIGKILL chaoslab and its watchdog (first, so it cannot react): nothing undoes the run but
+    `chaoslab recover` (tests/test_safety.py kills chaoslab alone: its watchdog undoes the run)."""
+    [info] = [i for _, i in journal.indexed_runs() if i.journal == (out / "journal.jsonl").resolve()]
+    assert info.watchdog_pid
+    os.kill(info.watchdog_pid, signal.SIGKILL)
+    p.kill()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_fault_reverts_and_tears_down(tmp_path: Path, sig: signal.Signals) -> None:
     p = start_run(tmp_path)
@@ -123,7 +132,7 @@ def test_sigkill_mid_fault_then_recover_leaves_nothing(tmp_path: Path) -> None:
     p = start_run(tmp_path)
     fault = wait_for_fault(tmp_path, p)
     target_pid, addr, orig = int(fault["pid"]), int(fault["addr"]), int(fault["orig_byte"])
-    p.kill()
+    kill_with_watchdog(tmp_path, p)
     p.communicate(timeout=30)
     time.sleep(1)
     assert leftovers(), "a killed run should leave its targets for recover to find"

@@ -21,7 +21,7 @@ from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.cgroup import Cgroup, CpuLimit, cpu_dir, read_cpu_limit, write_cpu_limit
 from chaoslab.targets.services import Service
 from tests.conftest import SCENARIOS, ScenarioRun, chaoslab, docker_listed
-from tests.test_e2e import start_run, wait_for_fault
+from tests.test_e2e import kill_with_watchdog, start_run, wait_for_fault
 
 pytestmark = [pytest.mark.privileged, pytest.mark.e2e, pytest.mark.usefixtures("clean_machine")]
 
@@ -230,10 +230,10 @@ def test_sigkill_mid_fault_then_recover_twice(
     out = tmp_path / "out"
     p = start_run(out, long_run(tmp_path, kind), *on_runtime(request, runtime))
     record = wait_for_fault(out, p)
-    p.kill()
+    kill_with_watchdog(out, p)
     p.communicate(timeout=30)
     time.sleep(1)
-    assert leftovers(), "a killed run leaves its targets for recover to find"
+    assert leftovers(), "a run killed with its watchdog leaves its targets for recover to find"
     pid = int(record.get("pid", 0))
     if kind in ("entropy", "syscall") and pid:
         # the injector noticed its parent die, undid its work and let go of the target

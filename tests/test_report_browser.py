@@ -68,7 +68,11 @@ def check_verdicts(page: Page, report: dict) -> None:
     for card, v in zip(shown, report["verdicts"], strict=True):
         assert (card["phase"], card["status"]) == (v["phase"], v["status"])
         if v["status"] == "absorbed":
-            assert card["text"] == f"{v['phase']}: absorbed by {v['layer']} at {v['target']}"
+            faults = [c for c in v.get("causes", []) if c["kind"] == "fault"] or v.get("causes", [])
+            names = [f"{c['layer']} at {c['target']}" for c in faults]
+            if len(names) < 2:
+                names = [f"{v['layer']} at {v['target']}"]
+            assert card["text"] == f"{v['phase']}: absorbed by {' and '.join(names)}"
             assert card["explained"] == f"{v['explained']:.0%}"
         elif v["status"] == "no-change":
             assert card["text"] == f"{v['phase']}: no significant change"

@@ -114,7 +114,7 @@ def test_expectations_are_checked_against_phases_and_layers() -> None:
         "expect[0].phase: unknown phase 'strave'\n    hint: phases are: baseline, starve, recovery" in found
     )
     assert any(
-        f.startswith("expect[0].absorbed_by: must be one of client, proxy, network, app, tls, gc, entropy")
+        f.startswith("expect[0].absorbed_by: must be one of proxy, network, app, tls, gc, entropy")
         for f in found
     )
 
@@ -134,7 +134,11 @@ def test_control_phase() -> None:
 
 
 def test_expect_status_value() -> None:
-    s = parse_scenario(GOOD.replace("client_p99_below: 50ms", "status: no-change"))
+    s = parse_scenario(
+        GOOD.replace("client_p99_below: 50ms", "status: no-change").replace(
+            "{name: recovery, duration: 20s}", "{name: recovery, duration: 20s, compare: true}"
+        )
+    )
     assert s.expect[1].status is Status.NO_CHANGE
 
 

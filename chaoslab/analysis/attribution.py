@@ -1,4 +1,6 @@
-"""Which layer absorbed a fault: the deepest layer whose added time explains the client's.
+"""Which layers absorbed a phase's faults: its causes, the layers whose added time holds a part
+of the client's and no other cause's part (chaoslab/analysis/causes.py), each tied to the fault
+it is, or listed as a side effect.
 
 Per-request shares make layers comparable: a layer's share in a phase is the total time
 its probe recorded there divided by the client requests of the phase. Shares add up along
@@ -21,9 +23,10 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from chaoslab.analysis import causes
 from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p, tail_shift_p
 from chaoslab.hist import Histogram
 from chaoslab.layers import DEPTH, Layer
@@ -31,13 +34,13 @@ from chaoslab.load.records import Request, quantile
 from chaoslab.probes.base import LAYER, Stall
 from chaoslab.probes.network import DEPENDENCY_METRICS
 from chaoslab.probes.set import Snapshot
-from chaoslab.report.model import Contribution, LayerRow, Verdict
+from chaoslab.report.model import Cause, CauseKind, Contribution, FaultRef, LayerRow, Verdict
 from chaoslab.scenario.model import Status
 
 P_SIGNIFICANT = 0.001
 MIN_ADDED_S = 0.002  # a change smaller than 2 ms on the client is never "significant"
 MIN_ADDED_FRACTION = 0.10  # ... nor one under 10% of the baseline
-EXPLAINS = 0.5  # a layer "explains" the client's added time from this fraction on
+EXPLAINS = 0.5  # a layer, or the causes together, "explain" the client's added time from this fraction on
 OBSERVED_FRACTION = 0.5  # a fault's layer must show at least this share of its expected shift
 
 LayerKey = tuple[Layer, str]  # (layer, target)
@@ -52,6 +55,14 @@ class FaultCheck:
     expected_shift: float | None  # seconds added per event of that layer, if the fault says
     observed: bool  # the fault's own mechanism saw its effect
     detail: str
+    kind: str = ""  # the fault's kind, for the causes that name it
+    # other (layer, target) pairs where the fault's own effect shows (a network fault: the far end
+    # of the faulted link)
+    also: tuple[LayerKey, ...] = ()
+
+    @property
+    def ref(self) -> FaultRef:
+        return FaultRef(self.kind, str(self.layer), self.target)
 
 
 @dataclass
@@ -163,20 +174,31 @@ def verdict(
     cur: PhaseData,
     checks: list[FaultCheck],
     unmeasured: Mapping[LayerKey, str] | None = None,
+    calls: Mapping[str, Iterable[str]] | None = None,
 ) -> Verdict:
     """The phase's verdict against the baseline. `unmeasured`: (layer, target) pairs whose
     probe could not attach in this run, with the reason; a fault whose own layer is among
-    them cannot be traced, so its phase is inconclusive rather than credited to an outer layer."""
+    them cannot be traced, so its phase is inconclusive rather than credited to an outer layer.
+    `calls`: each target's links, the targets it calls (default: a proxy calls every other
+    target), for the nesting of layers across targets."""
     b = sorted(r.latency for r in base.requests if r.ok)
     f = sorted(r.latency for r in cur.requests if r.ok)
     added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
-    added_mean = (sum(f) / len(f) if f else 0.0) - (sum(b) / len(b) if b else 0.0)
+    added_mean = _client_added_mean(base, cur)
     p = mann_whitney_p(b, f)
     contributions = _contributions(base, cur, added_mean)
 
     def make(
-        status: Status, layer: str | None, target: str | None, added: float, explained: float, reason: str
+        status: Status,
+        layer: str | None,
+        target: str | None,
+        added: float,
+        explained: float,
+        reason: str,
+        found: list[Cause] | None = None,
+        unexplained: float | None = None,
     ) -> Verdict:
+        rest = added_mean - added if unexplained is None else unexplained
         return Verdict(
             cur.name,
             status,
@@ -186,10 +208,11 @@ def verdict(
             round(max(0.0, min(1.0, explained)), 3),
             _ms(added_p50),
             _ms(added_mean),
-            _ms(max(0.0, added_mean - added)),
+            _ms(max(0.0, rest)),
             p,
             reason,
             contributions,
+            found or [],
         )
 
     for check in checks:
@@ -229,25 +252,112 @@ def verdict(
             0.0,
             f"p={p:.2g}, added p50 {added_p50 * 1000:+.1f} ms against a {floor * 1000:.1f} ms threshold",
         )
-    explaining = [c for c in contributions if c.significant and c.explained >= EXPLAINS]
-    if explaining:
-        c = max(explaining, key=lambda c: (depth(c, base, cur), c.explained))
+    found = phase_causes(base, cur, contributions, checks, calls)
+    for check in checks:
+        if _measured(check.layer, base, cur) and not any(c.faults and check.ref in c.faults for c in found):
+            listed = ", ".join(f"{c.name} {c.share:.0%}" for c in found) or "none"
+            return make(
+                Status.INVALID,
+                str(check.layer),
+                check.target,
+                0.0,
+                0.0,
+                f"the {check.kind or 'declared'} fault on {check.target} matches no cause: {check.layer} at "
+                f"{check.target} holds no part of the client's added time that other causes do not "
+                f"(causes: {listed})",
+                found,
+            )
+    total_ms = sum(c.added_ms for c in found)
+    explained = total_ms / (added_mean * 1000) if added_mean > 0 else 0.0
+    if found and explained >= EXPLAINS:
+        main = _main_cause(found, contributions, base, cur)
+        first = next(x for x in contributions if (x.layer, x.target) == (main.layer, main.target))
+        ordered = [main, *(c for c in found if c is not main)]
+        if len(found) == 1:
+            reason = (
+                f"deepest layer whose significant added time explains at least {EXPLAINS:.0%} of the client's"
+            )
+        else:
+            reason = (
+                f"{len(found)} causes, the significant layers that hold no other cause's time, explain "
+                f"{explained:.0%} of the client's added time together"
+            )
         return make(
             Status.ABSORBED,
-            c.layer,
-            c.target,
-            c.added_ms / 1000,
-            c.explained,
-            f"deepest layer whose significant added time explains at least {EXPLAINS:.0%} of the client's",
+            main.layer,
+            main.target,
+            first.added_ms / 1000,
+            explained,
+            reason,
+            ordered,
+            added_mean - total_ms / 1000,
         )
-    return make(
-        Status.INCONCLUSIVE,
-        str(Layer.CLIENT),
-        None,
-        added_mean,
-        1.0,
-        "the client slowed down but no measured layer significantly explains half of it",
-    )
+    reason = "the client slowed down but no measured layer significantly explains half of it"
+    if found:
+        reason = (
+            f"the client slowed down but its causes ({', '.join(f'{c.name} {c.share:.0%}' for c in found)}) "
+            f"explain {explained:.0%} of it, under half"
+        )
+    return make(Status.INCONCLUSIVE, str(Layer.CLIENT), None, added_mean, 1.0, reason, found)
+
+
+def phase_causes(
+    base: PhaseData,
+    cur: PhaseData,
+    contributions: list[Contribution],
+    checks: list[FaultCheck],
+    calls: Mapping[str, Iterable[str]] | None = None,
+) -> list[Cause]:
+    """The phase's causes (chaoslab/analysis/causes.py), each tied to the faults it matches,
+    faults' causes first, by share."""
+    client_ms = _client_added_mean(base, cur) * 1000
+    nodes = {
+        (Layer(c.layer), c.target): causes.Node(
+            Layer(c.layer),
+            c.target,
+            Layer(c.layer) is Layer.NETWORK and depth(c, base, cur) > DEPTH[Layer.APP],
+        )
+        for c in contributions
+    }
+    keys = [*nodes, *((check.layer, check.target) for check in checks)]
+    nesting = causes.Nesting(calls if calls is not None else causes.assumed_calls(keys))
+    declared = {(check.layer, check.target) for check in checks}
+    anchored = declared | {k for check in checks for k in check.also}
+    out = []
+    for found in causes.find(contributions, nodes, nesting, declared, anchored):
+        refs = []
+        for check in checks:
+            fault = nodes.get((check.layer, check.target)) or causes.Node(check.layer, check.target)
+            if causes.matches(found.node, fault, check.also, nesting) and check.ref not in refs:
+                refs.append(check.ref)
+        kind = CauseKind.FAULT if refs else CauseKind.SIDE_EFFECT if checks else CauseKind.OUTSIDE
+        share = found.added_ms / client_ms if client_ms > 0 else 0.0
+        out.append(
+            Cause(str(found.node.layer), found.node.target, found.added_ms, round(share, 3), kind, refs)
+        )
+    return sorted(out, key=lambda c: (c.kind is not CauseKind.FAULT, -c.share, c.layer, c.target))
+
+
+def _main_cause(
+    found: list[Cause], contributions: list[Contribution], base: PhaseData, cur: PhaseData
+) -> Cause:
+    """The verdict's `layer` and `target`: the deepest layer whose significant added time explains
+    at least half of the client's (the rule of a verdict with one cause), when it is one of the
+    causes and, in a phase with faults, a fault's; else the largest of the faults' causes."""
+    explaining = [c for c in contributions if c.significant and c.explained >= EXPLAINS]
+    if explaining:
+        best = max(explaining, key=lambda c: (depth(c, base, cur), c.explained))
+        cause = next((c for c in found if (c.layer, c.target) == (best.layer, best.target)), None)
+        if cause is not None and (cause.kind is CauseKind.FAULT or not any(c.faults for c in found)):
+            return cause
+    return found[0]  # faults' causes first, by share
+
+
+def _client_added_mean(base: PhaseData, cur: PhaseData) -> float:
+    """Seconds the client's mean latency (successful requests) rose by."""
+    b = [r.latency for r in base.requests if r.ok]
+    f = [r.latency for r in cur.requests if r.ok]
+    return (sum(f) / len(f) if f else 0.0) - (sum(b) / len(b) if b else 0.0)
 
 
 def depth(c: Contribution, base: PhaseData, cur: PhaseData) -> float:
@@ -292,12 +402,17 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
     return out
 
 
+def _measured(layer: Layer, base: PhaseData, cur: PhaseData) -> bool:
+    """Some probe measured this layer in the run (at any target)."""
+    measured = (*base.layers, *cur.layers, *base.stall_ticks, *cur.stall_ticks)
+    return any(k[0] == layer for k in measured)
+
+
 def _not_observed(
     check: FaultCheck, base: PhaseData, cur: PhaseData, contributions: list[Contribution]
 ) -> str:
     key = (check.layer, check.target)
-    measured = (*base.layers, *cur.layers, *base.stall_ticks, *cur.stall_ticks)
-    if not any(k[0] == check.layer for k in measured):
+    if not _measured(check.layer, base, cur):
         return ""  # no probe measures this layer in this run: the mechanism's own measurement stands
     hf = cur.layers.get(key)
     if (hf is None or hf.count == 0) and not cur.stall_s.get(key):

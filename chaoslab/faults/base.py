@@ -50,6 +50,12 @@ class Fault(ABC):
         """Checks that need the rest of the scenario (other targets); problems go to `problems`."""
         return None
 
+    @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        """What of its target this fault acts on alone, as nouns ('CPU limit'): a second fault of the
+        same phase on the same target may not claim it, nor a narrower claim that starts with it."""
+        return ()
+
     @abstractmethod
     def preflight(self) -> None:
         """Check tools, privileges and kernel features; raise PreflightError naming the fix."""
@@ -77,6 +83,15 @@ class Fault(ABC):
     def recover(cls, record: Mapping[str, object]) -> list[str]:
         """Undo what a killed run left, from its journal record; return what was done."""
 
+    def locks(self) -> dict[str, str]:
+        """What this fault acts on, as lock keys (key -> the thing in words): one run at a time may
+        hold each (chaoslab/safety/locks.py). Every fault holds its target's process; a kind adds
+        the cgroup or the network namespace it changes."""
+        from chaoslab import proc
+
+        t = self.target
+        return {f"process:{t.pid}@{proc.start_time(t.pid)}": f"target {t.name} (pid {t.pid})"}
+
     def expected_layer(self) -> Layer:
         """The layer this fault's effect must show in (by default the kind's `layer`)."""
         return self.layer
@@ -84,6 +99,11 @@ class Fault(ABC):
     def expected_shift(self) -> float | None:
         """Seconds this fault should add to each event of its layer, when it can say."""
         return None
+
+    def also_shows_in(self, targets: Mapping[str, TargetSpec]) -> tuple[tuple[Layer, str], ...]:
+        """Other (layer, target) pairs where this fault's own effect shows, besides its
+        expected layer at its target: a cause found there is this fault's, not a side effect."""
+        return ()
 
     def params(self) -> dict[str, object]:
         """The fault's parameters as given, for the report."""

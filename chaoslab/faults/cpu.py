@@ -19,6 +19,7 @@ from chaoslab import proc
 from chaoslab.errors import FaultError, PreflightError
 from chaoslab.faults.base import Fault, Verification, own_cgroup
 from chaoslab.layers import Layer
+from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields
 from chaoslab.scenario.model import FaultSpec
 from chaoslab.targets.cgroup import (
@@ -50,9 +51,16 @@ class CpuFault(Fault):
 
     @classmethod
     def parse(cls, fields: Fields, kind: str, target: str) -> FaultSpec:
+        cores = os.cpu_count() or 1
+
         def cpus(v: object) -> float:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.01 <= float(v) <= 1024:
-                raise ValueError(f"expected a number of CPUs from 0.01 to 1024, e.g. 0.2, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.01 <= v <= 1024:
+                raise ValueError(f"expected a number of CPUs from 0.01 to 1024, e.g. 0.2, got {show(v)}")
+            if v >= cores:
+                raise ValueError(
+                    f"this machine has {cores} CPUs: a limit of {v:g} takes nothing away "
+                    f"(give less than {cores}, e.g. {cores / 4:g})"
+                )
             return float(v)
 
         period = fields.duration("period", 0.1)
@@ -66,6 +74,10 @@ class CpuFault(Fault):
             period=period,
         )
 
+    @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        return ("CPU limit",)
+
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
         self.dir = cpu_dir(target.cgroup.dirs)
@@ -78,6 +90,9 @@ class CpuFault(Fault):
     def limit(self) -> CpuLimit:
         period_us = round(self.spec.period * 1e6)
         return CpuLimit(max(1000, round(self.spec.cpus * period_us)), period_us)
+
+    def locks(self) -> dict[str, str]:
+        return super().locks() | {f"cgroup:{self.dir}": f"the cgroup of {self.target.name} ({self.dir})"}
 
     def preflight(self) -> None:
         if os.geteuid() != 0:

@@ -81,6 +81,10 @@ class EntropyFault(Fault):
                 "aim it at a Go target built with its symbol table (without -ldflags '-s')",
             )
 
+    @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        return ("tracer (ptrace, as the entropy and syscall faults use)",)
+
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
         self.addr = 0

@@ -36,6 +36,7 @@ from chaoslab.faults.helper import Helper
 from chaoslab.faults.net.netfilter import Chain, Rule
 from chaoslab.faults.net.tc import ShapingTree, netem_available
 from chaoslab.layers import Layer
+from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, Problems, join
 from chaoslab.scenario.model import FaultSpec, TargetSpec
 from chaoslab.targets import netns
@@ -123,6 +124,11 @@ class NetworkFault(Fault):
         return spec
 
     @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        assert isinstance(spec, NetworkSpec)
+        return (f"{spec.direction} traffic" + (f" to {spec.peer}" if spec.peer else ""),)
+
+    @classmethod
     def check(cls, spec: FaultSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
         assert isinstance(spec, NetworkSpec)
         me = targets[spec.target]
@@ -130,7 +136,7 @@ class NetworkFault(Fault):
         if spec.peer and spec.peer != HOST and spec.peer not in linked:
             problems.add(
                 join(spec.path, "peer"),
-                f"{spec.target} has no link to {spec.peer!r}",
+                f"{spec.target} has no link to {show(spec.peer)}",
                 f"its peers are: {', '.join(sorted({HOST, *linked}))}",
             )
         if spec.local_port and spec.local_port in me.control_ports:
@@ -160,6 +166,11 @@ class NetworkFault(Fault):
         self.retrans_before: dict[str | None, int] = {}
         self.result: Verification | None = None
 
+    def locks(self) -> dict[str, str]:
+        inode = os.stat(f"/proc/{self.target.pid}/ns/net").st_ino
+        where = f"network namespace {self.target.netns or 'of the host'}"
+        return super().locks() | {f"netns:{inode}": f"the {where} of {self.target.name}"}
+
     # -- what the fault is made of ------------------------------------------------------
 
     @property
@@ -173,6 +184,23 @@ class NetworkFault(Fault):
         if self.spec.peer:
             return {self.spec.peer: links[self.spec.peer]} if self.spec.peer in links else {}
         return dict(links)
+
+    def also_shows_in(self, targets: Mapping[str, TargetSpec]) -> tuple[tuple[Layer, str], ...]:
+        """A link has two ends: the far end's network time on the faulted traffic (its connects,
+        its calls to this target, the answers it waits for) is this fault's effect as much as this
+        end's. The far ends: the peer; else, with a local port, the targets that call this one
+        (they connect to its port); with a remote port, those that listen on it; else every
+        linked target."""
+        me = self.spec.target
+        if self.spec.peer:
+            far = {self.spec.peer} - {HOST}
+        else:
+            far = {n for n, t in targets.items() if me in t.links or n in targets[me].links}
+            if self.spec.local_port:
+                far = {n for n in far if me in targets[n].links}
+            if self.spec.remote_port:
+                far = {n for n in far if self.spec.remote_port in targets[n].port_map.values()}
+        return tuple((Layer.NETWORK, n) for n in sorted(far))
 
     @property
     def _uses_nfqueue(self) -> bool:
@@ -507,7 +535,8 @@ class NetworkFault(Fault):
 
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:
-        done = Helper.recover("nfqdelay", record)
+        """The rules first (traffic flows again at once), then the shaping, then the delayer."""
+        done = []
         ns, name, hook, jumps = (
             record.get("netns"),
             record.get("chain"),
@@ -529,7 +558,7 @@ class NetworkFault(Fault):
                 tree = ShapingTree(tns if isinstance(tns, str) else None, str(t.get("dev")), (), (), ())
                 if tree.delete():
                     done.append(f"removed tc shaping on {tree.dev}")
-        return done
+        return done + Helper.recover("nfqdelay", record)
 
 
 def _retransmissions(ns: str | None) -> int:

@@ -75,6 +75,10 @@ class ProcessFault(Fault):
                 "use action: pause, or let chaoslab start the target",
             )
 
+    @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        return ("process (a pause or a kill)",)
+
     def expected_layer(self) -> Layer:
         """A paused target cannot run at all: its cpu layer (frozen) holds the stall."""
         return Layer.CPU if self.spec.action == "pause" else Layer.APP
@@ -85,6 +89,12 @@ class ProcessFault(Fault):
         self.applied = False
         self.cpu_at_freeze = 0
         self.killed: dict[str, float] = {}
+
+    def locks(self) -> dict[str, str]:
+        if self.spec.action != "pause":
+            return super().locks()
+        where = self.freezer.parent
+        return super().locks() | {f"cgroup:{where}": f"the cgroup of {self.target.name} ({where})"}
 
     def preflight(self) -> None:
         if os.geteuid() != 0:

@@ -33,7 +33,8 @@ from chaoslab.faults.helper import Helper
 from chaoslab.faults.syscall_names import SYSCALL_NAMES
 from chaoslab.gobinary import find_function
 from chaoslab.layers import Layer
-from chaoslab.probes.libbpf import BpfObject, enable_stats
+from chaoslab.probes.libbpf import BpfObject, enable_stats, forget_u32
+from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, join
 from chaoslab.scenario.model import FaultSpec
 
@@ -72,11 +73,11 @@ class SyscallFault(Fault):
             for i, raw in enumerate(fields.sequence("syscalls")):
                 names.append(raw if isinstance(raw, str) else "")
                 if not isinstance(raw, str) or raw not in SYSCALL_NAMES:
-                    p.add(join(fields.at("syscalls"), i), f"unknown syscall {raw!r}", _closest(raw))
+                    p.add(join(fields.at("syscalls"), i), f"unknown syscall {show(raw)}", _closest(raw))
         else:
             name = fields.string("syscall", required=True)
             if name and name not in SYSCALL_NAMES:
-                p.add(fields.at("syscall"), f"unknown syscall {name!r}", _closest(name))
+                p.add(fields.at("syscall"), f"unknown syscall {show(name)}", _closest(name))
             names = [name] if name else []
         if fields.has("syscalls") and not names:
             p.add(fields.at("syscalls"), "name at least one syscall")
@@ -85,13 +86,15 @@ class SyscallFault(Fault):
             p.add(fields.at("delay"), f"at most {MAX_DELAY:g}s, got {delay:g}s")
         err = fields.string("errno")
         if err and err not in errno.errorcode.values():
-            p.add(fields.at("errno"), f"unknown errno {err!r}", "use a name such as EIO, EAGAIN, ECONNRESET")
+            p.add(
+                fields.at("errno"), f"unknown errno {show(err)}", "use a name such as EIO, EAGAIN, ECONNRESET"
+            )
         if fields.ok and not delay and not err:
             p.add(fields.path, "a syscall fault needs 'delay' or 'errno' (or both)")
 
         def probability(v: object) -> float:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < float(v) <= 1:
-                raise ValueError(f"expected a probability above 0 and at most 1, e.g. 0.1, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
+                raise ValueError(f"expected a probability above 0 and at most 1, e.g. 0.1, got {show(v)}")
             return float(v)
 
         return SyscallSpec(
@@ -105,6 +108,10 @@ class SyscallFault(Fault):
             every=fields.integer("every", 1, low=1, high=1 << 62),
             probability=fields.get("probability", probability, 1.0),
         )
+
+    @classmethod
+    def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
+        return ("tracer (ptrace, as the entropy and syscall faults use)",)
 
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
@@ -180,6 +187,9 @@ class SyscallFault(Fault):
     def apply(self, note: Callable[..., None]) -> None:
         self.stats_fd = enable_stats()
         self.obj = BpfObject(build.bpf_object("sysfault"))
+        # Its id, so that a watchdog can stop the selection while chaoslab is stopped (the
+        # program lives as long as chaoslab's process holds it).
+        note(targets_map=self.obj.map_id("targets"))
         self.obj.update_u32("targets", self.target.pid, 0)
         self.obj.update_bytes("config", 0, self.config())
         # The tracer first: no selected call may signal a thread nobody is there to catch.
@@ -240,14 +250,19 @@ class SyscallFault(Fault):
 
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:
-        # The BPF links died with the run's process; only the tracer can be left.
-        return Helper.recover("uinject", record)
+        """The selector first (no more signals), then the tracer. The BPF program dies with the
+        run's process; while that process lives (stopped), the target leaves its map."""
+        done = []
+        pid, map_id = record.get("pid"), record.get("targets_map")
+        if isinstance(pid, int) and isinstance(map_id, int) and forget_u32(map_id, "targets", pid):
+            done.append(f"stopped selecting the calls of pid {pid} (BPF map {map_id})")
+        return done + Helper.recover("uinject", record)
 
 
 def _closest(name: object) -> str:
     import difflib
 
-    close = difflib.get_close_matches(str(name), sorted(SYSCALL_NAMES), n=1)
+    close = difflib.get_close_matches(str(name)[:40], sorted(SYSCALL_NAMES), n=1)
     return f"did you mean {close[0]!r}?" if close else "use a Linux syscall name, e.g. write"
 
 

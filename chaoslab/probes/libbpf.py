@@ -55,6 +55,8 @@ def lib() -> ctypes.CDLL:
             "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
             "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
             "bpf_map_get_next_key": (ci, [ci, vp, vp]),
+            "bpf_map_delete_elem": (ci, [ci, vp]),
+            "bpf_map_get_fd_by_id": (ci, [ctypes.c_uint32]),
             "libbpf_set_print": (vp, [_PRINT_FN]),
         }
         for fn, (res, args) in sigs.items():
@@ -84,6 +86,8 @@ def _fail(what: str) -> PreflightError:
 
 # struct bpf_prog_info (uapi/linux/bpf.h): run_time_ns and run_cnt sit at byte 192.
 PROG_INFO_SIZE = 232
+# struct bpf_map_info: type, id, key_size, value_size, max_entries, map_flags (u32 each), name[16]
+MAP_INFO = struct.Struct("<6I16s")
 PROG_INFO_RUN_TIME = 192
 BPF_STATS_RUN_TIME = 0
 
@@ -196,6 +200,10 @@ class BpfObject:
             raise PreflightError(f"{self.path.name}: no map {name!r}")
         return fd
 
+    def map_id(self, name: str) -> int:
+        """The kernel's id of a map: another process opens it by id (`forget_u32`)."""
+        return _map_info(self.map_fd(name))[1]
+
     def update_u32(self, map_name: str, key: int, value: int) -> None:
         k, v = ctypes.c_uint32(key), ctypes.c_uint32(value)
         if lib().bpf_map_update_elem(self.map_fd(map_name), ctypes.byref(k), ctypes.byref(v), 0) != 0:
@@ -220,6 +228,32 @@ class BpfObject:
         if self._obj:
             lib().bpf_object__close(self._obj)
             self._obj = None
+
+
+def _map_info(fd: int) -> tuple[int, int, int, int, str]:
+    """(type, id, key size, value size, name) of an open map."""
+    info = (ctypes.c_uint8 * 96)()
+    size = ctypes.c_uint32(96)
+    if lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+        raise _fail("cannot read a map's information")
+    kind, map_id, key_size, value_size, _, _, name = MAP_INFO.unpack_from(bytes(info))
+    return kind, map_id, key_size, value_size, name.split(b"\0", 1)[0].decode()
+
+
+def forget_u32(map_id: int, name: str, key: int) -> bool:
+    """Delete `key` from the map with id `map_id`, when that map is still there and is named
+    `name` with u32 keys (another process's map: an object that lives while its loader does)."""
+    fd = int(lib().bpf_map_get_fd_by_id(map_id))
+    if fd < 0:
+        return False
+    try:
+        _, _, key_size, _, found = _map_info(fd)
+        if found != name or key_size != 4:
+            return False
+        k = ctypes.c_uint32(key)
+        return int(lib().bpf_map_delete_elem(fd, ctypes.byref(k))) == 0
+    finally:
+        os.close(fd)
 
 
 def program_names(path: Path) -> list[str]:

@@ -18,7 +18,7 @@ from chaoslab.analysis.attribution import EXPLAINS
 from chaoslab.hist import FineHistogram
 from chaoslab.report import svg, words
 from chaoslab.report.comparison import Change, Comparison
-from chaoslab.report.model import ClientRow, LiveStatus, Report, Verdict
+from chaoslab.report.model import Cause, ClientRow, LiveStatus, Report, Verdict
 from chaoslab.scenario.model import Status
 
 
@@ -73,6 +73,8 @@ def report_main(report: Report, live: LiveStatus | None = None) -> str:
     ]
     if live is not None:
         out.append(_live_status(live))
+    if report.abort is not None and (live is None or live.final):
+        out.append(f'<p class="warn abort" id="abort">{escape(report.abort.sentence())}</p>')
     out.append("<h2>Verdict</h2>")
     if report.verdicts:
         out += [_verdict_card(report, v) for v in report.verdicts]
@@ -148,18 +150,26 @@ def _live_status(live: LiveStatus) -> str:
         f'<div class="status" id="live-status">Now: phase <b id="live-phase">{escape(live.phase)}</b> '
         f'{live.elapsed:.0f}/{live.duration:.0f} s · active faults: <b id="live-faults">{escape(faults)}</b>'
         + (f" · {escape(live.note)}" if live.note else "")
+        + (f'<br><b class="failed" id="live-abort">{escape(live.abort)}</b>' if live.abort else "")
         + "</div>"
     )
 
 
 def _verdict_card(report: Report, v: Verdict) -> str:
+    primary = v.primary_causes
     if v.status is Status.ABSORBED:
-        head = f"{v.phase}: absorbed by {v.layer} at {v.target}"
+        names = [c.name for c in primary] if len(primary) > 1 else [f"{v.layer} at {v.target}"]
+        head = f"{v.phase}: absorbed by {' and '.join(names)}"
+        added = v.added_ms if len(v.causes) <= 1 else sum(c.added_ms for c in v.causes)
+        segments = "".join(
+            f'<i class="c-{escape(c.layer)}" style="width:{w * 100:.0f}%" title="{escape(c.name)} '
+            f'{c.share:.0%}"></i>'
+            for c, w in _meter(v)
+        )
         meter = (
-            '<div class="explained"><span class="meter">'
-            f'<i style="width:{v.explained * 100:.0f}%"></i></span>'
+            f'<div class="explained"><span class="meter">{segments}</span>'
             f"<span><b>{v.explained:.0%}</b> of the client's added time explained "
-            f"({v.added_ms:+.1f} of {v.client_added_mean_ms:+.1f} ms per request; "
+            f"({added:+.1f} of {v.client_added_mean_ms:+.1f} ms per request; "
             f"{v.unexplained_ms:.1f} ms unexplained)</span></div>"
         )
     elif v.status is Status.NO_CHANGE:
@@ -171,7 +181,8 @@ def _verdict_card(report: Report, v: Verdict) -> str:
         for c in v.contributions
         if c.explained >= EXPLAINS and (c.layer, c.target) != (v.layer, v.target)
     ]
-    inside = f"Inside {', '.join(outer)}. " if outer and v.status is Status.ABSORBED else ""
+    single = v.status is Status.ABSORBED and len(primary) <= 1
+    inside = f"Inside {', '.join(outer)}. " if outer and single else ""
     client = (  # a no-change reason gives these figures itself
         ""
         if v.status is Status.NO_CHANGE
@@ -180,10 +191,35 @@ def _verdict_card(report: Report, v: Verdict) -> str:
     )
     return (
         f'<div class="card {v.status}" data-phase="{escape(v.phase)}" data-status="{v.status}">'
-        f'<div class="head verdict-text">{escape(head)}</div>{meter}'
+        f'<div class="head verdict-text">{escape(head)}</div>{meter}{_causes(v)}'
         f'<div class="why">{escape(inside + client + v.reason[:1].upper() + v.reason[1:])}.</div>'
         f'<div class="sentence" hidden>{escape(v.sentence())}</div></div>'
     )
+
+
+def _meter(v: Verdict) -> list[tuple[Cause, float]]:
+    """Each cause's part of the explained meter, side by side, filling it and no more."""
+    out, room = [], 1.0
+    for c in v.causes:
+        w = min(max(c.share, 0.0), room)
+        room -= w
+        if w > 0:
+            out.append((c, w))
+    return out
+
+
+def _causes(v: Verdict) -> str:
+    """The causes side by side, when there are several (or some of a verdict that is not absorbed)."""
+    if len(v.causes) < 2 and (v.status is Status.ABSORBED or not v.causes):
+        return ""
+    boxes = "".join(
+        f'<div class="cause {c.kind}" data-cause="{escape(c.name)}">'
+        f'<b class="c-{escape(c.layer)}">{escape(c.name)}</b>'
+        f"<span>{c.added_ms:+.1f} ms per request · <b>{c.share:.0%}</b></span>"
+        f"<small>{escape(c.origin())}</small></div>"
+        for c in v.causes
+    )
+    return f'<div class="causes">{boxes}</div>'
 
 
 def _warnings(report: Report) -> list[str]:
@@ -214,6 +250,7 @@ def _table(
 
 
 def _contribution_table(v: Verdict) -> str:
+    causes = {(c.layer, c.target): c for c in v.causes}
     rows = [
         (
             escape(c.layer),
@@ -223,10 +260,11 @@ def _contribution_table(v: Verdict) -> str:
             f"{c.added_p99_ms:+.3f}",
             f"{c.explained:.0%}",
             f"{c.p_value:.2g}" + ("" if c.significant else " (n.s.)"),
+            escape(causes[(c.layer, c.target)].origin()) if (c.layer, c.target) in causes else "",
         )
         for c in v.contributions
     ]
-    head = ("layer", "target", "added ms/request", "added p50 ms", "added p99 ms", "explained", "p")
+    head = ("layer", "target", "added ms/request", "added p50 ms", "added p99 ms", "explained", "p", "cause")
     return "<details><summary>Every layer's added time</summary>" + _table(head, rows, 2) + "</details>"
 
 

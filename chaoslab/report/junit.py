@@ -2,6 +2,7 @@
 
 One testcase per expectation and one per compared phase. A phase fails when it is
 `invalid` or when the load generator was saturated (its latency figures are then wrong).
+A run stopped by a stop condition or the dead man's switch has a failed `abort` case.
 A failure's message carries the measured values; a passing case carries them in
 system-out. The file validates against tests/data/junit-10.xsd.
 """
@@ -39,6 +40,12 @@ def render(report: Report) -> str:
             _failure(case, "load generator saturated: " + "; ".join(report.generator.reasons), "saturated")
         else:
             _out(case, f"{v.sentence()}\n{facts}")
+        cases.append(case)
+
+    if report.abort is not None:
+        a = report.abort
+        case = _case(f"abort: {a.condition}", f"{suite_name}.abort", durations.get(a.phase, 0.0))
+        _failure(case, a.sentence(), "aborted")
         cases.append(case)
 
     if saturated and not report.verdicts and report.generator is not None:
@@ -98,6 +105,13 @@ def _phase_facts(report: Report, v: Verdict) -> str:
     if v.layer:
         parts.append(f"{v.layer} at {v.target or '?'} {words.ms(v.added_ms, True)} per request")
         parts.append(f"{v.explained:.0%} explained, unexplained {words.ms(v.unexplained_ms)}")
+    if len(v.causes) > 1 or (v.causes and v.status is not Status.ABSORBED):
+        parts.append(
+            "causes: "
+            + ", ".join(
+                f"{c.name} {words.ms(c.added_ms, True)} ({c.share:.0%}, {c.origin()})" for c in v.causes
+            )
+        )
     client = next((c for c in report.client if c.phase == v.phase), None)
     if client is not None:
         parts.append(

@@ -25,6 +25,7 @@ def render(report: Report) -> str:
         f"Run `{report.run_id[:8]}` on the {report.runtime} runtime, {words.utc(report.started)}, "
         f"{words.span(report):.0f} s.",
         "",
+        *([f"**{report.abort.sentence()}**", ""] if report.abort else []),
         "| phase | faults | requests | errors | p50 ms | p99 ms | max ms | verdict |",
         "|---|---|--:|--:|--:|--:|--:|---|",
     ]
@@ -33,6 +34,8 @@ def render(report: Report) -> str:
         faults = ", ".join(words.fault_label(f) for f in phase.faults) or "–"
         v = verdicts.get(phase.name)
         verdict = _verdict_cell(v) if v else ("baseline" if phase is report.phases[0] else "–")
+        if phase.aborted:
+            verdict = "**aborted**"
         nums = (
             [str(c.requests), str(c.errors), f"{c.p50_ms:.1f}", f"{c.p99_ms:.1f}", f"{c.max_ms:.1f}"]
             if c
@@ -64,7 +67,14 @@ def render(report: Report) -> str:
 
 def _verdict_cell(v: Verdict) -> str:
     if v.status is Status.ABSORBED:
-        return f"**absorbed** by {v.layer} at {v.target}, {v.explained:.0%} explained"
+        primary = v.primary_causes
+        if len(primary) > 1:
+            by = " + ".join(f"{c.name} {c.share:.0%}" for c in primary)
+        else:
+            by = f"{v.layer} at {v.target}"
+        others = [c for c in v.causes if c not in primary and (c.layer, c.target) != (v.layer, v.target)]
+        side = "; side effect " + ", ".join(f"{c.name} {c.share:.0%}" for c in others) if others else ""
+        return f"**absorbed** by {by}, {v.explained:.0%} explained{side}"
     return f"**{v.status}**" + (f": {v.reason}" if v.status is not Status.NO_CHANGE else "")
 
 

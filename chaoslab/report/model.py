@@ -1,15 +1,17 @@
 """The report as data: built by the analysis, rendered to the terminal, saved as JSON.
 
-Schema `chaoslab.report/1` (documented in reports/README.md).
+Schema `chaoslab.report/2` (documented in reports/README.md; the reader also loads version 1).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
 from chaoslab.scenario.model import Status
 
-SCHEMA = "chaoslab.report/1"
+SCHEMA = "chaoslab.report/2"
+SCHEMA_V1 = "chaoslab.report/1"  # before verdicts had causes
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class PhaseRecord:
     # seconds from its scheduled start to `start`: applying its faults or reverting the
     # previous phase's (requests due then belong to no phase)
     settle_s: float = 0.0
+    aborted: bool = False  # cut short by a stop condition or the dead man's switch (see Report.abort)
 
 
 @dataclass(frozen=True)
@@ -106,37 +109,111 @@ class Contribution:
     significant: bool = False
 
 
+class CauseKind(StrEnum):
+    """Where a cause comes from."""
+
+    FAULT = "fault"  # a fault of the phase declared it (its layer and target, or a layer its effect reaches)
+    SIDE_EFFECT = "side-effect"  # no fault of the phase declared it: a consequence of them, or of the machine
+    OUTSIDE = "outside"  # a phase without faults (a control) changed: something outside the run
+
+
+@dataclass(frozen=True)
+class FaultRef:
+    """A declared fault, as a cause names it: its kind and the layer and target it declares."""
+
+    kind: str
+    layer: str
+    target: str
+
+    def describe(self) -> str:
+        return f"{self.kind} fault on {self.target}"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One part of a phase's added time: a layer at a target that holds no other cause's time."""
+
+    layer: str
+    target: str
+    added_ms: float  # per client request (less the time of other causes inside it, if any)
+    share: float  # added_ms / client added mean
+    kind: CauseKind
+    faults: list[FaultRef] = field(default_factory=list)  # the declared faults it matches
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer} at {self.target}"
+
+    def origin(self) -> str:
+        """`entropy fault on api`, `side effect`, `outside change`."""
+        if self.faults:
+            return ", ".join(f.describe() for f in self.faults)
+        return "side effect" if self.kind is CauseKind.SIDE_EFFECT else "outside change"
+
+
 @dataclass(frozen=True)
 class Verdict:
     phase: str
     status: Status
-    layer: str | None
+    layer: str | None  # the main cause's layer (the only one, for a phase with one cause)
     target: str | None
-    added_ms: float  # the named layer's added time per client request
-    explained: float  # 0..1
+    added_ms: float  # the main cause's layer's added time per client request
+    explained: float  # 0..1: the causes' shares together
     client_added_p50_ms: float
     client_added_mean_ms: float
-    unexplained_ms: float
+    unexplained_ms: float  # the client's added mean less the causes' added times
     p_value: float
     reason: str
     contributions: list[Contribution]
+    # Every cause, the main one first: the layers, with their targets, that hold a part of the
+    # client's added time and no other cause's (schema 2; older reports: one, from `layer`).
+    causes: list[Cause] = field(default_factory=list)
+
+    @property
+    def fault_causes(self) -> list[Cause]:
+        return [c for c in self.causes if c.kind is CauseKind.FAULT]
+
+    @property
+    def primary_causes(self) -> list[Cause]:
+        """The causes the verdict is about, the main one first: the faults' (side effects are listed
+        apart), or, in a phase whose causes no fault declared (a control), all of them."""
+        return self.fault_causes or self.causes
 
     def sentence(self) -> str:
         head = f"phase {self.phase}: client p50 {self.client_added_p50_ms:+.1f} ms"
         if self.status is Status.ABSORBED:
-            outer = [
-                f"{c.layer} at {c.target}"
-                for c in self.contributions
-                if c.explained >= 0.5 and (c.layer, c.target) != (self.layer, self.target)
+            primary = self.primary_causes
+            if len(primary) <= 1:
+                outer = [
+                    f"{c.layer} at {c.target}"
+                    for c in self.contributions
+                    if c.explained >= 0.5 and (c.layer, c.target) != (self.layer, self.target)
+                ]
+                inside = f" (inside {', '.join(outer)})" if outer else ""
+                text = (
+                    f"{head}, absorbed by {self.layer} at {self.target}{inside}, "
+                    f"{self.explained:.0%} explained ({self.added_ms:+.1f} ms per request)"
+                )
+            else:
+                text = (
+                    f"{head}, absorbed by {len(primary)} causes: {_listed(primary)}; "
+                    f"{self.explained:.0%} explained"
+                )
+            others = [
+                c
+                for c in self.causes
+                if c not in primary and (c.layer, c.target) != (self.layer, self.target)
             ]
-            inside = f" (inside {', '.join(outer)})" if outer else ""
-            return (
-                f"{head}, absorbed by {self.layer} at {self.target}{inside}, "
-                f"{self.explained:.0%} explained ({self.added_ms:+.1f} ms per request)"
-            )
+            if others:
+                text += f"; side effect{'s' if len(others) > 1 else ''}: {_listed(others)}"
+            return text
         if self.status is Status.NO_CHANGE:
             return f"{head}, no significant change ({self.reason})"
         return f"{head}, {self.status.upper()}: {self.reason}"
+
+
+def _listed(causes: list[Cause]) -> str:
+    return ", ".join(f"{c.name} {c.added_ms:+.1f} ms ({c.share:.0%})" for c in causes)
 
 
 @dataclass(frozen=True)
@@ -157,6 +234,38 @@ class ExpectationResult:
 
 
 @dataclass(frozen=True)
+class AbortRecord:
+    """Why the run stopped early, and how fast its faults were undone."""
+
+    condition: str  # error_rate, p50, p99, unhealthy, added, target_exit; switch, deadline, terminated
+    reason: str
+    phase: str  # the phase it happened in
+    at: float  # epoch seconds
+    by: str  # "chaoslab" (a stop condition) or "watchdog" (the dead man's switch)
+    # Seconds to the last fault's revert: from the trip (a stop condition), from chaoslab's last
+    # heartbeat (the switch), from the fault's deadline (a fault past its phase's end + margin).
+    revert_s: float
+    bound_s: float  # what chaoslab promises for revert_s
+    reverts: dict[str, float] = field(default_factory=dict)  # each fault's, from the same moment
+    undo_s: float = 0.0  # of revert_s, the undo itself: from the trip to the last revert
+
+    def sentence(self) -> str:
+        what = "stop condition" if self.by == "chaoslab" else "dead man's switch"
+        since = {"chaoslab": "the trip", "watchdog": "the last heartbeat"}.get(self.by, "the trip")
+        if self.condition == "deadline":
+            since = "the fault's deadline"
+        n = len(self.reverts)
+        itself = f", the undo itself {self.undo_s:.2f} s" if self.by == "watchdog" and self.undo_s else ""
+        undone = (
+            f"{n} fault{'s' if n != 1 else ''} reverted {self.revert_s:.2f} s after {since} "
+            f"(bound {self.bound_s:g} s{itself})"
+            if n
+            else "no fault was applied"
+        )
+        return f"ABORTED in phase {self.phase} by the {what} ({self.condition}): {self.reason}; {undone}"
+
+
+@dataclass(frozen=True)
 class LiveStatus:
     """Where a run is, for the live page while it goes (not part of the saved report)."""
 
@@ -167,6 +276,7 @@ class LiveStatus:
     faults: list[str]  # the active faults, in words
     final: bool  # the run is over: the page is the finished report
     note: str = ""
+    abort: str = ""  # the stop condition or switch that tripped, in words
 
 
 @dataclass
@@ -190,13 +300,15 @@ class Report:
     # Layers that could not attach on this kernel or target: the run went on without them.
     unmeasured: list[Unmeasured] = field(default_factory=list)
     kernel: str = ""  # the kernel release the run measured on
+    abort: AbortRecord | None = None  # the run stopped early: a stop condition or the switch
     schema: str = SCHEMA
 
     @property
     def passed(self) -> bool:
-        """Expectations held, no phase invalid, and the load generator kept up."""
+        """Not aborted, expectations held, no phase invalid, and the load generator kept up."""
         return (
-            all(e.held for e in self.expectations)
+            self.abort is None
+            and all(e.held for e in self.expectations)
             and not any(v.status is Status.INVALID for v in self.verdicts)
             and not (self.generator is not None and self.generator.saturated)
         )

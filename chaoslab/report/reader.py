@@ -4,6 +4,9 @@ The model's dataclasses are the schema: every field is decoded by its declared t
 field with a default may be missing (older reports of the same schema lack the newer
 fields), a field the model does not know is left out, and the first mismatch is reported
 with its path in the document (`verdicts[0].status: 'absorbd' is not one of absorbed, no-change, ...`).
+
+A report of schema version 1 (before verdicts had causes) is read as version 2: an absorbed
+verdict's layer and target become its one cause, tied to the phase's faults that declared them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chaoslab.errors import ReportError
-from chaoslab.report.model import SCHEMA, Report
+from chaoslab.report.model import SCHEMA, SCHEMA_V1, Cause, CauseKind, FaultRef, Report
+from chaoslab.scenario.model import Status
 
 REPORT_FILE = "report.json"
 T = TypeVar("T")
@@ -44,7 +48,8 @@ def read_report(path: Path) -> Report:
         raise ReportError(f"{file}: not UTF-8 text ({exc.reason})", "is this a report.json?") from None
     except json.JSONDecodeError as exc:
         at = f"line {exc.lineno} column {exc.colno}"
-        truncated = exc.pos >= len(exc.doc.rstrip())
+        # an unterminated string runs to the end of the file: the file was cut there too
+        truncated = exc.pos >= len(exc.doc.rstrip()) or exc.msg.startswith("Unterminated string")
         raise ReportError(
             f"{file}: not valid JSON ({exc.msg} at {at})",
             "the file ends early: was the run killed while writing it?"
@@ -58,17 +63,39 @@ def decode_report(data: object, where: str = "report") -> Report:
     if not isinstance(data, dict):
         raise ReportError(f"{where}: a report is a JSON object, found {_kind(data)}")
     schema = data.get("schema")
-    if schema != SCHEMA:
+    if schema not in (SCHEMA, SCHEMA_V1):
         raise ReportError(
             f"{where}: report schema {schema!r} is not supported",
-            f"this chaoslab reads {SCHEMA}; render it with the chaoslab version that wrote it",
+            f"this chaoslab reads {SCHEMA} and {SCHEMA_V1}; render it with the chaoslab that wrote it",
         )
     try:
-        return decode(Report, {k: v for k, v in data.items() if k != "passed"}, "")
+        report = decode(Report, {k: v for k, v in data.items() if k != "passed"}, "")
     except _Mismatch as exc:
         raise ReportError(
             f"{where}: {exc.path or 'report'}: {exc.problem}", "is this file edited by hand?"
         ) from None
+    return upgrade_v1(report) if schema == SCHEMA_V1 else report
+
+
+def upgrade_v1(report: Report) -> Report:
+    """A version 1 report as version 2: each absorbed verdict's layer and target, its one cause."""
+    verdicts = []
+    for v in report.verdicts:
+        if v.status is Status.ABSORBED and v.layer and v.target and not v.causes:
+            phase = next((p for p in report.phases if p.name == v.phase), None)
+            faults = phase.faults if phase else []
+            refs = []
+            for f in faults:
+                ref = FaultRef(f.kind, f.layer, f.target)
+                if (f.layer, f.target) == (v.layer, v.target) and ref not in refs:
+                    refs.append(ref)
+            kind = CauseKind.FAULT if refs else CauseKind.SIDE_EFFECT if faults else CauseKind.OUTSIDE
+            share = round(v.added_ms / v.client_added_mean_ms, 3) if v.client_added_mean_ms > 0 else 0.0
+            v = dataclasses.replace(v, causes=[Cause(v.layer, v.target, v.added_ms, share, kind, refs)])
+        verdicts.append(v)
+    report.verdicts = verdicts
+    report.schema = SCHEMA
+    return report
 
 
 class _Mismatch(Exception):

@@ -22,7 +22,7 @@ STYLE = {
 }
 
 
-LEFT = {"phase", "target", "layer"}
+LEFT = {"phase", "target", "layer", "cause", "fault"}
 
 
 def _table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Table:
@@ -119,12 +119,26 @@ def added_table(report: Report) -> Table:
     return _table("added against baseline, per compared phase", cols, rows)
 
 
+def causes_table(report: Report) -> Table:
+    """Each compared phase's causes side by side: their added time, share and fault."""
+    cols = ("phase", "cause", "added/request ms", "share", "fault")
+    rows = [
+        (v.phase, c.name, f"{c.added_ms:+.2f}", f"{c.share:.0%}", c.origin())
+        for v in report.verdicts
+        for c in v.causes
+    ]
+    return _table("causes (layers that hold no other cause's time), per compared phase", cols, rows)
+
+
 def verdict_lines(report: Report) -> RenderableType:
     lines: list[RenderableType] = []
+    if report.abort is not None:
+        lines.append(Text(report.abort.sentence(), style="bold red"))
     for v in report.verdicts:
         lines.append(Text(v.sentence(), style=STYLE[v.status]))
     if not report.verdicts:
-        lines.append(Text("no fault phases: nothing to attribute"))
+        none = "no verdicts: the run was aborted" if report.abort else "no fault phases: nothing to attribute"
+        lines.append(Text(none))
     if report.baseline_drift:
         lines.append(Text(f"warning: {report.baseline_drift}", style="yellow"))
     if report.generator is not None and report.generator.saturated:
@@ -133,8 +147,8 @@ def verdict_lines(report: Report) -> RenderableType:
                 Text(f"load generator SATURATED: {reason}; latency figures are not trustworthy", style="red")
             )
     for e in report.expectations:
-        mark = "[green]held[/]" if e.held else "[red]FAILED[/]"
-        lines.append(Text.from_markup(f"expect {e.expectation}: {mark} ({e.detail})"))
+        mark = ("held", "green") if e.held else ("FAILED", "red")
+        lines.append(Text.assemble(f"expect {e.expectation}: ", mark, f" ({e.detail})"))
     return Group(*lines)
 
 
@@ -143,6 +157,8 @@ def print_report(report: Report, console: Console, out_dir: Path | None) -> None
     console.print(layer_table(report))
     if report.verdicts:
         console.print(added_table(report))
+    if any(v.causes for v in report.verdicts):
+        console.print(causes_table(report))
     console.print(verdict_lines(report))
     if out_dir is not None:
         console.print(f"report: {out_dir / 'report.json'}")

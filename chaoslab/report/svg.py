@@ -17,7 +17,7 @@ from chaoslab.hist import FineHistogram, bucket_bounds
 from chaoslab.layers import DEPTH, Layer
 from chaoslab.report import words
 from chaoslab.report.comparison import PhaseComparison
-from chaoslab.report.model import Contribution, LayerRow, Report, SecondRow, Verdict
+from chaoslab.report.model import Cause, Contribution, LayerRow, Report, SecondRow, Verdict
 from chaoslab.scenario.model import Status
 
 WIDTH = 960
@@ -231,8 +231,9 @@ SHOWN = 0.02  # a layer is drawn from this share of the client's added time on (
 
 
 def shown_contributions(v: Verdict, declared: Iterable[tuple[str, str]]) -> list[Contribution]:
-    """The layers worth a bar, outermost first: the named ones and those explaining >= 2%."""
-    keep = {(v.layer, v.target), *declared}
+    """The layers worth a bar, outermost first: the causes, the faults' declared layers, the
+    verdict's, and those explaining >= 2%."""
+    keep = {(v.layer, v.target), *declared, *((c.layer, c.target) for c in v.causes)}
     picked = [
         c
         for c in v.contributions
@@ -246,7 +247,7 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
     indented by depth (client > proxy > network > app > tls > entropy; cpu and syscall, which can
     sit under any of them, apart below),
     all on one scale: a deeper bar is a part of the bars above it. The client's bar is split
-    into the part the verdict's layer explains and the unexplained remainder."""
+    into the parts the verdict's causes hold, side by side, and the unexplained remainder."""
     rows = shown_contributions(v, declared)
     nested = [c for c in rows if Layer(c.layer) not in ANYWHERE]
     anywhere = [c for c in rows if Layer(c.layer) in ANYWHERE]
@@ -260,14 +261,28 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
         return left + (right - left) * max(ms, 0.0) / scale_max
 
     y = 24.0
-    # the verdict's layer may add more than the client (over 100% explained): its part is capped there
-    explained_ms = min(v.added_ms, client) if v.status is Status.ABSORBED else 0.0
+    # the causes' parts, side by side; together they may add more than the client (a stall
+    # weighed by every request in flight overlaps the others): they fill the client's bar and no more
+    parts: list[tuple[Cause, float]] = []
+    if v.status is Status.ABSORBED:
+        room = client
+        for cause in v.causes:
+            part = min(max(cause.added_ms, 0.0), room)
+            room -= part
+            if part > 0:
+                parts.append((cause, part))
+    explained_ms = sum(part for _, part in parts)
+    causes = {(c.layer, c.target) for c in v.causes} if v.status is Status.ABSORBED else set()
     svg.text(12, y + 17, "client", "row-label")
     if explained_ms > 0:
+        at = 0.0
+        for cause, part in parts:
+            title = (
+                f"{cause.name}: {cause.added_ms:+.2f} ms per request, {cause.share:.0%} ({cause.origin()})"
+            )
+            svg.rect(x(at), y + 4, x(at + part) - x(at), row_h - 8, f"bar-{cause.layer} bar part", title)
+            at += part
         rest = max(0.0, client - explained_ms)
-        svg.rect(
-            left, y + 4, x(explained_ms) - left, row_h - 8, f"bar-{v.layer} bar", "explained by the verdict"
-        )
         svg.rect(
             x(explained_ms),
             y + 4,
@@ -291,19 +306,20 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
         indent = 12 + 14 * depth
         svg.path(f"M{_f(indent - 9)} {_f(y + 2)}V{_f(y + 13)}h6", "nest")
         svg.text(indent, y + 17, name, "row-label")
-        is_verdict = (c.layer, c.target) == (v.layer, v.target)
-        cls = f"bar-{c.layer} bar" + (" verdict" if is_verdict else "") + ("" if c.significant else " ns")
+        is_cause = (c.layer, c.target) in causes
+        cls = f"bar-{c.layer} bar" + (" verdict" if is_cause else "") + ("" if c.significant else " ns")
         title = (
             f"{name}: {c.added_ms:+.3f} ms per request, {c.explained:.0%} of the client's, p={c.p_value:.2g}"
             + ("" if c.significant else " (not significant)")
+            + (" (a cause)" if is_cause else "")
         )
         svg.rect(left, y + 4, max(x(c.added_ms) - left, 1.0), row_h - 8, cls, title)
         note = "" if c.significant else " n.s."
         svg.text(
             max(x(c.added_ms), left) + 6, y + 17, f"{c.added_ms:+.1f} ms · {c.explained:.0%}{note}", "value"
         )
-    if explained_ms > 0:  # the verdict's layer's added time, down through the rows
-        svg.line(x(v.added_ms), 24, x(v.added_ms), y + row_h, "marker")
+    if len(parts) == 1:  # the one cause's added time, down through the rows
+        svg.line(x(parts[0][0].added_ms), 24, x(parts[0][0].added_ms), y + row_h, "marker")
     hidden = len(v.contributions) - len(rows)
     svg.text(
         left,

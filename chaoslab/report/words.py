@@ -46,6 +46,8 @@ def span(report: Report) -> float:
 
 
 def outcome(report: Report) -> str:
+    if report.abort is not None:
+        return "ABORTED"
     return "passed" if report.passed else "FAILED"
 
 

@@ -42,7 +42,7 @@ def comparison_json(comparison: Comparison) -> str:
 REPORT_WRITERS: Mapping[str, Writer[Report]] = {
     w.name: w
     for w in (
-        Writer("json", "report.json", report_json, "the report model (schema chaoslab.report/1)"),
+        Writer("json", "report.json", report_json, "the report model (schema chaoslab.report/2)"),
         Writer("html", "report.html", html.render_report, "one self-contained page, charts as inline SVG"),
         Writer("junit", "junit.xml", junit.render, "a JUnit XML test suite for CI"),
         Writer("markdown", "summary.md", markdown.render, "a summary for a CI job page or a PR comment"),

@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from chaoslab.quote import show
 from chaoslab.units import parse_bitrate, parse_duration, parse_rate
 
 T = TypeVar("T")
 
 # Identifiers used as names of targets, phases and requests; they end up in file names,
 # network namespace names and reports, so keep them to a safe alphabet.
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,23}$")
+NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,23}\Z")
 NAME_HINT = "use 1-24 lowercase letters, digits, '-' or '_', starting with a letter"
 # Characters never allowed in any string field (they would be shell metacharacters if a
 # value ever reached a shell; chaoslab uses argv lists, but a scenario should not carry them).
 SHELL_META = re.compile(r"[;&|`$<>\\\n\r\"']")
+# A key shown as is in a problem's path; any other is quoted and cut (it is user text).
+QUOTED_KEY_CHARS = frozenset(" []'\".\\")
+SEPARATORS = ("Zl", "Zp")  # U+2028, U+2029: line breaks to a terminal or a log
+# Unknown keys beyond this many get no closest-key hint (each hint is a fuzzy match).
+HINTED_KEYS = 20
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,17 @@ class Problems:
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not (0 < len(key) <= 40 and key.isascii() and key.isprintable() and not QUOTED_KEY_CHARS & set(key)):
+        return f"{path}[{show(key)}]"
     return f"{path}.{key}" if path else key
+
+
+def control_characters(text: str) -> str:
+    """The control, format and line-separator characters in `text`, shown (empty: none)."""
+    bad = sorted(
+        {c for c in text if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in SEPARATORS}
+    )
+    return ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
 
 
 class Fields:
@@ -78,23 +95,43 @@ class Fields:
     def has(self, key: str) -> bool:
         return key in self.raw
 
-    def _take(self, key: str, required: bool) -> object | None:
+    def _take(self, key: str, required: bool, nullable: bool = False) -> object | None:
+        """The value of `key`, removed from the unread ones. A key given with no value (`key:`,
+        `key: ~`) is a problem: the default would otherwise pass every check unseen."""
         self.known.append(key)
         if key not in self.raw:
             if required and self.ok:
                 self.problems.add(self.at(key), "is required")
             return None
-        return self.raw.pop(key)
+        value = self.raw.pop(key)
+        if value is None and not nullable:
+            self.problems.add(self.at(key), "has no value (null)", "give it a value, or remove the key")
+        return value
 
-    def get(self, key: str, conv: Callable[[object], T], default: T, *, required: bool = False) -> T:
-        value = self._take(key, required)
-        if value is None:
+    def get(
+        self,
+        key: str,
+        conv: Callable[[object], T],
+        default: T,
+        *,
+        required: bool = False,
+        nullable: bool = False,
+    ) -> T:
+        """`conv(value)` of `key`; `nullable`: a null is handed to `conv` instead of refused."""
+        present = key in self.raw
+        value = self._take(key, required, nullable)
+        if not present or (value is None and not nullable):
             return default
         try:
             return conv(value)
-        except ValueError as exc:
-            self.problems.add(self.at(key), str(exc))
+        except (ValueError, OverflowError) as exc:
+            message = str(exc) if isinstance(exc, ValueError) else f"the number {show(value)} is too large"
+            self.problems.add(self.at(key), message)
             return default
+
+    def value(self, key: str) -> object | None:
+        """The value as written (None when absent), for a key that takes more than one form."""
+        return self._take(key, False)
 
     def string(self, key: str, default: str = "", *, required: bool = False) -> str:
         return self.get(key, _string, default, required=required)
@@ -103,14 +140,27 @@ class Fields:
         return self.get(key, _name, default, required=required)
 
     def duration(
-        self, key: str, default: float = 0.0, *, required: bool = False, positive: bool = True
+        self,
+        key: str,
+        default: float = 0.0,
+        *,
+        required: bool = False,
+        positive: bool = True,
+        low: float = 0.0,
+        high: float = 0.0,
     ) -> float:
+        """A duration in seconds; `low` and `high` (when given) bound a value other than 0."""
+
         def conv(v: object) -> float:
             seconds = parse_duration(v)
             if positive and seconds <= 0:
-                raise ValueError(f"must be greater than zero, got {v!r}")
+                raise ValueError(f"must be greater than zero, got {show(v)}")
             if seconds < 0:
-                raise ValueError(f"must not be negative, got {v!r}")
+                raise ValueError(f"must not be negative, got {show(v)}")
+            if seconds and low and seconds < low:
+                raise ValueError(f"must be at least {_seconds(low)}, got {show(v)}")
+            if high and seconds > high:
+                raise ValueError(f"must be at most {_seconds(high)}, got {show(v)}")
             return seconds
 
         return self.get(key, conv, default, required=required)
@@ -119,7 +169,7 @@ class Fields:
         def conv(v: object) -> float:
             per_second = parse_rate(v)
             if per_second <= 0:
-                raise ValueError(f"must be greater than zero, got {v!r}")
+                raise ValueError(f"must be greater than zero, got {show(v)}")
             return per_second
 
         return self.get(key, conv, default, required=required)
@@ -127,7 +177,7 @@ class Fields:
     def flag(self, key: str, default: bool = False) -> bool:
         def conv(v: object) -> bool:
             if not isinstance(v, bool):
-                raise ValueError(f"expected true or false, got {v!r}")
+                raise ValueError(f"expected true or false, got {show(v)}")
             return v
 
         return self.get(key, conv, default)
@@ -138,11 +188,11 @@ class Fields:
         def conv(v: object) -> float:
             text = v.strip().removesuffix("%") if isinstance(v, str) else str(v)
             try:
-                value = -1.0 if isinstance(v, bool) else float(text)
-            except ValueError:
+                value = -1.0 if isinstance(v, bool) or not text.isascii() else float(text)
+            except (ValueError, OverflowError):
                 value = -1.0
             if not 0 < value <= 100:
-                raise ValueError(f"must be a percentage above 0 and at most 100, e.g. '10%', got {v!r}")
+                raise ValueError(f"must be a percentage above 0 and at most 100, e.g. '10%', got {show(v)}")
             return value
 
         return self.get(key, conv, 0.0)
@@ -169,7 +219,7 @@ class Fields:
         def conv(v: object) -> str:
             s = _string(v)
             if s not in choices:
-                raise ValueError(f"must be one of {', '.join(choices)}, got {s!r}")
+                raise ValueError(f"must be one of {', '.join(choices)}, got {show(s)}")
             return s
 
         return self.get(key, conv, default, required=required)
@@ -193,15 +243,17 @@ class Fields:
         return value
 
     def finish(self) -> None:
-        for key in self.raw:
-            close = difflib.get_close_matches(key, self.known, n=1)
-            hint = (
-                f"did you mean '{close[0]}'?"
-                if close
-                else f"known keys here: {', '.join(sorted(self.known))}"
-            )
-            self.problems.add(self.at(key), "unknown key", hint)
+        known = f"known keys here: {', '.join(sorted(set(self.known)))}"
+        for i, key in enumerate(self.raw):
+            close = difflib.get_close_matches(key[:40], self.known, n=1) if i < HINTED_KEYS else []
+            self.problems.add(self.at(key), "unknown key", f"did you mean '{close[0]}'?" if close else known)
         self.raw.clear()
+
+
+def _seconds(value: float) -> str:
+    if value >= 3600 and value % 3600 == 0:
+        return f"{value / 3600:g}h"
+    return f"{value:g}s" if value >= 1 else f"{value * 1000:g}ms"
 
 
 def _kind(value: object) -> str:
@@ -213,13 +265,15 @@ def _string(value: object) -> str:
         raise ValueError(f"expected a string, got {_kind(value)}")
     if SHELL_META.search(value):
         raise ValueError(
-            f"{value!r} contains a character that is not allowed (; & | ` $ < > \\ quotes newline)"
+            f"{show(value)} contains a character that is not allowed (; & | ` $ < > \\ quotes newline)"
         )
+    if bad := control_characters(value):
+        raise ValueError(f"{show(value)} contains control characters ({bad})")
     return value
 
 
 def _name(value: object) -> str:
     s = _string(value)
     if not NAME_RE.match(s):
-        raise ValueError(f"{s!r} is not a valid name: {NAME_HINT}")
+        raise ValueError(f"{show(s)} is not a valid name: {NAME_HINT}")
     return s

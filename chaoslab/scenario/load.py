@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, Problems, join
 from chaoslab.scenario.model import LoadSpec, Model, Stage, TargetSpec
 from chaoslab.scenario.requests import PROTOCOLS, known, parse_requests
 
 MAX_RATE = 20_000.0
+MIN_RATE = 0.1  # at least one request every 10 s
 MAX_USERS = 5_000
 MAX_WORKERS = 64
+MAX_THINK = 300.0
+MAX_STAGES = 100
 
 
 def parse_load(
@@ -21,15 +26,20 @@ def parse_load(
     protocol = f.choice("protocol", PROTOCOLS, "https")
     target = f.name("target", required=True)
     if target and target not in targets:
-        problems.add(f.at("target"), f"unknown target {target!r}", known(targets))
+        problems.add(f.at("target"), f"unknown target {show(target)}", known(targets))
     if f.has("rate") and f.has("users"):
         problems.add(f.at("users"), "give 'rate' (open model) or 'users' (closed model), not both")
     default_model = Model.CLOSED if f.has("users") else Model.OPEN
     model = Model(f.choice("model", tuple(Model), default_model))
     workers = f.integer("workers", 1, low=1, high=MAX_WORKERS)
-    timeout = f.duration("timeout", 10.0)
-    if timeout > 300:
-        problems.add(f.at("timeout"), f"at most 300s, got {timeout:g}s")
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        problems.add(
+            f.at("workers"),
+            f"this machine has {cores} cores: {workers} Locust workers would share them",
+            f"use workers: {cores} or fewer here; a worker per core is Locust's ceiling",
+        )
+    timeout = f.duration("timeout", 10.0, low=0.01, high=300.0)
     if model is Model.OPEN:
         rate = f.rate("rate", required=True)
         _rate_cap(rate, f.at("rate"), problems)
@@ -48,7 +58,8 @@ def parse_load(
     else:
         users = f.integer("users", 0, low=1, high=MAX_USERS, required=True)
         spawn_rate = f.rate("spawn_rate", float(max(users, 1)))
-        think = f.duration("think", 0.0, positive=False)
+        _rate_cap(spawn_rate, f.at("spawn_rate"), problems)
+        think = f.duration("think", 0.0, positive=False, high=MAX_THINK)
         for key in ("rate", "concurrency"):
             if f.has(key):
                 problems.add(f.at(key), "is for the open model", "remove it, or use 'rate:' without 'users:'")
@@ -89,15 +100,20 @@ def check_stages(load: LoadSpec, duration: float, problems: Problems) -> None:
 def _rate_cap(rate: float, path: str, problems: Problems) -> None:
     if rate > MAX_RATE:
         problems.add(path, f"at most {MAX_RATE:g}/s is allowed, got {rate:g}/s")
+    elif 0 < rate < MIN_RATE:
+        problems.add(path, f"at least {MIN_RATE:g}/s (one request every 10 s), got {rate:g}/s")
 
 
 def _stages(f: Fields, model: Model, problems: Problems) -> tuple[Stage, ...]:
     key = "rate" if model is Model.OPEN else "users"
     other = "users" if model is Model.OPEN else "rate"
     out = []
-    for i, item in enumerate(f.sequence("stages")):
+    items = f.sequence("stages")
+    if len(items) > MAX_STAGES:
+        problems.add(f.at("stages"), f"at most {MAX_STAGES} stages, got {len(items)}")
+    for i, item in enumerate(items[:MAX_STAGES]):
         sf = Fields(item, join(f.at("stages"), i), problems)
-        duration = sf.duration("duration", required=True)
+        duration = sf.duration("duration", required=True, low=0.1)
         if sf.has(other):
             problems.add(sf.at(other), f"the {model} model's stages ramp '{key}'", f"use '{key}:'")
             sf.get(other, str, "")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from chaoslab.errors import ChaoslabError, ExitCode
 from chaoslab.layers import Layer
-from chaoslab.scenario.fields import Fields, Problems, join
+from chaoslab.quote import show
+from chaoslab.scenario import source
+from chaoslab.scenario.fields import Fields, Problems, control_characters, join
 from chaoslab.scenario.load import check_stages, parse_load
 from chaoslab.scenario.model import (
     RUNTIMES,
+    CauseRef,
     Expectation,
     FaultSpec,
     PhaseSpec,
@@ -20,44 +21,47 @@ from chaoslab.scenario.model import (
     TargetSpec,
 )
 from chaoslab.scenario.requests import known
+from chaoslab.scenario.safety import parse_abort, parse_switch
 from chaoslab.scenario.targets import parse_targets
 
+MIN_PHASE = 0.1  # the run loop ticks every 0.2 s; a shorter phase has no time to measure
 MAX_PHASE = 3600.0
+MAX_PHASES = 100
+MAX_FAULTS = 16  # per phase
+MAX_EXPECT = 100
+SHOWN_PROBLEMS = 100  # a file with thousands of mistakes gets the first ones, and a count
 
 
 class ScenarioError(ChaoslabError):
     exit_code = ExitCode.BAD_INPUT
 
-    def __init__(self, source: str, problems: Problems) -> None:
+    def __init__(self, label: str, problems: Problems) -> None:
         self.problems = list(problems)
         n = len(self.problems)
-        lines = [f"{source}: {n} problem{'s' if n != 1 else ''}, nothing was started"]
-        lines += ["  " + p.render() for p in self.problems]
+        lines = [f"{label}: {n} problem{'s' if n != 1 else ''}, nothing was started"]
+        lines += ["  " + p.render() for p in self.problems[:SHOWN_PROBLEMS]]
+        if n > SHOWN_PROBLEMS:
+            lines.append(f"  ... and {n - SHOWN_PROBLEMS} more (the first {SHOWN_PROBLEMS} are shown)")
         super().__init__("\n".join(lines))
 
 
 def load_scenario(path: Path) -> Scenario:
     try:
-        text = path.read_text()
-    except OSError as exc:
-        problems = Problems()
-        problems.add("<file>", f"cannot read {path}: {exc.strerror}", "check the path")
-        raise ScenarioError(str(path), problems) from exc
+        text = source.read_text(path)
+    except source.SourceError as exc:
+        raise ScenarioError(str(path), exc.problems) from None
     return parse_scenario(text, source=path)
 
 
 def parse_scenario(text: str, source: Path | None = None) -> Scenario:
+    from chaoslab.scenario.source import SourceError, load_yaml
+
     label = str(source) if source else "<scenario>"
     problems = Problems()
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
-        problems.add(
-            where, f"not valid YAML: {getattr(exc, 'problem', exc)}", "check indentation and quoting"
-        )
-        raise ScenarioError(label, problems) from exc
+        raw = load_yaml(text)
+    except SourceError as exc:
+        raise ScenarioError(label, exc.problems) from None
     scenario = _Reader(problems).scenario(raw, source)
     if problems or scenario is None:
         raise ScenarioError(label, problems)
@@ -81,10 +85,14 @@ class _Reader:
             check_stages(load, sum(p.duration for p in phases), self.problems)
         expect = self.expectations(top, phases, targets)
         probes, required = self.probes(top)
+        abort = parse_abort(top, targets, self.problems)
+        switch = parse_switch(top, self.problems)
         top.finish()
         if load is None or not top.ok:
             return None
-        return Scenario(name, description, runtime, targets, load, phases, expect, source, probes, required)
+        return Scenario(
+            name, description, runtime, targets, load, phases, expect, source, probes, required, abort, switch
+        )
 
     def probes(self, top: Fields) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
         """`probes: [layers]`, or `probes: {layers: [...], required: [...]}`: (chosen, required)."""
@@ -100,7 +108,7 @@ class _Reader:
                 if chosen is not None and layer not in chosen:
                     self.problems.add(
                         join(f.at("required"), i),
-                        f"{layer!r} is required but not among probes.layers",
+                        f"{show(layer)} is required but not among probes.layers",
                         "add it to probes.layers",
                     )
             return chosen, required
@@ -114,7 +122,7 @@ class _Reader:
         for i, item in enumerate(items):
             if item not in layers:
                 self.problems.add(
-                    join(path, i), f"{item!r} is not a probed layer", f"layers: {', '.join(layers)}"
+                    join(path, i), f"{show(item)} is not a probed layer", f"layers: {', '.join(layers)}"
                 )
             else:
                 out.append(str(item))
@@ -125,20 +133,25 @@ class _Reader:
 
         out: list[PhaseSpec] = []
         items = top.sequence("phases", required=True)
-        for i, item in enumerate(items):
+        if len(items) > MAX_PHASES:
+            self.problems.add("phases", f"at most {MAX_PHASES} phases, got {len(items)}")
+        for i, item in enumerate(items[:MAX_PHASES]):
             f = Fields(item, join("phases", i), self.problems)
             name = f.name("name", required=True)
-            duration = f.duration("duration", required=True)
-            if duration > MAX_PHASE:
-                self.problems.add(f.at("duration"), f"at most {MAX_PHASE:g}s per phase, got {duration:g}s")
+            duration = f.duration("duration", required=True, low=MIN_PHASE, high=MAX_PHASE)
             compare = f.flag("compare")
             faults: list[FaultSpec] = []
-            for j, raw_fault in enumerate(f.sequence("faults")):
+            raw_faults = f.sequence("faults")
+            if len(raw_faults) > MAX_FAULTS:
+                self.problems.add(
+                    f.at("faults"), f"at most {MAX_FAULTS} faults per phase, got {len(raw_faults)}"
+                )
+            for j, raw_fault in enumerate(raw_faults[:MAX_FAULTS]):
                 ff = Fields(raw_fault, join(f.at("faults"), j), self.problems)
                 kind = ff.choice("kind", tuple(FAULT_KINDS), "", required=True)
                 target = ff.name("target", required=True)
                 if target and target not in targets:
-                    self.problems.add(ff.at("target"), f"unknown target {target!r}", known(targets))
+                    self.problems.add(ff.at("target"), f"unknown target {show(target)}", known(targets))
                 if kind:
                     spec = FAULT_KINDS[kind].parse(ff, kind, target)
                     if target in targets:
@@ -146,11 +159,12 @@ class _Reader:
                     faults.append(spec)
                 ff.finish()
             f.finish()
+            _check_overlaps(faults, self.problems)
             out.append(PhaseSpec(name, duration, tuple(faults), compare or bool(faults)))
         names = [p.name for p in out if p.name]
-        for dup in {n for n in names if names.count(n) > 1}:
+        for dup in sorted({n for n in names if names.count(n) > 1}):
             self.problems.add(
-                "phases", f"phase name {dup!r} is used more than once", "phase names must be unique"
+                "phases", f"phase name {show(dup)} is used more than once", "phase names must be unique"
             )
         if out and out[0].compare:
             self.problems.add(
@@ -165,19 +179,31 @@ class _Reader:
     ) -> tuple[Expectation, ...]:
         out: list[Expectation] = []
         phase_names = [p.name for p in phases]
-        layers = tuple(layer.value for layer in Layer)
-        for i, item in enumerate(top.sequence("expect")):
+        judged = {p.name for p in phases[1:] if p.compare}  # the phases that get a verdict
+        items = top.sequence("expect")
+        if len(items) > MAX_EXPECT:
+            self.problems.add("expect", f"at most {MAX_EXPECT} expectations, got {len(items)}")
+        for i, item in enumerate(items[:MAX_EXPECT]):
             path = join("expect", i)
             f = Fields(item, path, self.problems)
             phase = f.name("phase", required=True)
             if phase and phase not in phase_names:
                 self.problems.add(
-                    f.at("phase"), f"unknown phase {phase!r}", f"phases are: {', '.join(phase_names)}"
+                    f.at("phase"), f"unknown phase {show(phase)}", f"phases are: {', '.join(phase_names)}"
                 )
-            absorbed = f.choice("absorbed_by", layers, "") or None
+            raw_absorbed, raw_cause = f.value("absorbed_by"), f.value("cause")
+            several = isinstance(raw_absorbed, list)
+            absorbed: str | None = None
+            causes: tuple[CauseRef, ...] = ()
+            if isinstance(raw_absorbed, list):
+                causes = self._causes(raw_absorbed, f.at("absorbed_by"), targets)
+            elif raw_absorbed is not None:
+                ref = self._cause(raw_absorbed, f.at("absorbed_by"), targets, mapping=False)
+                absorbed = ref.layer if ref else None
             target = f.name("target") or None
             if target and target not in targets:
-                self.problems.add(f.at("target"), f"unknown target {target!r}", known(targets))
+                self.problems.add(f.at("target"), f"unknown target {show(target)}", known(targets))
+            cause = self._cause(raw_cause, f.at("cause"), targets) if raw_cause is not None else None
             status_text = f.choice("status", tuple(s.value for s in Status), "")
             e = Expectation(
                 phase=phase,
@@ -185,32 +211,117 @@ class _Reader:
                 absorbed_by=absorbed,
                 target=target,
                 status=Status(status_text) if status_text else None,
-                client_p50_below=f.duration("client_p50_below") or None,
-                client_p99_below=f.duration("client_p99_below") or None,
+                client_p50_below=f.duration("client_p50_below", high=MAX_PHASE) or None,
+                client_p99_below=f.duration("client_p99_below", high=MAX_PHASE) or None,
                 error_rate_below=f.get("error_rate_below", _fraction, -1.0)
                 if f.has("error_rate_below")
                 else None,
+                causes=causes,
+                cause=cause,
+                share_at_least=f.get("share_at_least", _fraction, -1.0) if f.has("share_at_least") else None,
+                share_below=f.get("share_below", _fraction, -1.0) if f.has("share_below") else None,
             )
             f.finish()
-            if target and not absorbed:
+            if target and several:
+                self.problems.add(
+                    f.at("target"),
+                    "'target' qualifies a single 'absorbed_by'; a list names each layer's target itself",
+                    "absorbed_by: [{layer: entropy, target: api}, {layer: network, target: edge}]",
+                )
+            elif target and raw_absorbed is None:
                 self.problems.add(
                     f.at("target"), "'target' qualifies 'absorbed_by'", "add 'absorbed_by: LAYER'"
                 )
-            checks = (e.absorbed_by, e.status, e.client_p50_below, e.client_p99_below, e.error_rate_below)
-            if f.ok and all(c is None for c in checks):
+            if (e.absorbed_by or e.causes or e.status) and phase in phase_names and phase not in judged:
+                key = "absorbed_by" if e.absorbed_by else "status"
+                why = "it is the baseline" if phase == phase_names[0] else "it has no faults and no compare"
+                self.problems.add(
+                    f.at(key),
+                    f"phase {phase} gets no verdict ({why}): this can never hold",
+                    "expect a verdict of a fault phase (or a phase with compare: true), or use "
+                    "client_p50_below, client_p99_below, error_rate_below here",
+                )
+            shares = [k for k in ("share_at_least", "share_below") if getattr(e, k) is not None]
+            if cause is not None and not shares:
+                self.problems.add(
+                    f.at("cause"),
+                    "a cause is named for its share",
+                    "add share_at_least: FRACTION or share_below: FRACTION",
+                )
+            if raw_cause is None:
+                for key in shares:
+                    self.problems.add(
+                        f.at(key),
+                        "a share is a cause's share of the client's added time",
+                        "add 'cause: {layer: LAYER, target: TARGET}'",
+                    )
+            low, high = e.share_at_least, e.share_below
+            if low is not None and high is not None and low >= high:
+                self.problems.add(
+                    f.at("share_below"), f"no share is at least {low:g} and below {high:g}", "widen the range"
+                )
+            named = (raw_absorbed, raw_cause, e.status, e.client_p50_below, e.client_p99_below)
+            if f.ok and all(c is None for c in (*named, e.error_rate_below)):
                 self.problems.add(
                     path,
                     "expects nothing",
-                    "add one of absorbed_by, status, client_p50_below, client_p99_below, error_rate_below",
+                    "add one of absorbed_by, cause with share_at_least or share_below, status, "
+                    "client_p50_below, client_p99_below, error_rate_below",
                 )
             out.append(e)
         return tuple(out)
 
+    def _causes(self, items: list[object], path: str, targets: dict[str, TargetSpec]) -> tuple[CauseRef, ...]:
+        """`absorbed_by: [LAYER or {layer: LAYER, target: TARGET}, ...]`."""
+        if not items:
+            self.problems.add(path, "an empty list names no cause", "name at least one layer")
+        out: list[CauseRef] = []
+        for j, item in enumerate(items):
+            ref = self._cause(item, join(path, j), targets)
+            if ref is not None and ref in out:
+                self.problems.add(join(path, j), f"{ref.describe()} is named twice", "name each cause once")
+            elif ref is not None:
+                out.append(ref)
+        return tuple(out)
+
+    def _cause(
+        self, raw: object, path: str, targets: dict[str, TargetSpec], mapping: bool = True
+    ) -> CauseRef | None:
+        """A cause named by its layer (`entropy`) or, where `mapping`, by its layer and target
+        (`{layer: entropy, target: api}`); None (its problems recorded) when it is not valid."""
+        # the client holds every cause: it is never one
+        layers = tuple(layer.value for layer in Layer if layer is not Layer.CLIENT)
+        if isinstance(raw, str):
+            if raw in layers:
+                return CauseRef(raw)
+            self.problems.add(path, f"must be one of {', '.join(layers)}, got {show(raw)}")
+            return None
+        if not isinstance(raw, dict) or not mapping:
+            self.problems.add(
+                path,
+                f"expected a layer{' or {layer: LAYER, target: TARGET}' if mapping else ' or a list'}, "
+                f"got {'nothing' if raw is None else type(raw).__name__}",
+                "e.g. {layer: entropy, target: api}" if mapping else "e.g. entropy, or [entropy, network]",
+            )
+            return None
+        f = Fields(raw, path, self.problems)
+        layer = f.choice("layer", layers, "", required=True)
+        target = f.name("target") or None
+        if target and target not in targets:
+            self.problems.add(f.at("target"), f"unknown target {show(target)}", known(targets))
+        f.finish()
+        return CauseRef(layer, target) if layer else None
+
 
 def _text(value: object) -> str:
-    """Free text (descriptions): never used in a command, so any character is fine."""
+    """Free text (descriptions): never used in a command; lines and tabs are fine, other control
+    characters (a terminal's escapes) are not, and it is at most 10,000 characters."""
     if not isinstance(value, str):
         raise ValueError(f"expected text, got {type(value).__name__}")
+    if bad := control_characters(value.replace("\n", "").replace("\t", "")):
+        raise ValueError(f"contains control characters ({bad})")
+    if len(value) > 10_000:
+        raise ValueError("at most 10,000 characters")
     return value
 
 
@@ -220,3 +331,32 @@ def _fraction(value: object) -> float:
     if not 0 <= float(value) <= 1:
         raise ValueError(f"must be between 0 and 1, got {value}")
     return float(value)
+
+
+def _check_overlaps(faults: list[FaultSpec], problems: Problems) -> None:
+    """Two faults of one phase may not act on the same thing of one target (its CPU limit, its
+    process, a tracer, the traffic of one link): the second would fail, or undo the first."""
+    from chaoslab.faults import FAULT_KINDS
+
+    held: list[tuple[FaultSpec, str]] = []
+    for spec in faults:
+        if spec.kind not in FAULT_KINDS or not spec.target:
+            continue
+        for claim in FAULT_KINDS[spec.kind].claims(spec):
+            other = next((o for o, c in held if o.target == spec.target and _overlap(c, claim)), None)
+            if other is not None:
+                problems.add(
+                    spec.path,
+                    f"the {claim} of {spec.target} is already faulted in this phase by {other.path} "
+                    f"({other.kind})",
+                    "one fault per thing per phase: combine the effects in one fault, or use two phases",
+                )
+                break
+        else:
+            held += [(spec, c) for c in FAULT_KINDS[spec.kind].claims(spec)]
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Claims overlap when equal, or when one is the other made narrower ('egress traffic' holds
+    'egress traffic to host')."""
+    return a == b or a.startswith(b + " ") or b.startswith(a + " ")

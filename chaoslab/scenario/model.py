@@ -265,20 +265,47 @@ class PhaseSpec:
 
 
 @dataclass(frozen=True)
+class CauseRef:
+    """A cause an expectation names: a layer, at one target or at any."""
+
+    layer: str
+    target: str | None = None
+
+    def fits(self, layer: str, target: str) -> bool:
+        return layer == self.layer and self.target in (None, target)
+
+    def describe(self) -> str:
+        return self.layer + (f" at {self.target}" if self.target else "")
+
+
+@dataclass(frozen=True)
 class Expectation:
     phase: str
     path: str
-    absorbed_by: str | None = None
+    absorbed_by: str | None = None  # the verdict's layer (its main cause)
     target: str | None = None
     status: Status | None = None
     client_p50_below: float | None = None
     client_p99_below: float | None = None
     error_rate_below: float | None = None
+    # `absorbed_by` as a list: the phase is absorbed and every one of these is among its causes
+    causes: tuple[CauseRef, ...] = ()
+    # a share of the client's added time that one cause (the causes it fits, together) explains
+    cause: CauseRef | None = None
+    share_at_least: float | None = None
+    share_below: float | None = None
 
     def describe(self) -> str:
         parts = []
         if self.absorbed_by:
             parts.append(f"absorbed by {self.absorbed_by}" + (f" at {self.target}" if self.target else ""))
+        if self.causes:
+            parts.append("absorbed by " + " and ".join(c.describe() for c in self.causes))
+        if self.cause is not None:
+            if self.share_at_least is not None:
+                parts.append(f"{self.cause.describe()} explains >= {self.share_at_least:.0%}")
+            if self.share_below is not None:
+                parts.append(f"{self.cause.describe()} explains < {self.share_below:.0%}")
         if self.status:
             parts.append(f"status {self.status}")
         if self.client_p50_below is not None:
@@ -288,6 +315,47 @@ class Expectation:
         if self.error_rate_below is not None:
             parts.append(f"error rate < {self.error_rate_below:.1%}")
         return f"{self.phase}: " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class AbortSpec:
+    """Stop conditions (`abort:`): when one holds, every fault is reverted at once, the load
+    stops and the report is written with the phases so far and the reason (exit 5)."""
+
+    window: float = 5.0  # the sliding window of the client and layer conditions, seconds
+    min_requests: int = 10  # fewer requests in the window decide nothing
+    error_rate: float | None = None  # client errors / requests ended in the window, 0..1
+    p50: float | None = None  # client p50 over the window, seconds
+    p99: float | None = None
+    unhealthy: float | None = None  # a target's own health check failing this long, seconds
+    unhealthy_targets: tuple[str, ...] = ()  # () = every target that has a health check
+    added: tuple[tuple[str, float], ...] = ()  # (layer, seconds per request against the baseline)
+    target_exit: tuple[str, ...] | None = None  # None: off (an exit is an error, exit 3); () = any
+
+    def describe(self) -> list[str]:
+        out = []
+        if self.error_rate is not None:
+            out.append(f"error rate above {self.error_rate:.0%}")
+        for name, value in (("p50", self.p50), ("p99", self.p99)):
+            if value is not None:
+                out.append(f"client {name} above {value * 1000:g} ms")
+        if self.unhealthy is not None:
+            who = ", ".join(self.unhealthy_targets) or "any target"
+            out.append(f"{who} unhealthy for {self.unhealthy:g} s")
+        out += [f"{layer} adding more than {v * 1000:g} ms per request" for layer, v in self.added]
+        if self.target_exit is not None:
+            out.append(f"{', '.join(self.target_exit) or 'a target'} exiting")
+        return out
+
+
+@dataclass(frozen=True)
+class SwitchSpec:
+    """The dead man's switch (`switch:`): every applied fault is undone within `within` seconds
+    of chaoslab's last heartbeat, and no fault outlives its phase's scheduled end by more
+    than `margin` seconds, whatever happens to chaoslab."""
+
+    within: float = 5.0
+    margin: float = 5.0
 
 
 # Where targets run: local namespaces and cgroups, Docker containers, or Docker when it answers.
@@ -309,6 +377,8 @@ class Scenario:
     # Layers that must attach: without one of them the run stops before any load (exit 3).
     # Any other layer that cannot attach on the kernel is left out and the run goes on.
     required_probes: tuple[str, ...] = ()
+    abort: AbortSpec = AbortSpec()
+    switch: SwitchSpec = SwitchSpec()
 
     @property
     def duration(self) -> float:

@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, Problems, join
 from chaoslab.scenario.model import GrpcCall, RequestSpec, TargetSpec, TcpExchange
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 MAX_BODY = 1 << 20
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")  # an RFC 9110 token
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")  # an RFC 9110 token
+MAX_HEADERS = 64
+MAX_REQUESTS = 64  # kinds of request in the mix
 
 # chaoslab's go-api: the Work API behind the shorthand `rpc: Do|Stream`
 WORK_SERVICE = "chaoslab.work.v1.Work"
@@ -245,7 +248,10 @@ def parse_requests(
     elif path:
         out.append(RequestSpec("default", protocol, target, path=check_path(path, f.at("path"), problems)))
         _check_served(out[0], targets, f.at("protocol"), problems)
-    for i, item in enumerate(f.sequence("requests")):
+    items = f.sequence("requests")
+    if len(items) > MAX_REQUESTS:
+        problems.add(f.at("requests"), f"at most {MAX_REQUESTS} kinds of request, got {len(items)}")
+    for i, item in enumerate(items[:MAX_REQUESTS]):
         rf = Fields(item, join(f.at("requests"), i), problems)
         req = _request(rf, protocol, target, mix)
         rf.finish()
@@ -283,7 +289,7 @@ def _request(rf: Fields, protocol: str, target: str, mix: Mix) -> RequestSpec | 
     own_target = rf.has("target")
     to = rf.name("target", target)
     if own_target and to not in mix.targets:
-        p.add(rf.at("target"), f"unknown target {to!r}", known(mix.targets))
+        p.add(rf.at("target"), f"unknown target {show(to)}", known(mix.targets))
     weight = rf.integer("weight", 1, low=1, high=1000)
     family = BY_PROTOCOL.get(proto, Http())
     for other in FAMILIES:
@@ -305,7 +311,10 @@ def _http_options(rf: Fields, base: Path) -> dict[str, Any]:
     """method, headers, body (inline, or `body_file`), and the expected status of an HTTP request."""
     method = rf.choice("method", METHODS, "GET")
     headers = []
-    for key, value in rf.mapping("headers").items():
+    raw_headers = rf.mapping("headers")
+    if len(raw_headers) > MAX_HEADERS:
+        rf.problems.add(rf.at("headers"), f"at most {MAX_HEADERS} headers, got {len(raw_headers)}")
+    for key, value in list(raw_headers.items())[:MAX_HEADERS]:
         where = join(rf.at("headers"), key)
         if not HEADER_NAME.match(key):
             rf.problems.add(where, "is not a header name", "letters, digits and !#$%&'*+.^_`|~-")
@@ -466,6 +475,19 @@ def _url_path(value: object) -> str:
 
 
 def check_path(path: str, where: str, problems: Problems) -> str:
-    if path and not path.startswith("/"):
-        problems.add(where, f"{path!r} must start with '/'", "e.g. '/work'")
+    if path:
+        check_url_path(path, where, problems)
     return path
+
+
+def check_url_path(path: str, where: str, problems: Problems, example: str = "e.g. '/work'") -> None:
+    """An HTTP request path: starts with '/', printable ASCII without spaces (percent-encode the
+    rest), at most 8192 characters."""
+    if not path.startswith("/"):
+        problems.add(where, f"{show(path)} must start with '/'", example)
+    elif len(path) > 8192 or not all("!" <= c <= "~" for c in path):
+        problems.add(
+            where,
+            f"{show(path)} is not a request path: printable ASCII without spaces, at most 8192 characters",
+            "percent-encode other characters (a space is %20)",
+        )

@@ -20,6 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
+from chaoslab.quote import show
 from chaoslab.scenario.fields import NAME_HINT, NAME_RE, Fields, Problems, join
 from chaoslab.scenario.model import (
     PROTOCOLS,
@@ -29,13 +30,17 @@ from chaoslab.scenario.model import (
     TargetSpec,
     TlsSpec,
 )
-from chaoslab.scenario.requests import paths
+from chaoslab.scenario.requests import check_url_path, paths
 from chaoslab.targets import placeholders
 
 KINDS = ("service", "program", "image", "build", "attach")
 HEALTH_PROTOCOLS = ("https", "http", "grpc", "tcp")
 MAX_ARGS = 256
 MAX_TEXT = 4096  # one argument, one environment value
+# Each started target gets a /30 of the run's /24 for its link to the host, and each link
+# between two targets one of another /24 (the local runtime): 64 of each fit.
+MAX_TARGETS = 64
+MAX_LINKS = 64
 ENV_NAME_HINT = "letters, digits and '_', not starting with a digit"
 
 
@@ -45,11 +50,14 @@ def parse_targets(top: Fields, problems: Problems, base: Path, runtime: str) -> 
 
     out: dict[str, TargetSpec] = {}
     raw = top.mapping("targets", required=True)
+    if len(raw) > MAX_TARGETS:
+        problems.add("targets", f"at most {MAX_TARGETS} targets, got {len(raw)}", "split the scenario")
+        raw = dict(list(raw.items())[:MAX_TARGETS])
     for name, value in raw.items():
         f = Fields(value, join("targets", name), problems)
         valid_name = bool(NAME_RE.match(name))
         if not valid_name:
-            problems.add(f.path, f"{name!r} is not a valid target name", NAME_HINT)
+            problems.add(f.path, f"{show(name)} is not a valid target name", NAME_HINT)
         kinds = [k for k in KINDS if f.has(k)]
         if f.ok and len(kinds) != 1:
             problems.add(
@@ -172,7 +180,7 @@ def _executable(f: Fields, argv0: str, base: Path) -> str:
         found = shutil.which(argv0)
         if found is None:
             f.problems.add(
-                join(f.at("program"), 0), f"{argv0!r} is not on PATH", "give its path, or install it"
+                join(f.at("program"), 0), f"{show(argv0)} is not on PATH", "give its path, or install it"
             )
             return argv0
         path = Path(found)
@@ -207,7 +215,7 @@ def _path(f: Fields, key: str, base: Path) -> str:
 
 def _port_number(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ValueError(f"expected a port between 1 and 65535, got {value!r}")
+        raise ValueError(f"expected a port between 1 and 65535, got {show(value)}")
     return value
 
 
@@ -217,7 +225,7 @@ def _ports(f: Fields, *, required: bool) -> tuple[tuple[str, int], ...]:
     for proto, value in raw.items():
         path = join(f.at("ports"), proto)
         if proto not in PROTOCOLS:
-            f.problems.add(path, f"unknown protocol {proto!r}", f"protocols: {', '.join(PROTOCOLS)}")
+            f.problems.add(path, f"unknown protocol {show(proto)}", f"protocols: {', '.join(PROTOCOLS)}")
             continue
         try:
             out.append((proto, _port_number(value)))
@@ -263,8 +271,8 @@ def _health(f: Fields, ports: dict[str, int]) -> HealthSpec:
         proto = given[0]
         if proto in ("https", "http"):
             path = h.string(proto, required=True)
-            if path and not path.startswith("/"):
-                h.problems.add(h.at(proto), f"{path!r} must start with '/'", "e.g. /healthz")
+            if path:
+                check_url_path(path, h.at(proto), h.problems, "e.g. /healthz")
             status = h.integer("status", 200, low=100, high=599)
             out = HealthSpec(proto, path=path, status=status, port=ports.get(proto, 0), timeout=timeout)
         elif proto == "grpc":
@@ -285,10 +293,10 @@ def _health(f: Fields, ports: dict[str, int]) -> HealthSpec:
 
 
 def _grpc_service(value: object) -> str:
-    if value is None:
-        return ""
     if not isinstance(value, str):
-        raise ValueError(f"expected a gRPC service name ('' for the server as a whole), got {value!r}")
+        raise ValueError(f"expected a gRPC service name ('' for the server as a whole), got {show(value)}")
+    if len(value) > 200 or not value.isascii() or not value.isprintable():
+        raise ValueError(f"{show(value)} is not a gRPC service name (printable ASCII, at most 200)")
     return value
 
 
@@ -316,7 +324,7 @@ def _attach(f: Fields) -> AttachSpec:
     process = a.string("process")
     port = a.get("port", _port_number, 0)
     container = a.string("container")
-    labels = tuple((str(k), str(v)) for k, v in a.mapping("labels").items())
+    labels = tuple(_labels(a))
     compose = Fields(a.mapping("compose"), a.at("compose"), a.problems) if a.has("compose") else None
     if compose is not None:
         project, service = compose.string("project", required=True), compose.string("service", required=True)
@@ -334,11 +342,24 @@ def _attach(f: Fields) -> AttachSpec:
     return AttachSpec(pid=pid, process=process, port=port, container=container, labels=labels)
 
 
+def _labels(a: Fields) -> list[tuple[str, str]]:
+    out = []
+    for key, value in a.mapping("labels").items():
+        where = join(a.at("labels"), key)
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            a.problems.add(where, f"expected text, got {type(value).__name__}")
+        elif not key.isprintable() or not str(value).isprintable() or len(key) + len(str(value)) > 1024:
+            a.problems.add(where, "a label is printable text of at most 1024 characters")
+        else:
+            out.append((key, str(value)))
+    return out
+
+
 def _names(f: Fields, key: str) -> list[str]:
     out = []
     for i, item in enumerate(f.sequence(key)):
         if not isinstance(item, str) or not NAME_RE.match(item):
-            f.problems.add(join(f.at(key), i), f"{item!r} is not a target name", NAME_HINT)
+            f.problems.add(join(f.at(key), i), f"{show(item)} is not a target name", NAME_HINT)
             continue
         out.append(item)
     return out
@@ -349,7 +370,7 @@ def _files(f: Fields, base: Path) -> tuple[tuple[str, str], ...]:
     for key, value in f.mapping("files").items():
         path = join(f.at("files"), key)
         if not NAME_RE.match(key):
-            f.problems.add(path, f"{key!r} is not a file name here", NAME_HINT)
+            f.problems.add(path, f"{show(key)} is not a file name here", NAME_HINT)
             continue
         if not isinstance(value, str):
             f.problems.add(path, f"expected the path of a template, got {type(value).__name__}")
@@ -401,6 +422,9 @@ def _safe_names(text: str) -> list[str]:
 
 
 def _check_relations(out: dict[str, TargetSpec], problems: Problems, runtime: str) -> None:
+    links = {tuple(sorted((t.name, other))) for t in out.values() for other in t.links if other in out}
+    if len(links) > MAX_LINKS:
+        problems.add("targets", f"at most {MAX_LINKS} links between targets, got {len(links)}")
     for spec in out.values():
         base = join("targets", spec.name)
         for i, link in enumerate(spec.links):
@@ -409,7 +433,7 @@ def _check_relations(out: dict[str, TargetSpec], problems: Problems, runtime: st
             if link == spec.name:
                 problems.add(where, "a target cannot depend on itself")
             elif link not in out:
-                problems.add(where, f"unknown target {link!r}", _known(out))
+                problems.add(where, f"unknown target {show(link)}", _known(out))
         if spec.kind == "service":
             from chaoslab.targets.builtins import BUILTINS
 

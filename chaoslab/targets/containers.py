@@ -32,6 +32,7 @@ from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
 from chaoslab.proc import run
+from chaoslab.safety import locks
 from chaoslab.scenario.model import Scenario, TargetSpec
 from chaoslab.targets import attach, certs, images, netns
 from chaoslab.targets.base import HOST, RunningTarget, WatchedProcess
@@ -212,23 +213,23 @@ class DockerRuntime:
         specs = [t for t in start_order(dict(ctx.scenario.targets)) if t.kind != "attach"]
         if not specs:
             return running
-        net = free_subnet_index(docker)
-        ips, links = layout(ctx.scenario, short, net)
+        labels = {LABEL_RUN: ctx.run_id}
+        network = f"chaoslab-{short}"
+        with locks.allocating():  # two runs starting at once must not pick the same subnet
+            net = free_subnet_index(docker)
+            ips, links = layout(ctx.scenario, short, net)
+            seq = journal.intent("docker_network", name=network)
+            stack.callback(self._remove_network, network, seq)
+            docker.networks.create(
+                network,
+                driver="bridge",
+                ipam=_ipam(f"{NET}.{net}.0/24", f"{NET}.{net}.1"),
+                options={"com.docker.network.bridge.name": links[next(iter(links))][HOST].peer_if},
+                labels=labels,
+            )
         ns = names(ctx.scenario, short)
         work = ctx.work_dir.resolve()
         tls = certs.make(work / "certs", sorted(ips.values()))
-        labels = {LABEL_RUN: ctx.run_id}
-
-        network = f"chaoslab-{short}"
-        seq = journal.intent("docker_network", name=network)
-        stack.callback(self._remove_network, network, seq)
-        docker.networks.create(
-            network,
-            driver="bridge",
-            ipam=_ipam(f"{NET}.{net}.0/24", f"{NET}.{net}.1"),
-            options={"com.docker.network.bridge.name": links[next(iter(links))][HOST].peer_if},
-            labels=labels,
-        )
 
         for t in specs:
             service = Service(t)

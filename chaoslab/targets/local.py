@@ -19,6 +19,7 @@ from pathlib import Path
 from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
+from chaoslab.safety import locks
 from chaoslab.scenario.model import Scenario, TargetSpec
 from chaoslab.targets import attach, certs, cgroup, netns
 from chaoslab.targets.base import HOST, RunningTarget
@@ -158,13 +159,14 @@ class LocalRuntime:
         for t in ctx.scenario.targets.values():
             if t.kind == "attach":
                 running[t.name] = attach.resolve(t, ctx, stack)
-        specs, names, links = layout(ctx.scenario, ctx.short_id, netns.free_subnet_index())
-        for t in specs:
-            ns = names[t.name]
-            seq = journal.intent("netns", name=ns)
-            stack.callback(self._delete_ns, ns, seq)
-            netns.create(ns)
-            netns.create_host_link(ns, links[t.name][HOST])
+        with locks.allocating():  # the subnet is taken once an address of it is on a link
+            specs, names, links = layout(ctx.scenario, ctx.short_id, netns.free_subnet_index())
+            for t in specs:
+                ns = names[t.name]
+                seq = journal.intent("netns", name=ns)
+                stack.callback(self._delete_ns, ns, seq)
+                netns.create(ns)
+                netns.create_host_link(ns, links[t.name][HOST])
         for t in specs:
             for other in t.links:
                 if other in names:

@@ -1,0 +1,155 @@
+"""The run loop's two helpers: what it watches on every tick, and the faults of a phase.
+
+`RunWatch.tick()` runs about five times a second while phases run: it feeds the dead man's
+switch its heartbeat and asks whether the watchdog undid the faults, checks that the targets
+are alive, samples the probes, checks the stop conditions and redraws the live view. A
+condition that holds raises `Abort`.
+
+`ActiveFaults` applies a phase's faults through the write-ahead journal (each entry carries
+its deadline: the phase's scheduled end plus the switch's margin, which the watchdog enforces)
+and reverts them: in reverse order at the end of a phase, all at once when the run aborts.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+
+from chaoslab.context import RunContext
+from chaoslab.errors import TargetError
+from chaoslab.faults import Fault
+from chaoslab.live import LiveView
+from chaoslab.probes import ProbeSet
+from chaoslab.safety.stop import Abort, StopConditions
+from chaoslab.safety.switch import Switch
+from chaoslab.signals import SignalState
+from chaoslab.targets.base import RunningTarget
+
+TICK = 0.2
+STEP_LEASE = 20.0  # seconds the heartbeat is kept for one apply or revert (plus a restart's health wait)
+VERIFY_LEASE = 30.0  # a network fault's check takes several delayed handshakes
+
+
+class RunWatch:
+    def __init__(
+        self,
+        targets: dict[str, RunningTarget],
+        probes: ProbeSet,
+        stops: StopConditions,
+        switch: Switch,
+    ) -> None:
+        self.targets = targets
+        self.probes = probes
+        self.stops = stops
+        self.switch = switch
+
+    def tick(self, live: LiveView | None = None) -> None:
+        self.switch.beat()
+        if (trip := self.switch.check()) is not None:
+            raise Abort(trip)
+        for t in self.targets.values():
+            if not t.alive() and not t.down_expected:
+                if (trip := self.stops.target_exited(t)) is not None:
+                    raise Abort(trip)
+                raise TargetError(
+                    f"target {t.name} exited (code {t.proc.returncode if t.proc else '?'}) during the run",
+                    "see its log in the run's work directory",
+                )
+        self.probes.sample()
+        if (trip := self.stops.check(self.probes)) is not None:
+            raise Abort(trip)
+        if live is not None:
+            live.tick()
+
+    def wait_until(self, deadline: float, live: LiveView | None = None) -> None:
+        self.tick(live)
+        while (left := deadline - time.time()) > 0:
+            time.sleep(min(TICK, left))
+            self.tick(live)
+
+
+class ActiveFaults:
+    """The faults of one phase that are applied, each with its journal entry."""
+
+    def __init__(self, ctx: RunContext, signals: SignalState, switch: Switch) -> None:
+        self.ctx = ctx
+        self.signals = signals
+        self.switch = switch
+        self.items: list[tuple[Fault, int]] = []
+        self._reverted: set[int] = set()
+
+    @property
+    def faults(self) -> list[Fault]:
+        return [f for f, _ in self.items]
+
+    def apply(self, fault: Fault, deadline: float) -> None:
+        """Journal it (with the epoch time by which the watchdog undoes it whatever happens), then
+        apply it; never without a live switch."""
+        if (trip := self.switch.check()) is not None:
+            raise Abort(trip)
+        journal = self.ctx.journal
+        seq = journal.intent(
+            "fault",
+            kind=fault.kind,
+            target=fault.spec.target,
+            deadline=round(deadline, 3),
+            **fault.journal_record(),
+        )
+        self.items.append((fault, seq))
+        with self.signals.shielding(), self.switch.busy(_lease(fault)):
+            fault.apply(lambda seq=seq, **facts: journal.update(seq, **facts))
+            journal.update(seq, applied=True)
+
+    def revert_all(self, at_once: bool = False, since: float | None = None) -> dict[str, float]:
+        """Revert every fault not reverted yet: newest first, or all at once in threads (an abort).
+        Returns the seconds from `since` (monotonic; default: now) to each fault's revert."""
+        todo = [(f, seq) for f, seq in reversed(self.items) if seq not in self._reverted]
+        origin = since if since is not None else time.monotonic()
+        took: dict[str, float] = {}
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def revert(fault: Fault, seq: int) -> None:
+            try:
+                fault.revert()
+            except BaseException as exc:  # handed to the run loop's thread below
+                errors.append(exc)
+                return
+            self.ctx.journal.undone(seq)
+            with lock:
+                self._reverted.add(seq)
+                took[_name(fault, took)] = round(time.monotonic() - origin, 3)
+
+        if not todo:
+            return took
+        lease = max(_lease(f) for f, _ in todo)
+        with self.signals.shielding(), self.switch.busy(lease):
+            if at_once and len(todo) > 1:
+                _in_threads([functools.partial(revert, f, s) for f, s in todo])
+            else:
+                for fault, seq in todo:
+                    revert(fault, seq)
+        if errors:
+            raise errors[0]
+        return took
+
+
+def _lease(fault: Fault) -> float:
+    return STEP_LEASE + fault.target.service.health.timeout
+
+
+def _name(fault: Fault, taken: dict[str, float]) -> str:
+    name, n = fault.describe(), 2
+    while name in taken:
+        name, n = f"{fault.describe()} #{n}", n + 1
+    return name
+
+
+def _in_threads(calls: list[Callable[[], None]]) -> None:
+    threads = [threading.Thread(target=c, name="revert", daemon=True) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

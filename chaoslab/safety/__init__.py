@@ -1,0 +1,1 @@
+"""Game-day safety: stop conditions, the dead man's switch (a watchdog process) and target locks."""
