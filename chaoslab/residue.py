@@ -133,11 +133,12 @@ def _docker(live: Live) -> list[str]:
     if engine is None:
         return []
     found, networks = containers.labelled(engine)
-    label = containers.LABEL_RUN
-    return [f"container {c.name} ({c.status})" for c in found if c.labels.get(label) not in live.run_ids] + [
+    return [
+        f"container {c.name} ({c.status})" for c in found if not containers.live(c.labels, live.run_ids)
+    ] + [
         f"Docker network {n.name}"
         for n in networks
-        if (n.attrs.get("Labels") or {}).get(label) not in live.run_ids
+        if not containers.live(n.attrs.get("Labels"), live.run_ids)
     ]
 
 

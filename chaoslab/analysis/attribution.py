@@ -381,12 +381,15 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
     for key in sorted(keys, key=lambda k: (-DEPTH[k[0]], k[1])):
         hb, hf = lb.get(key, Histogram()), lf.get(key, Histogram())
         added = cur.share(key) - base.share(key)
+        # a shift of the events, or of their tail alone (Bonferroni over the two tests)
+        p = min(1.0, 2 * min(mann_whitney_hist(hb.buckets, hf.buckets), tail_shift_p(hb.buckets, hf.buckets)))
         if key in cur.stall_ticks or key in base.stall_ticks:
-            p = mann_whitney_p(base.stall_ticks.get(key, []), cur.stall_ticks.get(key, []))
-        else:  # a shift of the events, or of their tail alone (Bonferroni over the two tests)
-            p = min(
-                1.0, 2 * min(mann_whitney_hist(hb.buckets, hf.buckets), tail_shift_p(hb.buckets, hf.buckets))
-            )
+            # and a shift of the stalls' held time per tick: a layer measured both ways (the cpu
+            # layer: run-queue waits as events, throttling and freezes as sampled stalls) counts
+            # when either shifted, Bonferroni again (a CPU limit near a target's need throttles
+            # in a few periods only, while every request queued behind them waits)
+            stalls = mann_whitney_p(base.stall_ticks.get(key, []), cur.stall_ticks.get(key, []))
+            p = min(1.0, 2 * min(p, stalls)) if hb.count or hf.count else stalls
         out.append(
             Contribution(
                 layer=str(key[0]),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 NET = "10.233"
 LABEL_RUN = "org.chaoslab.run"
 LABEL_TARGET = "org.chaoslab.target"
+# The chaoslab process that made it, "pid@start time": its run is live while that process runs,
+# whatever run index a sweeping chaoslab reads (another state directory, a test's own).
+LABEL_OWNER = "org.chaoslab.owner"
 STOP_TIMEOUT = 3
 
 
@@ -213,7 +216,7 @@ class DockerRuntime:
         specs = [t for t in start_order(dict(ctx.scenario.targets)) if t.kind != "attach"]
         if not specs:
             return running
-        labels = {LABEL_RUN: ctx.run_id}
+        labels = {LABEL_RUN: ctx.run_id, LABEL_OWNER: f"{os.getpid()}@{proc.start_time(os.getpid())}"}
         network = f"chaoslab-{short}"
         with locks.allocating():  # two runs starting at once must not pick the same subnet
             net = free_subnet_index(docker)
@@ -374,6 +377,17 @@ def labelled(engine: DockerClient) -> tuple[list[Any], list[Any]]:
     return engine.containers.list(all=True, filters=flt), engine.networks.list(filters=flt)
 
 
+def live(labels: dict[str, str] | None, live_runs: Collection[str]) -> bool:
+    """A container or network of a live run: one of `live_runs`, or its chaoslab still runs."""
+    labels = labels or {}
+    if labels.get(LABEL_RUN) in live_runs:
+        return True
+    pid, _, started = labels.get(LABEL_OWNER, "").partition("@")
+    if not (pid.isdigit() and started.isdigit()):
+        return False
+    return proc.start_time(int(pid)) == int(started) and not proc.exited(int(pid))
+
+
 def sweep(live_runs: set[str]) -> list[str]:
     """Remove containers and networks of runs that are not alive (for `chaoslab recover`)."""
     engine = reachable()
@@ -382,11 +396,11 @@ def sweep(live_runs: set[str]) -> list[str]:
     done = []
     containers, networks = labelled(engine)
     for c in containers:
-        if c.labels.get(LABEL_RUN) not in live_runs:
+        if not live(c.labels, live_runs):
             c.remove(force=True)
             done.append(f"removed container {c.name}")
     for n in networks:
-        if n.attrs.get("Labels", {}).get(LABEL_RUN) not in live_runs:
+        if not live(n.attrs.get("Labels"), live_runs):
             n.remove()
             done.append(f"removed Docker network {n.name}")
     return done
