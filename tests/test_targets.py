@@ -354,6 +354,33 @@ def test_an_attach_selector_matching_nothing_stops_the_run_with_nothing_applied(
 
 
 @pytest.mark.privileged
+def test_an_attach_selector_matching_several_lists_them_and_applies_nothing(
+    root: None, clean_machine: None, tmp_path: Path
+) -> None:
+    twin = tmp_path / "chaoslab-twin"  # a name no other process here has
+    shutil.copy("/bin/sleep", twin)
+    twins = [subprocess.Popen([str(twin), "60"]) for _ in range(2)]
+    try:
+        path = tmp_path / "twins.yaml"
+        path.write_text(
+            scenario(
+                "svc: {attach: {process: chaoslab-twin}, ports: {http: 1}}",
+                "{target: svc, protocol: http, path: /, rate: 5/s}",
+            )
+        )
+        res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
+        assert res.returncode == 3, res.stderr
+        assert "2 processes match" in res.stderr, res.stderr
+        assert all(f"pid {t.pid}" in res.stderr for t in twins), res.stderr
+        assert "Traceback" not in res.stderr
+        assert all(t.poll() is None for t in twins)  # left as they were found
+    finally:
+        for t in twins:
+            t.kill()
+            t.wait()
+
+
+@pytest.mark.privileged
 def test_a_target_that_never_gets_healthy_shows_its_last_log_lines(
     root: None, clean_machine: None, tmp_path: Path
 ) -> None:
