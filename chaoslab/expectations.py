@@ -72,7 +72,7 @@ def _share(e: Expectation, causes: list[Cause], seen: list[str]) -> list[str]:
     """A cause's share (the causes it fits, together) against the expectation's bounds."""
     assert e.cause is not None
     fitting = [c for c in causes if e.cause.fits(c.layer, c.target)]
-    if not fitting:
+    if not fitting and e.share_at_least is not None:
         return [f"{e.cause.describe()} is not a cause"]
     share = sum(c.share for c in fitting)
     seen.append(f"{e.cause.describe()} explains {share:.0%}")

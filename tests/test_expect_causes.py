@@ -158,6 +158,9 @@ def test_a_share_expectation_checks_the_causes_share() -> None:
     assert not held and detail == "cpu explains 6%, not below 5%"  # a side effect has a share too
     held, detail = run(CauseRef("gc", "api"), low=0.1)
     assert not held and detail == "gc at api is not a cause"
+    # a layer that is no cause explains nothing: below any bound, at least none
+    held, detail = run(CauseRef("gc", "api"), high=0.1)
+    assert held and detail.endswith("gc at api explains 0%"), detail
     invalid = check(
         Expectation("both", "e", cause=CauseRef("entropy"), share_at_least=0.1),
         report(verdict(Status.INVALID)),
@@ -178,3 +181,10 @@ def test_the_scenarios_with_several_faults_are_valid(path: str) -> None:
     s = load_scenario(REPO / path)
     assert any(len(p.faults) > 1 for p in s.phases) or s.name == "edge-listener"
     assert all(e.describe() for e in s.expect)
+
+
+def test_a_share_on_a_phase_without_a_verdict_can_never_hold() -> None:
+    [message] = problems("{phase: baseline, cause: {layer: entropy, target: api}, share_at_least: 0.4}")
+    assert message.startswith("expect[0].cause: phase baseline gets no verdict (it is the baseline)"), message
+    [message] = problems("{phase: baseline, absorbed_by: [entropy]}")
+    assert message.startswith("expect[0].absorbed_by: phase baseline gets no verdict"), message

@@ -232,8 +232,18 @@ class _Reader:
                 self.problems.add(
                     f.at("target"), "'target' qualifies 'absorbed_by'", "add 'absorbed_by: LAYER'"
                 )
-            if (e.absorbed_by or e.causes or e.status) and phase in phase_names and phase not in judged:
-                key = "absorbed_by" if e.absorbed_by else "status"
+            if (
+                (e.absorbed_by or e.causes or e.cause or e.status)
+                and phase in phase_names
+                and phase not in judged
+            ):
+                key = (
+                    "absorbed_by"
+                    if raw_absorbed is not None
+                    else "cause"
+                    if raw_cause is not None
+                    else "status"
+                )
                 why = "it is the baseline" if phase == phase_names[0] else "it has no faults and no compare"
                 self.problems.add(
                     f.at(key),
