@@ -227,6 +227,11 @@ def _fit(text: str, width: float) -> str:
 # ---------------------------------------------------------------- where the added time went
 
 ANYWHERE = {Layer.CPU, Layer.SYSCALL}  # layers that can sit under any other: drawn apart
+WIRE = {Layer.NETWORK}  # holds no other layer: beside the nesting, as the verdict's causes see it
+# indent of each nested layer: client > proxy > app > tls > entropy and gc
+LEVEL = {
+    d: i for i, d in enumerate(sorted({DEPTH[layer] for layer in Layer if layer not in ANYWHERE | WIRE}))
+}
 SHOWN = 0.02  # a layer is drawn from this share of the client's added time on (the rest are listed)
 
 
@@ -244,17 +249,26 @@ def shown_contributions(v: Verdict, declared: Iterable[tuple[str, str]]) -> list
 
 def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
     """The client's added time per request on top, and under it every layer that holds a part,
-    indented by depth (client > proxy > network > app > tls > entropy; cpu and syscall, which can
-    sit under any of them, apart below),
-    all on one scale: a deeper bar is a part of the bars above it. The client's bar is split
+    indented by depth (client > proxy > app > tls > entropy), then the wire (network, which holds
+    no other layer and sits beside them) and cpu and syscall (which can sit under any of them)
+    apart below, all on one scale: a deeper bar is a part of the bars above it. The client's bar is split
     into the parts the verdict's causes hold, side by side, and the unexplained remainder."""
     rows = shown_contributions(v, declared)
-    nested = [c for c in rows if Layer(c.layer) not in ANYWHERE]
+    nested = [c for c in rows if Layer(c.layer) not in ANYWHERE | WIRE]
+    wire = [c for c in rows if Layer(c.layer) in WIRE]
     anywhere = [c for c in rows if Layer(c.layer) in ANYWHERE]
+    captions = {
+        id(group[0]): caption
+        for group, caption in (
+            (wire, "beside them, the wire (it holds no other layer):"),
+            (anywhere, "under any of the layers above (cpu, syscall):"),
+        )
+        if group
+    }
     client = v.client_added_mean_ms
     scale_max = max([client, *(c.added_ms for c in rows), 0.5]) * 1.05
     left, right, row_h = 200.0, WIDTH - 170.0, 26.0
-    height = 30 + row_h * (len(rows) + 1) + (22 if anywhere else 0) + 24
+    height = 30 + row_h * (len(rows) + 1) + 22 * len(captions) + 24
     svg = Svg(WIDTH, height, "attribution", f"where the added time went in {v.phase}")
 
     def x(ms: float) -> float:
@@ -296,12 +310,12 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
         title = f"client added {client:.2f} ms per request"
         svg.rect(left, y + 4, max(x(client) - left, 1.0), row_h - 8, "bar-client bar", title)
         svg.text(max(x(client), left) + 6, y + 17, f"{client:+.1f} ms ({v.status})", "value")
-    for c in nested + anywhere:
+    for c in nested + wire + anywhere:
         y += row_h
-        if anywhere and c is anywhere[0]:
-            svg.text(12, y + 14, "under any of the layers above (cpu, syscall):", "tick")
+        if id(c) in captions:
+            svg.text(12, y + 14, captions[id(c)], "tick")
             y += 22
-        depth = DEPTH[Layer(c.layer)] if c in nested else 1
+        depth = LEVEL[DEPTH[Layer(c.layer)]] if c in nested else 1
         name = f"{c.layer} at {c.target}"
         indent = 12 + 14 * depth
         svg.path(f"M{_f(indent - 9)} {_f(y + 2)}V{_f(y + 13)}h6", "nest")
