@@ -481,13 +481,13 @@ def check_path(path: str, where: str, problems: Problems) -> str:
 
 
 def check_url_path(path: str, where: str, problems: Problems, example: str = "e.g. '/work'") -> None:
-    """An HTTP request path: starts with '/', printable ASCII without spaces (percent-encode the
-    rest), at most 8192 characters."""
+    """An HTTP request path: starts with '/', URL characters only (RFC 3986: percent-encode the
+    rest), at most 8192 characters. Request paths and health-check paths alike."""
     if not path.startswith("/"):
         problems.add(where, f"{show(path)} must start with '/'", example)
-    elif len(path) > 8192 or not all("!" <= c <= "~" for c in path):
+    elif len(path) > 8192 or not URL_PATH.match(path):
         problems.add(
             where,
-            f"{show(path)} is not a request path: printable ASCII without spaces, at most 8192 characters",
+            f"{show(path)} is not a request path: URL characters only, at most 8192 characters",
             "percent-encode other characters (a space is %20)",
         )
