@@ -167,6 +167,7 @@ def _run_phases(
                 # next phase (a network check takes several delayed handshakes).
                 lead = min(VERIFY_LEAD, spec.duration / 4) if spec.faults else 0.0
                 watch.wait_until(end - lead, live)
+                active.extend(VERIFY_LEASE)
                 with watch.switch.busy(VERIFY_LEASE):
                     run.faults = [(f, f.verify()) for f in active.faults]
                 watch.wait_until(end, live)

@@ -102,6 +102,16 @@ class ActiveFaults:
             fault.apply(lambda seq=seq, **facts: journal.update(seq, **facts))
             journal.update(seq, applied=True)
 
+    def extend(self, lease: float) -> None:
+        """Move the deadline of every fault not reverted yet to the end of a step allowed `lease`
+        seconds (a verification, a revert) plus the margin: the watchdog undoes a fault whose
+        phase is over only once the step that ends it is late, not while it runs in its time
+        (a network check of a 1 s delay takes several seconds past the phase's end)."""
+        until = round(time.time() + lease + self.ctx.scenario.switch.margin, 3)
+        for _, seq in self.items:
+            if seq not in self._reverted:
+                self.ctx.journal.update(seq, deadline=until)
+
     def revert_all(self, at_once: bool = False, since: float | None = None) -> dict[str, float]:
         """Revert every fault not reverted yet: newest first, or all at once in threads (an abort).
         Returns the seconds from `since` (monotonic; default: now) to each fault's revert."""
@@ -125,6 +135,7 @@ class ActiveFaults:
         if not todo:
             return took
         lease = max(_lease(f) for f, _ in todo)
+        self.extend(lease)
         with self.signals.shielding(), self.switch.busy(lease):
             if at_once and len(todo) > 1:
                 _in_threads([functools.partial(revert, f, s) for f, s in todo])

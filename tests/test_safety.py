@@ -326,3 +326,28 @@ def test_two_runs_on_different_targets_both_finish_with_their_verdicts(
         runs.append((start_run(out, held_scenario(tmp_path, name, pid, port)), out))
     reports = [finished(p, out) for p, out in runs]
     assert reports[0]["run_id"] != reports[1]["run_id"]
+
+
+def test_a_verification_that_runs_past_the_phase_end_in_its_time_is_not_late(tmp_path: Path) -> None:
+    """A 1 s delay's network check takes about six delayed handshakes, past the phase's end plus
+    the default 5 s margin: the deadline moves on with it, and the run ends as it should."""
+    path = tmp_path / "big_delay.yaml"
+    path.write_text(
+        "name: big-delay\n"
+        "targets: {api: {service: go-api}}\n"
+        "load: {protocol: https, target: api, path: /work, rate: 5/s, concurrency: 32, timeout: 30s}\n"
+        "phases:\n"
+        "  - {name: baseline, duration: 4s}\n"
+        "  - name: slow\n"
+        "    duration: 4s\n"
+        "    faults: [{kind: network, target: api, delay: 1s, local_port: 8443}]\n"
+        "  - {name: recovery, duration: 2s}\n"
+    )
+    out = tmp_path / "out"
+    res = chaoslab("run", str(path), "--out", str(out), timeout=300)
+    assert res.returncode in (0, 1), res.stderr[-3000:]
+    r = report(out)
+    assert r["abort"] is None, r["abort"]
+    [slow] = [p for p in r["phases"] if p["name"] == "slow"]
+    assert all(f["observed"] for f in slow["faults"]), slow["faults"]
+    assert journal.pending(out / "journal.jsonl") == []
