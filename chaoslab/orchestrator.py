@@ -116,11 +116,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         phases, abort = _run_phases(ctx, t0, faults, watch, live, signals, load)
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
-        report = _analyse(ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable)
-        report.abort = abort
-        if abort is not None:
-            report.expectations = check_all(scenario.expect, report)
-        return report
+        return _analyse(ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable, abort)
     finally:
         signals.shield()
         stack.close()
@@ -189,7 +185,7 @@ def _run_phases(
                 unchecked = Verification(False, "the phase was aborted before its faults were checked", "")
                 run.faults = [(f, unchecked) for f in active.faults]
             runs.append(run)
-            record = _abort_record(ctx, trip, spec.name, reverted, active.faults)
+            record = _abort_record(ctx, trip, spec.name, reverted)
             live.phase_done(_phase_record(run))
             live.aborted(record)
             return runs, record
@@ -215,9 +211,7 @@ def _run_phases(
     return runs, None
 
 
-def _abort_record(
-    ctx: RunContext, trip: Trip, phase: str, reverted: dict[str, float], active: list[Fault]
-) -> AbortRecord:
+def _abort_record(ctx: RunContext, trip: Trip, phase: str, reverted: dict[str, float]) -> AbortRecord:
     """The trip with its measured revert time: chaoslab's own (trip to the last revert) for a stop
     condition; the watchdog's (last heartbeat, or the fault's deadline, to its last revert) for
     the switch, whose undo came first (chaoslab's own revert afterwards found nothing left)."""
@@ -275,6 +269,7 @@ def _analyse(
     stalls: attribution.Stalls,
     probe_lines: list[str],
     unmeasured: dict[tuple[Layer, str], str],
+    abort: AbortRecord | None = None,
 ) -> Report:
     records = load.records
     by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
@@ -360,6 +355,7 @@ def _analyse(
             Unmeasured(str(layer), target, why) for (layer, target), why in sorted(unmeasured.items())
         ],
         kernel=os.uname().release,
+        abort=abort,
     )
     report.expectations = check_all(ctx.scenario.expect, report)
     return report

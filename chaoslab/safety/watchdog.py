@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from chaoslab import journal
 from chaoslab.journal import Entry, pending
 
 UNDO_ALLOWANCE = 1.0  # seconds of the bound left for undoing the faults
@@ -185,19 +184,12 @@ class Watchdog:
         return 0
 
     def clean_up(self) -> None:
-        from chaoslab.recover import undo_entries
-        from chaoslab.safety import locks
+        """The whole run, as `chaoslab recover --force` on its journal: every entry undone, the
+        run's index entry dropped and its locks released."""
+        from chaoslab.recover import recover_all
 
-        for u in undo_entries(self.path):
-            for line in u.lines:
-                log(line)
-        run_id = ""
-        for index, info in journal.indexed_runs():
-            if info.journal == self.path.resolve():
-                run_id = info.run_id
-                index.unlink(missing_ok=True)
-        if run_id:
-            locks.release(run_id)
+        for line in recover_all([self.path], force=True):
+            log(line)
         log("chaoslab died: the run is undone")
 
 
