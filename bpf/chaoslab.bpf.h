@@ -98,10 +98,30 @@ static __always_inline __u32 *target_of(__u32 tgid)
 	return bpf_map_lookup_elem(&targets, &tgid);
 }
 
+/*
+ * Runs of the object's programs in a target's own threads, per target index: the share of
+ * the programs' run time (kernel BPF statistics) that each target paid for. Per CPU: no
+ * atomic operation on the hot path.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u64);
+} target_runs SEC(".maps");
+
 /* The target index of the current process, or NULL if it is not a target. */
 static __always_inline __u32 *current_target(void)
 {
-	return target_of(bpf_get_current_pid_tgid() >> 32);
+	__u32 *target = target_of(bpf_get_current_pid_tgid() >> 32);
+	__u64 *runs;
+
+	if (target) {
+		runs = bpf_map_lookup_elem(&target_runs, target);
+		if (runs)
+			(*runs)++;
+	}
+	return target;
 }
 
 #endif

@@ -81,11 +81,15 @@ def bpf_object(name: str) -> Path:
 NATIVE_LIBS: dict[str, tuple[list[str], str]] = {
     "uinject": ([], "apt-get install gcc"),
     "nfqdelay": (["-lnetfilter_queue", "-lm"], "apt-get install gcc libnetfilter-queue-dev"),
+    "trapcost": ([], "apt-get install gcc"),
 }
+# Where each native helper's source is: the faults' injectors, the probes' calibration.
+NATIVE_DIRS = (PACKAGE / "faults" / "native", PACKAGE / "probes" / "native")
 
 
 def native(name: str) -> Path:
-    src = PACKAGE / "faults" / "native" / f"{name}.c"
+    found = [d / f"{name}.c" for d in NATIVE_DIRS if (d / f"{name}.c").exists()]
+    src = found[0] if found else NATIVE_DIRS[0] / f"{name}.c"
     libs, hint = NATIVE_LIBS[name]
     out = BUILD / "bin" / name
     if _stale(out, [src]):

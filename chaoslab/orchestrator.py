@@ -32,14 +32,16 @@ from chaoslab.load.grpc_schema import GrpcSchemas
 from chaoslab.load.records import Request, latency_histogram
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
-from chaoslab.probes.set import Snapshot
-from chaoslab.report.model import AbortRecord, FaultRecord, PhaseRecord, Report, Unmeasured
+from chaoslab.probes.choose import choose
+from chaoslab.probes.cost import trap_cost
+from chaoslab.probes.set import Lost, Snapshot
+from chaoslab.report.model import AbortRecord, FaultRecord, ObserverCost, PhaseRecord, Report, Unmeasured
 from chaoslab.runloop import VERIFY_LEASE, ActiveFaults, RunWatch
 from chaoslab.safety import locks
 from chaoslab.safety.stop import STOP_BOUND, Abort, StopConditions, Trip
 from chaoslab.safety.switch import Switch
 from chaoslab.safety.watchdog import UNDO_ALLOWANCE
-from chaoslab.scenario.model import PhaseSpec, Scenario
+from chaoslab.scenario.model import PhaseSpec, ProbeBudget, Scenario
 from chaoslab.signals import SignalState
 from chaoslab.targets.runtimes import runtime_for
 
@@ -91,12 +93,18 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         locks.acquire(wanted, ctx.journal.info)
         for fault in faults.values():
             fault.preflight()
-        chosen = scenario.probes
-        probes = ProbeSet([p for p in PROBES if chosen is None or p.layer in chosen], targets)
+        choice = choose(scenario, targets, faults.values())
+        probes = ProbeSet(PROBES, targets, choice.attach, scenario.probe_budget)
         stack.callback(probes.close)
         ctx.events.subscribe("target_restarted", probes.retarget)
         for line in probes.attach(scenario.required_probes):
             ctx.say(line)
+        if choice.left_out:
+            left = ", ".join(f"{layer} at {t}" for layer, t in sorted(choice.left_out))
+            ctx.say(
+                f"probes not attached, as nothing in the scenario needs them and their uprobes trap the "
+                f"target: {left} (list a layer in probes: to have it)"
+            )
         load = LoadRunner(ctx, targets, schemas=schemas)
         load.preflight()
         stack.callback(load.stop)
@@ -112,11 +120,19 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         ctx.say(f"load: {scenario.load.describe()}, to {to}")
         if stops.active:
             ctx.say(f"stop conditions: {'; '.join(scenario.abort.describe())}")
-        watch = RunWatch(targets, probes, stops, switch)
+        watch = RunWatch(targets, probes, stops, switch, lambda: len(load.records), ctx.say)
         phases, abort = _run_phases(ctx, t0, faults, watch, live, signals, load)
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
-        return _analyse(ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable, abort)
+        observer = Observer(
+            probes.costs(len(load.records)),
+            scenario.probe_budget,
+            {(p.layer, t): lost for p, lost in probes.lost.items() for t in p.index.values()},
+            choice.left_out,
+        )
+        return _analyse(
+            ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable, abort, observer
+        )
     finally:
         signals.shield()
         stack.close()
@@ -261,6 +277,17 @@ def _phase_record(r: PhaseRun) -> PhaseRecord:
     )
 
 
+@dataclass
+class Observer:
+    """What measuring cost: each probe's cost, the budget, the layers the kill switch
+    detached (lost from then on) and those not attached because nothing needed them."""
+
+    costs: list[ObserverCost] = field(default_factory=list)
+    budget: ProbeBudget = field(default_factory=ProbeBudget)
+    lost: dict[tuple[Layer, str], Lost] = field(default_factory=dict)
+    left_out: dict[tuple[Layer, str], str] = field(default_factory=dict)
+
+
 def _analyse(
     ctx: RunContext,
     runtime: str,
@@ -270,7 +297,20 @@ def _analyse(
     probe_lines: list[str],
     unmeasured: dict[tuple[Layer, str], str],
     abort: AbortRecord | None = None,
+    observer: Observer | None = None,
 ) -> Report:
+    observer = observer or Observer()
+    if observer.lost:
+        # A layer detached mid-run has no comparable figure in any phase: no verdict is drawn
+        # from it (a fault on it is inconclusive), and its partial histograms are dropped.
+        unmeasured = dict(unmeasured)
+        for (layer, target), lost in observer.lost.items():
+            when = f"+{lost.at - runs[0].scheduled:.1f} s" if runs else "mid-run"
+            unmeasured[(layer, target)] = (
+                f"its probe was detached at {when} by the kill switch: {lost.reason}"
+            )
+        for r in runs:
+            r.snap = {k: h for k, h in r.snap.items() if (k[0], k[1]) not in observer.lost}
     records = load.records
     by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
     for req in records:
@@ -356,6 +396,10 @@ def _analyse(
         ],
         kernel=os.uname().release,
         abort=abort,
+        observer=observer.costs,
+        observer_budget_us=round(observer.budget.warn * 1e6, 3),
+        trap_us=round(trap_cost().ns / 1000, 3) if any(c.traps for c in observer.costs) else 0.0,
+        left_out=[Unmeasured(str(layer), t, why) for (layer, t), why in sorted(observer.left_out.items())],
     )
     report.expectations = check_all(ctx.scenario.expect, report)
     return report

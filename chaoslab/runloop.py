@@ -39,11 +39,15 @@ class RunWatch:
         probes: ProbeSet,
         stops: StopConditions,
         switch: Switch,
+        requests: Callable[[], int] = lambda: 0,
+        say: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.targets = targets
         self.probes = probes
         self.stops = stops
         self.switch = switch
+        self.requests = requests  # completed so far: the probes' cost is policed per request
+        self.say = say
 
     def tick(self, live: LiveView | None = None) -> None:
         self.switch.beat()
@@ -58,6 +62,8 @@ class RunWatch:
                     "see its log in the run's work directory",
                 )
         self.probes.sample()
+        for line in self.probes.police(self.requests()):
+            self.say(line)
         if (trip := self.stops.check(self.probes)) is not None:
             raise Abort(trip)
         if live is not None:

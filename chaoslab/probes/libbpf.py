@@ -54,6 +54,7 @@ def lib() -> ctypes.CDLL:
             "bpf_link__destroy": (ci, [vp]),
             "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
             "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
+            "libbpf_num_possible_cpus": (ci, []),
             "bpf_map_get_next_key": (ci, [ci, vp, vp]),
             "bpf_map_delete_elem": (ci, [ci, vp]),
             "bpf_map_get_fd_by_id": (ci, [ctypes.c_uint32]),
@@ -177,6 +178,14 @@ class BpfObject:
         run_time, run_cnt = struct.unpack_from("<QQ", bytes(info), PROG_INFO_RUN_TIME)
         return run_time, run_cnt
 
+    def stats(self) -> Iterator[tuple[str, str, int, int]]:
+        """(name, section, run_time_ns, run_cnt) of every loaded program, counted while
+        `enable_stats()` is held."""
+        for name, section in self.programs():
+            prog = lib().bpf_object__find_program_by_name(self._obj, name.encode())
+            if prog and lib().bpf_program__autoload(prog) and lib().bpf_program__fd(prog) >= 0:
+                yield name, section, *self.run_stats(name)
+
     def update_bytes(self, map_name: str, key: int, value: bytes) -> None:
         k, v = ctypes.c_uint32(key), ctypes.create_string_buffer(value, len(value))
         if lib().bpf_map_update_elem(self.map_fd(map_name), ctypes.byref(k), v, 0) != 0:
@@ -187,6 +196,14 @@ class BpfObject:
         if lib().bpf_map_lookup_elem(self.map_fd(map_name), ctypes.byref(k), ctypes.byref(v)) != 0:
             return 0
         return v.value
+
+    def percpu_sum_u64(self, map_name: str, key: int) -> int:
+        """The sum over CPUs of a per-CPU map's u64 value at `key` (0 when absent)."""
+        ncpu = int(lib().libbpf_num_possible_cpus())
+        k, v = ctypes.c_uint32(key), (ctypes.c_uint64 * max(ncpu, 1))()
+        if lib().bpf_map_lookup_elem(self.map_fd(map_name), ctypes.byref(k), v) != 0:
+            return 0
+        return sum(v)
 
     def lookup_bytes(self, map_name: str, key: int, size: int) -> bytes | None:
         k, v = ctypes.c_uint32(key), ctypes.create_string_buffer(size)

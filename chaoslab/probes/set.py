@@ -2,32 +2,67 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from chaoslab.errors import ChaoslabError, PreflightError
 from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
 from chaoslab.probes.base import Probe, Stall
+from chaoslab.probes.cost import Usage, trap_cost, usage
+from chaoslab.probes.libbpf import enable_stats
+from chaoslab.report.model import ObserverCost
+from chaoslab.scenario.model import ProbeBudget as Budget
 from chaoslab.targets.base import RunningTarget
 
 # (layer, target, metric) -> cumulative histogram; metric "" is the layer as a whole
 Snapshot = dict[tuple[Layer, str, str], Histogram]
 
+POLICE_EVERY = 1.0  # seconds between two looks at the probes' cost
+POLICE_MIN_REQUESTS = 50  # ... over at least this many requests
+
+
+@dataclass
+class Lost:
+    at: float  # epoch seconds it was detached
+    reason: str
+
 
 class ProbeSet:
-    def __init__(self, probe_types: Iterable[type[Probe]], targets: dict[str, RunningTarget]) -> None:
+    def __init__(
+        self,
+        probe_types: Iterable[type[Probe]],
+        targets: dict[str, RunningTarget],
+        only: Mapping[tuple[type[Probe], str], str] | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        """Every probe of `probe_types` where it applies, or (`only`) at the targets it names,
+        with why (`chaoslab.probes.choose`)."""
         self.probes: list[Probe] = []
         # (epoch seconds, {(layer, target): cumulative stalled seconds}), one entry per `sample`
         self.samples: list[tuple[float, dict[tuple[Layer, str], float]]] = []
-        self._plan = [(cls, [t for t in targets.values() if cls.applies_to(t)]) for cls in probe_types]
+        types = tuple(probe_types)
+
+        def planned(cls: type[Probe], t: RunningTarget) -> bool:
+            return cls.applies_to(t) if only is None else (cls, t.name) in only
+
+        self._plan = [(cls, [t for t in targets.values() if planned(cls, t)]) for cls in types]
+        self.why = dict(only or {})
         # (layer, target) -> why that layer is not measured there (it could not attach)
         self.unavailable: dict[tuple[Layer, str], str] = {
             (cls.layer, t.name): why
-            for cls in probe_types
+            for cls in types
             for t in targets.values()
-            if (why := cls.unavailable_for(t)) is not None
+            if (only is None or (cls, t.name) in only) and (why := cls.unavailable_for(t)) is not None
         }
+        self.budget = budget or Budget()
+        self.lost: dict[Probe, Lost] = {}  # detached mid-run by the kill switch
+        self.retired: list[tuple[Probe, Usage]] = []  # detached probes and their use until then
+        self._stats_fd: int | None = None
+        self._warned: set[Probe] = set()
+        self._last: tuple[float, int, dict[Probe, Usage]] | None = None
 
     def attach(self, required: Iterable[str] = ()) -> list[str]:
         """Attach every probe that can; returns one line per probe for the run log.
@@ -37,6 +72,11 @@ class ProbeSet:
         drawn. A layer in `required` that cannot attach stops the run before any load.
         """
         lines = []
+        if any(targets for _, targets in self._plan):
+            try:
+                self._stats_fd = enable_stats()
+            except ChaoslabError as exc:
+                lines.append(f"probes' own cost: not measured ({exc.message})")
         for cls, targets in self._plan:
             if not targets:
                 continue
@@ -94,7 +134,94 @@ class ProbeSet:
     def stalls(self) -> list[tuple[Layer, Stall]]:
         return [(p.layer, s) for p in self.probes for s in p.stalls()]
 
+    def usage(self) -> dict[Probe, Usage]:
+        """Each attached probe's use of its targets' time since it attached."""
+        return {p: usage(p.obj, p.index) for p in self.probes if p.obj is not None}
+
+    def police(self, requests: int) -> list[str]:
+        """The kill switch, called on every tick with the requests completed so far: a probe
+        whose cost per request over the last second passed the budget's limit is detached,
+        its layer lost from now on; one over the warning level is reported once."""
+        now = time.time()
+        if self._last is None:
+            self._last = (now, requests, self.usage())
+            return []
+        then, before_n, before = self._last
+        n = requests - before_n
+        if now - then < POLICE_EVERY or n < POLICE_MIN_REQUESTS:
+            return []
+        current = self.usage()
+        self._last = (now, requests, current)
+        trap = trap_cost().ns
+        out = []
+        for probe, use in current.items():
+            paid = (use - before.get(probe, Usage())).paid_ns(trap)
+            per_request = max(paid.values(), default=0.0) / n / 1e9
+            where = ", ".join(probe.index.values())
+            if per_request > self.budget.limit:
+                reason = (
+                    f"its cost, {per_request * 1e6:.0f} µs per request over the last {now - then:.1f} s, "
+                    f"passed the limit of {self.budget.limit * 1e6:g} µs (probes.limit)"
+                )
+                self.detach(probe, reason)
+                out.append(f"probe {probe.layer} at {where} DETACHED: {reason}; its layer is lost from here")
+            elif per_request > self.budget.warn and probe not in self._warned:
+                self._warned.add(probe)
+                out.append(
+                    f"probe {probe.layer} at {where} costs {per_request * 1e6:.0f} µs per request, over the "
+                    f"budget of {self.budget.warn * 1e6:g} µs (probes.budget): the targets are slowed by "
+                    "being measured"
+                )
+        return out
+
+    def costs(self, requests: int) -> list[ObserverCost]:
+        """Each probe's cost over the run so far, detached ones included (call before `close`)."""
+        trap = trap_cost().ns
+        rows = []
+        for probe, use in [*self.retired, *self.usage().items()]:
+            paid = use.paid_ns(trap)
+            per_request = max(paid.values(), default=0.0) / requests / 1000 if requests else 0.0
+            lost = self.lost.get(probe)
+            rows.append(
+                ObserverCost(
+                    str(probe.layer),
+                    list(probe.index.values()),
+                    probe.describe(),
+                    self.why_attached(probe),
+                    use.runs,
+                    round(use.bpf_ns / 1e6, 3),
+                    use.traps,
+                    round(use.traps * trap / 1e6, 3),
+                    {t: round(ns / 1e6, 3) for t, ns in paid.items()},
+                    round(per_request, 3),
+                    per_request > self.budget.warn * 1e6,
+                    lost.at if lost else None,
+                    lost.reason if lost else "",
+                )
+            )
+        return rows
+
+    def why_attached(self, probe: Probe) -> str:
+        reasons = dict.fromkeys(
+            self.why[(type(probe), t)] for t in probe.index.values() if (type(probe), t) in self.why
+        )
+        return "; ".join(reasons)
+
+    def detach(self, probe: Probe, reason: str) -> None:
+        if probe.obj is not None:
+            self.retired.append((probe, usage(probe.obj, probe.index)))
+        probe.close()
+        self.probes.remove(probe)
+        self.lost[probe] = Lost(time.time(), reason)
+        gone = {(probe.layer, t) for t in probe.index.values()}
+        self.samples = [(at, {k: v for k, v in vals.items() if k not in gone}) for at, vals in self.samples]
+
     def close(self) -> None:
         for probe in self.probes:
+            if probe.obj is not None:
+                self.retired.append((probe, usage(probe.obj, probe.index)))
             probe.close()
         self.probes.clear()
+        if self._stats_fd is not None:
+            os.close(self._stats_fd)
+            self._stats_fd = None

@@ -371,8 +371,40 @@ def _generator(report: Report, late: int, live: LiveStatus | None) -> str:
         + ("<br>".join(escape(p) for p in report.probes) if report.probes else "none (a load-only run)")
         + "</span>"
     )
+    if report.left_out:
+        out.append(
+            "<b>not attached</b><span>"
+            + "<br>".join(escape(f"{u.layer} at {u.target}: {u.reason}") for u in report.left_out)
+            + "</span>"
+        )
     out.append("</div>")
+    out.append(_observer_table(report))
     return "".join(out)
+
+
+def _observer_table(report: Report) -> str:
+    """What each probe cost the targets (the act of measuring), against the run's budget."""
+    if not report.observer:
+        return ""
+    rows = []
+    for c in report.observer:
+        status = f"DETACHED: {c.lost}" if c.lost else "over budget" if c.over_budget else "within budget"
+        cls = "bad" if c.lost or c.over_budget else ""
+        paid = ", ".join(f"{t} {ms:.1f} ms" for t, ms in c.paid_ms.items())
+        rows.append(
+            f"<tr><td>{escape(c.layer)}</td><td>{escape(c.why)}</td><td class=num>{c.events}</td>"
+            f"<td class=num>{c.bpf_ms:.1f}</td><td class=num>{c.traps}</td><td>{escape(paid)}</td>"
+            f'<td class=num>{c.per_request_us:.1f}</td><td class="{cls}">{escape(status)}</td></tr>'
+        )
+    trap = f"; a uprobe trap timed at {report.trap_us:.1f} µs here" if report.trap_us else ""
+    return (
+        f"<h3>The probes' own cost</h3><p>{escape(words.observer_summary(report))}. BPF run time from the "
+        f"kernel's statistics{escape(trap)}; each target pays in proportion to the runs in its own "
+        "threads.</p><table><tr><th>probe</th><th>why attached</th><th>runs</th><th>BPF ms</th>"
+        "<th>traps</th><th>paid by</th><th>µs per request</th><th>budget</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _layer_table(report: Report) -> str:

@@ -61,6 +61,7 @@ def render(report: Report) -> str:
         "",
         f"**Probes** {', '.join(p.split(':', 1)[0] for p in report.probes) or 'none'}",
         "",
+        *([f"**Observer cost** {words.observer_summary(report)}", ""] if report.observer else []),
     ]
     return "\n".join(lines)
 

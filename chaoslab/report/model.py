@@ -217,6 +217,27 @@ def _listed(causes: list[Cause]) -> str:
 
 
 @dataclass(frozen=True)
+class ObserverCost:
+    """What one probe cost its targets during the run: the time its BPF programs ran (the
+    kernel's statistics) and, for uprobes, the traps (hits times the trap cost timed at start-up)."""
+
+    layer: str
+    targets: list[str]
+    mechanism: str
+    why: str  # why the run attached it
+    events: int  # runs of its BPF programs
+    bpf_ms: float  # their run time
+    traps: int  # uprobe hits
+    trap_ms: float  # their traps' cost
+    # what each target paid: the cost in proportion to the runs in its own threads
+    paid_ms: dict[str, float]
+    per_request_us: float  # the most any one target paid, per request of the run
+    over_budget: bool  # above the run's budget per request (probes.budget)
+    lost_at: float | None = None  # epoch seconds the kill switch detached it (probes.limit)
+    lost: str = ""  # why
+
+
+@dataclass(frozen=True)
 class Unmeasured:
     """A layer whose probe could not attach at a target in this run, and why."""
 
@@ -300,6 +321,12 @@ class Report:
     # Layers that could not attach on this kernel or target: the run went on without them.
     unmeasured: list[Unmeasured] = field(default_factory=list)
     kernel: str = ""  # the kernel release the run measured on
+    # What each probe cost the targets, and the budget per request it was held to.
+    observer: list[ObserverCost] = field(default_factory=list)
+    observer_budget_us: float = 0.0
+    trap_us: float = 0.0  # one uprobe trap's cost on this machine, timed at start-up
+    # Layers the run did not attach because nothing in the scenario needed them, and why.
+    left_out: list[Unmeasured] = field(default_factory=list)
     abort: AbortRecord | None = None  # the run stopped early: a stop condition or the switch
     schema: str = SCHEMA
 

@@ -10,6 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from chaoslab.report import words
 from chaoslab.report.comparison import Change, Comparison
 from chaoslab.report.model import ClientRow, Report
 from chaoslab.scenario.model import Status
@@ -146,6 +147,10 @@ def verdict_lines(report: Report) -> RenderableType:
             lines.append(
                 Text(f"load generator SATURATED: {reason}; latency figures are not trustworthy", style="red")
             )
+    if observer := words.observer_summary(report):
+        style = "red" if any(c.lost for c in report.observer) else None
+        style = style or ("yellow" if any(c.over_budget for c in report.observer) else "")
+        lines.append(Text(observer, style=style))
     for e in report.expectations:
         mark = ("held", "green") if e.held else ("FAILED", "red")
         lines.append(Text.assemble(f"expect {e.expectation}: ", mark, f" ({e.detail})"))

@@ -65,3 +65,23 @@ def ms(value: float, signed: bool = False) -> str:
     """Milliseconds with a precision that fits their size."""
     digits = 3 if abs(value) < 1 else 1 if abs(value) < 100 else 0
     return f"{value:+.{digits}f} ms" if signed else f"{value:.{digits}f} ms"
+
+
+def observer_summary(report: Report) -> str:
+    """The probes' own cost per request, in one line ("" when no probe reported a cost)."""
+    if not report.observer:
+        return ""
+    parts = [f"{c.layer} {c.per_request_us:.1f} µs" for c in report.observer]
+    total = sum(c.per_request_us for c in report.observer)
+    over = [c.layer for c in report.observer if c.over_budget]
+    lost = [c.layer for c in report.observer if c.lost]
+    text = (
+        f"probes' own cost per request {total:.1f} µs ({', '.join(parts)}; budget "
+        f"{report.observer_budget_us:g} µs a probe"
+    )
+    text += f", traps timed at {report.trap_us:.1f} µs)" if report.trap_us else ")"
+    if over:
+        text += f"; over budget: {', '.join(over)}"
+    if lost:
+        text += f"; detached by the kill switch, lost: {', '.join(lost)}"
+    return text

@@ -16,6 +16,7 @@ from chaoslab.scenario.model import (
     Expectation,
     FaultSpec,
     PhaseSpec,
+    ProbeBudget,
     Scenario,
     Status,
     TargetSpec,
@@ -84,25 +85,48 @@ class _Reader:
         if load is not None:
             check_stages(load, sum(p.duration for p in phases), self.problems)
         expect = self.expectations(top, phases, targets)
-        probes, required = self.probes(top)
+        probes, required, budget = self.probes(top)
         abort = parse_abort(top, targets, self.problems)
         switch = parse_switch(top, self.problems)
         top.finish()
         if load is None or not top.ok:
             return None
         return Scenario(
-            name, description, runtime, targets, load, phases, expect, source, probes, required, abort, switch
+            name,
+            description,
+            runtime,
+            targets,
+            load,
+            phases,
+            expect,
+            source,
+            probes,
+            required,
+            abort,
+            switch,
+            budget,
         )
 
-    def probes(self, top: Fields) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
-        """`probes: [layers]`, or `probes: {layers: [...], required: [...]}`: (chosen, required)."""
+    def probes(self, top: Fields) -> tuple[tuple[str, ...] | None, tuple[str, ...], ProbeBudget]:
+        """`probes: [layers]`, or `probes: {layers: [...], required: [...], budget: 50us, limit: 1ms}`:
+        (chosen, required, budget)."""
         if not top.has("probes"):
-            return None, ()
+            return None, (), ProbeBudget()
         raw = top.raw.get("probes")
         if isinstance(raw, dict):
             f = Fields(top.mapping("probes"), "probes", self.problems)
             chosen = self._layers(f.sequence("layers"), f.at("layers")) if f.has("layers") else None
             required = self._layers(f.sequence("required"), f.at("required"))
+            default = ProbeBudget()
+            both = f.has("budget") and f.has("limit")
+            warn = f.duration("budget", default.warn, high=1.0)
+            limit = f.duration("limit", default.limit, high=10.0)
+            if both and limit < warn:
+                self.problems.add(
+                    f.at("limit"),
+                    f"the limit ({limit * 1e6:g} µs per request) is below the budget ({warn * 1e6:g} µs)",
+                    "set limit to at least budget: over budget a probe is reported, over limit detached",
+                )
             f.finish()
             for i, layer in enumerate(required):
                 if chosen is not None and layer not in chosen:
@@ -111,8 +135,8 @@ class _Reader:
                         f"{show(layer)} is required but not among probes.layers",
                         "add it to probes.layers",
                     )
-            return chosen, required
-        return self._layers(top.sequence("probes"), "probes"), ()
+            return chosen, required, ProbeBudget(warn, limit)
+        return self._layers(top.sequence("probes"), "probes"), (), ProbeBudget()
 
     def _layers(self, items: list[object], path: str) -> tuple[str, ...]:
         from chaoslab.probes import PROBES

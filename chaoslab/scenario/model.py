@@ -358,6 +358,16 @@ class SwitchSpec:
     margin: float = 5.0
 
 
+@dataclass(frozen=True)
+class ProbeBudget:
+    """What each probe may cost the targets per request (`probes: {budget, limit}`): over
+    `warn` the run says so, over `limit` the probe is detached and its layer is lost from then
+    on (the kill switch)."""
+
+    warn: float = 50e-6  # seconds per request
+    limit: float = 1e-3
+
+
 # Where targets run: local namespaces and cgroups, Docker containers, or Docker when it answers.
 RUNTIMES = ("local", "docker", "auto")
 
@@ -379,6 +389,7 @@ class Scenario:
     required_probes: tuple[str, ...] = ()
     abort: AbortSpec = AbortSpec()
     switch: SwitchSpec = SwitchSpec()
+    probe_budget: ProbeBudget = ProbeBudget()
 
     @property
     def duration(self) -> float:

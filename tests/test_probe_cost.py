@@ -1,0 +1,104 @@
+"""The probes a run attaches (what the scenario needs), their own cost in the report, the kill switch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chaoslab.layers import Layer
+from chaoslab.probes.choose import needs
+from chaoslab.scenario import parse_scenario
+from conftest import SCENARIOS, ScenarioRun, chaoslab
+
+BASE = """
+name: choose
+targets:
+  api: {service: go-api}
+load: {protocol: https, target: api, path: /healthz, rate: 10/s}
+phases:
+  - {name: baseline, duration: 5s}
+  - {name: slow, duration: 5s, compare: true}
+"""
+
+
+def test_what_a_scenario_needs_comes_from_its_expectations_stop_conditions_and_grpc_load() -> None:
+    plain = parse_scenario(BASE)
+    assert plain is not None and needs(plain, (), {}) == {}
+    expecting = parse_scenario(BASE + "expect:\n  - {phase: slow, absorbed_by: [{layer: app, target: api}, gc]}\n")
+    assert expecting is not None
+    assert set(needs(expecting, (), {})) == {(Layer.APP, "api"), (Layer.GC, None)}
+    assert "expect[0]" in needs(expecting, (), {})[(Layer.APP, "api")]
+    grpc = parse_scenario(
+        BASE.replace("protocol: https, target: api, path: /healthz", "protocol: grpc, target: api")
+    )
+    assert grpc is not None and set(needs(grpc, (), {})) == {(Layer.APP, "api")}
+
+
+def test_a_budget_under_its_limit_is_refused_at_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "budget.yaml"
+    path.write_text(BASE + "probes: {budget: 2ms, limit: 1ms}\n")
+    res = chaoslab("validate", str(path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "probes.limit" in res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.privileged
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_the_report_says_what_each_probe_cost_and_why_it_was_attached(
+    scenario_run: Callable[[str], ScenarioRun],
+) -> None:
+    res = scenario_run("short_entropy")
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = res.report
+    costs = {c["layer"]: c for c in r["observer"]}
+    # the entropy fault needs its layer; the app and gc uprobes (a trap per request) nothing needs
+    assert "entropy fault" in costs["entropy"]["why"]
+    assert {"proxy", "network", "syscall", "cpu", "entropy"} <= set(costs)
+    assert {(u["layer"], u["target"]) for u in r["left_out"]} >= {("app", "api"), ("gc", "api")}
+    assert "app" not in costs and "gc" not in costs
+    assert r["observer_budget_us"] == 50
+    for c in costs.values():
+        assert c["events"] > 0 and c["bpf_ms"] > 0, c
+        assert 0 < c["per_request_us"] < 5000, c
+    # each uprobe hit is a trap: two per randomness read (entry and return), and the report's
+    # trap time is those hits at the trap cost timed at start-up; the reads are counted apart,
+    # in the entropy layer's own histograms
+    entropy = costs["entropy"]
+    reads = sum(row["count"] for row in r["layers"] if row["layer"] == "entropy" and row["metric"] == "")
+    assert reads > 0
+    assert 1.5 * reads <= entropy["traps"] <= 2.5 * reads + 50, (reads, entropy["traps"])
+    assert r["trap_us"] > 0.3
+    assert entropy["trap_ms"] == pytest.approx(entropy["traps"] * r["trap_us"] / 1000, rel=0.01)
+    # tracepoint programs run for every process: the target pays only for the runs in its threads
+    assert costs["syscall"]["paid_ms"]["api"] < costs["syscall"]["bpf_ms"]
+    assert "probes' own cost per request" in res.stdout
+
+
+@pytest.mark.privileged
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_a_probe_over_its_hard_limit_is_detached_and_no_verdict_is_drawn_from_its_layer(
+    tmp_path: Path,
+) -> None:
+    text = (SCENARIOS / "short_entropy.yaml").read_text() + "probes: {budget: 1us, limit: 2us}\n"
+    path = tmp_path / "tiny_budget.yaml"
+    path.write_text(text)
+    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
+
+    r = json.loads((tmp_path / "out" / "report.json").read_text())
+    costs = {c["layer"]: c for c in r["observer"]}
+    assert costs["entropy"]["lost"] and costs["entropy"]["lost_at"] is not None, costs["entropy"]
+    assert "DETACHED" in res.stdout + res.stderr
+    lost = {(u["layer"], u["target"]): u["reason"] for u in r["unmeasured"]}
+    assert "kill switch" in lost[("entropy", "api")]
+    assert not any(row["layer"] == "entropy" for row in r["layers"])
+    [v] = r["verdicts"]
+    assert (v["phase"], v["status"], v["layer"]) == ("starve", "inconclusive", "entropy")
+    # the run finished: every phase ran, the expectation on the lost layer did not hold
+    assert [p["name"] for p in r["phases"]] == ["baseline", "starve", "recovery"]
+    assert res.returncode == 1, res.stderr[-2000:]
