@@ -1,4 +1,5 @@
-"""Probe overhead: the Go service's highest request rate with and without every probe attached.
+"""Probe overhead: the Go service's highest request rate without probes, with the probes each
+shipped scenario attaches (what it needs, `chaoslab.probes.choose`), and with every probe.
 
 Side by side in one run on this machine: the go-api target is started the way `chaoslab run`
 starts it (own network namespace and cgroup), then wrk drives it as hard as it can in
@@ -8,15 +9,19 @@ sides alike. Two workloads:
                network, cpu, gc probes fire on every request);
   new-conn     `Connection: close`: a TLS handshake per request, so the tls and entropy
                uprobes fire too (4 randomness reads and a handshake per request).
-Prints each round's rate and, per workload, the ratio of the medians (with / without).
-With --each, also the keep-alive ratio of every probe alone, to show where the cost is.
+Prints each round's rate and, per workload and probe set, the ratio of the medians (with /
+without). With --each, also the keep-alive ratio of every probe alone, to show where the cost is.
+With --accuracy, the app layer measured both ways at once over plain HTTP (kept-alive): the
+handler's uprobes and the socket syscalls (what a plain-HTTP Go target gets unless it needs
+the uprobes), their mean and median side by side.
 
-    sudo .venv/bin/python bench/probe_overhead.py [--rounds 3] [--seconds 5] [--each]
+    sudo .venv/bin/python bench/probe_overhead.py [--rounds 3] [--seconds 5] [--each] [--accuracy]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shutil
 import statistics
@@ -26,9 +31,17 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
+from chaoslab.errors import ChaoslabError
+from chaoslab.faults import FAULT_KINDS
+from chaoslab.layers import Layer
 from chaoslab.orchestrator import new_run
 from chaoslab.probes import PROBES, ProbeSet
-from chaoslab.scenario import parse_scenario
+from chaoslab.probes.base import Probe
+from chaoslab.probes.choose import choose, needs
+from chaoslab.probes.gofunc import AppProbe
+from chaoslab.probes.proxy import SocketAppProbe
+from chaoslab.scenario import load_scenario, parse_scenario
+from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.local import LocalRuntime
 
 SCENARIO = """
@@ -58,11 +71,67 @@ def wrk_rate(url: str, seconds: int, extra: list[str]) -> float:
     return float(m.group(1))
 
 
+ProbeTypes = dict[tuple[type[Probe], str], str]
+SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def scenario_sets(targets: dict[str, RunningTarget]) -> dict[str, ProbeTypes]:
+    """The probes each shipped scenario attaches, applied to the bench's Go target: the layers
+    it needs (its faults', expectations', stop conditions', gRPC load's) and the tracepoint probes."""
+    bench = parse_scenario(SCENARIO)
+    assert bench is not None
+    sets: dict[str, ProbeTypes] = {}
+    for path in sorted(SHIPPED.glob("*.yaml")):
+        try:
+            scenario = load_scenario(path)
+        except ChaoslabError as exc:
+            print(f"{path.name}: left out, it does not load here ({exc.message})", file=sys.stderr)
+            continue
+        faults = []
+        for phase in scenario.phases:
+            for spec in phase.faults:
+                try:
+                    faults.append(FAULT_KINDS[spec.kind](spec, targets["api"]))
+                except ChaoslabError:
+                    continue
+        layers = tuple(sorted({str(layer) for layer, _ in needs(scenario, faults, targets)}))
+        chosen = choose(dataclasses.replace(bench, required_probes=layers), targets).attach
+        same = next((name for name, s in sets.items() if s == chosen), None)
+        if same is not None:
+            sets[f"{same}, {path.stem}"] = sets.pop(same)
+        else:
+            sets[path.stem] = chosen
+    return sets
+
+
+def accuracy(targets: dict[str, RunningTarget], seconds: int) -> None:
+    """The app layer both ways at once over plain HTTP: the handler's uprobes, the socket syscalls."""
+    api = targets["api"]
+    uprobes = ProbeSet([AppProbe], targets)
+    sockets = ProbeSet([SocketAppProbe], targets, {(SocketAppProbe, "api"): "accuracy"})
+    try:
+        uprobes.attach()
+        sockets.attach()
+        wrk_rate(f"{api.url_for('http')}/work?work=20", seconds, [])
+        a = uprobes.snapshot()[(Layer.APP, "api", "")]
+        b = sockets.snapshot()[(Layer.APP, "api", "")]
+    finally:
+        uprobes.close()
+        sockets.close()
+    print(
+        f"app layer over plain HTTP, kept-alive: uprobes {a.count} requests, mean {a.mean_ns / 1000:.1f} us, "
+        f"p50 {a.quantile_ns(0.5) / 1000:.1f} us; socket syscalls {b.count} requests, mean "
+        f"{b.mean_ns / 1000:.1f} us, p50 {b.quantile_ns(0.5) / 1000:.1f} us (sockets / uprobes: mean "
+        f"{b.mean_ns / a.mean_ns:.3f}, count {b.count / max(a.count, 1):.3f})"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="rounds per side and workload")
     ap.add_argument("--seconds", type=int, default=5, help="length of one round")
     ap.add_argument("--each", action="store_true", help="also measure every probe alone (keep-alive)")
+    ap.add_argument("--accuracy", action="store_true", help="app layer: socket syscalls against uprobes")
     args = ap.parse_args()
     scenario = parse_scenario(SCENARIO)
     with tempfile.TemporaryDirectory(prefix="chaoslab-bench-") as tmp, ExitStack() as stack:
@@ -72,44 +141,51 @@ def main() -> int:
         runtime.preflight()
         targets = runtime.start(stack)
         url = f"{targets['api'].url}/work?work=20"
-        rates: dict[tuple[str, bool], list[float]] = {}
+        every = {(cls, t): "all" for cls in PROBES for t in targets if cls.applies_to(targets[t])}
+        sets: dict[str, ProbeTypes | None] = {"none": None, **scenario_sets(targets), "all probes": every}
+        for name, chosen in sets.items():
+            layers = sorted({str(cls.layer) for cls, _ in chosen}) if chosen else []
+            print(f"probe set {name}: {', '.join(layers) or 'no probes'}")
+        rates: dict[tuple[str, str], list[float]] = {}
         for workload, extra in WORKLOADS.items():
             for _ in range(args.rounds):
-                for probed in (False, True):
-                    probes = ProbeSet(PROBES, targets)
+                for name, chosen in sets.items():
+                    probes = ProbeSet(PROBES, targets, chosen) if chosen else None
                     try:
-                        if probed:
+                        if probes is not None:
                             probes.attach()
                         rate = wrk_rate(url, args.seconds, extra)
                     finally:
-                        probes.close()
-                    rates.setdefault((workload, probed), []).append(rate)
-                    layers = ", ".join(str(p.layer) for p in PROBES) if probed else "none"
-                    print(f"{workload:10} probes {'on ' if probed else 'off'} {rate:9.1f} req/s  ({layers})")
+                        if probes is not None:
+                            probes.close()
+                    rates.setdefault((workload, name), []).append(rate)
+                    print(f"{workload:10} {rate:9.1f} req/s  {name}")
         each: dict[str, float] = {}
         if args.each:
             for cls in PROBES:
                 on, off = [], []
                 for _ in range(args.rounds):
                     off.append(wrk_rate(url, args.seconds, []))
-                    probes = ProbeSet([cls], targets)
+                    one = ProbeSet([cls], targets)
                     try:
-                        probes.attach()
+                        one.attach()
                         on.append(wrk_rate(url, args.seconds, []))
                     finally:
-                        probes.close()
+                        one.close()
                 each[str(cls.layer)] = statistics.median(on) / statistics.median(off)
+        if args.accuracy:
+            accuracy(targets, args.seconds)
         print()
         for layer, ratio in each.items():
             print(f"keep-alive {layer:8} alone: ratio {ratio:.3f}")
         for workload in WORKLOADS:
-            off = statistics.median(rates[(workload, False)])
-            on = statistics.median(rates[(workload, True)])
-            print(
-                f"{workload:10} median without probes {off:9.1f} req/s, with all probes {on:9.1f} req/s: "
-                f"ratio {on / off:.3f} ({(1 - on / off) * 100:.1f}% fewer requests per second; "
-                f"{(1 / on - 1 / off) * 1e6:.1f} us more per request at saturation)"
-            )
+            off = statistics.median(rates[(workload, "none")])
+            for name in list(sets)[1:]:
+                on = statistics.median(rates[(workload, name)])
+                print(
+                    f"{workload:10} {name:40} {on:9.1f} req/s against {off:9.1f} without probes: ratio "
+                    f"{on / off:.3f} ({(1 / on - 1 / off) * 1e6:+.1f} us per request at saturation)"
+                )
     return 0
 
 

@@ -311,6 +311,7 @@ def _analyse(
             )
         for r in runs:
             r.snap = {k: h for k, h in r.snap.items() if (k[0], k[1]) not in observer.lost}
+    trapped = any(c.traps for c in observer.costs)
     records = load.records
     by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
     for req in records:
@@ -398,7 +399,8 @@ def _analyse(
         abort=abort,
         observer=observer.costs,
         observer_budget_us=round(observer.budget.warn * 1e6, 3),
-        trap_us=round(trap_cost().ns / 1000, 3) if any(c.traps for c in observer.costs) else 0.0,
+        trap_us=round(trap_cost().stepped_ns / 1000, 3) if trapped else 0.0,
+        trap_emulated_us=round(trap_cost().emulated_ns / 1000, 3) if trapped else 0.0,
         left_out=[Unmeasured(str(layer), t, why) for (layer, t), why in sorted(observer.left_out.items())],
     )
     report.expectations = check_all(ctx.scenario.expect, report)

@@ -11,7 +11,7 @@ import pytest
 from chaoslab.layers import Layer
 from chaoslab.probes.choose import needs
 from chaoslab.scenario import parse_scenario
-from conftest import SCENARIOS, ScenarioRun, chaoslab
+from tests.conftest import SCENARIOS, ScenarioRun, chaoslab
 
 BASE = """
 name: choose
@@ -27,7 +27,9 @@ phases:
 def test_what_a_scenario_needs_comes_from_its_expectations_stop_conditions_and_grpc_load() -> None:
     plain = parse_scenario(BASE)
     assert plain is not None and needs(plain, (), {}) == {}
-    expecting = parse_scenario(BASE + "expect:\n  - {phase: slow, absorbed_by: [{layer: app, target: api}, gc]}\n")
+    expecting = parse_scenario(
+        BASE + "expect:\n  - {phase: slow, absorbed_by: [{layer: app, target: api}, gc]}\n"
+    )
     assert expecting is not None
     assert set(needs(expecting, (), {})) == {(Layer.APP, "api"), (Layer.GC, None)}
     assert "expect[0]" in needs(expecting, (), {})[(Layer.APP, "api")]
@@ -72,8 +74,10 @@ def test_the_report_says_what_each_probe_cost_and_why_it_was_attached(
     reads = sum(row["count"] for row in r["layers"] if row["layer"] == "entropy" and row["metric"] == "")
     assert reads > 0
     assert 1.5 * reads <= entropy["traps"] <= 2.5 * reads + 50, (reads, entropy["traps"])
-    assert r["trap_us"] > 0.3
-    assert entropy["trap_ms"] == pytest.approx(entropy["traps"] * r["trap_us"] / 1000, rel=0.01)
+    # half the hits (the entries) are on an instruction the kernel emulates, half (the RETs) not
+    assert 0 < r["trap_emulated_us"] < r["trap_us"]
+    mixed = entropy["traps"] * (r["trap_us"] + r["trap_emulated_us"]) / 2 / 1000
+    assert entropy["trap_ms"] == pytest.approx(mixed, rel=0.1)
     # tracepoint programs run for every process: the target pays only for the runs in its threads
     assert costs["syscall"]["paid_ms"]["api"] < costs["syscall"]["bpf_ms"]
     assert "probes' own cost per request" in res.stdout

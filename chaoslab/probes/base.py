@@ -78,6 +78,8 @@ class Probe(ABC):
     metrics: ClassVar[dict[int, str]] = {}  # metric id -> name; empty: one metric, the layer
 
     def __init__(self) -> None:
+        # its entry uprobes sit on instructions the kernel emulates (chaoslab.probes.cost)
+        self.emulated_entries = False
         self.obj: BpfObject | None = None
         self.index: dict[int, str] = {}  # target index in the BPF maps -> target name
         self.chosen: dict[str, Way] = {}  # hook -> the way taken on this kernel

@@ -3,8 +3,12 @@
 A probe's cost is the time its BPF programs ran (the kernel's run-time statistics, on while
 probes are attached: `bpf_enable_stats`), plus, for uprobes, the trap itself: each uprobe
 hit stops the thread, enters the kernel and returns, which the BPF statistics do not count.
-That trap is timed once per chaoslab process on this machine (`trap_ns`): an empty C
-function called in a loop, without and with a uprobe on it (probes/native/trapcost.c).
+That trap is timed once per chaoslab process on this machine (`trap_cost`): a C function
+called in a loop, without and with a uprobe on it (probes/native/trapcost.c). There are two
+kinds of hit: on an instruction the kernel emulates (a jump, call, push), one trap; on any
+other (a Go function's RET), the trap and a single step out of line. Under this machine's
+hypervisor the second kind costs about 15 times the first. The Go probes put their entry
+uprobe on an emulated instruction of the prologue (`gobinary.emulated_entry`).
 A tracepoint has no trap: the kernel calls its program inline.
 
 Each probe's cost is divided by the requests the load completed: the time per request the
@@ -25,12 +29,13 @@ from chaoslab.errors import ChaoslabError
 from chaoslab.gobinary import read_elf
 from chaoslab.probes.libbpf import BpfObject
 
-TRAP_FUNCTION = "chaoslab_tick"
+TRAP_FUNCTIONS = ("chaoslab_tick_stepped", "chaoslab_tick_emulated")
 TRAP_CALLS = 4000  # calls per round
 TRAP_ROUNDS = 3
-# A uprobe trap costs a few µs on bare metal, 10-15 µs under a hypervisor; a calibration
-# that cannot run (no compiler, no uprobes) falls back to this, and says so.
-TRAP_FALLBACK_NS = 5000.0
+# A calibration that cannot run (no compiler, no uprobes) falls back to these, and says so:
+# a single-stepped hit costs a few µs on bare metal, 10-15 µs under a hypervisor.
+TRAP_FALLBACK_NS = (5000.0, 1000.0)
+ENTRY_PROGRAMS = ("func_entry", "span_begin")  # the Go probes' entry uprobes
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,16 @@ class Usage:
     bpf_ns: int = 0  # their run time
     traps: int = 0  # of those, uprobe hits: each one a trap of the probed thread
     at: tuple[tuple[str, int], ...] = ()  # (target, runs in that target's own threads)
+    emulated: int = 0  # of the hits, those on an emulated instruction (one trap, no step)
 
-    def cost_ns(self, trap: float) -> float:
+    def trap_ns(self, trap: TrapCost) -> float:
+        return self.emulated * trap.emulated_ns + (self.traps - self.emulated) * trap.stepped_ns
+
+    def cost_ns(self, trap: TrapCost) -> float:
         """All its programs' time: an upper bound of what its targets paid."""
-        return self.bpf_ns + self.traps * trap
+        return self.bpf_ns + self.trap_ns(trap)
 
-    def paid_ns(self, trap: float) -> dict[str, float]:
+    def paid_ns(self, trap: TrapCost) -> dict[str, float]:
         """What each target paid: the cost in proportion to the runs in its own threads. A
         probe whose programs run outside any target's threads (the network path) cannot be
         split: its whole cost is each target's."""
@@ -63,45 +72,56 @@ class Usage:
             self.bpf_ns - other.bpf_ns,
             self.traps - other.traps,
             tuple((t, n - before.get(t, 0)) for t, n in self.at),
+            self.emulated - other.emulated,
         )
 
 
-def usage(obj: BpfObject, index: Mapping[int, str]) -> Usage:
-    """`index`: the target index in the object's maps -> target name."""
-    runs = bpf_ns = traps = 0
-    for _, section, run_time, run_cnt in obj.stats():
+def usage(obj: BpfObject, index: Mapping[int, str], emulated_entries: bool = False) -> Usage:
+    """`index`: the target index in the object's maps -> target name. `emulated_entries`: the
+    entry uprobes sit on emulated instructions."""
+    runs = bpf_ns = traps = emulated = 0
+    for name, section, run_time, run_cnt in obj.stats():
         runs += run_cnt
         bpf_ns += run_time
         if section.startswith("uprobe"):
             traps += run_cnt
+            if emulated_entries and name in ENTRY_PROGRAMS:
+                emulated += run_cnt
     at = tuple((name, obj.percpu_sum_u64("target_runs", i)) for i, name in sorted(index.items()))
-    return Usage(runs, bpf_ns, traps, at)
+    return Usage(runs, bpf_ns, traps, at, emulated)
 
 
 @dataclass(frozen=True)
 class TrapCost:
-    ns: float  # one uprobe trap's cost to the probed thread
+    stepped_ns: float  # a hit on an instruction stepped out of line (a RET)
+    emulated_ns: float  # a hit on an instruction the kernel emulates
     how: str  # how it was found, in words
 
 
 @functools.cache
 def trap_cost() -> TrapCost:
-    """One uprobe trap's cost here, timed for real (once per process)."""
+    """What a uprobe hit costs here, of each kind, timed for real (once per process)."""
     try:
-        ns = _calibrate()
+        stepped, emulated = (_calibrate(name) for name in TRAP_FUNCTIONS)
     except (ChaoslabError, OSError, ValueError) as exc:
         why = exc.message if isinstance(exc, ChaoslabError) else str(exc)
-        assumed = f"assumed {TRAP_FALLBACK_NS / 1000:g} µs: the calibration failed ({why})"
-        return TrapCost(TRAP_FALLBACK_NS, assumed)
-    return TrapCost(ns, f"timed at start-up: {ns / 1000:.1f} µs per uprobe hit")
+        stepped, emulated = TRAP_FALLBACK_NS
+        assumed = f"assumed {stepped / 1000:g} and {emulated / 1000:g} µs: the calibration failed ({why})"
+        return TrapCost(stepped, emulated, assumed)
+    how = (
+        f"timed at start-up: {stepped / 1000:.1f} µs a hit stepped out of line, {emulated / 1000:.1f} µs "
+        "a hit on an emulated instruction"
+    )
+    return TrapCost(stepped, emulated, how)
 
 
-def _calibrate() -> float:
+def _calibrate(function: str) -> float:
     exe = build.native("trapcost")
     elf = read_elf(exe)
-    if TRAP_FUNCTION not in elf.symbols:
-        raise ValueError(f"{exe} has no {TRAP_FUNCTION}")
-    offset = elf.file_offset(elf.symbols[TRAP_FUNCTION][0])
+    if function not in elf.symbols:
+        raise ValueError(f"{exe} has no {function}")
+    offset = elf.file_offset(elf.symbols[function][0])
+    which = f"{TRAP_FUNCTIONS.index(function)}\n"
     proc = subprocess.Popen(
         [str(exe), str(TRAP_CALLS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -111,7 +131,7 @@ def _calibrate() -> float:
     def rounds(n: int) -> list[float]:
         out = []
         for _ in range(n):
-            stdin.write("\n")
+            stdin.write(which)
             stdin.flush()
             out.append(float(stdout.readline()))
         return out

@@ -59,24 +59,29 @@ class GoFunctionProbe(Probe):
                 find_function(exe, name)
 
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
-        for t in targets:
-            self._attach_binary(obj, t.pid, t.exe)
+        self.emulated_entries = all([self._attach_binary(obj, t.pid, t.exe) for t in targets])
 
     @classmethod
-    def _attach_binary(cls, obj: BpfObject, pid: int, exe: Path) -> None:
-        """The uprobes of every function and span in `exe`, for process `pid` (-1: any)."""
+    def _attach_binary(cls, obj: BpfObject, pid: int, exe: Path) -> bool:
+        """The uprobes of every function and span in `exe`, for process `pid` (-1: any); whether
+        every entry uprobe sits on an instruction the kernel emulates (one trap, no step)."""
+        emulated = True
         for name, metric in cls.functions:
             if name in cls.optional and not has_function(exe, name):
                 continue
             fn = find_function(exe, name)
-            obj.attach_uprobe("func_entry", pid, exe, fn.file_offset, metric)
+            emulated &= fn.entry_emulated
+            obj.attach_uprobe("func_entry", pid, exe, fn.entry_offset, metric)
             for ret in fn.rets:
                 obj.attach_uprobe("func_ret", pid, exe, fn.offset_of(ret), metric)
         for begin, end, metric in cls.spans:
-            obj.attach_uprobe("span_begin", pid, exe, find_function(exe, begin).file_offset, metric)
+            fn = find_function(exe, begin)
+            emulated &= fn.entry_emulated
+            obj.attach_uprobe("span_begin", pid, exe, fn.entry_offset, metric)
             fn = find_function(exe, end)
             for ret in fn.rets:
                 obj.attach_uprobe("span_end", pid, exe, fn.offset_of(ret), metric)
+        return emulated
 
     @classmethod
     def attach_check(cls, exe: Path | None = None) -> str:

@@ -136,7 +136,7 @@ class ProbeSet:
 
     def usage(self) -> dict[Probe, Usage]:
         """Each attached probe's use of its targets' time since it attached."""
-        return {p: usage(p.obj, p.index) for p in self.probes if p.obj is not None}
+        return {p: usage(p.obj, p.index, p.emulated_entries) for p in self.probes if p.obj is not None}
 
     def police(self, requests: int) -> list[str]:
         """The kill switch, called on every tick with the requests completed so far: a probe
@@ -152,7 +152,7 @@ class ProbeSet:
             return []
         current = self.usage()
         self._last = (now, requests, current)
-        trap = trap_cost().ns
+        trap = trap_cost()
         out = []
         for probe, use in current.items():
             paid = (use - before.get(probe, Usage())).paid_ns(trap)
@@ -176,7 +176,7 @@ class ProbeSet:
 
     def costs(self, requests: int) -> list[ObserverCost]:
         """Each probe's cost over the run so far, detached ones included (call before `close`)."""
-        trap = trap_cost().ns
+        trap = trap_cost()
         rows = []
         for probe, use in [*self.retired, *self.usage().items()]:
             paid = use.paid_ns(trap)
@@ -191,7 +191,7 @@ class ProbeSet:
                     use.runs,
                     round(use.bpf_ns / 1e6, 3),
                     use.traps,
-                    round(use.traps * trap / 1e6, 3),
+                    round(use.trap_ns(trap) / 1e6, 3),
                     {t: round(ns / 1e6, 3) for t, ns in paid.items()},
                     round(per_request, 3),
                     per_request > self.budget.warn * 1e6,
@@ -209,7 +209,7 @@ class ProbeSet:
 
     def detach(self, probe: Probe, reason: str) -> None:
         if probe.obj is not None:
-            self.retired.append((probe, usage(probe.obj, probe.index)))
+            self.retired.append((probe, usage(probe.obj, probe.index, probe.emulated_entries)))
         probe.close()
         self.probes.remove(probe)
         self.lost[probe] = Lost(time.time(), reason)
@@ -219,7 +219,7 @@ class ProbeSet:
     def close(self) -> None:
         for probe in self.probes:
             if probe.obj is not None:
-                self.retired.append((probe, usage(probe.obj, probe.index)))
+                self.retired.append((probe, usage(probe.obj, probe.index, probe.emulated_entries)))
             probe.close()
         self.probes.clear()
         if self._stats_fd is not None:

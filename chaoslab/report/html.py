@@ -396,7 +396,12 @@ def _observer_table(report: Report) -> str:
             f"<td class=num>{c.bpf_ms:.1f}</td><td class=num>{c.traps}</td><td>{escape(paid)}</td>"
             f'<td class=num>{c.per_request_us:.1f}</td><td class="{cls}">{escape(status)}</td></tr>'
         )
-    trap = f"; a uprobe trap timed at {report.trap_us:.1f} µs here" if report.trap_us else ""
+    trap = (
+        f"; a uprobe hit timed at {report.trap_us:.1f} µs here when its instruction is stepped out of "
+        f"line (a RET), {report.trap_emulated_us:.1f} µs when the kernel emulates it (the entries)"
+        if report.trap_us
+        else ""
+    )
     return (
         f"<h3>The probes' own cost</h3><p>{escape(words.observer_summary(report))}. BPF run time from the "
         f"kernel's statistics{escape(trap)}; each target pays in proportion to the runs in its own "

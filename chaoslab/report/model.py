@@ -324,7 +324,10 @@ class Report:
     # What each probe cost the targets, and the budget per request it was held to.
     observer: list[ObserverCost] = field(default_factory=list)
     observer_budget_us: float = 0.0
-    trap_us: float = 0.0  # one uprobe trap's cost on this machine, timed at start-up
+    # a uprobe hit's cost on this machine, timed at start-up: stepped out of line (a RET), and
+    # on an instruction the kernel emulates (the Go probes' entries)
+    trap_us: float = 0.0
+    trap_emulated_us: float = 0.0
     # Layers the run did not attach because nothing in the scenario needed them, and why.
     left_out: list[Unmeasured] = field(default_factory=list)
     abort: AbortRecord | None = None  # the run stopped early: a stop condition or the switch

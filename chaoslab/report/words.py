@@ -79,7 +79,10 @@ def observer_summary(report: Report) -> str:
         f"probes' own cost per request {total:.1f} µs ({', '.join(parts)}; budget "
         f"{report.observer_budget_us:g} µs a probe"
     )
-    text += f", traps timed at {report.trap_us:.1f} µs)" if report.trap_us else ")"
+    if report.trap_us:
+        text += f", a uprobe hit timed at {report.trap_us:.1f} µs, {report.trap_emulated_us:.1f} µs emulated)"
+    else:
+        text += ")"
     if over:
         text += f"; over budget: {', '.join(over)}"
     if lost:
