@@ -99,9 +99,10 @@ static __always_inline __u32 *target_of(__u32 tgid)
 }
 
 /*
- * Runs of the object's programs in a target's own threads, per target index: the share of
- * the programs' run time (kernel BPF statistics) that each target paid for. Per CPU: no
- * atomic operation on the hot path.
+ * Runs of the object's programs that concern a target (in its own threads, or on its
+ * sockets or its threads' scheduling), per target index: the share of the programs' run
+ * time (kernel BPF statistics) each target is charged with. Per CPU: no atomic operation
+ * on the hot path.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -110,17 +111,22 @@ struct {
 	__type(value, __u64);
 } target_runs SEC(".maps");
 
+/* Count one run of a program for a target (see target_runs). */
+static __always_inline void count_run(__u32 target)
+{
+	__u64 *runs = bpf_map_lookup_elem(&target_runs, &target);
+
+	if (runs)
+		(*runs)++;
+}
+
 /* The target index of the current process, or NULL if it is not a target. */
 static __always_inline __u32 *current_target(void)
 {
 	__u32 *target = target_of(bpf_get_current_pid_tgid() >> 32);
-	__u64 *runs;
 
-	if (target) {
-		runs = bpf_map_lookup_elem(&target_runs, target);
-		if (runs)
-			(*runs)++;
-	}
+	if (target)
+		count_run(*target);
 	return target;
 }
 

@@ -8,7 +8,7 @@
  * stop-the-world). One instance of this object is loaded per layer.
  *
  * Attach: `func_entry` as a uprobe on an instruction of the prologue the kernel emulates
- * (the frame push after the stack check: one trap, no single step), `func_ret`
+ * (the stack check's jump: one trap, no single step), `func_ret`
  * as a uprobe on each of its RET instructions (found by disassembly). No uretprobe:
  * it rewrites the return address on the goroutine stack, which the Go runtime moves.
  * The attach cookie is the metric the duration is recorded under.

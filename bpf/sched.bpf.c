@@ -160,6 +160,7 @@ static __always_inline int runnable(struct task_struct *p)
 
 	if (!target)
 		return 0;
+	count_run(*target);
 	enqueue(*target, tid, now);
 	update_stall(*target, now);
 	return 0;
@@ -222,6 +223,10 @@ int switch_(struct bpf_raw_tracepoint_args *ctx)
 	prev_target = target_of(BPF_CORE_READ(prev, tgid));
 	target = target_of(BPF_CORE_READ(next, tgid));
 	mark = target ? *target + 1 : 0;
+	if (prev_target)
+		count_run(*prev_target);
+	else if (target)
+		count_run(*target);
 	old = bpf_map_lookup_elem(&on_cpu, &cpu);
 	if (old && *old != mark) {
 		/* running counts only what `on_cpu` saw, so it never goes below zero */

@@ -250,6 +250,10 @@ static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 
 	__u32 *src = owner(f->src, f->sport), *dst = owner(f->dst, f->dport);
 
 	if (src)
+		count_run(*src);
+	else if (dst)
+		count_run(*dst);
+	if (src)
 		hist_record_metric(*src, end_metric(*src, f->sport, src_metric), ns);
 	if (dst)
 		hist_record_metric(*dst, src ? M_FROM_TARGET : end_metric(*dst, f->dport, dst_metric), ns);
@@ -281,11 +285,20 @@ static __always_inline int sock_flow(struct sock *sk, struct flow *f)
 static __always_inline int on_send(struct sock *sk)
 {
 	struct flow f = {};
+	__u32 *src, *dst;
 	__u64 now;
 
 	if (!sock_flow(sk, &f))
 		return 0;
-	if ((!owner(f.src, f.sport) && !owner(f.dst, f.dport)) || control(f.sport, f.dport))
+	if (control(f.sport, f.dport))
+		return 0;
+	src = owner(f.src, f.sport);
+	dst = owner(f.dst, f.dport);
+	if (src)
+		count_run(*src);
+	else if (dst)
+		count_run(*dst);
+	else
 		return 0;
 	now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&pending, &f, &now, BPF_NOEXIST); /* a turn is timed from its first send */

@@ -31,7 +31,10 @@ class Function:
     vaddr: int  # address in the ELF file's virtual address space
     size: int
     file_offset: int  # offset of the entry in the file, as uprobes want it
-    second_insn: int  # vaddr of the second instruction
+    # vaddr of the instruction after the entry uprobe's: where a fault that holds a call puts its
+    # breakpoint (one address cannot hold a uprobe and a ptrace breakpoint: the uprobe would take
+    # the other's trap), so that the probe's clock is already running when the hold begins
+    after_probe: int
     rets: tuple[int, ...]  # vaddrs of the RET instructions
     # Where a uprobe marks the entry: an instruction of the prologue that the kernel emulates
     # on a uprobe hit (`emulated_entry`), else 0 (the entry itself). An emulated instruction
@@ -204,7 +207,11 @@ def find_function(path: Path, name: str) -> Function:
     rets = tuple(a for a, mnemonic in insns if mnemonic.startswith("ret"))
     if not rets:
         raise PreflightError(f"{path}: {name} has no RET instruction to probe")
-    return Function(name, vaddr, size, elf.file_offset(vaddr), insns[1][0], rets, emulated_entry(insns))
+    probe = emulated_entry(insns)
+    after = next(i + 1 for i, (a, _) in enumerate(insns) if a == (probe or vaddr))
+    if after >= len(insns):
+        raise PreflightError(f"{path}: {name} is too short to probe")
+    return Function(name, vaddr, size, elf.file_offset(vaddr), insns[after][0], rets, probe)
 
 
 # x86 instructions a uprobe hit emulates (arch/x86/kernel/uprobes.c): no single-step after the trap.
@@ -213,21 +220,15 @@ PROLOGUE = 5  # instructions looked at from the entry
 
 
 def emulated_entry(insns: list[tuple[int, str]]) -> int:
-    """Where an entry uprobe costs one trap: the frame's `push` of the prologue, which every call
-    runs once (after the stack check: `cmp`, `jbe` to morestack, which starts the function over),
-    else the first emulated instruction before any other branch; 0 when there is none.
-
-    Not the stack check's `jbe`: that is where the entropy fault puts its breakpoint (ptrace), and
-    one address cannot hold both (the uprobe would take the fault's trap)."""
-    head = insns[:PROLOGUE]
-    for addr, mnemonic in head:
-        if mnemonic.startswith("push"):
+    """Where an entry uprobe costs one trap: the first instruction of the prologue that the kernel
+    emulates, with only straight-line instructions before it, so that every call runs it (Go's
+    stack check, `cmp` then `jbe` to morestack, which starts the function over: the `jbe`); 0
+    when there is none (the uprobe goes on the entry, stepped out of line)."""
+    for addr, mnemonic in insns[:PROLOGUE]:
+        if mnemonic.startswith(EMULATED):
             return addr
-        if mnemonic.startswith(("ret", "jmp", "call", "loop", "syscall", "int", "ud")):
+        if mnemonic.startswith(("ret", "loop", "syscall", "int", "ud")):
             break
-    for addr, mnemonic in head[:1]:
-        if mnemonic.startswith(EMULATED) and not mnemonic.startswith("j"):
-            return addr
     return 0
 
 

@@ -120,12 +120,12 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         ctx.say(f"load: {scenario.load.describe()}, to {to}")
         if stops.active:
             ctx.say(f"stop conditions: {'; '.join(scenario.abort.describe())}")
-        watch = RunWatch(targets, probes, stops, switch, lambda: len(load.records), ctx.say)
+        watch = RunWatch(targets, probes, stops, switch, lambda: load.records, ctx.say)
         phases, abort = _run_phases(ctx, t0, faults, watch, live, signals, load)
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
         observer = Observer(
-            probes.costs(len(load.records)),
+            probes.costs(load.records),
             scenario.probe_budget,
             {(p.layer, t): lost for p, lost in probes.lost.items() for t in p.index.values()},
             choice.left_out,
@@ -398,7 +398,7 @@ def _analyse(
         kernel=os.uname().release,
         abort=abort,
         observer=observer.costs,
-        observer_budget_us=round(observer.budget.warn * 1e6, 3),
+        observer_budget=observer.budget.warn,
         trap_us=round(trap_cost().stepped_ns / 1000, 3) if trapped else 0.0,
         trap_emulated_us=round(trap_cost().emulated_ns / 1000, 3) if trapped else 0.0,
         left_out=[Unmeasured(str(layer), t, why) for (layer, t), why in sorted(observer.left_out.items())],

@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from chaoslab.context import RunContext
 from chaoslab.errors import TargetError
 from chaoslab.faults import Fault
 from chaoslab.live import LiveView
+from chaoslab.load.records import Request
 from chaoslab.probes import ProbeSet
 from chaoslab.safety.stop import Abort, StopConditions
 from chaoslab.safety.switch import Switch
@@ -39,14 +40,14 @@ class RunWatch:
         probes: ProbeSet,
         stops: StopConditions,
         switch: Switch,
-        requests: Callable[[], int] = lambda: 0,
+        records: Callable[[], Sequence[Request]] = list,
         say: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.targets = targets
         self.probes = probes
         self.stops = stops
         self.switch = switch
-        self.requests = requests  # completed so far: the probes' cost is policed per request
+        self.records = records  # the load's so far: the probes' cost is policed against their time
         self.say = say
 
     def tick(self, live: LiveView | None = None) -> None:
@@ -62,7 +63,7 @@ class RunWatch:
                     "see its log in the run's work directory",
                 )
         self.probes.sample()
-        for line in self.probes.police(self.requests()):
+        for line in self.probes.police(self.records()):
             self.say(line)
         if (trip := self.stops.check(self.probes)) is not None:
             raise Abort(trip)

@@ -3,7 +3,8 @@
 Why not a syscall injector: Go >= 1.24 on Linux >= 6.11 reads randomness through the vDSO
 getrandom and never enters the syscall, so `strace -e inject=getrandom` changes nothing.
 Instead chaoslab's native injector (faults/native/uinject.c) attaches to the target with
-ptrace and puts a breakpoint on the second instruction of `crypto/internal/sysrand.Read`,
+ptrace and puts a breakpoint in the prologue of `crypto/internal/sysrand.Read` (on the
+instruction after the entropy probe's entry uprobe, `Function.after_probe`),
 the function every crypto/rand read of a Go program goes through, whatever the kernel path.
 A thread that hits it is held for the delay while every other thread runs on; it is then
 stepped over the original instruction. Nothing in the target needs to cooperate.
@@ -105,7 +106,7 @@ class EntropyFault(Fault):
                 "aim it at a Go target built with its symbol table (without -ldflags '-s')",
             )
         fn = find_function(self.target.exe, ENTROPY_FUNCTION)
-        self.addr = runtime_address(self.target.pid, self.target.exe, fn.second_insn)
+        self.addr = runtime_address(self.target.pid, self.target.exe, fn.after_probe)
         self.orig = _read_byte(self.target.pid, self.addr)
         if self.orig == INT3:
             raise PreflightError(
@@ -130,7 +131,7 @@ class EntropyFault(Fault):
         argv = " ".join(self.argv())
         if not self.addr:  # no process yet: name the instruction instead of its address
             fn = find_function(self.target.exe, ENTROPY_FUNCTION)
-            where = f"<{ENTROPY_FUNCTION}+{fn.second_insn - fn.vaddr:#x} in pid of {self.target.name}>"
+            where = f"<{ENTROPY_FUNCTION}+{fn.after_probe - fn.vaddr:#x} in pid of {self.target.name}>"
             argv = argv.replace("--addr 0x0", f"--addr {where}").replace(
                 "--pid 0", f"--pid <pid of {self.target.name}>"
             )

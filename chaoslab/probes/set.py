@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from chaoslab.errors import ChaoslabError, PreflightError
 from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
+from chaoslab.load.records import Request
 from chaoslab.probes.base import Probe, Stall
 from chaoslab.probes.cost import Usage, trap_cost, usage
 from chaoslab.probes.libbpf import enable_stats
@@ -62,7 +63,8 @@ class ProbeSet:
         self.retired: list[tuple[Probe, Usage]] = []  # detached probes and their use until then
         self._stats_fd: int | None = None
         self._warned: set[Probe] = set()
-        self._last: tuple[float, int, dict[Probe, Usage]] | None = None
+        # the last look at the cost: (epoch seconds, records seen, their latency, usage)
+        self._last: tuple[float, int, float, dict[Probe, Usage]] | None = None
 
     def attach(self, required: Iterable[str] = ()) -> list[str]:
         """Attach every probe that can; returns one line per probe for the run log.
@@ -138,49 +140,54 @@ class ProbeSet:
         """Each attached probe's use of its targets' time since it attached."""
         return {p: usage(p.obj, p.index, p.emulated_entries) for p in self.probes if p.obj is not None}
 
-    def police(self, requests: int) -> list[str]:
-        """The kill switch, called on every tick with the requests completed so far: a probe
-        whose cost per request over the last second passed the budget's limit is detached,
-        its layer lost from now on; one over the warning level is reported once."""
+    def police(self, records: Sequence[Request]) -> list[str]:
+        """The kill switch, called on every tick with the load's records so far: a probe whose
+        cost over the last second passed the budget's limit, as a share of the time the requests
+        of that second took, is detached, its layer lost from now on; one over the warning level
+        is reported once."""
         now = time.time()
         if self._last is None:
-            self._last = (now, requests, self.usage())
+            self._last = (now, len(records), 0.0, self.usage())
             return []
-        then, before_n, before = self._last
-        n = requests - before_n
-        if now - then < POLICE_EVERY or n < POLICE_MIN_REQUESTS:
+        then, seen, _, before = self._last
+        fresh = records[seen:]
+        if now - then < POLICE_EVERY or len(fresh) < POLICE_MIN_REQUESTS:
             return []
+        latency = sum(r.latency for r in fresh)
         current = self.usage()
-        self._last = (now, requests, current)
+        self._last = (now, len(records), latency, current)
         trap = trap_cost()
         out = []
         for probe, use in current.items():
-            paid = (use - before.get(probe, Usage())).paid_ns(trap)
-            per_request = max(paid.values(), default=0.0) / n / 1e9
+            paid = sum((use - before.get(probe, Usage())).paid_ns(trap).values()) / 1e9
+            share = paid / latency if latency > 0 else 0.0
             where = ", ".join(probe.index.values())
-            if per_request > self.budget.limit:
-                reason = (
-                    f"its cost, {per_request * 1e6:.0f} µs per request over the last {now - then:.1f} s, "
-                    f"passed the limit of {self.budget.limit * 1e6:g} µs (probes.limit)"
-                )
+            said = (
+                f"{paid / len(fresh) * 1e6:.0f} µs per request over the last {now - then:.1f} s, "
+                f"{share:.0%} of the requests' time"
+            )
+            if share > self.budget.limit:
+                reason = f"its cost, {said}, passed the limit of {self.budget.limit:.0%} (probes.limit)"
                 self.detach(probe, reason)
                 out.append(f"probe {probe.layer} at {where} DETACHED: {reason}; its layer is lost from here")
-            elif per_request > self.budget.warn and probe not in self._warned:
+            elif share > self.budget.warn and probe not in self._warned:
                 self._warned.add(probe)
                 out.append(
-                    f"probe {probe.layer} at {where} costs {per_request * 1e6:.0f} µs per request, over the "
-                    f"budget of {self.budget.warn * 1e6:g} µs (probes.budget): the targets are slowed by "
-                    "being measured"
+                    f"probe {probe.layer} at {where} costs {said}, over the budget of "
+                    f"{self.budget.warn:.0%} (probes.budget): the targets are slowed by being measured"
                 )
         return out
 
-    def costs(self, requests: int) -> list[ObserverCost]:
-        """Each probe's cost over the run so far, detached ones included (call before `close`)."""
+    def costs(self, records: Sequence[Request]) -> list[ObserverCost]:
+        """Each probe's cost over the run so far, detached ones included (call before `close`):
+        per request, and as a share of the time the requests took."""
         trap = trap_cost()
+        latency_ns = sum(r.latency for r in records) * 1e9
         rows = []
         for probe, use in [*self.retired, *self.usage().items()]:
             paid = use.paid_ns(trap)
-            per_request = max(paid.values(), default=0.0) / requests / 1000 if requests else 0.0
+            per_request = sum(paid.values()) / len(records) / 1000 if records else 0.0
+            share = sum(paid.values()) / latency_ns if latency_ns > 0 else 0.0
             lost = self.lost.get(probe)
             rows.append(
                 ObserverCost(
@@ -194,7 +201,8 @@ class ProbeSet:
                     round(use.trap_ns(trap) / 1e6, 3),
                     {t: round(ns / 1e6, 3) for t, ns in paid.items()},
                     round(per_request, 3),
-                    per_request > self.budget.warn * 1e6,
+                    round(share, 4),
+                    share > self.budget.warn,
                     lost.at if lost else None,
                     lost.reason if lost else "",
                 )

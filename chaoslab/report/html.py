@@ -394,7 +394,8 @@ def _observer_table(report: Report) -> str:
         rows.append(
             f"<tr><td>{escape(c.layer)}</td><td>{escape(c.why)}</td><td class=num>{c.events}</td>"
             f"<td class=num>{c.bpf_ms:.1f}</td><td class=num>{c.traps}</td><td>{escape(paid)}</td>"
-            f'<td class=num>{c.per_request_us:.1f}</td><td class="{cls}">{escape(status)}</td></tr>'
+            f"<td class=num>{c.per_request_us:.1f}</td><td class=num>{c.latency_share:.1%}</td>"
+            f'<td class="{cls}">{escape(status)}</td></tr>'
         )
     trap = (
         f"; a uprobe hit timed at {report.trap_us:.1f} µs here when its instruction is stepped out of "
@@ -406,9 +407,8 @@ def _observer_table(report: Report) -> str:
         f"<h3>The probes' own cost</h3><p>{escape(words.observer_summary(report))}. BPF run time from the "
         f"kernel's statistics{escape(trap)}; each target pays in proportion to the runs in its own "
         "threads.</p><table><tr><th>probe</th><th>why attached</th><th>runs</th><th>BPF ms</th>"
-        "<th>traps</th><th>paid by</th><th>µs per request</th><th>budget</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        "<th>traps</th><th>paid by</th><th>µs per request</th><th>of the requests' time</th>"
+        "<th>budget</th></tr>" + "".join(rows) + "</table>"
     )
 
 

@@ -231,8 +231,9 @@ class ObserverCost:
     trap_ms: float  # their traps' cost
     # what each target paid: the cost in proportion to the runs in its own threads
     paid_ms: dict[str, float]
-    per_request_us: float  # the most any one target paid, per request of the run
-    over_budget: bool  # above the run's budget per request (probes.budget)
+    per_request_us: float  # what its targets paid together, per request of the run
+    latency_share: float  # that cost over the time the requests took (their latencies' sum)
+    over_budget: bool  # its share above the run's budget (probes.budget)
     lost_at: float | None = None  # epoch seconds the kill switch detached it (probes.limit)
     lost: str = ""  # why
 
@@ -323,7 +324,7 @@ class Report:
     kernel: str = ""  # the kernel release the run measured on
     # What each probe cost the targets, and the budget per request it was held to.
     observer: list[ObserverCost] = field(default_factory=list)
-    observer_budget_us: float = 0.0
+    observer_budget: float = 0.0  # the share of the requests' time a probe may cost (probes.budget)
     # a uprobe hit's cost on this machine, timed at start-up: stepped out of line (a RET), and
     # on an instruction the kernel emulates (the Go probes' entries)
     trap_us: float = 0.0

@@ -73,11 +73,12 @@ def observer_summary(report: Report) -> str:
         return ""
     parts = [f"{c.layer} {c.per_request_us:.1f} µs" for c in report.observer]
     total = sum(c.per_request_us for c in report.observer)
+    share = sum(c.latency_share for c in report.observer)
     over = [c.layer for c in report.observer if c.over_budget]
     lost = [c.layer for c in report.observer if c.lost]
     text = (
-        f"probes' own cost per request {total:.1f} µs ({', '.join(parts)}; budget "
-        f"{report.observer_budget_us:g} µs a probe"
+        f"probes' own cost per request {total:.1f} µs, {share:.1%} of the requests' time "
+        f"({', '.join(parts)}; budget {report.observer_budget:.0%} a probe"
     )
     if report.trap_us:
         text += f", a uprobe hit timed at {report.trap_us:.1f} µs, {report.trap_emulated_us:.1f} µs emulated)"

@@ -119,12 +119,12 @@ class _Reader:
             required = self._layers(f.sequence("required"), f.at("required"))
             default = ProbeBudget()
             both = f.has("budget") and f.has("limit")
-            warn = f.duration("budget", default.warn, high=1.0)
-            limit = f.duration("limit", default.limit, high=10.0)
+            warn = f.percent("budget") / 100 or default.warn
+            limit = f.percent("limit") / 100 or default.limit
             if both and limit < warn:
                 self.problems.add(
                     f.at("limit"),
-                    f"the limit ({limit * 1e6:g} µs per request) is below the budget ({warn * 1e6:g} µs)",
+                    f"the limit ({limit:.0%} of the requests' time) is below the budget ({warn:.0%})",
                     "set limit to at least budget: over budget a probe is reported, over limit detached",
                 )
             f.finish()

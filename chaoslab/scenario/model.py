@@ -360,12 +360,13 @@ class SwitchSpec:
 
 @dataclass(frozen=True)
 class ProbeBudget:
-    """What each probe may cost the targets per request (`probes: {budget, limit}`): over
-    `warn` the run says so, over `limit` the probe is detached and its layer is lost from then
-    on (the kill switch)."""
+    """What each probe may cost the targets, as a share of the time the requests took
+    (`probes: {budget: 5%, limit: 50%}`): over `warn` the run says so, over `limit` the probe is
+    detached and its layer is lost from then on (the kill switch). A tool that explains latency
+    must not be the latency."""
 
-    warn: float = 50e-6  # seconds per request
-    limit: float = 1e-3
+    warn: float = 0.05
+    limit: float = 0.5
 
 
 # Where targets run: local namespaces and cgroups, Docker containers, or Docker when it answers.
