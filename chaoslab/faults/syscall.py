@@ -16,9 +16,9 @@ call itself has run (a write wrote), the caller sees the error. What the mechani
 the target's other calls is measured: the BPF filter's run time per call (kernel BPF stats)
 and the signal stops that only passed through the tracer. fexit is preferred to the
 tracepoint because enabling any syscall tracepoint sends every syscall of every process
-through the kernel's slow path: here a loop of getppid/read/write lost about 16% of its
-rate to a fault on openat, a syscall it never made (bench/fault_overhead.py); with fexit,
-only the named syscall's calls run anything.
+through the kernel's slow path: here a loop of getppid/read/write lost 18% of its rate to
+a fault on openat, a syscall it never made (bench/fault_overhead.py); with fexit, only the
+named syscall's calls run anything.
 """
 
 from __future__ import annotations
