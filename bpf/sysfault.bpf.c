@@ -2,11 +2,12 @@
 /*
  * sysfault: pick the calls of named syscalls that a syscall fault acts on.
  *
- * Two attach points, chosen by user space per fault:
+ * Two places, chosen by user space per fault:
  * - enter: a uprobe on the function that issues the syscall (a Go target's
  *   syscall.write, ...): the signal arrives before the call is made, so a delay
  *   holds the call itself (strace's delay_enter);
- * - exit: syscalls/sys_exit_<name>, for each named syscall only (no other syscall
+ * - exit: fexit on the syscall's kernel function (sys_fexit<i>), or where that cannot
+ *   attach, syscalls/sys_exit_<name>; for each named syscall only (no other syscall
  *   runs this program), for completed calls (not ones about to be restarted): the
  *   signal arrives as the call returns, where its result can be rewritten.
  * For a call of a process in `targets`, the selectors in `cfg` decide; a selected
@@ -84,6 +85,30 @@ int sys_exit(struct sys_exit_ctx *ctx)
 		return 0;
 	return pick();
 }
+
+/* The same at the exit of the syscall's own kernel function (__x64_sys_<name>), through a
+ * BPF trampoline: one program per named syscall (user space sets each one's function before
+ * loading and leaves the unused ones unloaded). Only that syscall's calls run it; a syscall
+ * tracepoint, once any is enabled, sends every syscall of every process down the kernel's
+ * slow path (the syscall-work flag is set on all tasks), which costs the calls a fault does
+ * not act on too. ctx[0] is the function's one argument (struct pt_regs *), ctx[1] its result. */
+#define SYS_FEXIT(i)                                                       \
+	SEC("fexit")                                                       \
+	int sys_fexit##i(__u64 *ctx)                                       \
+	{                                                                  \
+		__s64 ret = (__s64)ctx[1];                                 \
+		if (ret <= -512 && ret >= -516)                            \
+			return 0;                                          \
+		return pick();                                             \
+	}
+SYS_FEXIT(0)
+SYS_FEXIT(1)
+SYS_FEXIT(2)
+SYS_FEXIT(3)
+SYS_FEXIT(4)
+SYS_FEXIT(5)
+SYS_FEXIT(6)
+SYS_FEXIT(7)
 
 SEC("uprobe")
 int func_entry(void *ctx)

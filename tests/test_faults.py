@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +17,10 @@ from chaoslab import journal
 from chaoslab.faults import FAULT_KINDS
 from chaoslab.faults.cpu import CpuFault
 from chaoslab.faults.net.tc import netem_available
+from chaoslab.faults.syscall import SyscallFault, SyscallSpec
 from chaoslab.residue import leftovers
 from chaoslab.scenario import parse_scenario
+from chaoslab.scenario.model import TargetSpec
 from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.cgroup import Cgroup, CpuLimit, cpu_dir, read_cpu_limit, write_cpu_limit
 from chaoslab.targets.services import Service
@@ -135,6 +139,58 @@ def test_syscall_write_delay_shows_in_the_client_with_its_overhead(run: Callable
     # the mechanism's own cost, measured and reported
     assert m["filter_ns_per_call"] > 0 and "passthrough_stops" in m
     assert "overhead:" in f["detail"]
+
+
+READER = """
+import os, sys, time
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):  # the fault is applied meanwhile (no read syscalls)
+    time.sleep(0.01)
+fd, eio, start = os.open("/dev/zero", os.O_RDONLY), 0, time.monotonic()
+for _ in range(int(sys.argv[2])):
+    try:
+        os.read(fd, 8)
+    except OSError:
+        eio += 1
+print(eio, time.monotonic() - start)
+"""
+
+
+@pytest.mark.parametrize(("errno", "delay", "reads"), [("EIO", 0.0, 10_000), ("", 0.01, 100)])
+def test_syscall_fault_acts_at_the_exit_on_the_selected_calls_only(
+    tmp_path: Path, errno: str, delay: float, reads: int
+) -> None:
+    """A program that is not Go: the fault acts as the call returns (fexit on the syscall's
+    kernel function, or its sys_exit tracepoint where fexit is refused) on every 10th read."""
+    go = tmp_path / "go"
+    p = subprocess.Popen(
+        [sys.executable, "-c", READER, str(go), str(reads)], stdout=subprocess.PIPE, text=True
+    )
+    spec = SyscallSpec(
+        kind="syscall", target="r", path="t", syscalls=("read",), errno=errno, delay=delay, every=10
+    )
+    t = TargetSpec(name="r", kind="program", argv=(sys.executable,))
+    fault = SyscallFault(spec, RunningTarget(t, Service(t), p, "127.0.0.1", "", Cgroup("t", ())))
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"  # done importing
+        fault.preflight()
+        assert "as the call returns" in fault.where()
+        fault.apply(lambda **_: None)
+        go.touch()
+        out, _ = p.communicate(timeout=60)
+    finally:
+        fault.revert()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    failed, seconds = out.split()
+    m = fault.last
+    assert m["selected"] == m["held"] == reads // 10
+    assert m["calls"] == reads and m["filter_runs"] >= reads
+    if errno:
+        assert int(failed) == reads // 10
+    else:
+        assert int(failed) == 0 and float(seconds) >= reads // 10 * delay
 
 
 def test_pause_stalls_the_target_for_the_phase(run: Callable[[str], dict]) -> None:

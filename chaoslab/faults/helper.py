@@ -84,6 +84,9 @@ class Helper:
                 p.wait()
         if self._reader is not None:
             self._reader.join(timeout=2)
+        for pipe in (p.stdout, p.stderr):
+            if pipe is not None:
+                pipe.close()
 
     @staticmethod
     def recover(name: str, record: Mapping[str, object]) -> list[str]:

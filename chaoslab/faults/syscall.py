@@ -4,22 +4,28 @@ strace -p stops the target on every syscall (two ptrace stops each, ~25 us apiec
 cannot use --seccomp-bpf on a process it did not start, so a Go server attached that way
 loses most of its throughput before any delay is configured. chaoslab stops a thread only
 on the calls the fault acts on:
-- a BPF program on syscalls/sys_exit_<name>, for the named syscalls only, applies the
-  selectors (first N, every Nth, probability) to the target's completed calls and sends
-  the selected call's thread a SIGURG (bpf_send_signal_thread);
+- a BPF program at the exit of each named syscall's kernel function (fexit on
+  __x64_sys_<name>; where that cannot attach, the syscalls/sys_exit_<name> tracepoint)
+  applies the selectors (first N, every Nth, probability) to the target's completed calls
+  and sends the selected call's thread a SIGURG (bpf_send_signal_thread);
 - uinject, ptrace-attached to every thread but never stopping them on syscalls, takes that
   signal stop, holds the thread for the delay and/or rewrites the return value to -errno,
   and suppresses the signal.
 The delay and the error land as the call returns (strace's delay_exit); for `errno`, the
 call itself has run (a write wrote), the caller sees the error. What the mechanism costs
 the target's other calls is measured: the BPF filter's run time per call (kernel BPF stats)
-and the signal stops that only passed through the tracer.
+and the signal stops that only passed through the tracer. fexit is preferred to the
+tracepoint because enabling any syscall tracepoint sends every syscall of every process
+through the kernel's slow path: here a loop of getppid/read/write lost 18% of its rate to
+a fault on openat, a syscall it never made (bench/fault_overhead.py); with fexit, only the
+named syscall's calls run anything.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import platform
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,6 +50,10 @@ if TYPE_CHECKING:
 TRACEFS = Path("/sys/kernel/tracing/events/syscalls")
 MAX_DELAY = 10.0
 EXIT_PROGRAM, ENTER_PROGRAM = "sys_exit", "func_entry"
+# fexit programs in bpf/sysfault.bpf.c, one per named syscall; a fault naming more uses the tracepoint
+FEXIT_PROGRAMS = tuple(f"sys_fexit{i}" for i in range(8))
+# The prefix of a syscall's kernel function (SYSCALL_DEFINE's wrapper) by machine
+SYSCALL_PREFIX = {"x86_64": "__x64_sys_", "aarch64": "__arm64_sys_"}
 MECHANISM = "BPF selector + SIGURG, ptrace hold (uinject --mode signal)"
 STAT_CALLS, STAT_SELECTED, STAT_SEND_FAILED = 0, 1, 2
 
@@ -119,7 +129,11 @@ class SyscallFault(Fault):
         self.stats_fd = -1
         self.injector: Helper | None = None
         self.last: dict[str, float] = {}
-        self.program = EXIT_PROGRAM
+        self.programs: list[str] = [EXIT_PROGRAM]
+        # At the calls' exit: the fexit programs by kernel function, when they attach here
+        # (found out at preflight; None: not yet known), else why not
+        self.fexit: dict[str, str] | None = None
+        self.no_fexit = ""
 
     def enter_points(self) -> list[tuple[str, int]]:
         """(function, file offset) of each named syscall's Go wrapper, when a delay can land
@@ -139,7 +153,49 @@ class SyscallFault(Fault):
         points = self.enter_points()
         if points:
             return f"before the call (uprobe on {', '.join(f for f, _ in points)})"
-        return f"as the call returns (tracepoints {', '.join(f'sys_exit_{n}' for n in self.spec.syscalls)})"
+        tracepoints = f"tracepoints {', '.join(f'sys_exit_{n}' for n in self.spec.syscalls)}"
+        if self.fexit:
+            return f"as the call returns (fexit on {', '.join(self.fexit.values())})"
+        if self.fexit is None:
+            return f"as the call returns (fexit on the syscalls' kernel functions, else {tracepoints})"
+        return f"as the call returns ({tracepoints}; fexit: {self.no_fexit})"
+
+    def fexit_functions(self) -> dict[str, str]:
+        """fexit program -> the kernel function of each named syscall, or {} when they cannot be
+        used (too many syscalls, an unknown machine)."""
+        prefix = SYSCALL_PREFIX.get(platform.machine())
+        if prefix is None or len(self.spec.syscalls) > len(FEXIT_PROGRAMS):
+            return {}
+        return {p: prefix + name for p, name in zip(FEXIT_PROGRAMS, self.spec.syscalls, strict=False)}
+
+    def _load(self, fexit: bool) -> BpfObject:
+        """The object with the fexit programs aimed at the syscalls' functions (`fexit`), and
+        attached; else with them left out."""
+        functions = self.fexit_functions() if fexit else {}
+        obj = BpfObject(
+            build.bpf_object("sysfault"), skip=set(FEXIT_PROGRAMS) - set(functions), functions=functions
+        )
+        try:
+            for program in functions:
+                obj.attach(program)
+        except PreflightError:
+            obj.close()
+            raise
+        return obj
+
+    def _check_fexit(self) -> None:
+        """Whether fexit attaches to every named syscall's function on this kernel: tried for
+        real (loaded, attached, detached); nothing is selected, no target is in the map."""
+        functions = self.fexit_functions()
+        if not functions:
+            self.fexit, self.no_fexit = {}, "not for this machine or this many syscalls"
+            return
+        try:
+            self._load(fexit=True).close()
+        except PreflightError as exc:
+            self.fexit, self.no_fexit = {}, exc.message
+            return
+        self.fexit = functions
 
     def injector_argv(self) -> list[str]:
         argv = [str(build.native("uinject")), "--pid", str(self.target.pid), "--mode", "signal"]
@@ -164,6 +220,8 @@ class SyscallFault(Fault):
                 raise PreflightError(f"{self.spec.path}: this kernel has no tracepoint for syscall {name!r}")
         build.native("uinject")
         build.bpf_object("sysfault")
+        if not self.enter_points():
+            self._check_fexit()
         tracer = _tracer_pid(self.target.pid)
         if tracer:
             raise PreflightError(
@@ -186,25 +244,33 @@ class SyscallFault(Fault):
 
     def apply(self, note: Callable[..., None]) -> None:
         self.stats_fd = enable_stats()
-        self.obj = BpfObject(build.bpf_object("sysfault"))
+        points = self.enter_points()
+        # fexit programs are attached as the object loads: nothing is selected before the
+        # target is in the map, below.
+        self.obj = self._load(fexit=bool(self.fexit) and not points)
         # Its id, so that a watchdog can stop the selection while chaoslab is stopped (the
         # program lives as long as chaoslab's process holds it).
         note(targets_map=self.obj.map_id("targets"))
-        self.obj.update_u32("targets", self.target.pid, 0)
         self.obj.update_bytes("config", 0, self.config())
         # The tracer first: no selected call may signal a thread nobody is there to catch.
         self.injector = Helper("uinject", self.injector_argv())
         self.injector.start(note, f"on {self.target.name}")
-        points = self.enter_points()
-        self.program = ENTER_PROGRAM if points else EXIT_PROGRAM
+        if points:
+            self.programs = [ENTER_PROGRAM]
+        elif self.fexit:
+            self.programs = list(self.fexit)
+        else:
+            self.programs = [EXIT_PROGRAM]
         for _, offset in points:
             self.obj.attach_uprobe(ENTER_PROGRAM, self.target.pid, self.target.exe, offset)
-        for name in [] if points else self.spec.syscalls:
+        for name in [] if points or self.fexit else self.spec.syscalls:
             self.obj.attach_tracepoint(EXIT_PROGRAM, "syscalls", f"sys_exit_{name}")
+        self.obj.update_u32("targets", self.target.pid, 0)
 
     def _collect(self) -> None:
         if self.obj is not None:
-            run_ns, runs = self.obj.run_stats(self.program)
+            runs_of = [self.obj.run_stats(p) for p in self.programs]
+            run_ns, runs = sum(r[0] for r in runs_of), sum(r[1] for r in runs_of)
             self.last.update(
                 calls=self.obj.lookup_u64("stats", STAT_CALLS),
                 selected=self.obj.lookup_u64("stats", STAT_SELECTED),
@@ -225,7 +291,7 @@ class SyscallFault(Fault):
         acts = [f"held {self.spec.delay * 1000:g} ms"] if self.spec.delay else []
         acts += [f"failed with {self.spec.errno}"] if self.spec.errno else []
         names = ",".join(self.spec.syscalls)
-        trap = " after a uprobe trap" if self.program == ENTER_PROGRAM else ""
+        trap = " after a uprobe trap" if self.programs == [ENTER_PROGRAM] else ""
         detail = (
             f"{held} of {int(m.get('calls', 0))} {names} calls {' and '.join(acts)} ({selected} selected); "
             f"overhead: the selector ran {m.get('filter_ns_per_call', 0):.0f} ns per {names} call{trap} "

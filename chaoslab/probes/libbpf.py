@@ -9,7 +9,7 @@ import ctypes
 import ctypes.util
 import os
 import struct
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 from chaoslab.errors import PreflightError
@@ -48,6 +48,7 @@ def lib() -> ctypes.CDLL:
             "bpf_program__name": (cp, [vp]),
             "bpf_program__section_name": (cp, [vp]),
             "bpf_program__set_autoload": (ci, [vp, ctypes.c_bool]),
+            "bpf_program__set_attach_target": (ci, [vp, ci, cp]),
             "bpf_program__autoload": (ctypes.c_bool, [vp]),
             "bpf_obj_get_info_by_fd": (ci, [ci, vp, vp]),
             "bpf_enable_stats": (ci, [ci]),
@@ -106,20 +107,32 @@ class BpfObject:
 
     `skip` names programs of the object that are not loaded at all: the alternatives a
     probe did not choose on this kernel (a fentry program whose function is missing would
-    make the whole object fail to load).
+    make the whole object fail to load). `functions` gives fentry/fexit programs declared
+    without one (SEC("fexit")) the kernel function they attach to, by program name.
     """
 
-    def __init__(self, path: Path, skip: Collection[str] = ()) -> None:
+    def __init__(
+        self, path: Path, skip: Collection[str] = (), functions: Mapping[str, str] | None = None
+    ) -> None:
         self.path = path
         self._obj = lib().bpf_object__open_file(str(path).encode(), None)
         if not self._obj:
             raise _fail(f"cannot open BPF object {path}")
-        if skip:
-            prog = lib().bpf_object__next_program(self._obj, None)
-            while prog:
-                if lib().bpf_program__name(prog).decode() in skip:
-                    lib().bpf_program__set_autoload(prog, False)
-                prog = lib().bpf_object__next_program(self._obj, prog)
+        prog = lib().bpf_object__next_program(self._obj, None)
+        while prog:
+            name = lib().bpf_program__name(prog).decode()
+            if name in skip:
+                lib().bpf_program__set_autoload(prog, False)
+            elif (
+                functions
+                and name in functions
+                and lib().bpf_program__set_attach_target(prog, 0, functions[name].encode()) != 0
+            ):
+                err = _fail(f"{path.name}: cannot aim {name} at {functions[name]}")
+                lib().bpf_object__close(self._obj)
+                self._obj = None
+                raise err
+            prog = lib().bpf_object__next_program(self._obj, prog)
         if lib().bpf_object__load(self._obj) != 0:
             err = _fail(f"kernel refused BPF object {path.name}")
             lib().bpf_object__close(self._obj)
@@ -141,6 +154,13 @@ class BpfObject:
         )
         if not link:
             raise _fail(f"cannot attach uprobe {program} at {binary}+{offset:#x} for pid {pid}")
+        self._links.append(int(link))
+
+    def attach(self, program: str) -> None:
+        """Attach one program by its SEC() name (fentry/fexit: at the function it was loaded for)."""
+        link = lib().bpf_program__attach(self._program(program))
+        if not link:
+            raise _fail(f"{self.path.name}: cannot attach {program}")
         self._links.append(int(link))
 
     def attach_all(self) -> None:

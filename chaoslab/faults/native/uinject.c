@@ -4,9 +4,10 @@
  *   uinject --pid PID --addr 0xHEX --delay-us N [--every K]      breakpoint mode
  *   uinject --pid PID --mode signal --delay-us N [--errno E]      signal mode
  *
- * Signal mode (the syscall fault): no breakpoint.  A BPF program on the
- * sys_exit tracepoints of the named syscalls sends SIGURG to the thread of each
- * selected call; its signal-delivery stop (si_code SI_KERNEL, unlike Go's own
+ * Signal mode (the syscall fault): no breakpoint.  A BPF program at the exit
+ * of the named syscalls (fexit on their kernel functions, or their sys_exit
+ * tracepoints) or at a uprobe on their Go wrappers sends SIGURG to the thread of
+ * each selected call; its signal-delivery stop (si_code SI_KERNEL, unlike Go's own
  * tgkill'd SIGURGs) is a hit: the return value becomes -E if --errno is given,
  * the thread is held for the delay, and the SIGURG is suppressed.  Untargeted
  * syscalls never stop; only signals pass through the tracer.
