@@ -146,7 +146,7 @@ class SyscallFault(Fault):
                 fn = find_function(self.target.exe, f"syscall.{name}")
             except (PreflightError, OSError):
                 return []
-            out.append((fn.name, fn.file_offset))
+            out.append((fn.name, fn.entry_offset))
         return out
 
     def where(self) -> str:
