@@ -40,7 +40,10 @@ def test_entropy_fault_is_absorbed_by_entropy_at_the_go_service(
     # every randomness read was held 3 ms: the probe sees it, the baseline does not
     assert rows[("starve", "entropy")]["p50_ms"] == pytest.approx(3.0, rel=0.2)
     assert rows[("baseline", "entropy")]["p50_ms"] < 0.5
-    assert rows[("starve", "tls")]["p50_ms"] > rows[("baseline", "tls")]["p50_ms"] + 5
+    # the tls layer is not attached: nothing in the scenario needs it, and its uprobes trap every
+    # handshake (`chaoslab.probes.choose`); the verdict does not need it either
+    assert ("starve", "tls") not in rows
+    assert {(u["layer"], u["target"]) for u in r["left_out"]} >= {("tls", "api"), ("app", "api")}
     assert rows[("starve", "proxy")]["count"] > 100
     [fault] = r["phases"][1]["faults"]
     assert fault["observed"] and fault["kind"] == "entropy"

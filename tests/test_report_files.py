@@ -45,9 +45,11 @@ def test_a_version_1_report_reads_as_version_2_with_its_layer_as_its_one_cause()
     assert (cause.name, cause.kind, cause.added_ms) == ("entropy at api", CauseKind.FAULT, v.added_ms)
     assert cause.faults == [FaultRef("entropy", "entropy", "api")]
     assert cause.share == pytest.approx(v.explained, abs=0.002)
-    # nothing else changes: the version 1 document plus the causes
+    # nothing else changes: the version 1 document plus the causes, and the later fields (what
+    # measuring cost) at their defaults
     data["schema"] = "chaoslab.report/2"
     data["verdicts"][0]["causes"] = [dataclasses.asdict(cause)]
+    data.update(observer=[], observer_budget=0.0, trap_us=0.0, trap_emulated_us=0.0, left_out=[])
     assert json.loads(json.dumps(report.to_json(), default=str)) == data
 
 

@@ -224,6 +224,9 @@ def test_a_killed_chaoslab_has_its_whole_run_undone_by_its_watchdog(tmp_path: Pa
     while (left := leftovers()) and time.monotonic() - killed < 30:
         time.sleep(0.2)
     assert left == [], "the watchdog undoes the whole run of a dead chaoslab"
+    done = time.monotonic()  # the last thing undone is gone; the watchdog ends right after
+    while not proc.exited(watchdog) and time.monotonic() - done < 5:
+        time.sleep(0.05)
     assert proc.exited(watchdog)  # and is gone with it
     assert "undid network on api" in (out / "watchdog.log").read_text()
     res = chaoslab("recover")
