@@ -25,8 +25,9 @@ sets, from which this process builds each request once (chaoslab/load/protos.py)
 through gevent's sockets: bytes sent, a reply read until `expect`, `read` bytes, or the
 server's close, on the user's kept connection or a new one.
 
-Output: one TSV line per request in this worker's records file:
-due, sent, end (epoch s), status, name, error, idle.
+Output: one binary entry per request in this worker's records file (chaoslab/load/records.py):
+due, sent, end (epoch s), status, the request, its error, idle; packed as it ends and
+written in 64 KiB blocks, flushed at least every 0.2 s for the run's tail.
 """
 
 import collections
@@ -45,6 +46,7 @@ from geventhttpclient import connectionpool as _connectionpool
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
+from chaoslab.load.records import READY, REQUEST, error_entry
 from chaoslab.load.schedule import Profile
 
 # Every HTTP connection with TCP_NODELAY, as curl, browsers and Go's net/http open theirs:
@@ -139,9 +141,10 @@ class Req:
     """A request of the mix with what sending it needs looked up once: its URL (HTTP), and
     the name of the user's method that sends it."""
 
-    __slots__ = ("base", "body", "headers", "method", "name", "path", "send", "status", "url")
+    __slots__ = ("base", "body", "headers", "index", "method", "name", "path", "send", "status", "url")
 
-    def __init__(self, r):
+    def __init__(self, index, r):
+        self.index = index  # in the mix: how a record names it
         self.name = r["name"]
         self.base = r["base"]
         self.send = _SENDERS[r["protocol"]]
@@ -156,7 +159,7 @@ class Req:
 
 
 _SENDERS = {"https": "_http", "http": "_http", "grpc": "_grpc", "grpc-plain": "_grpc", "tcp": "_tcp"}
-MIX = [Req(r) for r in REQUESTS]
+MIX = [Req(i, r) for i, r in enumerate(REQUESTS)]
 _CUM_WEIGHTS = list(itertools.accumulate(r["weight"] for r in REQUESTS))
 
 
@@ -169,12 +172,14 @@ class Run:
         self.sent = 0
         self.out = None
         self._arrivals = PROFILE.arrivals(WORKER, WORKERS)
+        self._errors = {"": 0}  # error text -> its number in the records file
         if ROLE != "master":
             # Open for the whole life of the process; flushed by _flusher and on quit.
-            self.out = open(CONFIG["records"].format(worker=WORKER), "a", buffering=1 << 16)  # noqa: SIM115
+            self.out = open(CONFIG["records"].format(worker=WORKER), "ab", buffering=1 << 16)  # noqa: SIM115
+            self._write = self.out.write
 
     def ready(self):
-        self.out.write("ready\n")
+        self.out.write(READY)
         self.out.flush()
 
     def poll_t0(self):
@@ -203,12 +208,17 @@ class Run:
         self.sent += 1
         return self.t0 + offset
 
-    def record(self, due, sent, end, status, name, error, idle):
-        self.out.write(f"{due:.6f}\t{sent:.6f}\t{end:.6f}\t{status}\t{name}\t{error}\t{int(idle)}\n")
+    def record(self, due, sent, end, status, req, error, idle):
+        number = self._errors.get(error)
+        if number is None:
+            number = self._errors[error] = len(self._errors)
+            self._write(error_entry(error))
+        self._write(_pack(0, due, sent, end, status, req.index, number, idle))
 
 
 RUN = Run()
 _now = time.time
+_pack = REQUEST.pack
 _choices = random.choices
 _ONLY = MIX[0] if len(MIX) == 1 else None  # a mix of one request needs no draw
 
@@ -388,7 +398,7 @@ class ChaoslabUser(FastHttpUser):
             idle = True
         req = _ONLY or _choices(MIX, cum_weights=_CUM_WEIGHTS)[0]
         status, error = self.senders[req](req, sent)
-        run.record(due, sent, _now(), status, req.name, error, idle)
+        run.record(due, sent, _now(), status, req, error, idle)
         if THINK > 0:
             gevent.sleep(THINK)
 
