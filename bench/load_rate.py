@@ -8,7 +8,9 @@ rounds so a noisy machine's drift hits all of them alike:
              recorded with its due, send and end time and tailed into the run;
   locust     plain Locust: a FastHttpUser with no wait time (--processes for workers);
   wrk        the machine's ceiling: a C generator with `workers` threads.
-Prints each round and, per worker count, the ratios of the medians. On a machine whose
+Prints each round and, per worker count, the ratios of the medians, and the median of the
+per-round ratios chaoslab/locust (the two generators of one round ran seconds apart, so
+that ratio moves less when the machine's other load comes and goes). On a machine whose
 cores the target shares, the generators compete with the target for CPU: compare the
 ratios, not the absolute rates.
 
@@ -129,9 +131,13 @@ def main() -> int:
         for workers in counts:
             med = {name: statistics.median(rates[(name, workers)]) for name in ("chaoslab", "locust", "wrk")}
             c, lo, w = med["chaoslab"], med["locust"], med["wrk"]
+            paired = statistics.median(
+                a / b for a, b in zip(rates[("chaoslab", workers)], rates[("locust", workers)], strict=True)
+            )
             print(
                 f"workers {workers}: median chaoslab {c:.0f}, plain Locust {lo:.0f}, wrk {w:.0f} req/s; "
-                f"chaoslab/locust {c / lo:.3f}, chaoslab/wrk {c / w:.3f}, locust/wrk {lo / w:.3f}"
+                f"chaoslab/locust {c / lo:.3f} (per round: median {paired:.3f}), "
+                f"chaoslab/wrk {c / w:.3f}, locust/wrk {lo / w:.3f}"
             )
         if len(counts) > 1:
             lo, hi = counts[0], counts[-1]

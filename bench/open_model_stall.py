@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from chaoslab.load.records import parse_line, quantile
+from chaoslab.load.records import quantile, read_records
 
 SCENARIO = """
 name: open-model-stall
@@ -57,9 +57,9 @@ def main() -> int:
         phase = next(p for p in report["phases"] if p["name"] == "frozen")
         records = [
             r
-            for f in sorted((out / "work").glob("requests-*.tsv"))
-            for r in map(parse_line, f.read_text().splitlines())
-            if r is not None and phase["start"] <= r.due < phase["end"] and r.ok
+            for f in sorted((out / "work").glob("requests-*.bin"))
+            for r in read_records(f)
+            if phase["start"] <= r.due < phase["end"] and r.ok
         ]
     frozen, s = rows["frozen"], rows["baseline"]["p50_ms"]
     f_ms = args.freeze * 1000

@@ -15,7 +15,7 @@ import pytest
 
 from chaoslab.analysis import client
 from chaoslab.hist import FineHistogram
-from chaoslab.load.records import Request, parse_line, quantile
+from chaoslab.load.records import READY, REQUEST, RecordStream, Request, error_entry, quantile, read_records
 from chaoslab.load.schedule import Profile
 from chaoslab.scenario import ScenarioError, parse_scenario
 from tests.conftest import REPO, ScenarioRun
@@ -61,13 +61,38 @@ def test_profile_value_ramps_then_holds() -> None:
 
 
 def test_records_tell_a_busy_target_from_a_slow_generator() -> None:
-    busy = parse_line("10.0\t10.5\t10.6\t200\tpage\t\t0\n")
-    slow = parse_line("10.0\t10.5\t10.6\t200\tpage\t\t1\n")
-    assert busy is not None and slow is not None
+    busy, slow = RecordStream(["page"]).feed(
+        REQUEST.pack(0, 10.0, 10.5, 10.6, 200, 0, 0, False)
+        + REQUEST.pack(0, 10.0, 10.5, 10.6, 200, 0, 0, True)
+    )
     assert busy.latency == pytest.approx(0.6) and busy.late == pytest.approx(0.5)
     assert busy.is_late and not busy.generator_late
     assert slow.generator_late
-    assert parse_line("ready\n") is None
+
+
+def test_records_stream_keeps_every_bit_and_waits_for_cut_entries() -> None:
+    t = 1796213713.9765113  # finer than a microsecond: the double is kept as the clock gave it
+    data = (
+        READY
+        + READY
+        + REQUEST.pack(0, t, t + 1e-6, t + 0.25, 200, 1, 0, True)
+        + error_entry("http-503")
+        + REQUEST.pack(0, t, t, t + 0.5, 503, 0, 1, False)
+        + error_entry("ConnectionRefusedError")
+        + REQUEST.pack(0, t, t, t, 0, 1, 2, True)
+    )
+    stream = RecordStream(["a", "b"])
+    got = []
+    for i in range(0, len(data), 7):  # in pieces that cut entries anywhere
+        got += stream.feed(data[i : i + 7])
+    assert stream.ready == 2
+    assert got == [
+        Request(t, t + 1e-6, t + 0.25, 200, "b", "", True),
+        Request(t, t, t + 0.5, 503, "a", "http-503", False),
+        Request(t, t, t, 0, "b", "ConnectionRefusedError", True),
+    ]
+    with pytest.raises(ValueError, match="not a records file"):
+        RecordStream(["a"]).feed(b"ready\n")
 
 
 def test_generator_is_flagged_for_cpu_or_idle_late_sends() -> None:
@@ -288,8 +313,8 @@ def test_open_model_shows_a_one_second_freeze_in_p99_and_counts_late_requests(
     # what a generator that measured from the send would have recorded (coordinated omission)
     sent = sorted(
         q.end - q.sent
-        for q in map(parse_line, (res.out / "work" / "requests-0.tsv").read_text().splitlines())
-        if q is not None and r["phases"][1]["start"] <= q.due < r["phases"][1]["end"]
+        for q in read_records(res.out / "work" / "requests-0.bin")
+        if r["phases"][1]["start"] <= q.due < r["phases"][1]["end"]
     )
     assert quantile(sent, 0.5) * 1000 < 0.5 * frozen["p50_ms"]
 
@@ -309,7 +334,7 @@ def test_closed_model_ramps_users_over_two_workers(scenario_run: Callable[[str],
     assert rows["hold"]["rate"] > 1.5 * rows["ramp"]["rate"]
     assert rows["ramp"]["late"] == 0 and rows["hold"]["errors"] == 0
     for worker in (0, 1):  # both workers sent requests
-        assert (res.out / "work" / f"requests-{worker}.tsv").read_text().count("\n") > 50
+        assert len(read_records(res.out / "work" / f"requests-{worker}.bin")) > 50
 
 
 @pytest.mark.privileged

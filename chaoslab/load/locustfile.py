@@ -25,12 +25,15 @@ sets, from which this process builds each request once (chaoslab/load/protos.py)
 through gevent's sockets: bytes sent, a reply read until `expect`, `read` bytes, or the
 server's close, on the user's kept connection or a new one.
 
-Output: one TSV line per request in this worker's records file:
-due, sent, end (epoch s), status, name, error, idle.
+Output: one binary entry per request in this worker's records file (chaoslab/load/records.py):
+due, sent, end (epoch s), status, the request, its error, idle; packed as it ends and
+written in 64 KiB blocks, flushed at least every 0.2 s for the run's tail.
 """
 
+import collections
 import contextlib
 import errno
+import itertools
 import json
 import os
 import random
@@ -39,17 +42,12 @@ import time
 from pathlib import Path
 
 import gevent
-import grpc
-import grpc.experimental.gevent as grpc_gevent
 from geventhttpclient import connectionpool as _connectionpool
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
-from chaoslab.load import protos
+from chaoslab.load.records import READY, REQUEST, error_entry
 from chaoslab.load.schedule import Profile
-
-# grpcio's own threads must yield to gevent, or a blocking call stalls every user.
-grpc_gevent.init_gevent()
 
 # Every HTTP connection with TCP_NODELAY, as curl, browsers and Go's net/http open theirs:
 # without it a new TLS connection's request waited for the server's delayed ACK of the
@@ -77,7 +75,6 @@ TIMEOUT = float(CONFIG["timeout"])
 THINK = float(CONFIG.get("think", 0.0))
 MAX_REQUESTS = int(CONFIG["max_requests"])  # per worker: every load loop is bounded
 REQUESTS = CONFIG["requests"]
-WEIGHTS = [r["weight"] for r in REQUESTS]
 PROFILE = Profile(CONFIG["start"], [tuple(s) for s in CONFIG["stages"]])
 
 
@@ -89,6 +86,17 @@ def _pem(path):
 
 
 CA_PEM = {base: _pem(path) for base, path in CONFIG["ca"].items()}  # None: not verified
+
+if any(r.get("grpc") for r in REQUESTS):
+    # Only a mix with gRPC requests loads grpcio and protobuf (about 7,000 more objects for
+    # the garbage collector to walk) and turns on grpcio's gevent integration.
+    import grpc
+    import grpc.experimental.gevent as grpc_gevent
+
+    from chaoslab.load import protos
+
+    # grpcio's own threads must yield to gevent, or a blocking call stalls every user.
+    grpc_gevent.init_gevent()
 
 
 class GrpcMethod:
@@ -122,20 +130,56 @@ GRPC = {r["name"]: GrpcMethod(r["grpc"], _POOLS) for r in REQUESTS if r.get("grp
 TCP = {r["name"]: TcpExchange(r["tcp"]) for r in REQUESTS if r.get("tcp")}
 
 
+# The status the HTTP client takes as valid: the one most HTTP requests of the mix expect.
+# Those requests are judged by the client itself, as plain Locust's are; the others are
+# marked by hand.
+_EXPECTED = collections.Counter(r["status"] for r in REQUESTS if r["protocol"] in ("http", "https"))
+HTTP_STATUS = _EXPECTED.most_common(1)[0][0] if _EXPECTED else None
+
+
+class Req:
+    """A request of the mix with what sending it needs looked up once: its URL (HTTP), and
+    the name of the user's method that sends it."""
+
+    __slots__ = ("base", "body", "headers", "index", "method", "name", "path", "send", "status", "url")
+
+    def __init__(self, index, r):
+        self.index = index  # in the mix: how a record names it
+        self.name = r["name"]
+        self.base = r["base"]
+        self.send = _SENDERS[r["protocol"]]
+        if self.send == "_http" and r["status"] != HTTP_STATUS:
+            self.send = "_http_caught"
+        self.path = r.get("path")
+        self.method = r.get("method")
+        self.headers = r.get("headers") or None
+        self.body = r.get("body") or None
+        self.status = r.get("status")
+        self.url = CONFIG["urls"][self.base] + self.path if self.path is not None else None
+
+
+_SENDERS = {"https": "_http", "http": "_http", "grpc": "_grpc", "grpc-plain": "_grpc", "tcp": "_tcp"}
+MIX = [Req(i, r) for i, r in enumerate(REQUESTS)]
+_CUM_WEIGHTS = list(itertools.accumulate(r["weight"] for r in REQUESTS))
+
+
 class Run:
     """This process's view of the run: t0, its arrivals, its records file."""
 
     def __init__(self):
         self.t0 = None
+        self.end = None  # t0 + the run's duration
         self.sent = 0
         self.out = None
         self._arrivals = PROFILE.arrivals(WORKER, WORKERS)
+        self._errors = {"": 0}  # error text -> its number in the records file
         if ROLE != "master":
             # Open for the whole life of the process; flushed by _flusher and on quit.
-            self.out = open(CONFIG["records"].format(worker=WORKER), "a", buffering=1 << 16)  # noqa: SIM115
+            self.out = open(CONFIG["records"].format(worker=WORKER), "ab", buffering=1 << 16)  # noqa: SIM115
+            self._write = self.out.write
 
     def ready(self):
-        self.out.write("ready\n")
+        self.out.write(READY)
         self.out.flush()
 
     def poll_t0(self):
@@ -151,6 +195,7 @@ class Run:
     def wait_t0(self):
         while self.poll_t0() is None:
             gevent.sleep(0.02)
+        self.end = self.t0 + DURATION
         return self.t0
 
     def next_due(self):
@@ -163,11 +208,19 @@ class Run:
         self.sent += 1
         return self.t0 + offset
 
-    def record(self, due, sent, end, status, name, error, idle):
-        self.out.write(f"{due:.6f}\t{sent:.6f}\t{end:.6f}\t{status}\t{name}\t{error}\t{int(idle)}\n")
+    def record(self, due, sent, end, status, req, error, idle):
+        number = self._errors.get(error)
+        if number is None:
+            number = self._errors[error] = len(self._errors)
+            self._write(error_entry(error))
+        self._write(_pack(0, due, sent, end, status, req.index, number, idle))
 
 
 RUN = Run()
+_now = time.time
+_pack = REQUEST.pack
+_choices = random.choices
+_ONLY = MIX[0] if len(MIX) == 1 else None  # a mix of one request needs no draw
 
 
 def _flusher():
@@ -186,6 +239,13 @@ def _on_start(environment, **_kw):
 def _on_quit(environment, **_kw):
     if RUN.out is not None:
         RUN.out.flush()
+
+
+def _http_error(status, resp):
+    """What went wrong with an HTTP response that has not the expected status."""
+    if status:
+        return f"http-{status}"
+    return type(resp.error).__name__ if resp.error else "no-response"
 
 
 def _grpc_error(exc):
@@ -251,13 +311,11 @@ class ChaoslabUser(FastHttpUser):
         self.channels = {}
         self.calls = {}  # request name -> grpcio's callable on this user's channel
         self.socks = {}  # base -> this user's kept tcp connection
-        self.handlers = {
-            "https": self._http,
-            "http": self._http,
-            "grpc": self._grpc,
-            "grpc-plain": self._grpc,
-            "tcp": self._tcp,
-        }
+        # request -> this user's bound method that sends it
+        self.senders = {req: getattr(self, req.send) for req in MIX}
+        if HTTP_STATUS is not None:
+            # Locust's client takes only this status as a success (redirects are followed first)
+            self.client.client.valid_response_codes = frozenset((HTTP_STATUS,))
         for base in sorted({r["base"] for r in REQUESTS}):
             self._connect(base)
         RUN.ready()
@@ -321,48 +379,58 @@ class ChaoslabUser(FastHttpUser):
 
     @task
     def fire(self):
-        idle = True
+        run = RUN
         if OPEN:
-            due = RUN.next_due()
+            due = run.next_due()
             if due is None:
                 raise StopUser()
-            wait = due - time.time()
+            wait = due - _now()
             idle = wait > 0
             if idle:
                 gevent.sleep(wait)
+            sent = _now()
         else:
-            if time.time() >= RUN.t0 + DURATION or RUN.sent >= MAX_REQUESTS:
+            # closed: a request is due when the user sends it
+            due = sent = _now()
+            if sent >= run.end or run.sent >= MAX_REQUESTS:
                 raise StopUser()
-            RUN.sent += 1
-            due = time.time()
-        req = random.choices(REQUESTS, WEIGHTS)[0]
-        sent = time.time()
-        status, error = self.handlers[req["protocol"]](req, sent)
-        RUN.record(due, sent, time.time(), status, req["name"], error, idle)
+            run.sent += 1
+            idle = True
+        req = _ONLY or _choices(MIX, cum_weights=_CUM_WEIGHTS)[0]
+        status, error = self.senders[req](req, sent)
+        run.record(due, sent, _now(), status, req, error, idle)
         if THINK > 0:
             gevent.sleep(THINK)
 
     def _http(self, req, sent):
-        url = CONFIG["urls"][req["base"]] + req["path"]
+        """An HTTP request whose expected status is the one the client takes as valid
+        (HTTP_STATUS): Locust's statistics judge it as the record does, with no context
+        manager around the response."""
+        try:
+            resp = self.client.request(req.method, req.url, name=req.name, headers=req.headers, data=req.body)
+        except Exception as exc:
+            return 0, type(exc).__name__
+        status = resp.status_code or 0
+        if status == req.status:
+            return status, ""
+        return status, _http_error(status, resp)
+
+    def _http_caught(self, req, sent):
+        """An HTTP request expecting another status: its response is marked in Locust's
+        statistics by hand."""
         status, error = 0, ""
         try:
             with self.client.request(
-                req["method"],
-                url,
-                name=req["name"],
-                headers=req["headers"] or None,
-                data=req["body"] or None,
+                req.method,
+                req.url,
+                name=req.name,
+                headers=req.headers,
+                data=req.body,
                 catch_response=True,
             ) as resp:
                 status = resp.status_code or 0
-                if status != req["status"]:
-                    error = (
-                        f"http-{status}"
-                        if status
-                        else type(resp.error).__name__
-                        if resp.error
-                        else "no-response"
-                    )
+                if status != req.status:
+                    error = _http_error(status, resp)
                     resp.failure(error)
                 else:
                     resp.success()
@@ -371,7 +439,7 @@ class ChaoslabUser(FastHttpUser):
         return status, error
 
     def _grpc(self, req, sent):
-        m, call = GRPC[req["name"]], self.calls[req["name"]]
+        m, call = GRPC[req.name], self.calls[req.name]
         error = ""
         try:
             if m.streaming:
@@ -382,7 +450,7 @@ class ChaoslabUser(FastHttpUser):
                 call(m.request, timeout=TIMEOUT)
         except grpc.RpcError as e:
             error = _grpc_error(e)
-        _fire("grpc", req["name"], sent, error)
+        _fire("grpc", req.name, sent, error)
         return (0 if error else 200), error
 
     def _tcp_open(self, url):
@@ -391,7 +459,7 @@ class ChaoslabUser(FastHttpUser):
         return sock
 
     def _tcp(self, req, sent):
-        t, base = TCP[req["name"]], req["base"]
+        t, base = TCP[req.name], req.base
         sock = self.socks.pop(base, None) if t.keep else None
         error, closed = "", False
         try:
@@ -407,7 +475,7 @@ class ChaoslabUser(FastHttpUser):
                 self.socks[base] = sock
             else:
                 sock.close()  # a new connection for the next request: this one's state is unknown
-        _fire("tcp", req["name"], sent, error)
+        _fire("tcp", req.name, sent, error)
         return (0 if error else 200), error
 
 

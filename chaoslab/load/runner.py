@@ -23,7 +23,7 @@ from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
 from chaoslab.load.grpc_schema import GrpcSchemas
-from chaoslab.load.records import Request, parse_line
+from chaoslab.load.records import RecordStream, Request
 from chaoslab.paths import PACKAGE
 from chaoslab.scenario.load import MAX_RATE
 from chaoslab.scenario.model import LoadSpec, Model, RequestSpec
@@ -63,7 +63,7 @@ class LoadRunner:
         return self.ctx.scenario.load
 
     def records_path(self, worker: int) -> Path:
-        return self.ctx.work_dir / f"requests-{worker}.tsv"
+        return self.ctx.work_dir / f"requests-{worker}.bin"
 
     @property
     def go_path(self) -> Path:
@@ -121,7 +121,7 @@ class LoadRunner:
             "urls": urls,
             "host": http[0] if http else "https://127.0.0.1",
             "requests": [self._request(r) for r in load.requests],
-            "records": str(self.ctx.work_dir / "requests-{worker}.tsv"),
+            "records": str(self.ctx.work_dir / "requests-{worker}.bin"),
             "go": str(self.go_path),
             "ca": tls,
             "warmup": warmup,
@@ -208,7 +208,7 @@ class LoadRunner:
         cfg = self.ctx.work_dir / "load.json"
         cfg.write_text(json.dumps(self.config(), indent=1))
         for i in range(self.spec.workers):
-            self.records_path(i).write_text("")
+            self.records_path(i).write_bytes(b"")
         self.go_path.unlink(missing_ok=True)
         for role, argv, extra in self.argvs():
             env = {**os.environ, "CHAOSLAB_LOAD_CONFIG": str(cfg), **extra}
@@ -253,19 +253,26 @@ class LoadRunner:
         t.start()
         self._threads.append(t)
 
+    @property
+    def names(self) -> list[str]:
+        """The load's mix in order: a record names its request by its index here."""
+        return [r.name for r in self.spec.requests]
+
     def _ready(self) -> int:
-        return sum(self.records_path(i).read_text().count("ready\n") for i in range(self.spec.workers))
+        ready = 0
+        for i in range(self.spec.workers):
+            stream = RecordStream(self.names)
+            stream.feed(self.records_path(i).read_bytes())
+            ready += stream.ready
+        return ready
 
     def _tail(self, path: Path) -> None:
-        with path.open() as fh:
-            buf = ""
+        stream = RecordStream(self.names)
+        with path.open("rb") as fh:
             while True:
                 chunk = fh.read()
                 if chunk:
-                    buf += chunk
-                    lines = buf.split("\n")
-                    buf = lines.pop()
-                    batch = [r for r in map(parse_line, lines) if r is not None]
+                    batch = stream.feed(chunk)
                     self.records.extend(batch)
                     self.ctx.events.fire("requests", batch=batch)
                 elif self._stop.is_set():
