@@ -211,11 +211,17 @@ class Run:
     def record(self, due, sent, end, status, req, error, idle):
         number = self._errors.get(error)
         if number is None:
-            number = self._errors[error] = len(self._errors)
-            self._write(error_entry(error))
-        self._write(_pack(0, due, sent, end, status, req.index, number, idle))
+            if len(self._errors) >= MAX_ERRORS:  # numbered in 16 bits: the rest share one text
+                error = TOO_MANY_ERRORS
+                number = self._errors.get(error)
+            if number is None:
+                number = self._errors[error] = len(self._errors)
+                self._write(error_entry(error))
+        self._write(_pack(0, due, sent, end, status & 0xFFFF, req.index, number, idle))
 
 
+MAX_ERRORS = 0xFFFF - 1  # distinct error texts a records file numbers (u16), the last kept for:
+TOO_MANY_ERRORS = "other-error (too many distinct errors to name)"
 RUN = Run()
 _now = time.time
 _pack = REQUEST.pack
