@@ -36,7 +36,7 @@ from chaoslab.probes.proxy import SocketAppProbe
 from chaoslab.scenario.model import TLS_PROTOCOLS, Scenario
 from chaoslab.targets.base import RunningTarget
 
-ALWAYS = "tracepoints, tens of ns per event: always on"
+ALWAYS = "always on (tracepoints)"
 
 
 @dataclass

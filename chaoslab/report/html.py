@@ -388,27 +388,27 @@ def _observer_table(report: Report) -> str:
         return ""
     rows = []
     for c in report.observer:
-        status = f"DETACHED: {c.lost}" if c.lost else "over budget" if c.over_budget else "within budget"
-        cls = "bad" if c.lost or c.over_budget else ""
-        paid = ", ".join(f"{t} {ms:.1f} ms" for t, ms in c.paid_ms.items())
+        status = f"DETACHED: {c.lost}" if c.lost else "over budget" if c.over_budget else "within"
+        cls = "bad" if c.lost or c.over_budget else "held"
         rows.append(
-            f"<tr><td>{escape(c.layer)}</td><td>{escape(c.why)}</td><td class=num>{c.events}</td>"
-            f"<td class=num>{c.bpf_ms:.1f}</td><td class=num>{c.traps}</td><td>{escape(paid)}</td>"
-            f"<td class=num>{c.per_request_us:.1f}</td><td class=num>{c.latency_share:.1%}</td>"
-            f'<td class="{cls}">{escape(status)}</td></tr>'
+            (
+                escape(c.layer),
+                escape(c.why),
+                str(c.events),
+                f"{c.bpf_ms:.1f}",
+                str(c.traps),
+                escape(", ".join(f"{t} {ms:.1f} ms" for t, ms in c.paid_ms.items())),
+                f"{c.per_request_us:.1f}",
+                f"{c.latency_share:.1%}",
+                f'<span class="{cls}">{escape(status)}</span>',
+            )
         )
-    trap = (
-        f"; a uprobe hit timed at {report.trap_us:.1f} µs here when its instruction is stepped out of "
-        f"line (a RET), {report.trap_emulated_us:.1f} µs when the kernel emulates it (the entries)"
-        if report.trap_us
-        else ""
-    )
+    head = ("probe", "why attached", "runs", "BPF ms", "traps", "paid by", "µs/request", "of time", "budget")
     return (
         f"<h3>The probes' own cost</h3><p>{escape(words.observer_summary(report))}. BPF run time from the "
-        f"kernel's statistics{escape(trap)}; each target pays in proportion to the runs in its own "
-        "threads.</p><table><tr><th>probe</th><th>why attached</th><th>runs</th><th>BPF ms</th>"
-        "<th>traps</th><th>paid by</th><th>µs per request</th><th>of the requests' time</th>"
-        "<th>budget</th></tr>" + "".join(rows) + "</table>"
+        "kernel's statistics, a uprobe hit's trap timed at start-up (stepped out of line: a RET; emulated: "
+        "the Go probes' entries); each target pays in proportion to the runs that concerned it.</p>"
+        + _table(head, rows, 2, "receipts")
     )
 
 
