@@ -46,10 +46,6 @@ class Choice:
     # (layer, target name) -> why it is not, and how to have it
     left_out: dict[tuple[Layer, str], str] = field(default_factory=dict)
 
-    def why(self, cls: type[Probe], targets: Iterable[str]) -> str:
-        reasons = dict.fromkeys(self.attach[(cls, t)] for t in targets if (cls, t) in self.attach)
-        return "; ".join(reasons)
-
 
 def plain_http(target: RunningTarget) -> bool:
     """It serves HTTP/1.1 in the clear only: its socket syscalls show each request."""

@@ -98,6 +98,9 @@ class TrapCost:
     how: str  # how it was found, in words
 
 
+NO_TRAPS = TrapCost(0.0, 0.0, "no uprobe attached")
+
+
 @functools.cache
 def trap_cost() -> TrapCost:
     """What a uprobe hit costs here, of each kind, timed for real (once per process)."""

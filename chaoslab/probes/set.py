@@ -12,7 +12,7 @@ from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
 from chaoslab.load.records import Request
 from chaoslab.probes.base import Probe, Stall
-from chaoslab.probes.cost import Usage, trap_cost, usage
+from chaoslab.probes.cost import NO_TRAPS, TrapCost, Usage, trap_cost, usage
 from chaoslab.probes.libbpf import enable_stats
 from chaoslab.report.model import ObserverCost
 from chaoslab.scenario.model import ProbeBudget as Budget
@@ -96,6 +96,8 @@ class ProbeSet:
                 lines.append(f"probe {cls.layer}: NOT attached, the run goes on without it: {exc.message}")
                 continue
             self.probes.append(probe)
+            if probe.per_process:
+                trap_cost()  # timed once, at start-up, not in the middle of a tick
             lines.append(f"probe {cls.layer}: {', '.join(t.name for t in targets)} ({probe.describe()})")
         missing = sorted({str(layer) for layer, _ in self.unavailable} & set(required))
         if missing:
@@ -150,13 +152,13 @@ class ProbeSet:
             self._last = (now, len(records), 0.0, self.usage())
             return []
         then, seen, _, before = self._last
-        fresh = records[seen:]
-        if now - then < POLICE_EVERY or len(fresh) < POLICE_MIN_REQUESTS:
+        if now - then < POLICE_EVERY or len(records) - seen < POLICE_MIN_REQUESTS:
             return []
+        fresh = records[seen:]
         latency = sum(r.latency for r in fresh)
         current = self.usage()
         self._last = (now, len(records), latency, current)
-        trap = trap_cost()
+        trap = self.trap_cost()
         out = []
         for probe, use in current.items():
             paid = sum((use - before.get(probe, Usage())).paid_ns(trap).values()) / 1e9
@@ -181,7 +183,7 @@ class ProbeSet:
     def costs(self, records: Sequence[Request]) -> list[ObserverCost]:
         """Each probe's cost over the run so far, detached ones included (call before `close`):
         per request, and as a share of the time the requests took."""
-        trap = trap_cost()
+        trap = self.trap_cost()
         latency_ns = sum(r.latency for r in records) * 1e9
         rows = []
         for probe, use in [*self.retired, *self.usage().items()]:
@@ -208,6 +210,10 @@ class ProbeSet:
                 )
             )
         return rows
+
+    def trap_cost(self) -> TrapCost:
+        """The uprobe trap cost, timed when uprobes were attached; none without them."""
+        return trap_cost() if any(p.per_process for p in [*self.probes, *self.lost]) else NO_TRAPS
 
     def why_attached(self, probe: Probe) -> str:
         reasons = dict.fromkeys(
