@@ -1,34 +1,45 @@
 """Probe overhead: the Go service's highest request rate without probes, with the probes each
-shipped scenario attaches (what it needs, `chaoslab.probes.choose`), and with every probe.
+shipped scenario attaches (what it needs, `chaoslab.probes.choose`), and with every probe; and
+the service's CPU time per request at a scenario's own load.
 
 Side by side in one run on this machine: the go-api target is started the way `chaoslab run`
-starts it (own network namespace and cgroup), then wrk drives it as hard as it can in
-alternating rounds, probes detached and attached, so slow drift of a noisy machine hits both
-sides alike. Two workloads:
-  keep-alive   one TLS connection per wrk connection: the per-request path (app, syscall,
-               network, cpu, gc probes fire on every request);
-  new-conn     `Connection: close`: a TLS handshake per request, so the tls and entropy
-               uprobes fire too (4 randomness reads and a handshake per request).
-Prints each round's rate and, per workload and probe set, the ratio of the medians (with /
-without). With --each, also the keep-alive ratio of every probe alone, to show where the cost is.
-With --accuracy, the app layer measured each way in turn over plain HTTP, one connection at a
+starts it (own network namespace and cgroup), then wrk drives it. Every round with probes sits
+between two rounds without (none, A, none, B, none, ...), and each is compared with the mean of
+its two neighbours: a shared VM's speed drifts by a factor of two within a minute, and only a
+pair of neighbouring rounds sees the same machine. The median of those per-round ratios is
+printed, with their range. Three workloads:
+  keep-alive   wrk as hard as it can, one TLS connection per wrk connection: the per-request path
+               (app, syscall, network, cpu, gc probes fire on every request);
+  new-conn     the same with `Connection: close`: a TLS handshake per request, so the tls and
+               entropy uprobes fire too (4 randomness reads and a handshake per request);
+  at-load      2 kept-alive connections, each waiting 50 ms between requests: about 40 requests/s,
+               the shipped scenarios' rate. The figure is the target's CPU time per request
+               (its cgroup's CPU usage over the requests wrk completed).
+Per saturated round: the rate ratio (with / without), and the capacity ratio from the machine's
+busy CPU time per request (without / with; steal and idle left out), which the VM's drift
+moves far less than the rate. With --each, the keep-alive ratios of every probe alone. With
+--accuracy, the app layer measured each way in turn over plain HTTP, one connection at a
 time: the handler's uprobes, and the socket syscalls (what a plain-HTTP Go target gets unless
 it needs the uprobes), their mean, median and p99 side by side.
 
-    sudo .venv/bin/python bench/probe_overhead.py [--rounds 3] [--seconds 5] [--each] [--accuracy]
+    sudo .venv/bin/python bench/probe_overhead.py [--rounds 5] [--seconds 3] [--each] [--accuracy]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from chaoslab.errors import ChaoslabError
@@ -42,6 +53,7 @@ from chaoslab.probes.gofunc import AppProbe
 from chaoslab.probes.proxy import SocketAppProbe
 from chaoslab.scenario import load_scenario, parse_scenario
 from chaoslab.targets.base import RunningTarget
+from chaoslab.targets.cgroup import cpu_usage_ns
 from chaoslab.targets.local import LocalRuntime
 
 SCENARIO = """
@@ -52,23 +64,44 @@ load: {protocol: https, target: api, path: "/work?work=20", rate: 1/s}
 phases:
   - {name: bench, duration: 1s}
 """
-WORKLOADS = {"keep-alive": [], "new-conn": ["-H", "Connection: close"]}
+SATURATED = {"keep-alive": ["-c16"], "new-conn": ["-c16", "-H", "Connection: close"]}
+AT_LOAD = "at-load"
+CONTROL = "no probes (control)"
+DELAY = "function delay()\n  return 50\nend\n"  # ms between one connection's requests
 
 
-def wrk_rate(url: str, seconds: int, extra: list[str]) -> float:
+@dataclass
+class Round:
+    rate: float  # requests per second
+    machine_ns: float  # the machine's busy CPU time per request (no idle, no steal)
+    target_ns: float  # the target cgroup's CPU time per request
+
+
+def machine_busy_ns() -> float:
+    """user + nice + system + irq + softirq of all CPUs, from /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq = (
+        int(x) for x in Path("/proc/stat").read_text().split()[1:8]
+    )
+    return (user + nice + system + irq + softirq) * 1e9 / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_round(url: str, seconds: int, extra: list[str], cgroup: tuple[Path, ...]) -> Round:
     wrk = shutil.which("wrk")
     if wrk is None:
         sys.exit("wrk is missing: apt-get install wrk")
+    machine, target = machine_busy_ns(), cpu_usage_ns(cgroup)
     out = subprocess.run(
-        [wrk, "-t1", "-c16", f"-d{seconds}s", *extra, url], capture_output=True, text=True, check=True
+        [wrk, "-t1", f"-d{seconds}s", *extra, url], capture_output=True, text=True, check=True
     ).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None:
+    machine, target = machine_busy_ns() - machine, cpu_usage_ns(cgroup) - target
+    m = re.search(r"(\d+) requests in [\d.]+\w+, .*\nRequests/sec:\s+([\d.]+)", out, re.S)
+    if m is None or int(m.group(1)) == 0:
         sys.exit(f"cannot read wrk's output:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         sys.exit(f"wrk got {errors.group(1)} error responses:\n{out}")
-    return float(m.group(1))
+    n = int(m.group(1))
+    return Round(float(m.group(2)), machine / n, target / n)
 
 
 ProbeTypes = dict[tuple[type[Probe], str], str]
@@ -127,10 +160,44 @@ def accuracy(targets: dict[str, RunningTarget], seconds: int) -> None:
     print(f"socket syscalls against the handler's uprobes: {(b.mean_ns - a.mean_ns) / 1000:+.1f} us mean")
 
 
+Sets = dict[str, ProbeTypes]
+# per probe set: (round with probes, mean of its two neighbours without)
+Pairs = dict[str, list[tuple[Round, Round]]]
+
+
+def alternate(
+    sets: Sets, measure: Callable[[], Round], rounds: int, label: str, targets: dict[str, RunningTarget]
+) -> Pairs:
+    """Every set's rounds, each between two rounds without probes (none, A, none, B, ..., none)."""
+    pairs: Pairs = {name: [] for name in sets}
+    for _ in range(rounds):
+        before = measure()
+        for name, chosen in sets.items():
+            probes = ProbeSet(PROBES, targets, chosen)
+            try:
+                probes.attach()
+                on = measure()
+            finally:
+                probes.close()
+            after = measure()
+            mean = Round(*((a + b) / 2 for a, b in zip(astuple(before), astuple(after), strict=True)))
+            pairs[name].append((on, mean))
+            print(
+                f"{label:10} {on.rate:9.1f} req/s with, {mean.rate:9.1f} without (target CPU "
+                f"{on.target_ns / 1000:6.1f} / {mean.target_ns / 1000:6.1f} us per request)  {name}"
+            )
+            before = after
+    return pairs
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} (rounds {min(values):.2f}-{max(values):.2f})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per side and workload")
-    ap.add_argument("--seconds", type=int, default=5, help="length of one round")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds per probe set and workload")
+    ap.add_argument("--seconds", type=int, default=3, help="length of one round")
     ap.add_argument("--each", action="store_true", help="also measure every probe alone (keep-alive)")
     ap.add_argument("--accuracy", action="store_true", help="app layer: socket syscalls against uprobes")
     args = ap.parse_args()
@@ -142,51 +209,66 @@ def main() -> int:
         runtime.preflight()
         targets = runtime.start(stack)
         url = f"{targets['api'].url}/work?work=20"
+        cgroup = targets["api"].cgroup.dirs
+        script = Path(tmp) / "delay.lua"
+        script.write_text(DELAY)
         every = {(cls, t): "all" for cls in PROBES for t in targets if cls.applies_to(targets[t])}
-        sets: dict[str, ProbeTypes | None] = {"none": None, **scenario_sets(targets), "all probes": every}
+        # The control: attach nothing. Its ratio is what the machine's drift alone gives a set.
+        sets: Sets = {CONTROL: {}, **scenario_sets(targets), "all probes": every}
         for name, chosen in sets.items():
-            layers = sorted({str(cls.layer) for cls, _ in chosen}) if chosen else []
-            print(f"probe set {name}: {', '.join(layers) or 'no probes'}")
-        rates: dict[tuple[str, str], list[float]] = {}
-        for workload, extra in WORKLOADS.items():
-            for _ in range(args.rounds):
-                for name, chosen in sets.items():
-                    probes = ProbeSet(PROBES, targets, chosen) if chosen else None
-                    try:
-                        if probes is not None:
-                            probes.attach()
-                        rate = wrk_rate(url, args.seconds, extra)
-                    finally:
-                        if probes is not None:
-                            probes.close()
-                    rates.setdefault((workload, name), []).append(rate)
-                    print(f"{workload:10} {rate:9.1f} req/s  {name}")
-        each: dict[str, float] = {}
+            print(f"probe set {name}: {', '.join(sorted({str(cls.layer) for cls, _ in chosen}))}")
+        workloads = {**SATURATED, AT_LOAD: ["-c2", "-s", str(script)]}
+        results = {
+            workload: alternate(
+                sets,
+                functools.partial(wrk_round, url, args.seconds, extra, cgroup),
+                args.rounds,
+                workload,
+                targets,
+            )
+            for workload, extra in workloads.items()
+        }
+        each: Pairs = {}
         if args.each:
-            for cls in PROBES:
-                on, off = [], []
-                for _ in range(args.rounds):
-                    off.append(wrk_rate(url, args.seconds, []))
-                    one = ProbeSet([cls], targets)
-                    try:
-                        one.attach()
-                        on.append(wrk_rate(url, args.seconds, []))
-                    finally:
-                        one.close()
-                each[str(cls.layer)] = statistics.median(on) / statistics.median(off)
+            alone = {
+                f"{cls.layer} ({cls.__name__})": {
+                    (cls, t): "alone" for t in targets if cls.applies_to(targets[t])
+                }
+                for cls in PROBES
+                if any(cls.applies_to(t) for t in targets.values())
+            }
+            each = alternate(
+                alone,
+                functools.partial(wrk_round, url, args.seconds, SATURATED["keep-alive"], cgroup),
+                args.rounds,
+                "alone",
+                targets,
+            )
         if args.accuracy:
             accuracy(targets, args.seconds)
         print()
-        for layer, ratio in each.items():
-            print(f"keep-alive {layer:8} alone: ratio {ratio:.3f}")
-        for workload in WORKLOADS:
-            off = statistics.median(rates[(workload, "none")])
-            for name in list(sets)[1:]:
-                on = statistics.median(rates[(workload, name)])
+        for layer, pairs in each.items():
+            capacity = spread([off.machine_ns / on.machine_ns for on, off in pairs])
+            rate = spread([on.rate / off.rate for on, off in pairs])
+            print(f"keep-alive {layer:28} alone: rate: ratio {rate}; CPU per request: ratio {capacity}")
+        for workload in SATURATED:
+            for name, pairs in results[workload].items():
+                rate = [on.rate / off.rate for on, off in pairs]
+                capacity = [off.machine_ns / on.machine_ns for on, off in pairs]
+                added = statistics.median(on.machine_ns - off.machine_ns for on, off in pairs) / 1000
                 print(
-                    f"{workload:10} {name:40} {on:9.1f} req/s against {off:9.1f} without probes: ratio "
-                    f"{on / off:.3f} ({(1 / on - 1 / off) * 1e6:+.1f} us per request at saturation)"
+                    f"{workload:10} {name:40} rate: ratio {spread(rate)}; "
+                    f"CPU per request: ratio {spread(capacity)}, {added:+.1f} us"
                 )
+        for name, pairs in results[AT_LOAD].items():
+            change = [on.target_ns / off.target_ns - 1 for on, off in pairs]
+            with_us = statistics.median(on.target_ns for on, _ in pairs) / 1000
+            without_us = statistics.median(off.target_ns for _, off in pairs) / 1000
+            rounds = f"rounds {min(change):+.1%} to {max(change):+.1%}"
+            print(
+                f"{AT_LOAD:10} {name:40} target CPU per request: {with_us:.1f} us with, {without_us:.1f} us "
+                f"without: change {statistics.median(change):+.1%} ({rounds})"
+            )
     return 0
 
 

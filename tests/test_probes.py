@@ -3,6 +3,7 @@ Go binary is refused with a clear message, and the overhead benchmark runs."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -86,5 +87,14 @@ def test_overhead_benchmark_runs_and_prints_its_ratios() -> None:
         named = {name.strip(",") for line in lines[:-1] for name in line.split()[1:] if not name[0].isdigit()}
         assert {p.stem for p in (REPO / "scenarios").glob("*.yaml")} <= named, (named, lines)
     for line in ratios:
-        ratio = float(line.split(": ratio ")[1].split()[0])
-        assert 0 < ratio < 2
+        # the rate's ratio, then the one from the machine's CPU time per request
+        figures = [float(part.split()[0]) for part in line.split(": ratio ")[1:]]
+        assert len(figures) == 2 and all(0 < f < 2 for f in figures), line
+    # the control attaches nothing: its line is there, as the machine's noise floor
+    assert sum("no probes (control)" in line for line in ratios) == 2, ratios
+    # at the scenarios' own load: the target's CPU time per request, with and without, per set
+    at_load = [line for line in res.stdout.splitlines() if line.startswith("at-load") and "change" in line]
+    assert len(at_load) == len([line for line in ratios if line.startswith("keep-alive")]), at_load
+    for line in at_load:
+        with_us, without_us = (float(x) for x in re.findall(r"([\d.]+) us with(?:out)?", line))
+        assert with_us > 0 and without_us > 0, line

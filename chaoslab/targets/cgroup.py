@@ -222,6 +222,24 @@ def cpu_stat(d: Path) -> dict[str, int]:
     }
 
 
+def cpu_usage_ns(dirs: tuple[Path, ...]) -> int:
+    """The CPU time the cgroup's tasks have used: v2 cpu.stat's usage_usec, v1 cpuacct.usage."""
+    if version() == 2:
+        for line in (dirs[0] / "cpu.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                return int(value) * 1000
+        raise PreflightError(
+            f"no usage_usec in {dirs[0] / 'cpu.stat'}", "a v2 cgroup always has it: check the path"
+        )
+    for d in dirs:
+        if (d / "cpuacct.usage").exists():
+            return int((d / "cpuacct.usage").read_text())
+    raise PreflightError(
+        f"no cpuacct controller among {', '.join(map(str, dirs))}", "mount the v1 cpuacct controller"
+    )
+
+
 def freezer_file(dirs: tuple[Path, ...]) -> Path:
     """v2: cgroup.freeze (1/0); v1: the freezer hierarchy's freezer.state (FROZEN/THAWED)."""
     if version() == 2:
