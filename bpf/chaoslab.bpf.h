@@ -4,15 +4,23 @@
  *
  * Histogram: log-linear buckets over nanoseconds, 8 sub-buckets per power of two
  * (a bucket is at most 12.5% wide), keyed by (target, bucket). Bucket HIST_SUM holds
- * the sum of all values in ns, so means and per-request shares are exact.
+ * the sum of all values in ns, so means and per-request shares are exact. Per CPU:
+ * a record adds to this CPU's counter, a cache line no other CPU writes, instead of
+ * one line that every CPU's records fight over (user space sums the CPUs as it reads).
+ * The add stays atomic: a softirq's program (a socket's data ready) can interrupt a
+ * program of the same object on the same CPU.
  * chaoslab/hist.py decodes buckets with the same rule; change both together.
  *
  * Metrics: a probe can split its layer into metrics (a syscall number, "connect",
  * "stop-the-world"...). The key's target field is then `index | metric << 8`; metric 0
  * is the layer as a whole. chaoslab/probes/base.py decodes it.
  *
- * Targets: user space fills `targets` with tgid -> target index before attaching;
- * events of any other process are ignored.
+ * Targets: user space fills `targets` with tgid -> target index before attaching,
+ * and sets the tgid's bit in `target_bits`; events of any other process are ignored.
+ * The bit is the fast test: the tracepoint probes run on every syscall and context
+ * switch of the machine, almost all of them another process's, and an array lookup
+ * is a bounds check and a load where a hash lookup hashes the key and walks a bucket.
+ * The hash stays the authority (a set bit with no entry: not a target).
  */
 #ifndef CHAOSLAB_BPF_H
 #define CHAOSLAB_BPF_H
@@ -30,7 +38,7 @@ struct hist_key {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 32768);
 	__type(key, struct hist_key);
 	__type(value, __u64);
@@ -42,6 +50,15 @@ struct {
 	__type(key, __u32);   /* tgid */
 	__type(value, __u32); /* target index */
 } targets SEC(".maps");
+
+/* One bit per tgid, below the kernel's highest pid_max (PID_MAX_LIMIT, 4194304). */
+#define TARGET_WORDS 65536
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TARGET_WORDS);
+	__type(key, __u32);   /* tgid / 64 */
+	__type(value, __u64); /* bit tgid % 64 */
+} target_bits SEC(".maps");
 
 static __always_inline __u32 hist_bucket(__u64 v)
 {
@@ -68,11 +85,13 @@ static __always_inline void hist_add(__u32 target, __u32 bucket, __u64 inc)
 
 	if (val) {
 		__sync_fetch_and_add(val, inc);
-	} else {
-		bpf_map_update_elem(&hist, &key, &inc, BPF_NOEXIST);
-		/* lost a race with another CPU creating the entry: add to it */
+		return;
+	}
+	/* A new key: this CPU's counter starts at inc, the others at 0. Another program
+	 * may have created it meanwhile: then add to this CPU's counter of that entry. */
+	if (bpf_map_update_elem(&hist, &key, &inc, BPF_NOEXIST) != 0) {
 		val = bpf_map_lookup_elem(&hist, &key);
-		if (val && *val != inc)
+		if (val)
 			__sync_fetch_and_add(val, inc);
 	}
 }
@@ -93,8 +112,19 @@ static __always_inline void hist_record(__u32 target, __u64 ns)
 }
 
 /* The target index of a process, or NULL if it is not a target. */
+/* Whether a process may be a target: its bit only (see target_bits). */
+static __always_inline int maybe_target(__u32 tgid)
+{
+	__u32 word = tgid >> 6;
+	__u64 *bits = bpf_map_lookup_elem(&target_bits, &word);
+
+	return bits && (*bits & (1ULL << (tgid & 63)));
+}
+
 static __always_inline __u32 *target_of(__u32 tgid)
 {
+	if (!maybe_target(tgid))
+		return 0;
 	return bpf_map_lookup_elem(&targets, &tgid);
 }
 

@@ -21,8 +21,11 @@
  * A syscall is recorded when the thread's next event arrives (its next syscall, or
  * the end of a stop that is not glued to it), so its exit-side hold can still join it.
  *
- * Attach: tracepoints raw_syscalls:sys_enter/sys_exit (filtered by tgid after one
- * lookup) and the raw tracepoint sched_switch (stops: raw state TASK_TRACED).
+ * Attach: the raw tracepoints sys_enter/sys_exit (filtered by tgid after one lookup)
+ * and sched_switch (stops: raw state TASK_TRACED). Raw, not raw_syscalls:sys_enter as a
+ * tracepoint: every syscall of the machine passes these, and a raw tracepoint hands the
+ * program the registers as they are, where a tracepoint first copies the call's number
+ * and six arguments into a perf record for each of them.
  */
 #include "chaoslab.bpf.h"
 #include "chaoslab_task.bpf.h"
@@ -32,18 +35,6 @@
 #define SIGTRAP 5
 #define SYSCALL_STOP (SIGTRAP | 0x80)
 #define NR_RT_SIGRETURN 15
-
-struct sys_enter_ctx {
-	__u64 common;
-	__s64 id;
-	__u64 args[6];
-};
-
-struct sys_exit_ctx {
-	__u64 common;
-	__s64 id;
-	__s64 ret;
-};
 
 struct thread {
 	__u64 enter;      /* start of the open syscall (0: none) */
@@ -80,15 +71,16 @@ static __always_inline void flush(struct thread *th)
 	th->done_nr = -1;
 }
 
-SEC("tracepoint/raw_syscalls/sys_enter")
-int sys_enter(struct sys_enter_ctx *ctx)
+SEC("raw_tp/sys_enter")
+int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
+	__s64 id = (__s64)ctx->args[1]; /* sys_enter(struct pt_regs *regs, long id) */
 	__u32 *target = current_target();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct thread *th, fresh = { .done_nr = -1 };
 	__u64 now;
 
-	if (!target || ctx->id < 0 || ctx->id > 1023)
+	if (!target || id < 0 || id > 1023)
 		return 0;
 	th = bpf_map_lookup_elem(&threads, &tid);
 	if (!th) {
@@ -101,11 +93,11 @@ int sys_enter(struct sys_enter_ctx *ctx)
 	now = bpf_ktime_get_ns();
 	flush(th);
 	th->enter = now;
-	th->nr = (__s32)ctx->id;
-	if (ctx->id == NR_RT_SIGRETURN)
+	th->nr = (__s32)id;
+	if (id == NR_RT_SIGRETURN)
 		return 0; /* the hold waits for the call after the handler */
 	if (th->hold) {
-		__u32 nr = (__u32)ctx->id;
+		__u32 nr = (__u32)id;
 
 		if (now - th->hold_end <= HOLD_WINDOW_NS && !bpf_map_lookup_elem(&waits, &nr))
 			th->enter = now - th->hold;
@@ -116,13 +108,17 @@ int sys_enter(struct sys_enter_ctx *ctx)
 	return 0;
 }
 
-SEC("tracepoint/raw_syscalls/sys_exit")
-int sys_exit(struct sys_exit_ctx *ctx)
+SEC("raw_tp/sys_exit")
+int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct thread *th = bpf_map_lookup_elem(&threads, &tid);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct thread *th;
 	__u64 now;
 
+	if (!maybe_target(pid_tgid >> 32))
+		return 0;
+	th = bpf_map_lookup_elem(&threads, &tid);
 	if (!th || !th->enter)
 		return 0;
 	now = bpf_ktime_get_ns();
@@ -144,7 +140,7 @@ int stops(struct bpf_raw_tracepoint_args *ctx)
 	__u32 tid;
 	int code;
 
-	if (state & TASK_TRACED) {
+	if ((state & TASK_TRACED) && maybe_target(BPF_CORE_READ(prev, tgid))) {
 		tid = BPF_CORE_READ(prev, pid);
 		th = bpf_map_lookup_elem(&threads, &tid);
 		if (th && !th->enter) {
@@ -153,6 +149,8 @@ int stops(struct bpf_raw_tracepoint_args *ctx)
 			th->counted = !((code & 0x7f) == SIGTRAP && code != SYSCALL_STOP);
 		}
 	}
+	if (!maybe_target(BPF_CORE_READ(next, tgid)))
+		return 0;
 	tid = BPF_CORE_READ(next, pid);
 	th = bpf_map_lookup_elem(&threads, &tid);
 	if (!th || !th->stop)

@@ -61,7 +61,7 @@ static __always_inline void bump(__u32 which)
 static __always_inline int pick(void)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32, zero = 0, calls = STAT_CALLS;
-	if (!bpf_map_lookup_elem(&targets, &tgid))
+	if (!target_of(tgid))
 		return 0;
 	struct cfg *c = bpf_map_lookup_elem(&config, &zero);
 	__u64 *n = bpf_map_lookup_elem(&stats, &calls);

@@ -265,7 +265,7 @@ class SyscallFault(Fault):
             self.obj.attach_uprobe(ENTER_PROGRAM, self.target.pid, self.target.exe, offset)
         for name in [] if points or self.fexit else self.spec.syscalls:
             self.obj.attach_tracepoint(EXIT_PROGRAM, "syscalls", f"sys_exit_{name}")
-        self.obj.update_u32("targets", self.target.pid, 0)
+        self.obj.add_target(self.target.pid, 0)
 
     def _collect(self) -> None:
         if self.obj is not None:

@@ -246,16 +246,30 @@ class BpfObject:
         if lib().bpf_map_update_elem(self.map_fd(map_name), ctypes.byref(k), ctypes.byref(v), 0) != 0:
             raise _fail(f"{self.path.name}: cannot update map {map_name}")
 
+    def add_target(self, pid: int, index: int) -> None:
+        """Make process `pid` target `index` of the object's programs: its entry in `targets`
+        and its bit in `target_bits` (bpf/chaoslab.bpf.h)."""
+        self.update_u32("targets", pid, index)
+        fd = self.map_fd("target_bits")
+        k, bits = ctypes.c_uint32(pid >> 6), ctypes.c_uint64()
+        if lib().bpf_map_lookup_elem(fd, ctypes.byref(k), ctypes.byref(bits)) != 0:
+            raise _fail(f"{self.path.name}: pid {pid} is above the highest pid_max (4194304)")
+        bits.value |= 1 << (pid & 63)
+        if lib().bpf_map_update_elem(fd, ctypes.byref(k), ctypes.byref(bits), 0) != 0:
+            raise _fail(f"{self.path.name}: cannot update map target_bits")
+
     def items_u32x2_u64(self, map_name: str) -> Iterator[tuple[int, int, int]]:
-        """Entries of a map keyed by two u32 with a u64 value."""
+        """Entries of a map keyed by two u32 with a u64 value (of a per-CPU map: summed over
+        the CPUs)."""
         fd = self.map_fd(map_name)
+        ncpu = int(lib().libbpf_num_possible_cpus()) if _map_info(fd)[0] in PERCPU_MAPS else 1
         key_t = ctypes.c_uint32 * 2
-        prev, key, val = key_t(), key_t(), ctypes.c_uint64()
+        prev, key, val = key_t(), key_t(), (ctypes.c_uint64 * max(ncpu, 1))()
         first = True
         while lib().bpf_map_get_next_key(fd, None if first else ctypes.byref(prev), ctypes.byref(key)) == 0:
             first = False
-            if lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0:
-                yield key[0], key[1], val.value
+            if lib().bpf_map_lookup_elem(fd, ctypes.byref(key), val) == 0:
+                yield key[0], key[1], sum(val)
             ctypes.memmove(prev, key, ctypes.sizeof(key))
 
     def close(self) -> None:
@@ -265,6 +279,10 @@ class BpfObject:
         if self._obj:
             lib().bpf_object__close(self._obj)
             self._obj = None
+
+
+# BPF_MAP_TYPE_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH: a value per possible CPU
+PERCPU_MAPS = (5, 6, 10)
 
 
 def _map_info(fd: int) -> tuple[int, int, int, int, str]:

@@ -86,7 +86,7 @@ class ProbeSet:
             try:
                 obj = probe.load()
                 for i, t in enumerate(targets):
-                    obj.update_u32("targets", t.pid, i)
+                    obj.add_target(t.pid, i)
                     probe.index[i] = t.name
                 probe.attach(obj, targets)
             except ChaoslabError as exc:
@@ -117,7 +117,7 @@ class ProbeSet:
             index = next((i for i, name in probe.index.items() if name == target.name), None)
             if index is None or probe.obj is None:
                 continue
-            probe.obj.update_u32("targets", target.pid, index)
+            probe.obj.add_target(target.pid, index)
             if probe.per_process:
                 probe.attach(probe.obj, [target])
 

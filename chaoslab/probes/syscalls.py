@@ -64,7 +64,7 @@ class SyscallProbe(Probe):
     layer = Layer.SYSCALL
     program = "syscalls"
     mechanism = (
-        "tracepoints raw_syscalls:sys_enter/sys_exit filtered by tgid, plus tracer stops next to a "
+        "raw tracepoints sys_enter/sys_exit filtered by tgid, plus tracer stops next to a "
         "syscall (raw tracepoint sched_switch, TASK_TRACED)"
     )
 
