@@ -3,12 +3,12 @@
  * Shared by every chaoslab probe: the target table and the one histogram scheme.
  *
  * Histogram: log-linear buckets over nanoseconds, 8 sub-buckets per power of two
- * (a bucket is at most 12.5% wide), keyed by (target, bucket). Bucket HIST_SUM holds
- * the sum of all values in ns, so means and per-request shares are exact. Per CPU:
- * a record adds to this CPU's counter, a cache line no other CPU writes, instead of
- * one line that every CPU's records fight over (user space sums the CPUs as it reads).
- * The add stays atomic: a softirq's program (a socket's data ready) can interrupt a
- * program of the same object on the same CPU.
+ * (a bucket is at most 12.5% wide), keyed by (target, bucket). Each bucket holds its
+ * count and the sum of its values in ns, so means and per-request shares are exact:
+ * one map lookup per record. Per CPU: a record adds to this CPU's counters, a cache
+ * line no other CPU writes, instead of one that every CPU's records fight over (user
+ * space sums the CPUs as it reads). The adds stay atomic: a softirq's program (a
+ * socket's data ready) can interrupt a program of the same object on the same CPU.
  * chaoslab/hist.py decodes buckets with the same rule; change both together.
  *
  * Metrics: a probe can split its layer into metrics (a syscall number, "connect",
@@ -30,18 +30,22 @@
 #include <bpf/bpf_helpers.h>
 
 #define HIST_SUB_BITS 3
-#define HIST_SUM 0xffffffffu
 
 struct hist_key {
 	__u32 target;
 	__u32 bucket;
 };
 
+struct hist_val {
+	__u64 count;
+	__u64 sum_ns;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 32768);
 	__type(key, struct hist_key);
-	__type(value, __u64);
+	__type(value, struct hist_val);
 } hist SEC(".maps");
 
 struct {
@@ -78,31 +82,23 @@ static __always_inline __u32 hist_bucket(__u64 v)
 	       (__u32)((v >> (e - HIST_SUB_BITS)) & ((1 << HIST_SUB_BITS) - 1));
 }
 
-static __always_inline void hist_add(__u32 target, __u32 bucket, __u64 inc)
-{
-	struct hist_key key = { .target = target, .bucket = bucket };
-	__u64 *val = bpf_map_lookup_elem(&hist, &key);
-
-	if (val) {
-		__sync_fetch_and_add(val, inc);
-		return;
-	}
-	/* A new key: this CPU's counter starts at inc, the others at 0. Another program
-	 * may have created it meanwhile: then add to this CPU's counter of that entry. */
-	if (bpf_map_update_elem(&hist, &key, &inc, BPF_NOEXIST) != 0) {
-		val = bpf_map_lookup_elem(&hist, &key);
-		if (val)
-			__sync_fetch_and_add(val, inc);
-	}
-}
-
 /* Record one duration (ns) for a target, under one of the probe's metrics. */
 static __always_inline void hist_record_metric(__u32 target, __u32 metric, __u64 ns)
 {
-	__u32 key = (target & 0xff) | (metric << 8);
+	struct hist_key key = { .target = (target & 0xff) | (metric << 8), .bucket = hist_bucket(ns) };
+	struct hist_val *val = bpf_map_lookup_elem(&hist, &key), fresh = { 1, ns };
 
-	hist_add(key, hist_bucket(ns), 1);
-	hist_add(key, HIST_SUM, ns);
+	if (!val) {
+		/* A new key: this CPU's counters start at (1, ns), the others' at 0. Another
+		 * program may have created it meanwhile: then add to this CPU's of that entry. */
+		if (bpf_map_update_elem(&hist, &key, &fresh, BPF_NOEXIST) == 0)
+			return;
+		val = bpf_map_lookup_elem(&hist, &key);
+		if (!val)
+			return;
+	}
+	__sync_fetch_and_add(&val->count, 1);
+	__sync_fetch_and_add(&val->sum_ns, ns);
 }
 
 /* Record one duration (ns) for a target, for its layer as a whole. */

@@ -46,6 +46,7 @@ struct thread {
 	__s32 nr;         /* open syscall */
 	__s32 done_nr;    /* -1: nothing waiting */
 	__u32 target;
+	__u32 tgid;       /* the process the thread was seen in */
 	__u32 counted;    /* the current stop may be a syscall hold */
 };
 
@@ -75,21 +76,27 @@ SEC("raw_tp/sys_enter")
 int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	__s64 id = (__s64)ctx->args[1]; /* sys_enter(struct pt_regs *regs, long id) */
-	__u32 *target = current_target();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid, tgid = pid_tgid >> 32, *target;
 	struct thread *th, fresh = { .done_nr = -1 };
 	__u64 now;
 
-	if (!target || id < 0 || id > 1023)
+	if (!maybe_target(tgid) || id < 0 || id > 1023)
 		return 0;
 	th = bpf_map_lookup_elem(&threads, &tid);
-	if (!th) {
+	if (!th || th->tgid != tgid) {
+		/* a thread not seen yet, or its tid now another process's */
+		target = target_of(tgid);
+		if (!target)
+			return 0;
 		fresh.target = *target;
+		fresh.tgid = tgid;
 		bpf_map_update_elem(&threads, &tid, &fresh, BPF_ANY);
 		th = bpf_map_lookup_elem(&threads, &tid);
 		if (!th)
 			return 0;
 	}
+	count_run(th->target);
 	now = bpf_ktime_get_ns();
 	flush(th);
 	th->enter = now;

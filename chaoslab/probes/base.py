@@ -21,7 +21,6 @@ from chaoslab.layers import Layer
 from chaoslab.probes.libbpf import BpfObject, attachable, program_names
 from chaoslab.targets.base import RunningTarget
 
-HIST_SUM = 0xFFFFFFFF
 LAYER = ""  # the metric name of the layer as a whole
 
 Series = dict[tuple[str, str], Histogram]  # (target, metric) -> histogram
@@ -163,12 +162,10 @@ class Probe(ABC):
         """Cumulative histograms per (target, metric) since attach."""
         raw: dict[tuple[int, int], Histogram] = {}
         if self.obj is not None:
-            for key, bucket, value in self.obj.items_u32x2_u64("hist"):
+            for key, bucket, count, sum_ns in self.obj.hist_items():
                 h = raw.setdefault((key & 0xFF, key >> 8), Histogram())
-                if bucket == HIST_SUM:
-                    h.sum_ns += value
-                else:
-                    h.buckets[bucket] = value
+                h.buckets[bucket] = count
+                h.sum_ns += sum_ns
         out: Series = {(name, LAYER): Histogram() for name in self.index.values()}
         for (index, metric), h in raw.items():
             name = self.index.get(index)

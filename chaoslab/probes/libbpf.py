@@ -258,18 +258,18 @@ class BpfObject:
         if lib().bpf_map_update_elem(fd, ctypes.byref(k), ctypes.byref(bits), 0) != 0:
             raise _fail(f"{self.path.name}: cannot update map target_bits")
 
-    def items_u32x2_u64(self, map_name: str) -> Iterator[tuple[int, int, int]]:
-        """Entries of a map keyed by two u32 with a u64 value (of a per-CPU map: summed over
-        the CPUs)."""
+    def hist_items(self, map_name: str = "hist") -> Iterator[tuple[int, int, int, int]]:
+        """(target key, bucket, count, sum in ns) of each bucket of a histogram map
+        (bpf/chaoslab.bpf.h: keyed by two u32, per CPU (count, sum) u64 pairs, summed here)."""
         fd = self.map_fd(map_name)
         ncpu = int(lib().libbpf_num_possible_cpus()) if _map_info(fd)[0] in PERCPU_MAPS else 1
         key_t = ctypes.c_uint32 * 2
-        prev, key, val = key_t(), key_t(), (ctypes.c_uint64 * max(ncpu, 1))()
+        prev, key, val = key_t(), key_t(), (ctypes.c_uint64 * (2 * max(ncpu, 1)))()
         first = True
         while lib().bpf_map_get_next_key(fd, None if first else ctypes.byref(prev), ctypes.byref(key)) == 0:
             first = False
             if lib().bpf_map_lookup_elem(fd, ctypes.byref(key), val) == 0:
-                yield key[0], key[1], sum(val)
+                yield key[0], key[1], sum(val[0::2]), sum(val[1::2])
             ctypes.memmove(prev, key, ctypes.sizeof(key))
 
     def close(self) -> None:
