@@ -214,9 +214,23 @@ def find_function(path: Path, name: str) -> Function:
     return Function(name, vaddr, size, elf.file_offset(vaddr), insns[after][0], rets, probe)
 
 
-# x86 instructions a uprobe hit emulates (arch/x86/kernel/uprobes.c): no single-step after the trap.
-EMULATED = ("j", "call", "push", "nop")
+# x86 instructions a uprobe hit emulates (arch/x86/kernel/uprobes.c): no single-step after the
+# trap. Direct jumps, conditional jumps and calls (rel8/rel32), a push of a register, and the
+# one-byte nop; an indirect call or jump (`call *%rax`), a push from memory and the multi-byte
+# nops (emulated only since Linux 6.11) are stepped.
 PROLOGUE = 5  # instructions looked at from the entry
+
+
+def emulated(text: str) -> bool:
+    """Whether objdump's text of an instruction ("jbe    6d6d40 <...>") is one a uprobe hit
+    emulates on every kernel chaoslab supports."""
+    mnemonic, _, operands = text.partition(" ")
+    operands = operands.strip()
+    if mnemonic == "nop":
+        return not operands
+    if mnemonic.startswith("push"):
+        return operands.startswith("%")
+    return mnemonic.startswith(("j", "call")) and not operands.startswith("*")
 
 
 def emulated_entry(insns: list[tuple[int, str]]) -> int:
@@ -224,9 +238,10 @@ def emulated_entry(insns: list[tuple[int, str]]) -> int:
     emulates, with only straight-line instructions before it, so that every call runs it (Go's
     stack check, `cmp` then `jbe` to morestack, which starts the function over: the `jbe`); 0
     when there is none (the uprobe goes on the entry, stepped out of line)."""
-    for addr, mnemonic in insns[:PROLOGUE]:
-        if mnemonic.startswith(EMULATED):
+    for addr, text in insns[:PROLOGUE]:
+        if emulated(text):
             return addr
+        mnemonic = text.split(" ", 1)[0]
         if mnemonic.startswith(("ret", "loop", "syscall", "int", "ud")):
             break
     return 0
@@ -277,5 +292,5 @@ def _instructions(path: Path, start: int, end: int) -> list[tuple[int, str]]:
             addr = int(head.strip(), 16)
         except ValueError:
             continue
-        insns.append((addr, rest.split()[0] if rest.split() else ""))
+        insns.append((addr, " ".join(rest.split())))
     return insns
