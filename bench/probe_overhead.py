@@ -19,7 +19,8 @@ Per saturated round: the rate ratio (with / without), and the capacity ratio fro
 busy CPU time per request (without / with; steal and idle left out), which the VM's drift
 moves far less than the rate. With --each, the keep-alive ratios of every probe alone. With
 --accuracy, the app layer measured each way in turn over plain HTTP, one connection at a
-time: the handler's uprobes, and the socket syscalls (what a plain-HTTP Go target gets unless
+time: the handler's uprobes (ending where net/http goes on after the handler), the same ending
+at the handler call's RETs, and the socket syscalls (what a plain-HTTP Go target gets unless
 it needs the uprobes), their mean, median and p99 side by side.
 
     sudo .venv/bin/python bench/probe_overhead.py [--rounds 5] [--seconds 3] [--each] [--accuracy]
@@ -41,6 +42,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from chaoslab.errors import ChaoslabError
 from chaoslab.faults import FAULT_KINDS
@@ -144,6 +146,7 @@ def accuracy(targets: dict[str, RunningTarget], seconds: int) -> None:
     seen = {}
     for name, probes in (
         ("uprobes", ProbeSet([AppProbe], targets)),
+        ("RET uprobes", ProbeSet([AppProbeAtRets], targets)),
         ("socket syscalls", ProbeSet([SocketAppProbe], targets, {(SocketAppProbe, "api"): "accuracy"})),
     ):
         try:
@@ -156,8 +159,17 @@ def accuracy(targets: dict[str, RunningTarget], seconds: int) -> None:
             f"app layer by {name:15}: {h.count} requests, mean {h.mean_ns / 1000:.1f} us, "
             f"p50 {h.quantile_ns(0.5) / 1000:.1f} us, p99 {h.quantile_ns(0.99) / 1000:.1f} us"
         )
-    a, b = seen["uprobes"], seen["socket syscalls"]
+    a, r, b = seen["uprobes"], seen["RET uprobes"], seen["socket syscalls"]
     print(f"socket syscalls against the handler's uprobes: {(b.mean_ns - a.mean_ns) / 1000:+.1f} us mean")
+    print(
+        f"uprobes ending where net/http goes on, against RETs: {(a.mean_ns - r.mean_ns) / 1000:+.1f} us mean"
+    )
+
+
+class AppProbeAtRets(AppProbe):
+    """The app layer's uprobes as they were: every call ends at the handler call's RETs."""
+
+    ends: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
 
 
 Sets = dict[str, ProbeTypes]
@@ -248,9 +260,11 @@ def main() -> int:
             accuracy(targets, args.seconds)
         print()
         for layer, pairs in each.items():
-            capacity = spread([off.machine_ns / on.machine_ns for on, off in pairs])
-            rate = spread([on.rate / off.rate for on, off in pairs])
-            print(f"keep-alive {layer:28} alone: rate: ratio {rate}; CPU per request: ratio {capacity}")
+            alone_rate = spread([on.rate / off.rate for on, off in pairs])
+            alone_cpu = spread([off.machine_ns / on.machine_ns for on, off in pairs])
+            print(
+                f"keep-alive {layer:28} alone: rate: ratio {alone_rate}; CPU per request: ratio {alone_cpu}"
+            )
         for workload in SATURATED:
             for name, pairs in results[workload].items():
                 rate = [on.rate / off.rate for on, off in pairs]

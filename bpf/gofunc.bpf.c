@@ -11,6 +11,10 @@
  * (the stack check's jump: one trap, no single step), `func_ret`
  * as a uprobe on each of its RET instructions (found by disassembly). No uretprobe:
  * it rewrites the return address on the goroutine stack, which the Go runtime moves.
+ * A RET is single-stepped out of line after its trap; where every caller of the function
+ * runs a known function next on the same goroutine (net/http's handler call, followed by
+ * finishRequest), `func_end` on that function's emulated entry ends the call instead, one
+ * trap (chaoslab/probes/gofunc.py ENDS).
  * The attach cookie is the metric the duration is recorded under.
  *
  * Key: the goroutine (the g pointer, held in R14 by Go's amd64 register ABI), not
@@ -54,8 +58,7 @@ int func_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-SEC("uprobe")
-int func_ret(struct pt_regs *ctx)
+static __always_inline int func_done(struct pt_regs *ctx)
 {
 	__u64 g = ctx->r14;
 	struct start *start = bpf_map_lookup_elem(&starts, &g);
@@ -68,6 +71,18 @@ int func_ret(struct pt_regs *ctx)
 		hist_record_metric(*target, (__u32)start->metric, bpf_ktime_get_ns() - start->ns);
 	bpf_map_delete_elem(&starts, &g);
 	return 0;
+}
+
+SEC("uprobe")
+int func_ret(struct pt_regs *ctx)
+{
+	return func_done(ctx);
+}
+
+SEC("uprobe")
+int func_end(struct pt_regs *ctx)
+{
+	return func_done(ctx);
 }
 
 SEC("uprobe")

@@ -8,15 +8,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from chaoslab import build
 from chaoslab.errors import PreflightError
-from chaoslab.gobinary import read_elf
+from chaoslab.gobinary import find_function, read_elf
 from chaoslab.layers import Layer
 from chaoslab.probes import PROBES
-from chaoslab.probes.gofunc import GoFunctionProbe
+from chaoslab.probes.gofunc import APP_FUNCTION, ENDS, AppProbe, GoFunctionProbe
 from chaoslab.probes.network import FROM_TARGET, NetworkProbe
 from chaoslab.probes.syscalls import HOLD, WAITS, SyscallProbe, syscall_table
 from tests.conftest import REPO, chaoslab
@@ -69,9 +70,39 @@ def test_a_turn_between_targets_counts_once_at_its_sender() -> None:
     assert not probe.in_layer(FROM_TARGET) and probe.metric_name(FROM_TARGET) == "inbound from a target"
 
 
+Ends = dict[str, tuple[tuple[str, str], ...]]
+
+
+def test_a_call_ends_at_the_emulated_entry_of_what_its_callers_run_next() -> None:
+    exe = build.go_service("go-api")
+    ends = AppProbe.end_markers(exe, APP_FUNCTION)
+    # go-api serves HTTP/1.1 and HTTP/2 (TLS): net/http's loop and its HTTP/2 handler runner
+    following = [find_function(exe, f) for _, f in ENDS[APP_FUNCTION]]
+    assert ends == [fn.entry_offset for fn in following] and all(fn.entry_emulated for fn in following)
+
+    class Missing(AppProbe):
+        ends: ClassVar[Ends] = {APP_FUNCTION: (("net/http.(*conn).serve", "net/http.noSuchFunction"),)}
+
+    class NoCaller(AppProbe):
+        ends: ClassVar[Ends] = {
+            APP_FUNCTION: (("net/http.noSuchCaller", "net/http.(*response).finishRequest"),)
+        }
+
+    # a caller without the function it runs next, or no caller at all: the RETs end the call
+    assert Missing.end_markers(exe, APP_FUNCTION) == [] and NoCaller.end_markers(exe, APP_FUNCTION) == []
+
+
 def test_overhead_benchmark_runs_and_prints_its_ratios() -> None:
     res = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "probe_overhead.py"), "--rounds", "1", "--seconds", "1"],
+        [
+            sys.executable,
+            str(REPO / "bench" / "probe_overhead.py"),
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--accuracy",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -98,3 +129,12 @@ def test_overhead_benchmark_runs_and_prints_its_ratios() -> None:
     for line in at_load:
         with_us, without_us = (float(x) for x in re.findall(r"([\d.]+) us with(?:out)?", line))
         assert with_us > 0 and without_us > 0, line
+    # the app layer's uprobes that end where net/http goes on after the handler time the same
+    # calls as those on the handler call's RETs (one after the other, on one connection)
+    app = {
+        m.group(1): (int(m.group(2)), float(m.group(3)))
+        for m in re.finditer(r"app layer by (.+?)\s*: (\d+) requests, mean ([\d.]+) us", res.stdout)
+    }
+    (ends, ends_us), (rets, rets_us) = app["uprobes"], app["RET uprobes"]
+    assert ends > 50 and rets > 50, res.stdout
+    assert abs(ends_us - rets_us) <= max(10.0, 0.5 * rets_us), res.stdout

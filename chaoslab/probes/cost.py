@@ -36,6 +36,7 @@ TRAP_ROUNDS = 3
 # a single-stepped hit costs a few µs on bare metal, 10-15 µs under a hypervisor.
 TRAP_FALLBACK_NS = (5000.0, 1000.0)
 ENTRY_PROGRAMS = ("func_entry", "span_begin")  # the Go probes' entry uprobes
+END_PROGRAM = "func_end"  # a call's end on the emulated entry of the function run next
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def usage(obj: BpfObject, index: Mapping[int, str], emulated_entries: bool = Fal
         bpf_ns += run_time
         if section.startswith("uprobe"):
             traps += run_cnt
-            if emulated_entries and name in ENTRY_PROGRAMS:
+            if name == END_PROGRAM or (emulated_entries and name in ENTRY_PROGRAMS):
                 emulated += run_cnt
     at = tuple((name, obj.percpu_sum_u64("target_runs", i)) for i, name in sorted(index.items()))
     return Usage(runs, bpf_ns, traps, at, emulated)
