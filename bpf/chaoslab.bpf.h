@@ -20,7 +20,8 @@
  * The bit is the fast test: the tracepoint probes run on every syscall and context
  * switch of the machine, almost all of them another process's, and an array lookup
  * is a bounds check and a load where a hash lookup hashes the key and walks a bucket.
- * The hash stays the authority (a set bit with no entry: not a target).
+ * The hash stays the authority (a set bit with no entry: not a target); the syscall
+ * layer keeps a thread's target index once it has looked its process up.
  */
 #ifndef CHAOSLAB_BPF_H
 #define CHAOSLAB_BPF_H
@@ -41,8 +42,11 @@ struct hist_val {
 	__u64 sum_ns;
 };
 
+/* Not preallocated: a per-CPU entry is 16 bytes per CPU, and 32768 of them reserved up
+ * front would be 32 MiB per object on a 64-CPU host; a run fills a few thousand. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 32768);
 	__type(key, struct hist_key);
 	__type(value, struct hist_val);
@@ -107,7 +111,6 @@ static __always_inline void hist_record(__u32 target, __u64 ns)
 	hist_record_metric(target, 0, ns);
 }
 
-/* The target index of a process, or NULL if it is not a target. */
 /* Whether a process may be a target: its bit only (see target_bits). */
 static __always_inline int maybe_target(__u32 tgid)
 {
@@ -117,6 +120,7 @@ static __always_inline int maybe_target(__u32 tgid)
 	return bits && (*bits & (1ULL << (tgid & 63)));
 }
 
+/* The target index of a process, or NULL if it is not a target. */
 static __always_inline __u32 *target_of(__u32 tgid)
 {
 	if (!maybe_target(tgid))

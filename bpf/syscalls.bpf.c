@@ -3,7 +3,7 @@
  * syscalls: the syscall layer, each syscall's latency as the calling thread lives it.
  *
  * Metric nr+1 holds syscall nr (x86-64 numbering). A syscall's time runs from
- * raw_syscalls:sys_enter to sys_exit, plus any tracer stop glued to it:
+ * sys_enter to sys_exit, plus any tracer stop glued to it:
  *  - a stop that ends at most HOLD_WINDOW_NS before the thread's next sys_enter is
  *    added to that syscall (a hold at entry: strace/ChaosBlade delay_enter, or a
  *    thread held at the syscall wrapper's entry);
@@ -21,8 +21,8 @@
  * A syscall is recorded when the thread's next event arrives (its next syscall, or
  * the end of a stop that is not glued to it), so its exit-side hold can still join it.
  *
- * Attach: the raw tracepoints sys_enter/sys_exit (filtered by tgid after one lookup)
- * and sched_switch (stops: raw state TASK_TRACED). Raw, not raw_syscalls:sys_enter as a
+ * Attach: the raw tracepoints sys_enter/sys_exit (filtered by the tgid's bit, then
+ * per thread) and sched_switch (stops: raw state TASK_TRACED). Raw, not raw_syscalls:sys_enter as a
  * tracepoint: every syscall of the machine passes these, and a raw tracepoint hands the
  * program the registers as they are, where a tracepoint first copies the call's number
  * and six arguments into a perf record for each of them.
@@ -35,6 +35,8 @@
 #define SIGTRAP 5
 #define SYSCALL_STOP (SIGTRAP | 0x80)
 #define NR_RT_SIGRETURN 15
+#define NR_EXIT 60
+#define NR_EXIT_GROUP 231
 
 struct thread {
 	__u64 enter;      /* start of the open syscall (0: none) */
@@ -99,6 +101,11 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	count_run(th->target);
 	now = bpf_ktime_get_ns();
 	flush(th);
+	if (id == NR_EXIT || id == NR_EXIT_GROUP) {
+		/* the thread ends in this call: a new thread given its id must not close it */
+		bpf_map_delete_elem(&threads, &tid);
+		return 0;
+	}
 	th->enter = now;
 	th->nr = (__s32)id;
 	if (id == NR_RT_SIGRETURN)
@@ -126,8 +133,8 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	if (!maybe_target(pid_tgid >> 32))
 		return 0;
 	th = bpf_map_lookup_elem(&threads, &tid);
-	if (!th || !th->enter)
-		return 0;
+	if (!th || !th->enter || th->tgid != pid_tgid >> 32)
+		return 0; /* not in a call, or the id of a thread gone with its process */
 	now = bpf_ktime_get_ns();
 	th->done = now - th->enter;
 	th->done_nr = th->nr;

@@ -230,6 +230,8 @@ def emulated(text: str) -> bool:
         return not operands
     if mnemonic.startswith("push"):
         return operands.startswith("%")
+    if mnemonic in ("jrcxz", "jecxz", "jcxz"):  # opcode 0xe3: stepped
+        return False
     return mnemonic.startswith(("j", "call")) and not operands.startswith("*")
 
 
@@ -242,7 +244,8 @@ def emulated_entry(insns: list[tuple[int, str]]) -> int:
         if emulated(text):
             return addr
         mnemonic = text.split(" ", 1)[0]
-        if mnemonic.startswith(("ret", "loop", "syscall", "int", "ud")):
+        # control leaves the straight line (a stepped jump, a prefixed one, a return...)
+        if mnemonic.startswith(("ret", "j", "loop", "syscall", "int", "ud", "notrack", "bnd")):
             break
     return 0
 

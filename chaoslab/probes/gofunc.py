@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from chaoslab import build
+from chaoslab.errors import PreflightError
 from chaoslab.gobinary import find_function, has_function
 from chaoslab.layers import Layer
 from chaoslab.probes.base import LayerUnavailable, Probe
@@ -22,15 +23,19 @@ GRPC_FUNCTION = "google.golang.org/grpc.(*Server).handleStream"
 # after its trap, 12 µs a hit under this machine's hypervisor against 0.9 for an emulated one):
 # per caller of the function, the function that caller runs next on the same goroutine, whose
 # entry is an emulated instruction. net/http's connection loop calls finishRequest once the
-# handler returns (after cancelling the request's context), and its HTTP/2 server's runHandler
-# calls the response writer's handlerDone (from a deferred function, also after a panic). A
-# binary that has a caller and not its function, or where that function's entry is not emulated,
-# keeps the RET uprobes. A hijacked connection (a WebSocket) skips finishRequest: its request
-# has no end, as it has no response time.
+# handler returns (after cancelling the request's context); its HTTP/2 server's runHandler, and
+# golang.org/x/net/http2's (http2.ConfigureServer), call the response writer's handlerDone from
+# a deferred function. A binary that has a caller and not its function, or where that function's
+# entry is not emulated, keeps the RET uprobes. A hijacked connection (a WebSocket) skips
+# finishRequest, and a handler that panics skips both: such a request has no end, as with RETs.
 ENDS: dict[str, tuple[tuple[str, str], ...]] = {
     APP_FUNCTION: (
         ("net/http.(*conn).serve", "net/http.(*response).finishRequest"),
         ("net/http.(*http2serverConn).runHandler", "net/http.(*http2responseWriter).handlerDone"),
+        (
+            "golang.org/x/net/http2.(*serverConn).runHandler",
+            "golang.org/x/net/http2.(*responseWriter).handlerDone",
+        ),
     )
 }
 STW_BEGIN = "runtime.stopTheWorldWithSema"
@@ -114,9 +119,10 @@ class GoFunctionProbe(Probe):
         for caller, following in cls.ends.get(name, ()):
             if not has_function(exe, caller):
                 continue  # that path is not in this binary
-            if not has_function(exe, following):
+            try:
+                fn = find_function(exe, following)
+            except PreflightError:  # not there, or not one to probe: the RETs do it
                 return []
-            fn = find_function(exe, following)
             if not fn.entry_emulated:
                 return []
             offsets.append(fn.entry_offset)
