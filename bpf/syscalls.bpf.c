@@ -21,6 +21,13 @@
  * A syscall is recorded when the thread's next event arrives (its next syscall, or
  * the end of a stop that is not glued to it), so its exit-side hold can still join it.
  *
+ * Threads: one slot each in an array, at the thread id's low bits, tagged with the id. An
+ * array lookup is a bounds check and an address the JIT computes inline, where a hash
+ * lookup (the LRU hash this used to be) hashes the key and walks a bucket: twice per
+ * syscall of a target, the most frequent event any probe sees. Two live target threads
+ * whose ids share the low bits take the slot in turn: the open syscall of the one that
+ * loses it is not recorded (its finished one is, before the slot changes hands).
+ *
  * Attach: the raw tracepoints sys_enter/sys_exit (filtered by the tgid's bit, then
  * per thread) and sched_switch (stops: raw state TASK_TRACED). Raw, not raw_syscalls:sys_enter as a
  * tracepoint: every syscall of the machine passes these, and a raw tracepoint hands the
@@ -39,6 +46,8 @@
 #define NR_EXIT_GROUP 231
 
 struct thread {
+	__u32 tid;        /* the slot's thread (0: free) */
+	__u32 pad;
 	__u64 enter;      /* start of the open syscall (0: none) */
 	__u64 last_exit;  /* end of the last syscall, or of a stop glued to it */
 	__u64 hold;       /* stop time waiting to join the next syscall */
@@ -52,12 +61,29 @@ struct thread {
 	__u32 counted;    /* the current stop may be a syscall hold */
 };
 
+#define THREAD_SLOTS 16384 /* a power of two */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32); /* tid */
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, THREAD_SLOTS);
+	__type(key, __u32); /* tid % THREAD_SLOTS */
 	__type(value, struct thread);
 } threads SEC(".maps");
+
+/* The slot of a thread, whoever holds it (NULL: none). */
+static __always_inline struct thread *slot_of(__u32 tid)
+{
+	__u32 slot = tid & (THREAD_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&threads, &slot);
+}
+
+/* The thread's own slot, or NULL if the slot is another thread's or free. */
+static __always_inline struct thread *thread_of(__u32 tid)
+{
+	struct thread *th = slot_of(tid);
+
+	return th && th->tid == tid ? th : 0;
+}
 
 /* Syscalls in which a thread waits for work (filled in by chaoslab): outside the layer. */
 struct {
@@ -80,30 +106,35 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	__s64 id = (__s64)ctx->args[1]; /* sys_enter(struct pt_regs *regs, long id) */
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid, tgid = pid_tgid >> 32, *target;
-	struct thread *th, fresh = { .done_nr = -1 };
+	struct thread *th;
 	__u64 now;
 
 	if (!maybe_target(tgid) || id < 0 || id > 1023)
 		return 0;
-	th = bpf_map_lookup_elem(&threads, &tid);
-	if (!th || th->tgid != tgid) {
-		/* a thread not seen yet, or its tid now another process's */
+	th = slot_of(tid);
+	if (!th)
+		return 0;
+	if (th->tid != tid || th->tgid != tgid) {
+		/* a thread not seen yet, its tid now another process's, or a slot taken over */
 		target = target_of(tgid);
 		if (!target)
 			return 0;
-		fresh.target = *target;
-		fresh.tgid = tgid;
-		bpf_map_update_elem(&threads, &tid, &fresh, BPF_ANY);
-		th = bpf_map_lookup_elem(&threads, &tid);
-		if (!th)
-			return 0;
+		if (th->tid)
+			flush(th); /* the last syscall of the thread that had the slot */
+		th->tid = tid;
+		th->tgid = tgid;
+		th->target = *target;
+		th->enter = th->last_exit = th->hold = th->hold_end = th->stop = 0;
+		th->done_nr = -1;
+		th->counted = 0;
 	}
 	count_run(th->target);
 	now = bpf_ktime_get_ns();
 	flush(th);
 	if (id == NR_EXIT || id == NR_EXIT_GROUP) {
 		/* the thread ends in this call: a new thread given its id must not close it */
-		bpf_map_delete_elem(&threads, &tid);
+		th->tid = 0;
+		th->enter = 0;
 		return 0;
 	}
 	th->enter = now;
@@ -132,7 +163,7 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!maybe_target(pid_tgid >> 32))
 		return 0;
-	th = bpf_map_lookup_elem(&threads, &tid);
+	th = thread_of(tid);
 	if (!th || !th->enter || th->tgid != pid_tgid >> 32)
 		return 0; /* not in a call, or the id of a thread gone with its process */
 	now = bpf_ktime_get_ns();
@@ -156,7 +187,7 @@ int stops(struct bpf_raw_tracepoint_args *ctx)
 
 	if ((state & TASK_TRACED) && maybe_target(BPF_CORE_READ(prev, tgid))) {
 		tid = BPF_CORE_READ(prev, pid);
-		th = bpf_map_lookup_elem(&threads, &tid);
+		th = thread_of(tid);
 		if (th && !th->enter) {
 			code = BPF_CORE_READ(prev, exit_code);
 			th->stop = now;
@@ -166,7 +197,7 @@ int stops(struct bpf_raw_tracepoint_args *ctx)
 	if (!maybe_target(BPF_CORE_READ(next, tgid)))
 		return 0;
 	tid = BPF_CORE_READ(next, pid);
-	th = bpf_map_lookup_elem(&threads, &tid);
+	th = thread_of(tid);
 	if (!th || !th->stop)
 		return 0;
 	stopped = now - th->stop;
