@@ -23,6 +23,10 @@
  * `span_begin`/`span_end` time a span that is one per process, from the entry of
  * one function to a RET of another (stop-the-world: runtime.stopTheWorldWithSema
  * to the return of runtime.startTheWorldWithSema); keyed by the process.
+ *
+ * Every program counts its hits in `hits` first thing, whatever it goes on to do: each hit
+ * is a trap of a target's thread, the bulk of a uprobe's cost, and the kernel's run-time
+ * statistics that would count them run only part of the time (chaoslab/probes/stats.py).
  */
 #include <asm/ptrace.h>
 #include "chaoslab.bpf.h"
@@ -46,12 +50,30 @@ struct {
 	__type(value, struct start);
 } spans SEC(".maps");
 
+/* Hits of each program (chaoslab/probes/cost.py HIT_PROGRAMS): per CPU, no atomic add. */
+enum { H_ENTRY, H_RET, H_END, H_SPAN_BEGIN, H_SPAN_END, H_PROGRAMS };
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, H_PROGRAMS);
+	__type(key, __u32);
+	__type(value, __u64);
+} hits SEC(".maps");
+
+static __always_inline void hit(__u32 program)
+{
+	__u64 *n = bpf_map_lookup_elem(&hits, &program);
+
+	if (n)
+		(*n)++;
+}
+
 SEC("uprobe")
 int func_entry(struct pt_regs *ctx)
 {
 	__u64 g = ctx->r14;
 	struct start s = { bpf_ktime_get_ns(), bpf_get_attach_cookie(ctx) };
 
+	hit(H_ENTRY);
 	if (!current_target())
 		return 0;
 	bpf_map_update_elem(&starts, &g, &s, BPF_ANY);
@@ -76,12 +98,14 @@ static __always_inline int func_done(struct pt_regs *ctx)
 SEC("uprobe")
 int func_ret(struct pt_regs *ctx)
 {
+	hit(H_RET);
 	return func_done(ctx);
 }
 
 SEC("uprobe")
 int func_end(struct pt_regs *ctx)
 {
+	hit(H_END);
 	return func_done(ctx);
 }
 
@@ -91,6 +115,7 @@ int span_begin(struct pt_regs *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct start s = { bpf_ktime_get_ns(), bpf_get_attach_cookie(ctx) };
 
+	hit(H_SPAN_BEGIN);
 	if (!target_of(tgid))
 		return 0;
 	bpf_map_update_elem(&spans, &tgid, &s, BPF_ANY);
@@ -101,9 +126,12 @@ SEC("uprobe")
 int span_end(struct pt_regs *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct start *start = bpf_map_lookup_elem(&spans, &tgid);
-	__u32 *target = target_of(tgid);
+	struct start *start;
+	__u32 *target;
 
+	hit(H_SPAN_END);
+	start = bpf_map_lookup_elem(&spans, &tgid);
+	target = target_of(tgid);
 	if (!start || !target)
 		return 0;
 	hist_record_metric(*target, (__u32)start->metric, bpf_ktime_get_ns() - start->ns);

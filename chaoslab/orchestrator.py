@@ -125,7 +125,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
         observer = Observer(
-            probes.costs(load.records),
+            probes.costs(len(load.records), sum(r.latency for r in load.records)),
             scenario.probe_budget,
             {(p.layer, t): lost for p, lost in probes.lost.items() for t in p.index.values()},
             choice.left_out,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from chaoslab import build
 from chaoslab.layers import Layer
 from chaoslab.probes.choose import needs
+from chaoslab.probes.libbpf import BpfObject
+from chaoslab.probes.stats import StatsGate
 from chaoslab.scenario import parse_scenario
 from tests.conftest import SCENARIOS, ScenarioRun, chaoslab
 
@@ -107,3 +111,43 @@ def test_a_probe_over_its_hard_limit_is_detached_and_no_verdict_is_drawn_from_it
     # the run finished: every phase ran, the expectation on the lost layer did not hold
     assert [p["name"] for p in r["phases"]] == ["baseline", "starve", "recovery"]
     assert res.returncode == 1, res.stderr[-2000:]
+
+
+@pytest.mark.privileged
+def test_the_kernels_statistics_run_in_windows_and_a_hold_keeps_them_on() -> None:
+    # a program on every syscall of the machine: its run count grows only while they are on
+    obj = BpfObject(build.bpf_object("syscalls"))
+    obj.attach_all()
+    gate = StatsGate(window=0.2, period=0.6, first=0.3)
+    edges: list[tuple[bool, float]] = []
+    gate.listen(lambda on: edges.append((on, time.monotonic())))
+
+    def counting(seconds: float) -> set[tuple[bool, bool]]:
+        """(gate on, the kernel counted runs) over short spans the gate did not change in."""
+        seen, until = set(), time.monotonic() + seconds
+        while time.monotonic() < until:
+            on, runs = gate.on, obj.run_stats("sys_exit")[1]
+            time.sleep(0.02)
+            if gate.on == on:
+                seen.add((on, obj.run_stats("sys_exit")[1] > runs))
+        return seen
+
+    start = time.monotonic()
+    try:
+        gate.sample()
+        assert not gate.on  # the first window opens later
+        assert counting(2.0) == {(True, True), (False, False)}
+        ons = [at - start for on, at in edges if on]
+        offs = [at - start for on, at in edges if not on]
+        assert [on for on, _ in edges] == [True, False] * (len(edges) // 2) + [True] * (len(edges) % 2)
+        assert 0.25 <= ons[0] <= 0.6 and len(ons) >= 3, edges
+        windows = [off - on for on, off in zip(ons, offs, strict=False)]
+        assert all(0.15 <= w <= 0.45 for w in windows), windows
+        # a fault that reads its selector's time holds them on across the windows' ends
+        gate.hold()
+        assert counting(1.0) == {(True, True)}
+        gate.release()
+    finally:
+        gate.unsample()
+        obj.close()
+    assert not gate.on and edges[-1][0] is False

@@ -39,7 +39,8 @@ from chaoslab.faults.helper import Helper
 from chaoslab.faults.syscall_names import SYSCALL_NAMES
 from chaoslab.gobinary import find_function
 from chaoslab.layers import Layer
-from chaoslab.probes.libbpf import BpfObject, enable_stats, forget_u32
+from chaoslab.probes.libbpf import BpfObject, forget_u32
+from chaoslab.probes.stats import STATS
 from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, join
 from chaoslab.scenario.model import FaultSpec
@@ -126,7 +127,7 @@ class SyscallFault(Fault):
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
         self.obj: BpfObject | None = None
-        self.stats_fd = -1
+        self.holding_stats = False
         self.injector: Helper | None = None
         self.last: dict[str, float] = {}
         self.programs: list[str] = [EXIT_PROGRAM]
@@ -243,7 +244,8 @@ class SyscallFault(Fault):
         return {"pid": self.target.pid, "syscalls": list(self.spec.syscalls)}
 
     def apply(self, note: Callable[..., None]) -> None:
-        self.stats_fd = enable_stats()
+        STATS.hold()  # the selector's time per call, read at verify
+        self.holding_stats = True
         points = self.enter_points()
         # fexit programs are attached as the object loads: nothing is selected before the
         # target is in the map, below.
@@ -310,9 +312,9 @@ class SyscallFault(Fault):
             self.injector.stop()
             self.last["held"] = self.injector.latest("delayed")
             self.injector = None
-        if self.stats_fd >= 0:
-            os.close(self.stats_fd)
-            self.stats_fd = -1
+        if self.holding_stats:
+            STATS.release()
+            self.holding_stats = False
 
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:

@@ -1,8 +1,9 @@
 """What the probes cost the targets they watch, measured during the run, and the budget they keep.
 
-A probe's cost is the time its BPF programs ran (the kernel's run-time statistics, on while
-probes are attached: `bpf_enable_stats`), plus, for uprobes, the trap itself: each uprobe
-hit stops the thread, enters the kernel and returns, which the BPF statistics do not count.
+A probe's cost is the time its BPF programs ran (the kernel's run-time statistics, sampled
+in windows while probes are attached, `chaoslab.probes.stats`, and scaled to the whole run),
+plus, for uprobes, the trap itself: each uprobe hit stops the thread, enters the kernel and
+returns, which the BPF statistics do not count.
 That trap is timed once per chaoslab process on this machine (`trap_cost`): a C function
 called in a loop, without and with a uprobe on it (probes/native/trapcost.c). There are two
 kinds of hit: on an instruction the kernel emulates (a jump, call, push), one trap; on any
@@ -37,6 +38,8 @@ TRAP_ROUNDS = 3
 TRAP_FALLBACK_NS = (5000.0, 1000.0)
 ENTRY_PROGRAMS = ("func_entry", "span_begin")  # the Go probes' entry uprobes
 END_PROGRAM = "func_end"  # a call's end on the emulated entry of the function run next
+# the Go probes' programs in the order of their `hits` counters (bpf/gofunc.bpf.c H_*)
+HIT_PROGRAMS = ("func_entry", "func_ret", "func_end", "span_begin", "span_end")
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,18 @@ class Usage:
         )
 
 
-def usage(obj: BpfObject, index: Mapping[int, str], emulated_entries: bool = False) -> Usage:
+def target_runs(obj: BpfObject, index: Mapping[int, str]) -> tuple[tuple[str, int], ...]:
+    """(target, runs of the object's programs in that target's threads), always counted."""
+    return tuple((name, obj.percpu_sum_u64("target_runs", i)) for i, name in sorted(index.items()))
+
+
+def usage(
+    obj: BpfObject, index: Mapping[int, str], emulated_entries: bool = False, scale: float = 1.0
+) -> Usage:
     """`index`: the target index in the object's maps -> target name. `emulated_entries`: the
-    entry uprobes sit on emulated instructions."""
+    entry uprobes sit on emulated instructions. `scale`: from the kernel's statistics, which
+    ran part of the time, to the whole time (`chaoslab.probes.set`). The uprobe hits are not
+    scaled: the Go probes count them in their own map (`hits`, bpf/gofunc.bpf.c)."""
     runs = bpf_ns = traps = emulated = 0
     for name, section, run_time, run_cnt in obj.stats():
         runs += run_cnt
@@ -88,8 +100,15 @@ def usage(obj: BpfObject, index: Mapping[int, str], emulated_entries: bool = Fal
             traps += run_cnt
             if name == END_PROGRAM or (emulated_entries and name in ENTRY_PROGRAMS):
                 emulated += run_cnt
-    at = tuple((name, obj.percpu_sum_u64("target_runs", i)) for i, name in sorted(index.items()))
-    return Usage(runs, bpf_ns, traps, at, emulated)
+    runs, bpf_ns, traps, emulated = (round(n * scale) for n in (runs, bpf_ns, traps, emulated))
+    if obj.has_map("hits"):
+        counted = {name: obj.percpu_sum_u64("hits", i) for i, name in enumerate(HIT_PROGRAMS)}
+        uprobe_runs, traps = traps, sum(counted.values())
+        runs += traps - uprobe_runs
+        emulated = counted[END_PROGRAM] + (
+            sum(counted[name] for name in ENTRY_PROGRAMS) if emulated_entries else 0
+        )
+    return Usage(runs, bpf_ns, traps, target_runs(obj, index), emulated)
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,9 @@ class BpfObject:
             return None
         return v.raw
 
+    def has_map(self, name: str) -> bool:
+        return int(lib().bpf_object__find_map_fd_by_name(self._obj, name.encode())) >= 0
+
     def map_fd(self, name: str) -> int:
         fd = int(lib().bpf_object__find_map_fd_by_name(self._obj, name.encode()))
         if fd < 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,8 +12,8 @@ from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
 from chaoslab.load.records import Request
 from chaoslab.probes.base import Probe, Stall
-from chaoslab.probes.cost import NO_TRAPS, TrapCost, Usage, trap_cost, usage
-from chaoslab.probes.libbpf import enable_stats
+from chaoslab.probes.cost import NO_TRAPS, TrapCost, Usage, target_runs, trap_cost, usage
+from chaoslab.probes.stats import STATS
 from chaoslab.report.model import ObserverCost
 from chaoslab.scenario.model import ProbeBudget as Budget
 from chaoslab.targets.base import RunningTarget
@@ -23,6 +23,16 @@ Snapshot = dict[tuple[Layer, str, str], Histogram]
 
 POLICE_EVERY = 1.0  # seconds between two looks at the probes' cost
 POLICE_MIN_REQUESTS = 50  # ... over at least this many requests
+
+
+@dataclass
+class Sampled:
+    """What a probe's targets did while the kernel's statistics ran (`chaoslab.probes.stats`)."""
+
+    since: float  # monotonic seconds it attached
+    on_runs: int = 0  # target runs counted in closed windows
+    on_seconds: float = 0.0
+    opened: tuple[int, float] | None = None  # (target runs, monotonic) at the open window's start
 
 
 @dataclass
@@ -61,7 +71,10 @@ class ProbeSet:
         self.budget = budget or Budget()
         self.lost: dict[Probe, Lost] = {}  # detached mid-run by the kill switch
         self.retired: list[tuple[Probe, Usage]] = []  # detached probes and their use until then
-        self._stats_fd: int | None = None
+        self._sampling = False  # the kernel's statistics sampled for this set
+        self._sampled: dict[Probe, Sampled] = {}
+        # the sampler's thread reads the probes' maps at its edges: never while one closes
+        self._lock = threading.RLock()
         self._warned: set[Probe] = set()
         # the last look at the cost: (epoch seconds, records seen, their latency, usage)
         self._last: tuple[float, int, float, dict[Probe, Usage]] | None = None
@@ -76,7 +89,9 @@ class ProbeSet:
         lines = []
         if any(targets for _, targets in self._plan):
             try:
-                self._stats_fd = enable_stats()
+                STATS.sample()
+                self._sampling = True
+                STATS.listen(self._edge)
             except ChaoslabError as exc:
                 lines.append(f"probes' own cost: not measured ({exc.message})")
         for cls, targets in self._plan:
@@ -95,7 +110,11 @@ class ProbeSet:
                     self.unavailable[(cls.layer, t.name)] = exc.message
                 lines.append(f"probe {cls.layer}: NOT attached, the run goes on without it: {exc.message}")
                 continue
-            self.probes.append(probe)
+            with self._lock:
+                self.probes.append(probe)
+                self._sampled[probe] = Sampled(
+                    time.monotonic(), opened=(0, time.monotonic()) if STATS.on else None
+                )
             if probe.per_process:
                 trap_cost()  # timed once, at start-up, not in the middle of a tick
             lines.append(f"probe {cls.layer}: {', '.join(t.name for t in targets)} ({probe.describe()})")
@@ -138,9 +157,48 @@ class ProbeSet:
     def stalls(self) -> list[tuple[Layer, Stall]]:
         return [(p.layer, s) for p in self.probes for s in p.stalls()]
 
+    def _edge(self, on: bool) -> None:
+        """The kernel's statistics go on or off (called by the sampler, in its thread)."""
+        now = time.monotonic()
+        with self._lock:
+            for probe in self.probes:
+                s = self._sampled.get(probe)
+                if s is None or probe.obj is None:
+                    continue
+                runs = sum(n for _, n in target_runs(probe.obj, probe.index))
+                if on:
+                    s.opened = (runs, now)
+                elif s.opened is not None:
+                    s.on_runs += runs - s.opened[0]
+                    s.on_seconds += now - s.opened[1]
+                    s.opened = None
+
+    def _scale(self, probe: Probe) -> float:
+        """From the statistics' windows to the whole time since the probe attached: its targets'
+        runs (always counted) over their runs in the windows, or where they ran nothing in them,
+        the time over the windows' time."""
+        s = self._sampled.get(probe)
+        if s is None or not self._sampling or probe.obj is None:
+            return 1.0
+        now = time.monotonic()
+        runs = sum(n for _, n in target_runs(probe.obj, probe.index))
+        on_runs, on_seconds = s.on_runs, s.on_seconds
+        if s.opened is not None:
+            on_runs += runs - s.opened[0]
+            on_seconds += now - s.opened[1]
+        if on_runs > 0:
+            return runs / on_runs
+        return (now - s.since) / on_seconds if on_seconds > 0 else 1.0
+
+    def _usage(self, probe: Probe) -> Usage:
+        """A probe's use since it attached."""
+        assert probe.obj is not None
+        return usage(probe.obj, probe.index, probe.emulated_entries, self._scale(probe))
+
     def usage(self) -> dict[Probe, Usage]:
         """Each attached probe's use of its targets' time since it attached."""
-        return {p: usage(p.obj, p.index, p.emulated_entries) for p in self.probes if p.obj is not None}
+        with self._lock:
+            return {p: self._usage(p) for p in self.probes if p.obj is not None}
 
     def police(self, records: Sequence[Request]) -> list[str]:
         """The kill switch, called on every tick with the load's records so far: a probe whose
@@ -180,15 +238,15 @@ class ProbeSet:
                 )
         return out
 
-    def costs(self, records: Sequence[Request]) -> list[ObserverCost]:
+    def costs(self, requests: int, latency_s: float) -> list[ObserverCost]:
         """Each probe's cost over the run so far, detached ones included (call before `close`):
-        per request, and as a share of the time the requests took."""
+        per request of the `requests` the load completed, and as a share of the time they took."""
         trap = self.trap_cost()
-        latency_ns = sum(r.latency for r in records) * 1e9
+        latency_ns = latency_s * 1e9
         rows = []
         for probe, use in [*self.retired, *self.usage().items()]:
             paid = use.paid_ns(trap)
-            per_request = sum(paid.values()) / len(records) / 1000 if records else 0.0
+            per_request = sum(paid.values()) / requests / 1000 if requests else 0.0
             share = sum(paid.values()) / latency_ns if latency_ns > 0 else 0.0
             lost = self.lost.get(probe)
             rows.append(
@@ -222,20 +280,25 @@ class ProbeSet:
         return "; ".join(reasons)
 
     def detach(self, probe: Probe, reason: str) -> None:
-        if probe.obj is not None:
-            self.retired.append((probe, usage(probe.obj, probe.index, probe.emulated_entries)))
-        probe.close()
-        self.probes.remove(probe)
+        with self._lock:
+            if probe.obj is not None:
+                self.retired.append((probe, self._usage(probe)))
+            probe.close()
+            self.probes.remove(probe)
         self.lost[probe] = Lost(time.time(), reason)
         gone = {(probe.layer, t) for t in probe.index.values()}
         self.samples = [(at, {k: v for k, v in vals.items() if k not in gone}) for at, vals in self.samples]
 
     def close(self) -> None:
-        for probe in self.probes:
-            if probe.obj is not None:
-                self.retired.append((probe, usage(probe.obj, probe.index, probe.emulated_entries)))
-            probe.close()
-        self.probes.clear()
-        if self._stats_fd is not None:
-            os.close(self._stats_fd)
-            self._stats_fd = None
+        # first the sampler (it takes the gate's lock, then this set's): then the probes
+        if self._sampling:
+            STATS.unlisten(self._edge)
+        with self._lock:
+            for probe in self.probes:
+                if probe.obj is not None:
+                    self.retired.append((probe, self._usage(probe)))
+                probe.close()
+            self.probes.clear()
+        if self._sampling:
+            STATS.unsample()
+            self._sampling = False

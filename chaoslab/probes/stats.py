@@ -1,0 +1,127 @@
+"""The kernel's BPF run-time statistics, on only part of the time.
+
+While they are on, every BPF program run on the machine reads the clock twice more to add
+its time to the program's counters: about 80 ns a run under this machine's hypervisor, as
+much as the syscall probe's own program on a syscall of a process that is no target. Left
+on for a whole run they would double what the tracepoint probes cost every process. So the
+probes sample them: on for WINDOW seconds at the start of every PERIOD (10% of the time),
+and the probes' cost is scaled from the windows to the whole run (`chaoslab.probes.set`).
+The first window opens FIRST seconds after sampling starts, not at once: a probe's first
+runs create its map entries, a one-time cost that a window would multiply by the period.
+
+A fault that reads its own programs' time per call (the syscall fault's selector) holds
+them on while it is applied: a ratio needs no scaling, and its phase is short. Listeners are
+told at each edge (on, off) so that they can count what happened while the counters ran.
+One gate per process: the kernel's switch is one for the whole machine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from chaoslab.probes.libbpf import enable_stats
+
+WINDOW = 0.5  # seconds on ...
+PERIOD = 5.0  # ... at the start of every PERIOD seconds while sampling
+FIRST = 1.0  # seconds from the start of sampling to the first window
+
+
+class StatsGate:
+    def __init__(self, window: float = WINDOW, period: float = PERIOD, first: float = FIRST) -> None:
+        self.window, self.period, self.first = window, period, first
+        self._lock = threading.RLock()
+        self._fd: int | None = None
+        self._holds = 0
+        self._samplers = 0
+        self._listeners: list[Callable[[bool], None]] = []
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._window_until = 0.0
+        self.error: str | None = None  # why sampling stopped (the kernel refused), if it did
+
+    @property
+    def on(self) -> bool:
+        return self._fd is not None
+
+    def hold(self) -> None:
+        """Statistics on until `release`: raises PreflightError where the kernel has none."""
+        with self._lock:
+            self._holds += 1
+            try:
+                self._apply()
+            except BaseException:
+                self._holds -= 1
+                raise
+
+    def release(self) -> None:
+        with self._lock:
+            self._holds = max(0, self._holds - 1)
+            self._apply()
+
+    def sample(self) -> None:
+        """Statistics on in windows until `unsample`, the first one `first` seconds from now.
+        Raises PreflightError where the kernel has none."""
+        with self._lock:
+            if self._fd is None:
+                os.close(enable_stats())  # the kernel has them: else the error is raised here
+            self._samplers += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bpf-stats", daemon=True)
+                self._thread.start()
+
+    def unsample(self) -> None:
+        with self._lock:
+            self._samplers = max(0, self._samplers - 1)
+            self._apply()
+        self._wake.set()
+
+    def listen(self, edge: Callable[[bool], None]) -> None:
+        """`edge(on)` is called, under the gate's lock, right after the statistics go on and
+        right before they go off."""
+        with self._lock:
+            self._listeners.append(edge)
+
+    def unlisten(self, edge: Callable[[bool], None]) -> None:
+        with self._lock:
+            if edge in self._listeners:
+                self._listeners.remove(edge)
+
+    def _apply(self) -> None:
+        want = self._holds > 0 or (self._samplers > 0 and time.monotonic() < self._window_until)
+        if want and self._fd is None:
+            self._fd = enable_stats()
+            for edge in list(self._listeners):
+                edge(True)
+        elif not want and self._fd is not None:
+            for edge in list(self._listeners):
+                edge(False)
+            os.close(self._fd)
+            self._fd = None
+
+    def _run(self) -> None:
+        next_window = time.monotonic() + self.first
+        while True:
+            with self._lock:
+                if self._samplers == 0:
+                    self._thread = None
+                    self._apply()
+                    return
+                now = time.monotonic()
+                if now >= next_window:
+                    self._window_until = now + self.window
+                    next_window = now + self.period
+                try:
+                    self._apply()
+                except Exception as exc:  # the kernel refused after all: stop sampling
+                    self.error = str(getattr(exc, "message", exc))
+                    self._samplers = 0
+                    continue
+                wait = (self._window_until if self.on and not self._holds else next_window) - now
+            self._wake.wait(max(0.01, wait))
+            self._wake.clear()
+
+
+STATS = StatsGate()
