@@ -77,6 +77,9 @@ class Round:
     rate: float  # requests per second
     machine_ns: float  # the machine's busy CPU time per request (no idle, no steal)
     target_ns: float  # the target cgroup's CPU time per request
+    requests: float
+    latency_s: float  # the requests' time: wrk's mean latency times their number
+    observer_ns: float = 0.0  # with probes: their cost per request as the run's report gives it
 
 
 def machine_busy_ns() -> float:
@@ -97,13 +100,15 @@ def wrk_round(url: str, seconds: int, extra: list[str], cgroup: tuple[Path, ...]
     ).stdout
     machine, target = machine_busy_ns() - machine, cpu_usage_ns(cgroup) - target
     m = re.search(r"(\d+) requests in [\d.]+\w+, .*\nRequests/sec:\s+([\d.]+)", out, re.S)
-    if m is None or int(m.group(1)) == 0:
+    lat = re.search(r"Latency\s+([\d.]+)(us|ms|s)\b", out)
+    if m is None or int(m.group(1)) == 0 or lat is None:
         sys.exit(f"cannot read wrk's output:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         sys.exit(f"wrk got {errors.group(1)} error responses:\n{out}")
     n = int(m.group(1))
-    return Round(float(m.group(2)), machine / n, target / n)
+    mean_s = float(lat.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[lat.group(2)]
+    return Round(float(m.group(2)), machine / n, target / n, n, mean_s * n)
 
 
 ProbeTypes = dict[tuple[type[Probe], str], str]
@@ -189,6 +194,8 @@ def alternate(
             try:
                 probes.attach()
                 on = measure()
+                costs = probes.costs(int(on.requests), on.latency_s)
+                on.observer_ns = sum(c.per_request_us for c in costs) * 1000
             finally:
                 probes.close()
             after = measure()
@@ -200,6 +207,17 @@ def alternate(
             )
             before = after
     return pairs
+
+
+def observed(workload: str, name: str, pairs: list[tuple[Round, Round]]) -> None:
+    """The report's figure for the probes' cost per request (`ProbeSet.costs`, the same code a
+    run's report uses), against the target CPU per request they were measured to add."""
+    report = statistics.median(on.observer_ns for on, _ in pairs) / 1000
+    added = statistics.median(on.target_ns - off.target_ns for on, off in pairs) / 1000
+    print(
+        f"{workload:10} {name:40} observer cost: the report's {report:.2f} us per request, "
+        f"measured {added:+.2f} us of target CPU per request"
+    )
 
 
 def spread(values: list[float]) -> str:
@@ -274,6 +292,8 @@ def main() -> int:
                     f"{workload:10} {name:40} rate: ratio {spread(rate)}; "
                     f"CPU per request: ratio {spread(capacity)}, {added:+.1f} us"
                 )
+                if name != CONTROL:
+                    observed(workload, name, pairs)
         for name, pairs in results[AT_LOAD].items():
             change = [on.target_ns / off.target_ns - 1 for on, off in pairs]
             with_us = statistics.median(on.target_ns for on, _ in pairs) / 1000
@@ -283,6 +303,8 @@ def main() -> int:
                 f"{AT_LOAD:10} {name:40} target CPU per request: {with_us:.1f} us with, {without_us:.1f} us "
                 f"without: change {statistics.median(change):+.1%} ({rounds})"
             )
+            if name != CONTROL:
+                observed(AT_LOAD, name, pairs)
     return 0
 
 
