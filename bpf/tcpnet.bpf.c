@@ -37,6 +37,12 @@
  * round-trip checks (the next block, which faults do act on) are left out; all filled in by
  * chaoslab/probes/network.py from chaoslab/targets/health.py.
  *
+ * Every send and every data-ready of the machine's TCP sockets runs these programs, almost
+ * all of them another process's traffic. Bit arrays answer first, with inline array loads:
+ * whether an address may be a target's (`addr_bits`, a bit per hash of the address), whether
+ * a port is a host-namespace target's (`host_port_bits`) or a control port
+ * (`control_port_bits`). A hash lookup follows only where a bit is set.
+ *
  * Attach: the tracepoints above. The send and the receive are seen the best way the
  * running kernel offers: the raw tracepoints tcp_sendmsg_locked (Linux 6.13 on; 6.12 lacks
  * it) and sk_data_ready (6.3 on); else fentry on tcp_sendmsg_locked and
@@ -120,12 +126,40 @@ struct {
 	__type(value, __u32); /* target index */
 } addrs SEC(".maps");
 
+/* A bit per port (1024 words of 64): a control port (admin), not the target's traffic. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u32);   /* port */
-	__type(value, __u32); /* 1: a control port (admin), not the target's traffic */
-} control_ports SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} control_port_bits SEC(".maps");
+
+/* A bit per port: one a target in the host's network namespace listens on (`ports`). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} host_port_bits SEC(".maps");
+
+/* A bit per hash of an IPv4 address (ADDR_HASH): set for every address in `addrs`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} addr_bits SEC(".maps");
+
+/* chaoslab/probes/network.py addr_hash computes the same */
+#define ADDR_HASH(ip) (((ip) ^ ((ip) >> 16)) & 0xffff)
+
+static __always_inline int bit_set(void *bits, __u32 n)
+{
+	__u32 word = (n >> 6) & 1023;
+	__u64 *w = bpf_map_lookup_elem(bits, &word);
+
+	return w && (*w >> (n & 63)) & 1;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -187,7 +221,7 @@ static __always_inline int control(__u16 sport, __u16 dport)
 		return 1;
 	if (check && mask && *check && ((s & *mask) == *check || (d & *mask) == *check))
 		return 1;
-	return bpf_map_lookup_elem(&control_ports, &s) || bpf_map_lookup_elem(&control_ports, &d);
+	return bit_set(&control_port_bits, s) || bit_set(&control_port_bits, d);
 }
 
 /* The IPv4 address of an address of `family` (0 when it is IPv6 and not IPv4-mapped). */
@@ -214,10 +248,12 @@ static __always_inline __u32 ipv4_of(__u16 family, const __u8 *v4, const __u8 *v
  * shares the host's network namespace (an attached process), by its own listening port. */
 static __always_inline __u32 *owner(__u32 ip, __u16 port)
 {
-	__u32 *t = ip ? bpf_map_lookup_elem(&addrs, &ip) : 0;
+	__u32 *t = ip && bit_set(&addr_bits, ADDR_HASH(ip)) ? bpf_map_lookup_elem(&addrs, &ip) : 0;
 	__u32 p = port;
 
-	return t ? t : bpf_map_lookup_elem(&ports, &p);
+	if (t || !bit_set(&host_port_bits, p))
+		return t;
+	return bpf_map_lookup_elem(&ports, &p);
 }
 
 static __always_inline __u32 *socket_owner(__u16 family, const __u8 *v4, const __u8 *v6, __u16 port)
@@ -245,10 +281,9 @@ static __always_inline __u32 end_metric(__u32 target, __u16 port, __u32 metric)
 /* Record a duration for whichever ends of `f` are targets. A turn between two targets
  * belongs to its sender; the receiver keeps it as `from a target`, outside its layer's
  * time, so a delay on the link between them is counted once and not at both ends. */
-static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 dst_metric, __u64 ns)
+static __always_inline void record_owned(struct flow *f, __u32 *src, __u32 *dst, __u32 src_metric,
+					 __u32 dst_metric, __u64 ns)
 {
-	__u32 *src = owner(f->src, f->sport), *dst = owner(f->dst, f->dport);
-
 	if (src)
 		count_run(*src);
 	else if (dst)
@@ -257,6 +292,11 @@ static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 
 		hist_record_metric(*src, end_metric(*src, f->sport, src_metric), ns);
 	if (dst)
 		hist_record_metric(*dst, src ? M_FROM_TARGET : end_metric(*dst, f->dport, dst_metric), ns);
+}
+
+static __always_inline void record_ends(struct flow *f, __u32 src_metric, __u32 dst_metric, __u64 ns)
+{
+	record_owned(f, owner(f->src, f->sport), owner(f->dst, f->dport), src_metric, dst_metric, ns);
 }
 
 /* The flow of a socket as (local, remote); 0 when it is neither IPv4 nor v4-mapped. */
@@ -290,15 +330,16 @@ static __always_inline int on_send(struct sock *sk)
 
 	if (!sock_flow(sk, &f))
 		return 0;
-	if (control(f.sport, f.dport))
-		return 0;
 	src = owner(f.src, f.sport);
 	dst = owner(f.dst, f.dport);
+	/* each pointer tested on its own: the verifier refuses an OR of two maybe-NULL pointers */
 	if (src)
 		count_run(*src);
 	else if (dst)
 		count_run(*dst);
 	else
+		return 0;
+	if (control(f.sport, f.dport))
 		return 0;
 	now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&pending, &f, &now, BPF_NOEXIST); /* a turn is timed from its first send */
@@ -309,6 +350,7 @@ static __always_inline int on_send(struct sock *sk)
 static __always_inline int on_receive(struct sock *sk)
 {
 	struct flow local = {}, f;
+	__u32 *src, *dst;
 	__u64 *since;
 
 	if (!sock_flow(sk, &local))
@@ -318,10 +360,18 @@ static __always_inline int on_receive(struct sock *sk)
 	f.dst = local.src;
 	f.sport = local.dport;
 	f.dport = local.sport;
+	src = owner(f.src, f.sport);
+	dst = owner(f.dst, f.dport);
+	barrier_var(src); /* tested one at a time: the verifier refuses an OR of two maybe-NULL pointers */
+	if (!src) {
+		barrier_var(dst);
+		if (!dst)
+			return 0; /* no target's: never pending */
+	}
 	since = bpf_map_lookup_elem(&pending, &f);
 	if (!since)
 		return 0;
-	record_ends(&f, M_OUTBOUND, M_INBOUND, bpf_ktime_get_ns() - *since);
+	record_owned(&f, src, dst, M_OUTBOUND, M_INBOUND, bpf_ktime_get_ns() - *since);
 	bpf_map_delete_elem(&pending, &f);
 	return 0;
 }

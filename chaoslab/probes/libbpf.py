@@ -253,13 +253,19 @@ class BpfObject:
         """Make process `pid` target `index` of the object's programs: its entry in `targets`
         and its bit in `target_bits` (bpf/chaoslab.bpf.h)."""
         self.update_u32("targets", pid, index)
-        fd = self.map_fd("target_bits")
-        k, bits = ctypes.c_uint32(pid >> 6), ctypes.c_uint64()
-        if lib().bpf_map_lookup_elem(fd, ctypes.byref(k), ctypes.byref(bits)) != 0:
+        if not self.set_bit("target_bits", pid):
             raise _fail(f"{self.path.name}: pid {pid} is above the highest pid_max (4194304)")
-        bits.value |= 1 << (pid & 63)
+
+    def set_bit(self, map_name: str, n: int) -> bool:
+        """Set bit `n` of a bit array (an array map of u64 words); False if `n` is past its end."""
+        fd = self.map_fd(map_name)
+        k, bits = ctypes.c_uint32(n >> 6), ctypes.c_uint64()
+        if lib().bpf_map_lookup_elem(fd, ctypes.byref(k), ctypes.byref(bits)) != 0:
+            return False
+        bits.value |= 1 << (n & 63)
         if lib().bpf_map_update_elem(fd, ctypes.byref(k), ctypes.byref(bits), 0) != 0:
-            raise _fail(f"{self.path.name}: cannot update map target_bits")
+            raise _fail(f"{self.path.name}: cannot update map {map_name}")
+        return True
 
     def hist_items(self, map_name: str = "hist") -> Iterator[tuple[int, int, int, int]]:
         """(target key, bucket, count, sum in ns) of each bucket of a histogram map

@@ -18,6 +18,12 @@ FROM_TARGET = 5  # a turn sent by another target: that target's outbound, not co
 DEPENDENCY_METRICS = {6: "to dependencies", 7: "from dependencies", 8: "connect to dependencies"}
 
 
+def addr_hash(addr: int) -> int:
+    """The bit of an IPv4 address (network order, read as a little-endian u32) in `addr_bits`
+    (bpf/tcpnet.bpf.c ADDR_HASH)."""
+    return (addr ^ (addr >> 16)) & 0xFFFF
+
+
 class NetworkProbe(Probe):
     layer = Layer.NETWORK
     program = "tcpnet"
@@ -68,12 +74,14 @@ class NetworkProbe(Probe):
             if not target.netns:  # the host's namespace: its own ports, never the host's addresses
                 for port in target.service.ports.values():
                     obj.update_u32("ports", port, i)
+                    obj.set_bit("host_port_bits", port)
                 continue
             for link in target.links.values():
                 (addr,) = struct.unpack("<I", socket.inet_aton(link.local_ip))
                 obj.update_u32("addrs", addr, i)
+                obj.set_bit("addr_bits", addr_hash(addr))
             for port in target.service.control_ports:
-                obj.update_u32("control_ports", port, 1)
+                obj.set_bit("control_port_bits", port)
         obj.attach_all()
 
     def in_layer(self, metric: int) -> bool:
