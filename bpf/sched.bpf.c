@@ -49,9 +49,11 @@ struct freeze {
 	__u64 recorded;
 };
 
+/* Per target index, as `stalled`: arrays, each lookup an inline load (no hashing), as the
+ * per-target state is read on every switch of a target's thread. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
 	__type(key, __u32); /* target index */
 	__type(value, struct freeze);
 } freezes SEC(".maps");
@@ -100,8 +102,8 @@ struct cpu_state {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
 	__type(key, __u32); /* target index */
 	__type(value, struct cpu_state);
 } stalled SEC(".maps");
@@ -115,11 +117,6 @@ struct {
 
 static __always_inline struct cpu_state *cpu_state(__u32 target)
 {
-	struct cpu_state fresh = {}, *st = bpf_map_lookup_elem(&stalled, &target);
-
-	if (st)
-		return st;
-	bpf_map_update_elem(&stalled, &target, &fresh, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&stalled, &target);
 }
 
@@ -180,13 +177,16 @@ int wakeup_new(struct bpf_raw_tracepoint_args *ctx)
 
 static __always_inline void freeze_begin(__u32 target, __u32 tid, __u64 now)
 {
-	struct freeze fresh = { .since = now, .threads = 1 };
 	struct freeze *f = bpf_map_lookup_elem(&freezes, &target);
 	__u8 one = 1;
 
 	bpf_map_update_elem(&frozen, &tid, &one, BPF_ANY);
-	if (!f || f->threads <= 0) {
-		bpf_map_update_elem(&freezes, &target, &fresh, BPF_ANY);
+	if (!f)
+		return;
+	if (f->threads <= 0) { /* the target's first thread frozen: a new freeze */
+		f->since = now;
+		f->recorded = 0;
+		f->threads = 1;
 		return;
 	}
 	__sync_fetch_and_add(&f->threads, 1);
@@ -197,7 +197,7 @@ static __always_inline void freeze_end(__u32 target, __u32 tid, __u64 now)
 	struct freeze *f = bpf_map_lookup_elem(&freezes, &target);
 
 	bpf_map_delete_elem(&frozen, &tid);
-	if (!f)
+	if (!f || !f->since)
 		return;
 	if (!f->recorded) {
 		f->recorded = 1;
@@ -214,11 +214,10 @@ int switch_(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *prev = (struct task_struct *)ctx->args[1];
 	struct task_struct *next = (struct task_struct *)ctx->args[2];
 	unsigned int state = (unsigned int)ctx->args[3];
-	__u64 now = bpf_ktime_get_ns();
 	__u32 cpu = bpf_get_smp_processor_id(), mark;
 	__u32 *prev_target, *target, *old, tid;
 	struct cpu_state *st;
-	__u64 *since;
+	__u64 *since, now = 0;
 
 	prev_target = target_of(BPF_CORE_READ(prev, tgid));
 	target = target_of(BPF_CORE_READ(next, tgid));
@@ -227,6 +226,8 @@ int switch_(struct bpf_raw_tracepoint_args *ctx)
 		count_run(*prev_target);
 	else if (target)
 		count_run(*target);
+	if (prev_target || target) /* the clock only where a target's thread comes or goes */
+		now = bpf_ktime_get_ns();
 	old = bpf_map_lookup_elem(&on_cpu, &cpu);
 	if (old && *old != mark) {
 		/* running counts only what `on_cpu` saw, so it never goes below zero */
