@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import statistics
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from chaoslab import build
 from chaoslab.errors import ChaoslabError
 from chaoslab.gobinary import read_elf
 from chaoslab.probes.libbpf import BpfObject
+from chaoslab.probes.stats import STATS
 
 TRAP_FUNCTIONS = ("chaoslab_tick_stepped", "chaoslab_tick_emulated")
 TRAP_CALLS = 4000  # calls per round
@@ -59,15 +61,20 @@ class Usage:
         """All its programs' time: an upper bound of what its targets paid."""
         return self.bpf_ns + self.trap_ns(trap)
 
-    def paid_ns(self, trap: TrapCost) -> dict[str, float]:
-        """What each target paid: the cost in proportion to the runs in its own threads. A
-        probe whose programs run outside any target's threads (the network path) cannot be
-        split: its whole cost is each target's."""
+    def paid_ns(self, trap: TrapCost, other_run_ns: float = 0.0) -> dict[str, float]:
+        """What each target paid. A probe whose programs run outside any target's threads (the
+        network path) cannot be split: its whole cost is each target's. Else the targets pay
+        all but the runs for other processes, each at `other_run_ns` (a run that tests the
+        process's bit and returns: `other_run_cost`), and at least their share of the runs;
+        split between them by their runs."""
         runs = dict(self.at)
         total = self.cost_ns(trap)
-        if not self.runs or not sum(runs.values()):
+        mine = sum(runs.values())
+        if not self.runs or not mine:
             return {t: total for t in runs}
-        return {t: total * min(n, self.runs) / self.runs for t, n in runs.items()}
+        others = max(0, self.runs - mine)
+        charged = min(total, max(total - others * other_run_ns, total * mine / self.runs))
+        return {t: charged * n / mine for t, n in runs.items()}
 
     def __sub__(self, other: Usage) -> Usage:
         before = dict(other.at)
@@ -109,6 +116,35 @@ def usage(
             sum(counted[name] for name in ENTRY_PROGRAMS) if emulated_entries else 0
         )
     return Usage(runs, bpf_ns, traps, target_runs(obj, index), emulated)
+
+
+OTHER_RUN_SECONDS = 0.2
+
+
+@functools.cache
+def other_run_cost() -> float:
+    """What a tracepoint program's run costs for a process that is no target (its bit tested,
+    then return), in ns: the syscall probe's programs attached with no target at all, the
+    kernel's statistics on for OTHER_RUN_SECONDS. Timed once per process; 0 where it cannot
+    be (the targets are then charged their share of the runs, an underestimate)."""
+    try:
+        obj = BpfObject(build.bpf_object("syscalls"))
+    except ChaoslabError:
+        return 0.0
+    try:
+        obj.attach_all()
+        STATS.hold()
+        try:
+            time.sleep(OTHER_RUN_SECONDS)
+        finally:
+            STATS.release()
+        stats = [(run_time, runs) for _, _, run_time, runs in obj.stats()]
+    except ChaoslabError:
+        return 0.0
+    finally:
+        obj.close()
+    runs = sum(n for _, n in stats)
+    return sum(t for t, _ in stats) / runs if runs else 0.0
 
 
 @dataclass(frozen=True)

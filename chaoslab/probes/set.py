@@ -12,7 +12,7 @@ from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
 from chaoslab.load.records import Request
 from chaoslab.probes.base import Probe, Stall
-from chaoslab.probes.cost import NO_TRAPS, TrapCost, Usage, target_runs, trap_cost, usage
+from chaoslab.probes.cost import NO_TRAPS, TrapCost, Usage, other_run_cost, target_runs, trap_cost, usage
 from chaoslab.probes.stats import STATS
 from chaoslab.report.model import ObserverCost
 from chaoslab.scenario.model import ProbeBudget as Budget
@@ -73,6 +73,7 @@ class ProbeSet:
         self.retired: list[tuple[Probe, Usage]] = []  # detached probes and their use until then
         self._sampling = False  # the kernel's statistics sampled for this set
         self._sampled: dict[Probe, Sampled] = {}
+        self.other_run_ns = 0.0  # a tracepoint program's run for another process (cost.other_run_cost)
         # the sampler's thread reads the probes' maps at its edges: never while one closes
         self._lock = threading.RLock()
         self._warned: set[Probe] = set()
@@ -117,6 +118,8 @@ class ProbeSet:
                 )
             if probe.per_process:
                 trap_cost()  # timed once, at start-up, not in the middle of a tick
+            elif self._sampling:
+                self.other_run_ns = other_run_cost()  # the same
             lines.append(f"probe {cls.layer}: {', '.join(t.name for t in targets)} ({probe.describe()})")
         missing = sorted({str(layer) for layer, _ in self.unavailable} & set(required))
         if missing:
@@ -219,7 +222,7 @@ class ProbeSet:
         trap = self.trap_cost()
         out = []
         for probe, use in current.items():
-            paid = sum((use - before.get(probe, Usage())).paid_ns(trap).values()) / 1e9
+            paid = sum((use - before.get(probe, Usage())).paid_ns(trap, self.other_run_ns).values()) / 1e9
             share = paid / latency if latency > 0 else 0.0
             where = ", ".join(probe.index.values())
             said = (
@@ -245,7 +248,7 @@ class ProbeSet:
         latency_ns = latency_s * 1e9
         rows = []
         for probe, use in [*self.retired, *self.usage().items()]:
-            paid = use.paid_ns(trap)
+            paid = use.paid_ns(trap, self.other_run_ns)
             per_request = sum(paid.values()) / requests / 1000 if requests else 0.0
             share = sum(paid.values()) / latency_ns if latency_ns > 0 else 0.0
             lost = self.lost.get(probe)
