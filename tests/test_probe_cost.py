@@ -12,6 +12,7 @@ import pytest
 from chaoslab import build
 from chaoslab.layers import Layer
 from chaoslab.probes.choose import needs
+from chaoslab.probes.cost import NO_TRAPS, Usage
 from chaoslab.probes.libbpf import BpfObject
 from chaoslab.probes.stats import StatsGate
 from chaoslab.scenario import parse_scenario
@@ -50,6 +51,17 @@ def test_a_budget_under_its_limit_is_refused_at_its_path(tmp_path: Path) -> None
     assert res.returncode == 2, res.stdout + res.stderr
     assert "probes.limit" in res.stdout + res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_targets_pay_a_tracepoint_probes_time_but_its_runs_for_other_processes() -> None:
+    use = Usage(runs=1000, bpf_ns=100_000, traps=0, at=(("a", 150), ("b", 50)), emulated=0)
+    # 800 runs for other processes at 50 ns: the targets pay the other 60 µs, split by their runs
+    assert use.paid_ns(NO_TRAPS, 50.0) == {"a": 45_000.0, "b": 15_000.0}
+    # never less than their share of the runs, never more than the whole
+    assert sum(use.paid_ns(NO_TRAPS, 1000.0).values()) == pytest.approx(20_000)
+    assert sum(use.paid_ns(NO_TRAPS, 0.0).values()) == pytest.approx(100_000)
+    # no run counted in a target's threads: nothing to split by, the whole cost is each one's
+    assert Usage(10, 500, 0, (("a", 0), ("b", 0)), 0).paid_ns(NO_TRAPS, 50.0) == {"a": 500, "b": 500}
 
 
 @pytest.mark.privileged

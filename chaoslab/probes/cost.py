@@ -13,8 +13,10 @@ uprobe on an emulated instruction of the prologue (`gobinary.emulated_entry`).
 A tracepoint has no trap: the kernel calls its program inline.
 
 Each probe's cost is divided by the requests the load completed: the time per request the
-act of measuring took from the targets (an upper bound where a tracepoint's program also
-ran, and returned at once, for processes that are no target).
+act of measuring took from the targets. A tracepoint's programs also run, and return at
+once, for every other process: the targets are charged all but those runs, each at the
+cost of such a run (`other_run_cost`); a probe that counted no run in a target's threads
+(nothing to split by) charges its whole cost to each of its targets.
 """
 
 from __future__ import annotations

@@ -89,6 +89,9 @@ class ProbeSet:
         """
         lines = []
         if any(targets for _, targets in self._plan):
+            if any(targets and not cls.per_process for cls, targets in self._plan):
+                # timed before any window: its hold would open one on the probes' first runs
+                self.other_run_ns = other_run_cost()
             try:
                 STATS.sample()
                 self._sampling = True
@@ -113,13 +116,10 @@ class ProbeSet:
                 continue
             with self._lock:
                 self.probes.append(probe)
-                self._sampled[probe] = Sampled(
-                    time.monotonic(), opened=(0, time.monotonic()) if STATS.on else None
-                )
+                now, runs = time.monotonic(), sum(n for _, n in target_runs(obj, probe.index))
+                self._sampled[probe] = Sampled(now, opened=(runs, now) if STATS.on else None)
             if probe.per_process:
                 trap_cost()  # timed once, at start-up, not in the middle of a tick
-            elif self._sampling:
-                self.other_run_ns = other_run_cost()  # the same
             lines.append(f"probe {cls.layer}: {', '.join(t.name for t in targets)} ({probe.describe()})")
         missing = sorted({str(layer) for layer, _ in self.unavailable} & set(required))
         if missing:
@@ -222,7 +222,7 @@ class ProbeSet:
         trap = self.trap_cost()
         out = []
         for probe, use in current.items():
-            paid = sum((use - before.get(probe, Usage())).paid_ns(trap, self.other_run_ns).values()) / 1e9
+            paid = self._paid_since(probe, use, before.get(probe), trap) / 1e9
             share = paid / latency if latency > 0 else 0.0
             where = ", ".join(probe.index.values())
             said = (
@@ -241,6 +241,23 @@ class ProbeSet:
                 )
         return out
 
+    def _other(self, probe: Probe) -> float:
+        """The cost of one of the probe's runs for another process: none for uprobes, which
+        run in their targets' threads only."""
+        return 0.0 if probe.per_process else self.other_run_ns
+
+    def _paid_since(self, probe: Probe, use: Usage, before: Usage | None, trap: TrapCost) -> float:
+        """What the targets paid (ns) between an earlier look and this one: the runs in between
+        at the cost per run so far. Not the difference of the two estimates: each is scaled from
+        the windows as they were then, so a difference would re-price the whole run."""
+        paid = sum(use.paid_ns(trap, self._other(probe)).values())
+        runs = sum(n for _, n in use.at)
+        if before is None:
+            return paid
+        if runs > 0:
+            return paid * (runs - sum(n for _, n in before.at)) / runs
+        return max(0.0, paid - sum(before.paid_ns(trap, self._other(probe)).values()))
+
     def costs(self, requests: int, latency_s: float) -> list[ObserverCost]:
         """Each probe's cost over the run so far, detached ones included (call before `close`):
         per request of the `requests` the load completed, and as a share of the time they took."""
@@ -248,7 +265,7 @@ class ProbeSet:
         latency_ns = latency_s * 1e9
         rows = []
         for probe, use in [*self.retired, *self.usage().items()]:
-            paid = use.paid_ns(trap, self.other_run_ns)
+            paid = use.paid_ns(trap, self._other(probe))
             per_request = sum(paid.values()) / requests / 1000 if requests else 0.0
             share = sum(paid.values()) / latency_ns if latency_ns > 0 else 0.0
             lost = self.lost.get(probe)

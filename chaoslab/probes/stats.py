@@ -39,7 +39,8 @@ class StatsGate:
         self._listeners: list[Callable[[bool], None]] = []
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
-        self._window_until = 0.0
+        self._window_until = 0.0  # monotonic end of the open window
+        self._next_window = 0.0  # monotonic start of the next one
         self.error: str | None = None  # why sampling stopped (the kernel refused), if it did
 
     @property
@@ -60,6 +61,7 @@ class StatsGate:
         with self._lock:
             self._holds = max(0, self._holds - 1)
             self._apply()
+        self._wake.set()  # the sampler's thread waits for the window's end again
 
     def sample(self) -> None:
         """Statistics on in windows until `unsample`, the first one `first` seconds from now.
@@ -67,6 +69,9 @@ class StatsGate:
         with self._lock:
             if self._fd is None:
                 os.close(enable_stats())  # the kernel has them: else the error is raised here
+            if self._samplers == 0:  # a fresh start: no window before `first`
+                self._window_until = 0.0
+                self._next_window = time.monotonic() + self.first
             self._samplers += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="bpf-stats", daemon=True)
@@ -93,33 +98,40 @@ class StatsGate:
         want = self._holds > 0 or (self._samplers > 0 and time.monotonic() < self._window_until)
         if want and self._fd is None:
             self._fd = enable_stats()
-            for edge in list(self._listeners):
-                edge(True)
+            self._tell(True)
         elif not want and self._fd is not None:
-            for edge in list(self._listeners):
-                edge(False)
-            os.close(self._fd)
-            self._fd = None
+            try:
+                self._tell(False)
+            finally:
+                os.close(self._fd)  # whatever a listener did: never left on
+                self._fd = None
+
+    def _tell(self, on: bool) -> None:
+        for edge in list(self._listeners):
+            try:
+                edge(on)
+            except Exception as exc:  # a listener's failure costs its figures, not the gate
+                self.error = f"a listener failed at an edge: {exc}"
 
     def _run(self) -> None:
-        next_window = time.monotonic() + self.first
         while True:
             with self._lock:
                 if self._samplers == 0:
                     self._thread = None
-                    self._apply()
+                    self._apply()  # off, unless a hold keeps them on
                     return
                 now = time.monotonic()
-                if now >= next_window:
+                if now >= self._next_window:
                     self._window_until = now + self.window
-                    next_window = now + self.period
+                    self._next_window = now + self.period
                 try:
                     self._apply()
                 except Exception as exc:  # the kernel refused after all: stop sampling
                     self.error = str(getattr(exc, "message", exc))
                     self._samplers = 0
                     continue
-                wait = (self._window_until if self.on and not self._holds else next_window) - now
+                ends = [self._next_window] + ([self._window_until] if self._window_until > now else [])
+                wait = min(ends) - now
             self._wake.wait(max(0.01, wait))
             self._wake.clear()
 
