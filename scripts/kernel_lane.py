@@ -167,6 +167,10 @@ def boot(short: str, command: list[str], timeout: float, log: Path) -> int:
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin",
         "export HOME=/tmp CHAOSLAB_KERNEL_LANE=1 PYTHONDONTWRITEBYTECODE=1",
         f"export CHAOSLAB_LANE_KERNEL={shlex.quote(short)}",
+        # the BPF statistics on for the whole of a probe set's life, not flipped every few
+        # seconds: each flip live-patches kernel text, which QEMU's TCG races on (soft lockups
+        # of both vCPUs in the entropy scenario on 6.1 when they were sampled)
+        "export CHAOSLAB_BPF_STATS=always",
     ]
     job.write_text("\n".join([*env_lines, "exec " + shlex.join(command), ""]))
     init = kdir / "initramfs" / "init"

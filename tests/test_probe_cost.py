@@ -134,7 +134,7 @@ def test_the_kernels_statistics_run_in_windows_and_a_hold_keeps_them_on() -> Non
     edges: list[tuple[bool, float]] = []
     gate.listen(lambda on: edges.append((on, time.monotonic())))
 
-    def counting(seconds: float) -> set[tuple[bool, bool]]:
+    def counting(seconds: float, gate: StatsGate = gate) -> set[tuple[bool, bool]]:
         """(gate on, the kernel counted runs) over short spans the gate did not change in."""
         seen, until = set(), time.monotonic() + seconds
         while time.monotonic() < until:
@@ -159,7 +159,14 @@ def test_the_kernels_statistics_run_in_windows_and_a_hold_keeps_them_on() -> Non
         gate.hold()
         assert counting(1.0) == {(True, True)}
         gate.release()
+        gate.unsample()
+        assert not gate.on and edges[-1][0] is False
+        # where flipping the kernel's switch is unwelcome (an emulated machine): on throughout
+        always = StatsGate(window=0.2, period=0.6, first=0.3, always=True)
+        always.sample()
+        assert counting(1.0, always) == {(True, True)}
+        always.unsample()
+        assert not always.on
     finally:
         gate.unsample()
         obj.close()
-    assert not gate.on and edges[-1][0] is False

@@ -13,10 +13,16 @@ A fault that reads its own programs' time per call (the syscall fault's selector
 them on while it is applied: a ratio needs no scaling, and its phase is short. Listeners are
 told at each edge (on, off) so that they can count what happened while the counters ran.
 One gate per process: the kernel's switch is one for the whole machine.
+
+Each flip of that switch is a static key: the kernel live-patches its text and syncs every
+CPU. Cheap on hardware, but an emulated machine (QEMU's TCG, the kernel lane) races on
+patched text: there CHAOSLAB_BPF_STATS=always keeps them on for as long as probes are
+attached, one flip each way, and every figure stays exact (scaled by 1).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -27,11 +33,14 @@ from chaoslab.probes.libbpf import enable_stats
 WINDOW = 0.5  # seconds on ...
 PERIOD = 5.0  # ... at the start of every PERIOD seconds while sampling
 FIRST = 1.0  # seconds from the start of sampling to the first window
+ALWAYS = os.environ.get("CHAOSLAB_BPF_STATS", "sampled") == "always"  # one window, the whole time
 
 
 class StatsGate:
-    def __init__(self, window: float = WINDOW, period: float = PERIOD, first: float = FIRST) -> None:
-        self.window, self.period, self.first = window, period, first
+    def __init__(
+        self, window: float = WINDOW, period: float = PERIOD, first: float = FIRST, always: bool = ALWAYS
+    ) -> None:
+        self.window, self.period, self.first, self.always = window, period, first, always
         self._lock = threading.RLock()
         self._fd: int | None = None
         self._holds = 0
@@ -69,10 +78,17 @@ class StatsGate:
         with self._lock:
             if self._fd is None:
                 os.close(enable_stats())  # the kernel has them: else the error is raised here
-            if self._samplers == 0:  # a fresh start: no window before `first`
+            if self._samplers == 0 and self.always:
+                self._window_until = self._next_window = math.inf
+            elif self._samplers == 0:  # a fresh start: no window before `first`
                 self._window_until = 0.0
                 self._next_window = time.monotonic() + self.first
             self._samplers += 1
+            try:
+                self._apply()  # on at once where always
+            except BaseException:
+                self._samplers -= 1
+                raise
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="bpf-stats", daemon=True)
                 self._thread.start()
@@ -132,7 +148,7 @@ class StatsGate:
                     continue
                 ends = [self._next_window] + ([self._window_until] if self._window_until > now else [])
                 wait = min(ends) - now
-            self._wake.wait(max(0.01, wait))
+            self._wake.wait(min(max(0.01, wait), 60.0))
             self._wake.clear()
 
 
