@@ -141,13 +141,19 @@ struct {
 	__type(value, __u64);
 } target_runs SEC(".maps");
 
+/* Add one to a counter of a per-CPU array of u64: this CPU's own, no atomic operation. */
+static __always_inline void percpu_inc(void *counters, __u32 key)
+{
+	__u64 *n = bpf_map_lookup_elem(counters, &key);
+
+	if (n)
+		(*n)++;
+}
+
 /* Count one run of a program for a target (see target_runs). */
 static __always_inline void count_run(__u32 target)
 {
-	__u64 *runs = bpf_map_lookup_elem(&target_runs, &target);
-
-	if (runs)
-		(*runs)++;
+	percpu_inc(&target_runs, target);
 }
 
 /* The target index of the current process, or NULL if it is not a target. */

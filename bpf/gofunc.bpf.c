@@ -61,10 +61,7 @@ struct {
 
 static __always_inline void hit(__u32 program)
 {
-	__u64 *n = bpf_map_lookup_elem(&hits, &program);
-
-	if (n)
-		(*n)++;
+	percpu_inc(&hits, program);
 }
 
 SEC("uprobe")
