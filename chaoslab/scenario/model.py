@@ -102,6 +102,8 @@ class TargetSpec:
     health: HealthSpec = HealthSpec("none")
     tls: TlsSpec = TlsSpec()
     links: tuple[str, ...] = ()  # targets this one talks to (it starts after them)
+    # a built-in's links: the YAML path of the option that names each (envoy: upstream)
+    link_paths: tuple[str, ...] = ()
     files: tuple[tuple[str, str], ...] = ()  # config templates: (name, path; "" when generated)
     proxy: bool = False  # measured as a proxy (the proxy layer)
     control_ports: tuple[int, ...] = ()  # admin ports: control traffic, never faulted

@@ -80,6 +80,10 @@ def parse_targets(top: Fields, problems: Problems, base: Path, runtime: str) -> 
         f.finish()
         if spec is not None and valid_name:
             out[name] = spec
+    parsed = dict(out)
+    for name, spec in parsed.items():
+        if spec.kind == "service":
+            out[name] = BUILTINS[spec.service].complete(spec, parsed)
     _check_relations(out, problems, runtime)
     if raw and not out and not problems:
         problems.add("targets", "no valid target")
@@ -428,8 +432,12 @@ def _check_relations(out: dict[str, TargetSpec], problems: Problems, runtime: st
     for spec in out.values():
         base = join("targets", spec.name)
         for i, link in enumerate(spec.links):
-            # a built-in links through its own option (envoy: upstream), which the user wrote
-            where = join(base, _option(spec)) if spec.kind == "service" else join(join(base, "links"), i)
+            # a built-in links through its own options (envoy: upstream), which the user wrote
+            where = (
+                join(base, spec.link_paths[i])
+                if spec.kind == "service" and i < len(spec.link_paths)
+                else join(join(base, "links"), i)
+            )
             if link == spec.name:
                 problems.add(where, "a target cannot depend on itself")
             elif link not in out:
@@ -494,11 +502,6 @@ def _check_cycles(out: dict[str, TargetSpec], problems: Problems) -> None:
 
     for name in out:
         visit(name, [])
-
-
-def _option(spec: TargetSpec) -> str:
-    """The option through which a built-in links to another target (envoy: upstream)."""
-    return "upstream" if spec.upstream is not None else "cache"
 
 
 def _known(targets: dict[str, TargetSpec]) -> str:

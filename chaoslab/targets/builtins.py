@@ -34,6 +34,10 @@ class Builtin(ABC):
     def parse(self, fields: Fields, name: str, base: Path) -> TargetSpec:
         """The target spec for this built-in, from its options in the scenario."""
 
+    def complete(self, spec: TargetSpec, targets: Mapping[str, TargetSpec]) -> TargetSpec:
+        """The spec with what only the other targets tell (links, options), once all are parsed."""
+        return spec
+
     def check(self, spec: TargetSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
         """Checks that need the other targets; problems go to `problems`."""
         return None
@@ -127,6 +131,7 @@ class Envoy(Builtin):
             # Envoy's own readiness on its admin port (control traffic, never faulted).
             health=HealthSpec("http", path="/ready", port=envoy_config.ADMIN_PORT),
             links=(upstream,) if upstream else (),
+            link_paths=("upstream",),
             files=(("bootstrap", bootstrap or GENERATED),),
             proxy=True,
             control_ports=(envoy_config.ADMIN_PORT,),
@@ -189,6 +194,7 @@ class CacheApi(Builtin):
             ports=self.PORTS,
             health=HealthSpec("https", path="/healthz", port=8443),
             links=(cache,) if cache else (),
+            link_paths=("cache",),
         )
 
     def check(self, spec: TargetSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
