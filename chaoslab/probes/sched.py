@@ -31,6 +31,10 @@ class CpuProbe(Probe):
     def __init__(self) -> None:
         super().__init__()
         self.targets: dict[str, RunningTarget] = {}
+        # throttling counters per target: the last reading, and what earlier cgroups counted
+        # (a restarted container has a new cgroup whose counters start at 0)
+        self._last: dict[str, tuple[int, int]] = {}
+        self._earlier: dict[str, tuple[int, int]] = {}
 
     @classmethod
     def applies_to(cls, target: RunningTarget) -> bool:
@@ -76,13 +80,28 @@ class CpuProbe(Probe):
                 out.append(Stall(name, self.metrics[FROZEN], start / 1e9 + wall, end / 1e9 + wall))
         return sorted(out, key=lambda s: s.start)
 
+    def _throttled(self, name: str, t: RunningTarget) -> tuple[int, int]:
+        """Throttled periods and microseconds of the target's cgroups so far, counting on across a
+        restart (a new cgroup) and holding still while it has none (a container killed and kept
+        down: its cgroup is gone)."""
+        last, earlier = self._last.get(name, (0, 0)), self._earlier.get(name, (0, 0))
+        try:
+            stat = cpu_stat(cpu_dir(t.cgroup.dirs))
+        except OSError:
+            return earlier[0] + last[0], earlier[1] + last[1]
+        now = (stat["nr_throttled"], stat["throttled_us"])
+        if now[0] < last[0] or now[1] < last[1]:
+            earlier = self._earlier[name] = (earlier[0] + last[0], earlier[1] + last[1])
+        self._last[name] = now
+        return earlier[0] + now[0], earlier[1] + now[1]
+
     def snapshot(self) -> Series:
         """Adds the cgroup's throttled periods (count) and throttled time (sum); not part of the layer
         total, since throttled threads already wait in the run-queue metric."""
         out = super().snapshot()
         for name, t in self.targets.items():
-            stat = cpu_stat(cpu_dir(t.cgroup.dirs))
-            n, total_ns = stat["nr_throttled"], stat["throttled_us"] * 1000
+            n, us = self._throttled(name, t)
+            total_ns = us * 1000
             h = Histogram({bucket_of(total_ns // n): n} if n else {}, total_ns)
             out[(name, THROTTLED)] = h
         return out
