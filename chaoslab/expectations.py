@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chaoslab.report.model import Cause, ExpectationResult, Report
+from chaoslab.report.model import Cause, ExpectationResult, Report, XdsVersion
 from chaoslab.scenario.model import Expectation, Status
 
 
@@ -64,8 +64,24 @@ def check(e: Expectation, report: Report) -> ExpectationResult:
                 failures.append(f"error rate {rate:.2%} is not below {e.error_rate_below:.2%}")
     elif any(x is not None for x in (e.client_p50_below, e.client_p99_below, e.error_rate_below)):
         failures.append("no client data for the phase")
+    if e.xds_sync_below is not None:
+        failures += _xds_sync(e.xds_sync_below, [v for v in report.xds if v.phase == e.phase], seen)
     detail = "; ".join(failures) if failures else ", ".join(seen)
     return ExpectationResult(e.describe(), e.path, not failures, detail)
+
+
+def _xds_sync(limit: float, rows: list[XdsVersion], seen: list[str]) -> list[str]:
+    """Every config version of the phase synced (ACKed by its Envoy) within `limit` seconds."""
+    if not rows:
+        return ["no config version was set in the phase"]
+    unsynced = [v for v in rows if v.sync_ms is None]
+    times = [v.sync_ms for v in rows if v.sync_ms is not None]
+    if times:
+        seen.append(f"xds sync max {max(times):.1f}ms over {len(times)} versions")
+    out = [f"version {v.version} to {v.node} ({v.why}) was not synced" for v in unsynced]
+    slow = [v for v in rows if v.sync_ms is not None and v.sync_ms >= limit * 1000]
+    out += [f"version {v.version} to {v.node} ({v.why}) took {v.sync_ms:.1f}ms" for v in slow]
+    return out
 
 
 def _share(e: Expectation, causes: list[Cause], seen: list[str]) -> list[str]:

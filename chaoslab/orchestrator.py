@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from chaoslab.analysis import attribution
+from chaoslab.analysis import attribution, xds
 from chaoslab.analysis import client as client_view
 from chaoslab.context import RunContext
 from chaoslab.expectations import check_all
@@ -43,6 +43,7 @@ from chaoslab.safety.switch import Switch
 from chaoslab.safety.watchdog import UNDO_ALLOWANCE
 from chaoslab.scenario.model import PhaseSpec, ProbeBudget, Scenario
 from chaoslab.signals import SignalState
+from chaoslab.targets.builtins import xds_events_name
 from chaoslab.targets.runtimes import runtime_for
 
 VERIFY_LEAD = 0.5  # seconds before a fault phase's end at which its faults are verified
@@ -359,6 +360,7 @@ def _analyse(
                 v.detail,
                 f.kind,
                 f.also_shows_in(ctx.scenario.targets),
+                f.takes_target_away(),
             )
             for f, v in r.faults
         ]
@@ -403,5 +405,11 @@ def _analyse(
         trap_emulated_us=round(trap_cost().emulated_ns / 1000, 3) if trapped else 0.0,
         left_out=[Unmeasured(str(layer), t, why) for (layer, t), why in sorted(observer.left_out.items())],
     )
+    report.xds = [
+        v
+        for name, t in ctx.scenario.targets.items()
+        if t.mesh is not None
+        for v in xds.versions(name, xds.read_events(ctx.work_dir / xds_events_name(name)), phases)
+    ]
     report.expectations = check_all(ctx.scenario.expect, report)
     return report

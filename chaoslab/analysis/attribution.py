@@ -59,6 +59,10 @@ class FaultCheck:
     # other (layer, target) pairs where the fault's own effect shows (a network fault: the far end
     # of the faulted link)
     also: tuple[LayerKey, ...] = ()
+    # the fault takes its target off the request path (killed and kept down): no events in its
+    # layer there is its effect, and whatever holds the client's added time (a proxy's retries,
+    # the other instances) absorbed it
+    absent: bool = False
 
     @property
     def ref(self) -> FaultRef:
@@ -225,6 +229,8 @@ def verdict(
                 0.0,
                 f"the fault's mechanism saw no effect ({check.detail})",
             )
+        if check.absent:
+            continue
         missing = (unmeasured or {}).get((check.layer, check.target))
         if missing is not None:
             return make(
@@ -254,6 +260,8 @@ def verdict(
         )
     found = phase_causes(base, cur, contributions, checks, calls)
     for check in checks:
+        if check.absent:
+            continue
         if _measured(check.layer, base, cur) and not any(c.faults and check.ref in c.faults for c in found):
             listed = ", ".join(f"{c.name} {c.share:.0%}" for c in found) or "none"
             return make(

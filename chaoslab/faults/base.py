@@ -105,6 +105,11 @@ class Fault(ABC):
         expected layer at its target: a cause found there is this fault's, not a side effect."""
         return ()
 
+    def takes_target_away(self) -> bool:
+        """The fault takes its target off the request path for its phase (killed, kept down):
+        its layer there has no events by design, and the verdict looks for what absorbed it."""
+        return False
+
     def params(self) -> dict[str, object]:
         """The fault's parameters as given, for the report."""
         skip = {"kind", "target", "path"}

@@ -83,6 +83,9 @@ class ProcessFault(Fault):
         """A paused target cannot run at all: its cpu layer (frozen) holds the stall."""
         return Layer.CPU if self.spec.action == "pause" else Layer.APP
 
+    def takes_target_away(self) -> bool:
+        return self.spec.action == "kill" and not self.spec.restart
+
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
         self.freezer = freezer_file(target.cgroup.dirs)

@@ -379,7 +379,39 @@ def _generator(report: Report, late: int, live: LiveStatus | None) -> str:
         )
     out.append("</div>")
     out.append(_observer_table(report))
+    out.append(_xds_table(report))
     return "".join(out)
+
+
+def _xds_table(report: Report) -> str:
+    """Each config version of each control plane, to each Envoy: snapshot to ACK."""
+    if not report.xds:
+        return ""
+    rows = []
+    for v in report.xds:
+        acks = ", ".join(
+            f"{a.type} {a.ack_ms:.2f} ms" if a.ack_ms is not None else f"{a.type} NACK: {a.error[:200]}"
+            for a in v.acks
+        )
+        synced = f"{v.sync_ms:.2f}" if v.sync_ms is not None else '<span class="bad">not synced</span>'
+        rows.append(
+            (
+                escape(f"{v.control} -> {v.node}"),
+                escape(v.version),
+                escape(v.phase or "-"),
+                escape(v.why),
+                escape(", ".join(v.changed)),
+                synced,
+                escape(acks),
+            )
+        )
+    head = ("control plane -> Envoy", "version", "phase", "why", "changed", "sync ms", "ACK per type")
+    return (
+        "<h3>xDS: config versions</h3><p>"
+        + "<br>".join(escape(line) for line in words.xds_lines(report.xds))
+        + "</p><p>Sync: from the control plane's snapshot to the Envoy's ACK of the last type the "
+        "version changed.</p>" + _table(head, rows, 5, "receipts")
+    )
 
 
 def _observer_table(report: Report) -> str:

@@ -62,6 +62,7 @@ def render(report: Report) -> str:
         f"**Probes** {', '.join(p.split(':', 1)[0] for p in report.probes) or 'none'}",
         "",
         *([f"**Observer cost** {words.observer_summary(report)}", ""] if report.observer else []),
+        *(f"**xDS** {line}\n" for line in words.xds_lines(report.xds)),
     ]
     return "\n".join(lines)
 

@@ -216,6 +216,31 @@ def _listed(causes: list[Cause]) -> str:
     return ", ".join(f"{c.name} {c.added_ms:+.1f} ms ({c.share:.0%})" for c in causes)
 
 
+@dataclass
+class XdsAck:
+    """An Envoy's answer to the response that carried one type of a config version."""
+
+    type: str  # clusters, endpoints, routes, listeners
+    sent_ms: float  # from the version's snapshot to the response sent
+    ack_ms: float | None  # to its ACK; None: refused (NACK)
+    error: str = ""  # the NACK's error detail
+
+
+@dataclass
+class XdsVersion:
+    """A config version a control plane set for one Envoy (node), and how it got there."""
+
+    control: str  # the xds-control target
+    node: str  # the Envoy (its node id: the target's name)
+    version: str
+    at: float  # epoch seconds of its snapshot
+    phase: str  # the phase it was set in ("" between phases)
+    why: str  # what set it: the initial file, a change, an endpoint's health
+    changed: list[str] = field(default_factory=list)  # the types it changed
+    sync_ms: float | None = None  # snapshot to the last ACK of a changed type; None: not synced
+    acks: list[XdsAck] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class ObserverCost:
     """What one probe cost its targets during the run: the time its BPF programs ran (the
@@ -332,6 +357,8 @@ class Report:
     # Layers the run did not attach because nothing in the scenario needed them, and why.
     left_out: list[Unmeasured] = field(default_factory=list)
     abort: AbortRecord | None = None  # the run stopped early: a stop condition or the switch
+    # The xds layer: every config version of every xDS control plane, per Envoy.
+    xds: list[XdsVersion] = field(default_factory=list)
     schema: str = SCHEMA
 
     @property

@@ -151,6 +151,8 @@ def verdict_lines(report: Report) -> RenderableType:
         style = "red" if any(c.lost for c in report.observer) else None
         style = style or ("yellow" if any(c.over_budget for c in report.observer) else "")
         lines.append(Text(observer, style=style))
+    for line in words.xds_lines(report.xds):
+        lines.append(Text(line, style="red" if "NOT synced" in line else ""))
     for e in report.expectations:
         mark = ("held", "green") if e.held else ("FAILED", "red")
         lines.append(Text.assemble(f"expect {e.expectation}: ", mark, f" ({e.detail})"))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
-from chaoslab.report.model import FaultRecord, GeneratorRecord, Report
+from chaoslab.report.model import FaultRecord, GeneratorRecord, Report, XdsVersion
 
 SECONDS_PARAMS = {"delay", "jitter", "period"}  # fault parameters given in seconds
 
@@ -89,3 +90,31 @@ def observer_summary(report: Report) -> str:
     if lost:
         text += f"; detached by the kill switch, lost: {', '.join(lost)}"
     return text
+
+
+def xds_lines(rows: Sequence[XdsVersion]) -> list[str]:
+    """One line per control plane and node: its versions, their sync times, what was not synced."""
+    lines = []
+    for control, node in dict.fromkeys((v.control, v.node) for v in rows):
+        mine = [v for v in rows if (v.control, v.node) == (control, node)]
+        # a version set before the first phase waits for its Envoy to start: not a sync time
+        synced = sorted(v.sync_ms for v in mine if v.sync_ms is not None and v.phase)
+        text = f"xds {control} -> {node}: {len(mine)} versions"
+        if synced:
+            mean = sum(synced) / len(synced)
+            text += f", snapshot to ACK in the phases mean {mean:.1f} ms, max {synced[-1]:.1f} ms"
+        later = [v for v in mine if v.why != "file" or v.version != "1"]
+        text += "".join(
+            f"; v{v.version} ({v.why}{', ' + v.phase if v.phase else ''}): "
+            + (f"{v.sync_ms:.1f} ms" if v.sync_ms is not None else "NOT synced" + _nack(v))
+            for v in later[:6]
+        )
+        if len(later) > 6:
+            text += f"; {len(later) - 6} more"
+        lines.append(text)
+    return lines
+
+
+def _nack(v: XdsVersion) -> str:
+    errors = [a.error for a in v.acks if a.error]
+    return f" (NACK: {errors[0][:120]})" if errors else ""

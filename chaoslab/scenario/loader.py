@@ -244,6 +244,7 @@ class _Reader:
                 cause=cause,
                 share_at_least=f.get("share_at_least", _fraction, -1.0) if f.has("share_at_least") else None,
                 share_below=f.get("share_below", _fraction, -1.0) if f.has("share_below") else None,
+                xds_sync_below=f.duration("xds_sync_below", high=MAX_PHASE) or None,
             )
             f.finish()
             if target and several:
@@ -295,12 +296,18 @@ class _Reader:
                     f.at("share_below"), f"no share is at least {low:g} and below {high:g}", "widen the range"
                 )
             named = (raw_absorbed, raw_cause, e.status, e.client_p50_below, e.client_p99_below)
-            if f.ok and all(c is None for c in (*named, e.error_rate_below)):
+            if f.ok and all(c is None for c in (*named, e.error_rate_below, e.xds_sync_below)):
                 self.problems.add(
                     path,
                     "expects nothing",
                     "add one of absorbed_by, cause with share_at_least or share_below, status, "
-                    "client_p50_below, client_p99_below, error_rate_below",
+                    "client_p50_below, client_p99_below, error_rate_below, xds_sync_below",
+                )
+            if e.xds_sync_below is not None and not any(t.mesh is not None for t in targets.values()):
+                self.problems.add(
+                    f.at("xds_sync_below"),
+                    "no target is an xDS control plane: there is no config sync to time",
+                    "add a target with service: xds-control and an envoy with xds: NAME",
                 )
             out.append(e)
         return tuple(out)

@@ -86,6 +86,25 @@ class AttachSpec:
 
 
 @dataclass(frozen=True)
+class ClusterSpec:
+    """A cluster the xDS control plane serves: its endpoints (targets) on one of their ports."""
+
+    name: str
+    endpoints: tuple[str, ...]
+    port: str = ""  # the endpoints' port protocol (https or http); "": https where they all have it
+
+
+@dataclass(frozen=True)
+class MeshSpec:
+    """What an xds-control target serves: clusters, the route's weights, endpoint health."""
+
+    clusters: tuple[ClusterSpec, ...]
+    weights: tuple[tuple[str, int], ...]  # (cluster, weight) of the one route every listener takes
+    health_interval: float = 0.2  # seconds between endpoint checks; 0: none
+    health_failures: int = 2  # failed checks in a row that withdraw an endpoint
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     """One target as the scenario declares it; every kind carries the same declarations."""
 
@@ -112,6 +131,8 @@ class TargetSpec:
     # envoy: requests an upstream connection carries before it is closed (1: a fresh TLS
     # handshake at the upstream for every request)
     requests_per_connection: int = 1
+    xds: str | None = None  # envoy: the xds-control target it takes clusters and routes from
+    mesh: MeshSpec | None = None  # xds-control: what it serves
     # gRPC: the .proto files describing its API (absolute paths) and their import roots;
     # a gRPC request to it without its own `proto:` uses them
     protos: tuple[str, ...] = ()
@@ -296,6 +317,9 @@ class Expectation:
     cause: CauseRef | None = None
     share_at_least: float | None = None
     share_below: float | None = None
+    # every config version an xDS control plane set in the phase reached each Envoy (ACK)
+    # within this many seconds of its snapshot
+    xds_sync_below: float | None = None
 
     def describe(self) -> str:
         parts = []
@@ -316,6 +340,8 @@ class Expectation:
             parts.append(f"client p99 < {self.client_p99_below * 1000:g}ms")
         if self.error_rate_below is not None:
             parts.append(f"error rate < {self.error_rate_below:.1%}")
+        if self.xds_sync_below is not None:
+            parts.append(f"xds sync < {self.xds_sync_below * 1000:g}ms")
         return f"{self.phase}: " + ", ".join(parts)
 
 

@@ -434,7 +434,7 @@ def _check_relations(out: dict[str, TargetSpec], problems: Problems, runtime: st
         for i, link in enumerate(spec.links):
             # a built-in links through its own options (envoy: upstream), which the user wrote
             where = (
-                join(base, spec.link_paths[i])
+                f"{base}.{spec.link_paths[i]}"
                 if spec.kind == "service" and i < len(spec.link_paths)
                 else join(join(base, "links"), i)
             )

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from chaoslab import build
 from chaoslab.paths import DOCKER_SRC
-from chaoslab.scenario.fields import Fields, Problems
-from chaoslab.scenario.model import HealthSpec, TargetSpec
+from chaoslab.quote import show
+from chaoslab.scenario.fields import NAME_HINT, NAME_RE, Fields, Problems, join
+from chaoslab.scenario.model import ClusterSpec, HealthSpec, MeshSpec, TargetSpec
 from chaoslab.targets import envoy_config, images
 
 if TYPE_CHECKING:
@@ -103,7 +105,14 @@ class Envoy(Builtin):
     name = "envoy"
 
     def parse(self, fields: Fields, name: str, base: Path) -> TargetSpec:
-        upstream = fields.name("upstream", required=True)
+        xds = fields.name("xds") if fields.has("xds") else ""
+        upstream = fields.name("upstream", required=not xds)
+        if xds and upstream:
+            fields.problems.add(
+                fields.at("xds"),
+                "takes its clusters from a control plane (xds) or proxies to one upstream, not both",
+                "remove upstream: (the control plane's clusters say where requests go)",
+            )
         per_conn = fields.integer("requests_per_connection", 1, low=1, high=100_000)
         bootstrap = ""
         if fields.has("bootstrap"):
@@ -130,16 +139,39 @@ class Envoy(Builtin):
             ports=ports,
             # Envoy's own readiness on its admin port (control traffic, never faulted).
             health=HealthSpec("http", path="/ready", port=envoy_config.ADMIN_PORT),
-            links=(upstream,) if upstream else (),
-            link_paths=("upstream",),
-            files=(("bootstrap", bootstrap or GENERATED),),
+            links=tuple(link for link in (upstream, xds) if link),
+            link_paths=tuple(path for path, link in (("upstream", upstream), ("xds", xds)) if link),
+            files=(("bootstrap", bootstrap or GENERATED), *((("resources", GENERATED),) if xds else ())),
             proxy=True,
             control_ports=(envoy_config.ADMIN_PORT,),
             upstream=upstream or None,
             requests_per_connection=per_conn,
+            xds=xds or None,
+        )
+
+    def complete(self, spec: TargetSpec, targets: Mapping[str, TargetSpec]) -> TargetSpec:
+        """With a control plane, Envoy links to its endpoints too (it sends them requests) and
+        carries what it serves (its resources are written for Envoy's view of them)."""
+        cp = targets.get(spec.xds or "")
+        if cp is None or cp.mesh is None:
+            return spec
+        # an unknown endpoint is the control plane's problem, reported there once
+        more = tuple(e for e in cp.links if e not in spec.links and e in targets)
+        return replace(
+            spec,
+            links=(*spec.links, *more),
+            link_paths=(*spec.link_paths, *(("xds",) * len(more))),
+            mesh=cp.mesh,
         )
 
     def check(self, spec: TargetSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
+        cp = targets.get(spec.xds or "")
+        if cp is not None and cp.mesh is None:
+            problems.add(
+                f"targets.{spec.name}.xds",
+                f"{cp.name} is not an xDS control plane",
+                f"name a target with service: {XdsControl.name}",
+            )
         up = targets.get(spec.upstream or "")
         if up is not None and not {"https", "http"} & set(up.port_map):
             problems.add(
@@ -149,7 +181,16 @@ class Envoy(Builtin):
             )
 
     def generate(self, spec: TargetSpec, file: str, launch: Launch) -> str:
-        assert file == "bootstrap" and spec.upstream is not None, "validated: an envoy target has an upstream"
+        if file == "resources":
+            assert spec.mesh is not None, "completed: an envoy target with xds carries its mesh"
+            resources = envoy_config.mesh_resources(spec.mesh, launch.peers, spec.requests_per_connection)
+            return json.dumps(resources, indent=1)
+        assert file == "bootstrap", "an envoy target generates its bootstrap and resources only"
+        if spec.xds is not None:
+            cp = launch.peers[spec.xds]
+            ads = envoy_config.ads_bootstrap(launch.certs, spec.name, cp.host, cp.ports[XdsControl.XDS])
+            return json.dumps(ads, indent=1)
+        assert spec.upstream is not None, "validated: an envoy target has an upstream or a control plane"
         peer = launch.peers[spec.upstream]
         config = envoy_config.bootstrap(
             launch.certs, peer.host, peer.ports, spec.requests_per_connection, peer.ca, peer.verify
@@ -210,4 +251,145 @@ class CacheApi(Builtin):
         return build.go_service("cache-api")
 
 
-BUILTINS: dict[str, Builtin] = {b.name: b for b in (GoApi(), Envoy(), CacheApi())}
+class XdsControl(Builtin):
+    """chaoslab's xDS control plane, docker/xds-control (go-control-plane): serves the Envoy
+    targets that name it (`xds: NAME`) their clusters, endpoints and route over ADS, withdraws
+    an endpoint that stops answering its checks, takes new resources during a run, and logs
+    when each Envoy received and acknowledged each version (the xds layer)."""
+
+    name = "xds-control"
+    go = True
+    XDS = "grpc-plain"  # the ADS port's protocol: gRPC in the clear
+    PORTS = ((XDS, 18000), ("http", 18001))  # ADS; the control API (control traffic)
+
+    def parse(self, fields: Fields, name: str, base: Path) -> TargetSpec:
+        clusters, link_paths = self._clusters(fields)
+        weights = self._weights(fields, clusters)
+        interval = fields.duration("health_interval", 0.2, positive=False, low=0.05, high=60)
+        failures = fields.integer("health_failures", 2, low=1, high=100)
+        links = tuple(dict.fromkeys(e for c in clusters for e in c.endpoints))
+        paths = tuple(link_paths[link] for link in links)
+        return TargetSpec(
+            name=name,
+            kind="service",
+            service=self.name,
+            argv=(
+                "{bin.xds-control}",
+                "-xds-addr",
+                f"0.0.0.0:{{ports.{self.XDS}}}",
+                "-http-addr",
+                "0.0.0.0:{ports.http}",
+                "-events",
+                f"{{workdir}}/{xds_events_name(name)}",
+                "-health-interval",
+                f"{round(interval * 1000)}ms",
+                "-health-failures",
+                str(failures),
+            ),
+            ports=self.PORTS,
+            health=HealthSpec("http", path="/healthz", port=18001),
+            links=links,
+            link_paths=paths,
+            control_ports=(18001,),
+            mesh=MeshSpec(clusters, weights, interval, failures),
+        )
+
+    @staticmethod
+    def _clusters(fields: Fields) -> tuple[tuple[ClusterSpec, ...], dict[str, str]]:
+        """`clusters: {NAME: [TARGET, ...]}` or `{NAME: {endpoints: [...], port: https}}`."""
+        raw = fields.mapping("clusters", required=True)
+        out: list[ClusterSpec] = []
+        paths: dict[str, str] = {}
+        for cname, value in raw.items():
+            path = join(fields.at("clusters"), cname)
+            if not NAME_RE.match(cname):
+                fields.problems.add(path, f"{show(cname)} is not a valid cluster name", NAME_HINT)
+                continue
+            port = ""
+            if isinstance(value, dict):
+                sub = Fields(value, path, fields.problems)
+                value = sub.sequence("endpoints", required=True)
+                port = sub.choice("port", ("https", "http"), "")
+                sub.finish()
+                path = join(path, "endpoints")
+            if not isinstance(value, list) or not value:
+                fields.problems.add(
+                    path, "expected a list of targets", "give the targets it sends to, e.g. [api-a, api-b]"
+                )
+                continue
+            endpoints: list[str] = []
+            for i, item in enumerate(value):
+                if not isinstance(item, str) or not NAME_RE.match(item):
+                    fields.problems.add(join(path, i), f"{show(item)} is not a target name", NAME_HINT)
+                elif item in endpoints:
+                    fields.problems.add(join(path, i), f"{item} is listed twice")
+                else:
+                    endpoints.append(item)
+                    paths.setdefault(item, join(path, i).removeprefix(fields.path + "."))
+            out.append(ClusterSpec(cname, tuple(endpoints), port))
+        return tuple(out), paths
+
+    @staticmethod
+    def _weights(fields: Fields, clusters: tuple[ClusterSpec, ...]) -> tuple[tuple[str, int], ...]:
+        """`routes: {CLUSTER: WEIGHT, ...}`: how the one route splits requests; default: all to
+        the first cluster."""
+        if not fields.has("routes"):
+            return ((clusters[0].name, 100),) if clusters else ()
+        raw = fields.mapping("routes", required=True)
+        names = {c.name for c in clusters}
+        out: list[tuple[str, int]] = []
+        for cname, weight in raw.items():
+            path = join(fields.at("routes"), cname)
+            if cname not in names:
+                fields.problems.add(
+                    path, f"unknown cluster {show(cname)}", f"clusters are: {', '.join(sorted(names))}"
+                )
+            elif isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 10_000:
+                fields.problems.add(path, f"weight {show(weight)} is not a whole number from 0 to 10000")
+            else:
+                out.append((cname, weight))
+        if raw and out and not any(w for _, w in out):
+            fields.problems.add(fields.at("routes"), "every weight is 0", "give one cluster a weight above 0")
+        return tuple(out)
+
+    def complete(self, spec: TargetSpec, targets: Mapping[str, TargetSpec]) -> TargetSpec:
+        """The Envoys that name it (each one's resources file, written when it launches) and
+        where it checks each endpoint (as it reaches it)."""
+        assert spec.mesh is not None
+        args: list[str] = []
+        for t in targets.values():
+            if t.xds == spec.name:
+                args += ["-node", f"{t.name}={{workdir}}/{t.name}-resources.json"]
+        for cluster in spec.mesh.clusters:
+            for e in cluster.endpoints:
+                ports = targets[e].port_map if e in targets else {}
+                proto = cluster.port or ("https" if "https" in ports else "http")
+                if proto in ports and f"{e}=" not in " ".join(args):
+                    args += ["-check", f"{e}={{targets.{e}.host}}:{{targets.{e}.ports.{proto}}}"]
+        return replace(spec, argv=(*spec.argv, *args))
+
+    def check(self, spec: TargetSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
+        assert spec.mesh is not None
+        for cluster in spec.mesh.clusters:
+            for endpoint in cluster.endpoints:
+                t = targets.get(endpoint)
+                if t is None:
+                    continue  # an unknown target: reported with the links
+                need = (cluster.port,) if cluster.port else ("https", "http")
+                if not set(need) & set(t.port_map):
+                    problems.add(
+                        f"targets.{spec.name}.clusters.{cluster.name}",
+                        f"{endpoint} declares no {' or '.join(need)} port for Envoy to send requests to",
+                        f"give {endpoint} ports: {{{need[0]}: PORT}}",
+                    )
+
+    def binary(self) -> Path:
+        return build.go_service(self.name)
+
+
+def xds_events_name(target: str) -> str:
+    """The file (in the run's work directory) where an xds-control target logs its events."""
+    return f"xds-{target}.jsonl"
+
+
+BUILTINS: dict[str, Builtin] = {b.name: b for b in (GoApi(), Envoy(), CacheApi(), XdsControl())}

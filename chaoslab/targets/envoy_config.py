@@ -8,12 +8,22 @@ sees a fresh TLS handshake (1: every request); session resumption is off
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from chaoslab.scenario.model import MeshSpec
 from chaoslab.targets.certs import Certs
 
+if TYPE_CHECKING:
+    from chaoslab.targets.services import Peer
+
 API = "type.googleapis.com/envoy.extensions"
+CONFIG = "type.googleapis.com/envoy.config"
+# Resources from the aggregated stream (ADS) of the control plane, xDS v3.
+ADS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
+XDS_CLUSTER = "xds"  # the static cluster of the control plane
+WEB_ROUTE = "web"  # the route configuration the https and http listeners take from it
 
 # Listener ports by load protocol. https and http go to the upstream's HTTPS port over
 # HTTP/1.1; grpc (TLS, HTTP/2 by ALPN) goes to the upstream's gRPC port over HTTP/2.
@@ -25,25 +35,31 @@ def _address(ip: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": ip, "port_value": port}}
 
 
-def _listener(protocol: str, certs: Certs, cluster: str) -> dict[str, Any]:
+def _route_config(route: dict[str, Any], name: str = "") -> dict[str, Any]:
+    """One virtual host for every domain, one route (`route`: where it sends requests)."""
+    config: dict[str, Any] = {
+        "virtual_hosts": [
+            {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": route}]}
+        ]
+    }
+    return {"name": name, **config} if name else config
+
+
+def _listener(protocol: str, certs: Certs, cluster: str = "", rds: str = "") -> dict[str, Any]:
+    """A listener routing to `cluster`, or to the route configuration `rds` from the control plane."""
     router = {
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": f"{API}.filters.http.router.v3.Router"},
     }
-    hcm = {
+    hcm: dict[str, Any] = {
         "@type": f"{API}.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": protocol,
         "http_filters": [router],
-        "route_config": {
-            "virtual_hosts": [
-                {
-                    "name": "all",
-                    "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
-                }
-            ]
-        },
     }
+    if rds:
+        hcm["rds"] = {"route_config_name": rds, "config_source": ADS_SOURCE}
+    else:
+        hcm["route_config"] = _route_config({"cluster": cluster})
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
     }
@@ -76,12 +92,24 @@ def _cluster(
     name: str, ca: Path | None, ip: str, port: int, http2: bool, requests_per_connection: int, tls: bool
 ) -> dict[str, Any]:
     """A cluster of one endpoint; `tls`: the upstream speaks TLS (verified with `ca`, if any)."""
+    cluster = _upstream(name, ca, http2, requests_per_connection, tls)
+    cluster["type"] = "STATIC"
+    cluster["load_assignment"] = {
+        "cluster_name": name,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(ip, port)}}]}],
+    }
+    return cluster
+
+
+def _upstream(
+    name: str, ca: Path | None, http2: bool, requests_per_connection: int, tls: bool
+) -> dict[str, Any]:
+    """A cluster's connection settings, without where its endpoints come from."""
     context: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": str(ca)}}} if ca else {}
     if http2:
         context["alpn_protocols"] = ["h2"]
-    cluster = {
+    cluster: dict[str, Any] = {
         "name": name,
-        "type": "STATIC",
         "connect_timeout": "5s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -91,10 +119,6 @@ def _cluster(
                     {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
                 ),
             }
-        },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(ip, port)}}]}],
         },
     }
     if tls:
@@ -143,3 +167,75 @@ def bootstrap(
         "admin": {"address": _address("0.0.0.0", ADMIN_PORT)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
     }
+
+
+def ads_bootstrap(certs: Certs, node: str, control_ip: str, control_port: int) -> dict[str, Any]:
+    """Envoy as node `node` of an xDS control plane: its https and http listeners are fixed
+    here (they hold this run's certificate files), their route and every cluster and
+    endpoint come over one delta ADS stream (gRPC, HTTP/2 in the clear) from the control
+    plane at `control_ip:control_port`."""
+    xds = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": f"{API}.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(control_ip, control_port)}}]}],
+        },
+    }
+    listeners = [_listener(p, certs, rds=WEB_ROUTE) for p in ("https", "http")]
+    return {
+        "node": {"id": node, "cluster": "chaoslab"},
+        "admin": {"address": _address("0.0.0.0", ADMIN_PORT)},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": ADS_SOURCE,
+        },
+        "static_resources": {"listeners": listeners, "clusters": [xds]},
+    }
+
+
+def mesh_resources(mesh: MeshSpec, peers: Mapping[str, Peer], requests_per_connection: int) -> dict[str, Any]:
+    """What the control plane serves one Envoy, as that Envoy reaches the endpoints (`peers`):
+    each cluster (EDS) with its endpoints, each endpoint's hostname its target's name (the
+    control plane withdraws it by that name), and the route every listener takes."""
+    resources: list[dict[str, Any]] = []
+    for c in mesh.clusters:
+        reached = [peers[e] for e in c.endpoints]
+        proto = c.port or ("https" if all("https" in p.ports for p in reached) else "http")
+        verified = all(p.verify for p in reached)
+        ca = reached[0].ca if reached and verified else None
+        cluster = _upstream(c.name, ca, False, requests_per_connection, proto == "https")
+        cluster["type"] = "EDS"
+        cluster["eds_cluster_config"] = {"eds_config": ADS_SOURCE}
+        resources.append({"@type": f"{CONFIG}.cluster.v3.Cluster", **cluster})
+        lb = [
+            {"endpoint": {"address": _address(p.host, p.ports[proto]), "hostname": e}}
+            for e, p in zip(c.endpoints, reached, strict=True)
+        ]
+        resources.append(
+            {
+                "@type": f"{CONFIG}.endpoint.v3.ClusterLoadAssignment",
+                "cluster_name": c.name,
+                "endpoints": [{"lb_endpoints": lb}],
+            }
+        )
+    weighted = [(name, w) for name, w in mesh.weights if w > 0]
+    route: dict[str, Any] = (
+        {"cluster": weighted[0][0]}
+        if len(weighted) == 1
+        else {"weighted_clusters": {"clusters": [{"name": n, "weight": w} for n, w in weighted]}}
+    )
+    resources.append({"@type": f"{CONFIG}.route.v3.RouteConfiguration", **_route_config(route, WEB_ROUTE)})
+    return {"resources": resources}

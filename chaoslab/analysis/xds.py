@@ -1,0 +1,90 @@
+"""The xds layer: how each config version travelled from a control plane to each Envoy.
+
+An xds-control target logs every event as a JSON line (docker/xds-control): a version set
+for a node (its snapshot), each response sent on a node's stream, and each ACK or NACK of
+it. A version's sync time is from its snapshot to the last ACK of the types it changed,
+the time until that Envoy runs the new config; a NACK, or a type never acknowledged,
+leaves it unsynced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from chaoslab.report.model import PhaseRecord, XdsAck, XdsVersion
+
+MAX_LINES = 200_000  # a run's event log is read up to this many lines
+
+
+def read_events(path: Path) -> list[dict[str, object]]:
+    """The events of one control plane (what could be read: a killed one may end mid-line)."""
+    out: list[dict[str, object]] = []
+    try:
+        with path.open() as fh:
+            for i, line in enumerate(fh):
+                if i >= MAX_LINES:
+                    break
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and isinstance(event.get("ns"), int):
+                    out.append(event)
+    except OSError:
+        return []
+    return out
+
+
+def versions(
+    control: str, events: Iterable[dict[str, object]], phases: Sequence[PhaseRecord]
+) -> list[XdsVersion]:
+    """Each version a control plane set for a node, with its responses' ACKs."""
+    out: dict[tuple[str, str], XdsVersion] = {}
+    snapshot_ns: dict[tuple[str, str], int] = {}
+    sent: dict[tuple[str, str, str], int] = {}  # (node, version, type) -> when sent
+    for e in events:
+        kind, node, version = e.get("event"), str(e.get("node", "")), str(e.get("version", ""))
+        ns = int(e["ns"])  # type: ignore[call-overload]
+        key = (node, version)
+        if kind == "version":
+            changed = e.get("changed")
+            snapshot_ns[key] = ns
+            out[key] = XdsVersion(
+                control=control,
+                node=node,
+                version=version,
+                at=ns / 1e9,
+                phase=_phase(ns / 1e9, phases),
+                why=str(e.get("why", "")),
+                changed=[str(c) for c in changed] if isinstance(changed, list) else [],
+            )
+        elif kind == "sent" and key in out:
+            sent.setdefault((node, version, str(e.get("type", ""))), ns)
+        elif kind in ("ack", "nack") and key in out:
+            typ = str(e.get("type", ""))
+            v = out[key]
+            if any(a.type == typ for a in v.acks):
+                continue  # the first answer counts (a reconnect answers again)
+            base = snapshot_ns[key]
+            v.acks.append(
+                XdsAck(
+                    type=typ,
+                    sent_ms=round((sent.get((node, version, typ), ns) - base) / 1e6, 3),
+                    ack_ms=round((ns - base) / 1e6, 3) if kind == "ack" else None,
+                    error=str(e.get("error", "")) if kind == "nack" else "",
+                )
+            )
+    for v in out.values():
+        answered = {a.type: a for a in v.acks}
+        if v.changed and all(t in answered and answered[t].ack_ms is not None for t in v.changed):
+            v.sync_ms = max(answered[t].ack_ms or 0.0 for t in v.changed)
+    return sorted(out.values(), key=lambda v: (v.at, v.node))
+
+
+def _phase(at: float, phases: Sequence[PhaseRecord]) -> str:
+    for p in phases:
+        if p.start - p.settle_s <= at < p.end:
+            return p.name
+    return ""

@@ -1,0 +1,208 @@
+"""The mesh: chaoslab's xDS control plane (docker/xds-control, go-control-plane) serving Envoy
+its clusters, endpoints and route over delta ADS, withdrawing a killed instance, and the xds
+layer timing each version from its snapshot to Envoy's ACK.
+
+Validation first (no privileges), then one short failover run per runtime (real Envoy, real
+control plane, two go-api instances, one killed and kept down), read by several tests.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+
+import pytest
+
+from chaoslab.scenario import parse_scenario
+from chaoslab.scenario.loader import ScenarioError
+from chaoslab.targets import envoy_config
+from chaoslab.targets.certs import Certs
+from chaoslab.targets.services import Peer
+from tests.conftest import ScenarioRun
+
+MESH = """
+name: t
+targets:
+  api-a: {service: go-api}
+  api-b: {service: go-api}
+  mesh: {service: xds-control, clusters: {api: [api-a, api-b]}}
+  edge: {service: envoy, xds: mesh}
+load: {target: edge, path: /, rate: 5/s}
+phases:
+  - {name: baseline, duration: 5s}
+  - {name: fault, duration: 5s, faults: [{kind: process, target: api-b, action: kill, restart: false}]}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(textwrap.dedent(text))
+    return [p.render() for p in info.value.problems]
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+def test_an_envoy_with_a_control_plane_links_to_its_endpoints_and_the_plane_to_every_envoy() -> None:
+    s = parse_scenario(MESH)
+    edge, mesh = s.targets["edge"], s.targets["mesh"]
+    assert edge.links == ("mesh", "api-a", "api-b")  # it starts after them and reaches them
+    assert [n for n, _ in edge.files] == ["bootstrap", "resources"]
+    assert mesh.links == ("api-a", "api-b")
+    argv = " ".join(mesh.argv)
+    assert "-node edge={workdir}/edge-resources.json" in argv
+    assert "-check api-a={targets.api-a.host}:{targets.api-a.ports.https}" in argv
+    assert "-health-interval 200ms" in argv
+    assert mesh.control_ports == (18001,)  # the control API is never faulted; ADS (18000) can be
+
+
+def test_what_the_control_plane_serves_is_envoy_json_with_each_endpoint_named(tmp_path) -> None:
+    s = parse_scenario(
+        MESH.replace(
+            "clusters: {api: [api-a, api-b]}",
+            "clusters: {api: [api-a], b: [api-b]}, routes: {api: 90, b: 10}",
+        )
+    )
+    mesh = s.targets["edge"].mesh
+    assert mesh is not None
+    certs = Certs(tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem")
+    peers = {
+        "api-a": Peer("10.0.0.2", {"https": 8443, "http": 8080}, certs.ca),
+        "api-b": Peer("10.0.0.6", {"http": 8080}, None, verify=False),
+    }
+    doc = envoy_config.mesh_resources(mesh, peers, 1)
+    by_type: dict[str, list[dict]] = {}
+    for r in doc["resources"]:
+        by_type.setdefault(r["@type"].rsplit(".", 1)[1], []).append(r)
+    clusters = {c["name"]: c for c in by_type["Cluster"]}
+    assert clusters["api"]["type"] == "EDS" and "transport_socket" in clusters["api"]
+    assert "transport_socket" not in clusters["b"]  # api-b has no https port: plain HTTP
+    lb = {c["cluster_name"]: c["endpoints"][0]["lb_endpoints"] for c in by_type["ClusterLoadAssignment"]}
+    assert lb["api"] == [
+        {
+            "endpoint": {
+                "address": {"socket_address": {"address": "10.0.0.2", "port_value": 8443}},
+                "hostname": "api-a",
+            }
+        }
+    ]
+    assert lb["b"][0]["endpoint"]["address"]["socket_address"]["port_value"] == 8080
+    [route] = by_type["RouteConfiguration"]
+    assert route["name"] == envoy_config.WEB_ROUTE
+    weighted = route["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"]["clusters"]
+    assert weighted == [{"name": "api", "weight": 90}, {"name": "b", "weight": 10}]
+    boot = envoy_config.ads_bootstrap(certs, "edge", "10.0.0.10", 18000)
+    assert boot["node"]["id"] == "edge"
+    assert boot["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["rds"]["route_config_name"] == envoy_config.WEB_ROUTE
+    json.dumps(boot)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("xds: mesh", "xds: api-a"), "targets.edge.xds: api-a is not an xDS control plane"),
+        (
+            ("xds: mesh", "xds: mesh, upstream: api-a"),
+            "targets.edge.xds: takes its clusters from a control plane",
+        ),
+        (("xds: mesh", "xds: nowhere"), "targets.edge.xds: unknown target 'nowhere'"),
+        (("[api-a, api-b]", "[api-a, api-c]"), "targets.mesh.clusters.api[1]: unknown target 'api-c'"),
+        (("[api-a, api-b]", "[api-a, api-a]"), "targets.mesh.clusters.api[1]: api-a is listed twice"),
+        (("[api-a, api-b]", "[]"), "targets.mesh.clusters.api: expected a list of targets"),
+        (
+            ("{api: [api-a, api-b]}", "{api: [api-a, api-b]}, routes: {web: 1}"),
+            "targets.mesh.routes.web: unknown cluster 'web'",
+        ),
+        (
+            ("{api: [api-a, api-b]}", "{api: [api-a, api-b]}, routes: {api: -1}"),
+            "targets.mesh.routes.api: weight -1",
+        ),
+        (
+            ("{api: [api-a, api-b]}", "{api: [api-a, api-b]}, routes: {api: 0}"),
+            "targets.mesh.routes: every weight is 0",
+        ),
+        (
+            ("{api: [api-a, api-b]}", "{api: [api-a, api-b]}, health_interval: 1ms"),
+            "targets.mesh.health_interval: must be at least",
+        ),
+        (
+            ("{api: [api-a, api-b]}", "{api: {endpoints: [api-a], port: grpc}}"),
+            "targets.mesh.clusters.api.port",
+        ),
+        (
+            ("{service: xds-control, clusters: {api: [api-a, api-b]}}", "{service: xds-control}"),
+            "targets.mesh.clusters: is required",
+        ),
+        (("phases:", "expect: [{phase: fault, xds_sync_below: 0}]\nphases:"), "expect[0].xds_sync_below"),
+    ],
+)
+def test_bad_mesh_input_is_named_by_its_path(change: tuple[str, str], expected: str) -> None:
+    found = problems(MESH.replace(*change))
+    assert any(expected in p for p in found), found
+
+
+def test_an_endpoint_envoy_cannot_send_requests_to_is_refused() -> None:
+    text = MESH.replace("api-b: {service: go-api}", "api-b: {program: [/bin/true], ports: {tcp: 6379}}")
+    found = problems(text)
+    assert any("targets.mesh.clusters.api: api-b declares no https or http port" in p for p in found), found
+
+
+def test_a_sync_expectation_needs_a_control_plane() -> None:
+    text = (
+        "name: t\ntargets: {api: {service: go-api}}\nload: {target: api, path: /, rate: 5/s}\n"
+        "phases: [{name: b, duration: 5s}, {name: c, duration: 5s}]\n"
+        "expect: [{phase: c, xds_sync_below: 50ms}]\n"
+    )
+    found = problems(text)
+    assert any("expect[0].xds_sync_below: no target is an xDS control plane" in p for p in found), found
+
+
+# -- real runs -------------------------------------------------------------------------
+
+
+def _failover_checks(run: ScenarioRun) -> None:
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    report = run.report
+    rows = report["xds"]
+    assert {(v["control"], v["node"]) for v in rows} == {("mesh", "edge")}
+    by_why = {v["why"]: v for v in rows}
+    # the kill: the control plane's checks withdraw api-b in the kill phase, Envoy ACKs it
+    down = by_why["health: api-b down"]
+    assert down["phase"] == "kill-b" and down["changed"] == ["endpoints"]
+    assert down["sync_ms"] is not None and 0 < down["sync_ms"] < 50
+    [ack] = down["acks"]
+    assert ack["type"] == "endpoints" and ack["ack_ms"] == down["sync_ms"] and ack["sent_ms"] <= ack["ack_ms"]
+    kill = report["phases"][1]["faults"][0]
+    assert kill["observed"] and "kept down" in kill["detail"]
+    start = report["phases"][1]["start"] - report["phases"][1]["settle_s"]  # the kill began here
+    # withdrawn within a few of its 100 ms checks of the kill (two failures in a row)
+    assert 0 < down["at"] - start < 1.5, (down["at"], start)
+    # api-b back on revert: served again in the recovery phase
+    up = by_why["health: api-b up"]
+    assert up["phase"] == "recovery" and up["sync_ms"] is not None
+    # a dead instance is not a dead service: Envoy served from api-a, nothing is INVALID
+    [verdict] = report["verdicts"]
+    assert verdict["status"] in ("no-change", "absorbed"), verdict
+    assert [e["held"] for e in report["expectations"]] == [True, True]
+    assert "xds mesh -> edge: 3 versions" in run.stdout
+    # the events are on disk, one JSON line each, the ACK after its response
+    lines = [json.loads(x) for x in (run.out / "work" / "xds-mesh.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in lines]
+    assert kinds.count("version") == 3 and "nack" not in kinds
+
+
+@pytest.mark.usefixtures("clean_machine")
+def test_a_killed_instance_is_withdrawn_and_the_sync_is_timed(
+    scenario_run: Callable[..., ScenarioRun],
+) -> None:
+    _failover_checks(scenario_run("xds_failover"))
+
+
+@pytest.mark.usefixtures("clean_machine", "docker_engine")
+def test_the_same_failover_on_the_docker_runtime(scenario_run: Callable[..., ScenarioRun]) -> None:
+    run = scenario_run("xds_failover", "docker")
+    _failover_checks(run)
+    assert run.report["runtime"] == "docker"
