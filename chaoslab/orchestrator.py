@@ -35,7 +35,15 @@ from chaoslab.probes import PROBES, ProbeSet
 from chaoslab.probes.choose import choose
 from chaoslab.probes.cost import trap_cost
 from chaoslab.probes.set import Lost, Snapshot
-from chaoslab.report.model import AbortRecord, FaultRecord, ObserverCost, PhaseRecord, Report, Unmeasured
+from chaoslab.report.model import (
+    AbortRecord,
+    ChangeRecord,
+    FaultRecord,
+    ObserverCost,
+    PhaseRecord,
+    Report,
+    Unmeasured,
+)
 from chaoslab.runloop import VERIFY_LEASE, ActiveFaults, RunWatch
 from chaoslab.safety import locks
 from chaoslab.safety.stop import STOP_BOUND, Abort, StopConditions, Trip
@@ -44,6 +52,7 @@ from chaoslab.safety.watchdog import UNDO_ALLOWANCE
 from chaoslab.scenario.model import PhaseSpec, ProbeBudget, Scenario
 from chaoslab.signals import SignalState
 from chaoslab.targets.builtins import xds_events_name
+from chaoslab.targets.mesh import Meshes
 from chaoslab.targets.runtimes import runtime_for
 
 VERIFY_LEAD = 0.5  # seconds before a fault phase's end at which its faults are verified
@@ -56,6 +65,7 @@ class PhaseRun:
     end: float = 0.0
     scheduled: float = 0.0  # its start in the scenario's schedule
     faults: list[tuple[Fault, Verification]] = field(default_factory=list)
+    changes: list[ChangeRecord] = field(default_factory=list)
     snap: Snapshot = field(default_factory=dict)
     aborted: bool = False
 
@@ -122,7 +132,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         if stops.active:
             ctx.say(f"stop conditions: {'; '.join(scenario.abort.describe())}")
         watch = RunWatch(targets, probes, stops, switch, lambda: load.records, ctx.say)
-        phases, abort = _run_phases(ctx, t0, faults, watch, live, signals, load)
+        phases, abort = _run_phases(ctx, t0, faults, watch, live, signals, load, Meshes(targets))
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
         observer = Observer(
@@ -147,6 +157,7 @@ def _run_phases(
     live: LiveView,
     signals: SignalState,
     load: LoadRunner,
+    meshes: Meshes,
 ) -> tuple[list[PhaseRun], AbortRecord | None]:
     runs: list[PhaseRun] = []
     offset = 0.0
@@ -162,6 +173,8 @@ def _run_phases(
         tripped: tuple[Trip, dict[str, float]] | None = None
         with ExitStack() as phase_stack:
             phase_stack.callback(active.revert_all)
+            if spec.changes:
+                phase_stack.callback(_restore_meshes, ctx, meshes)
             try:
                 watch.wait_until(start)
                 for fault in [faults[id(f)] for f in spec.faults]:
@@ -175,6 +188,14 @@ def _run_phases(
                 )
                 before = probes.snapshot()
                 live.phase(spec.name, start, spec.duration, [f.describe() for f in active.faults])
+                for change in sorted(spec.changes, key=lambda c: c.at):
+                    watch.wait_until(start + change.at, live)
+                    made = meshes.apply(change, start)
+                    run.changes.append(made)
+                    ctx.say(
+                        f"change at {made.target}: {made.what}: "
+                        + (made.error or ", ".join(f"{n} version {v}" for n, v in made.versions.items()))
+                    )
                 # Verify while the fault is still on, shortly before the phase ends, so that the
                 # revert lands on the phase boundary rather than a verification's length into the
                 # next phase (a network check takes several delayed handshakes).
@@ -228,6 +249,11 @@ def _run_phases(
     return runs, None
 
 
+def _restore_meshes(ctx: RunContext, meshes: Meshes) -> None:
+    for problem in meshes.restore():
+        ctx.say(f"warning: the config a phase changed was not restored: {problem}")
+
+
 def _abort_record(ctx: RunContext, trip: Trip, phase: str, reverted: dict[str, float]) -> AbortRecord:
     """The trip with its measured revert time: chaoslab's own (trip to the last revert) for a stop
     condition; the watchdog's (last heartbeat, or the fault's deadline, to its last revert) for
@@ -275,6 +301,7 @@ def _phase_record(r: PhaseRun) -> PhaseRecord:
         ],
         settle_s=round(r.start - r.scheduled, 3),
         aborted=r.aborted,
+        changes=r.changes,
     )
 
 

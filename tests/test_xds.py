@@ -137,6 +137,27 @@ def test_what_the_control_plane_serves_is_envoy_json_with_each_endpoint_named(tm
             "targets.mesh.clusters: is required",
         ),
         (("phases:", "expect: [{phase: fault, xds_sync_below: 0}]\nphases:"), "expect[0].xds_sync_below"),
+        (
+            (", faults:", ", changes: [{at: 5s, target: mesh, routes: {api: 1}}], faults:"),
+            "phases[1].changes[0].at: 5s is not inside its phase",
+        ),
+        (
+            (", faults:", ", changes: [{target: api-a, routes: {api: 1}}], faults:"),
+            "phases[1].changes[0].target: api-a is not an xDS control plane",
+        ),
+        (
+            (", faults:", ", changes: [{target: mesh, clusters: {web: [api-a]}}], faults:"),
+            "phases[1].changes[0].clusters.web: mesh serves no cluster 'web'",
+        ),
+        (
+            (", faults:", ", changes: [{target: mesh, clusters: {api: [edge]}}], faults:"),
+            "phases[1].changes[0].clusters.api: edge is not among the targets mesh serves",
+        ),
+        (
+            (", faults:", ", changes: [{target: mesh, routes: {web: 1}}], faults:"),
+            "phases[1].changes[0].routes.web: unknown cluster",
+        ),
+        ((", faults:", ", changes: [{target: mesh}], faults:"), "phases[1].changes[0]: changes nothing"),
     ],
 )
 def test_bad_mesh_input_is_named_by_its_path(change: tuple[str, str], expected: str) -> None:
@@ -186,12 +207,27 @@ def _failover_checks(run: ScenarioRun) -> None:
     # a dead instance is not a dead service: Envoy served from api-a, nothing is INVALID
     [verdict] = report["verdicts"]
     assert verdict["status"] in ("no-change", "absorbed"), verdict
-    assert [e["held"] for e in report["expectations"]] == [True, True]
-    assert "xds mesh -> edge: 3 versions" in run.stdout
+    assert [e["held"] for e in report["expectations"]] == [True, True, True]
+    # the config change: api-b drained one second into its phase, given back at its end
+    drain = report["phases"][3]
+    [change] = drain["changes"]
+    assert change["target"] == "mesh" and change["what"] == "api -> [api-a]" and not change["error"]
+    moved = next(v for v in rows if v["version"] == change["versions"]["edge"])
+    assert moved["why"] == "change: api -> [api-a]" and moved["phase"] == "drain-b"
+    assert moved["sync_ms"] is not None and moved["sync_ms"] < 50
+    assert any(v["why"].startswith("restore") and v["sync_ms"] is not None for v in rows)
+    app = {
+        (r["phase"], r["target"]): r["count"]
+        for r in report["layers"]
+        if r["layer"] == "app" and not r["metric"]
+    }
+    # api-b served half of the baseline's requests, and in the drained phase only its first second's
+    assert app[("drain-b", "api-b")] < 0.5 * app[("baseline", "api-b")], app
+    assert "xds mesh -> edge: 5 versions" in run.stdout
     # the events are on disk, one JSON line each, the ACK after its response
     lines = [json.loads(x) for x in (run.out / "work" / "xds-mesh.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in lines]
-    assert kinds.count("version") == 3 and "nack" not in kinds
+    assert kinds.count("version") == 5 and "nack" not in kinds
 
 
 @pytest.mark.usefixtures("clean_machine")

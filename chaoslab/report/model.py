@@ -26,6 +26,17 @@ class FaultRecord:
     layer: str = ""  # the layer the fault declares its effect must show in
 
 
+@dataclass
+class ChangeRecord:
+    """A config change made during a phase, and the version each Envoy was given for it."""
+
+    at: float  # seconds into the phase
+    target: str  # the control plane
+    what: str
+    versions: dict[str, str] = field(default_factory=dict)  # Envoy -> version
+    error: str = ""  # the control plane did not take it
+
+
 @dataclass(frozen=True)
 class PhaseRecord:
     name: str
@@ -36,6 +47,7 @@ class PhaseRecord:
     # previous phase's (requests due then belong to no phase)
     settle_s: float = 0.0
     aborted: bool = False  # cut short by a stop condition or the dead man's switch (see Report.abort)
+    changes: list[ChangeRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

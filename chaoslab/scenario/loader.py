@@ -13,6 +13,7 @@ from chaoslab.scenario.load import check_stages, parse_load
 from chaoslab.scenario.model import (
     RUNTIMES,
     CauseRef,
+    ChangeSpec,
     Expectation,
     FaultSpec,
     PhaseSpec,
@@ -182,9 +183,12 @@ class _Reader:
                         FAULT_KINDS[kind].check(spec, targets, self.problems)
                     faults.append(spec)
                 ff.finish()
+            changes = self._changes(f, duration, targets)
             f.finish()
             _check_overlaps(faults, self.problems)
-            out.append(PhaseSpec(name, duration, tuple(faults), compare or bool(faults)))
+            out.append(
+                PhaseSpec(name, duration, tuple(faults), changes=changes, compare=compare or bool(faults))
+            )
         names = [p.name for p in out if p.name]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             self.problems.add(
@@ -196,6 +200,40 @@ class _Reader:
                 "the first phase is the baseline: it can have no faults and no 'compare'",
                 "add a phase without faults before the first fault phase",
             )
+        return tuple(out)
+
+    def _changes(self, f: Fields, duration: float, targets: dict[str, TargetSpec]) -> tuple[ChangeSpec, ...]:
+        """A phase's config changes (`changes:`): each at a time inside the phase, at an xDS
+        control plane, naming what it serves."""
+        from chaoslab.targets.builtins import BUILTINS, XdsControl
+
+        out: list[ChangeSpec] = []
+        items = f.sequence("changes")
+        if len(items) > MAX_FAULTS:
+            self.problems.add(f.at("changes"), f"at most {MAX_FAULTS} changes per phase, got {len(items)}")
+        for j, raw in enumerate(items[:MAX_FAULTS]):
+            cf = Fields(raw, join(f.at("changes"), j), self.problems)
+            at = cf.duration("at", 0.0, positive=False)
+            if duration and at >= duration:
+                self.problems.add(
+                    cf.at("at"),
+                    f"{at:g}s is not inside its phase ({duration:g}s long)",
+                    "give a time from 0 to less than the phase's duration",
+                )
+            target = cf.name("target", required=True)
+            spec = targets.get(target)
+            if target and spec is None:
+                self.problems.add(cf.at("target"), f"unknown target {show(target)}", known(targets))
+            elif spec is not None and spec.mesh is None:
+                self.problems.add(
+                    cf.at("target"),
+                    f"{target} is not an xDS control plane: only one changes config during a run",
+                    f"name a target with service: {XdsControl.name}",
+                )
+            plane = BUILTINS[XdsControl.name]
+            assert isinstance(plane, XdsControl)
+            out.append(plane.parse_change(cf, at, target, spec.mesh if spec else None))
+            cf.finish()
         return tuple(out)
 
     def expectations(

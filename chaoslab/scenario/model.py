@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -100,6 +100,9 @@ class MeshSpec:
 
     clusters: tuple[ClusterSpec, ...]
     weights: tuple[tuple[str, int], ...]  # (cluster, weight) of the one route every listener takes
+    # targets it checks and Envoy can reach that no cluster has at start (a config change can
+    # put them in one)
+    standby: tuple[str, ...] = ()
     health_interval: float = 0.2  # seconds between endpoint checks; 0: none
     health_failures: int = 2  # failed checks in a row that withdraw an endpoint
 
@@ -278,10 +281,36 @@ class FaultSpec:
 
 
 @dataclass(frozen=True)
+class ChangeSpec:
+    """A config change an xDS control plane makes during a phase (`changes:`), undone at its end:
+    some clusters' endpoints replaced, the route's weights replaced."""
+
+    at: float  # seconds into the phase
+    target: str  # the xds-control target
+    path: str
+    clusters: tuple[ClusterSpec, ...] = ()  # each replaces the cluster of its name
+    weights: tuple[tuple[str, int], ...] | None = None
+
+    def apply(self, mesh: MeshSpec) -> MeshSpec:
+        new = {c.name: c for c in self.clusters}
+        clusters = tuple(new.get(c.name, c) for c in mesh.clusters)
+        return replace(
+            mesh, clusters=clusters, weights=mesh.weights if self.weights is None else self.weights
+        )
+
+    def describe(self) -> str:
+        parts = [f"{c.name} -> [{', '.join(c.endpoints)}]" for c in self.clusters]
+        if self.weights is not None:
+            parts.append("weights " + ", ".join(f"{n} {w}" for n, w in self.weights))
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
 class PhaseSpec:
     name: str
     duration: float
     faults: tuple[FaultSpec, ...] = ()
+    changes: tuple[ChangeSpec, ...] = ()
     # Compare this phase against the baseline and give it a verdict (fault phases always
     # are; a fault-free phase with `compare: true` is a control).
     compare: bool = False

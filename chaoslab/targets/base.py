@@ -16,7 +16,7 @@ from chaoslab.gobinary import GoBinary, go_binary
 from chaoslab.scenario.model import TargetSpec
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.netns import Link
-from chaoslab.targets.services import Service
+from chaoslab.targets.services import Launch, Service
 
 # The peer name of a target's link to the host, where chaoslab and the load generator run.
 HOST = "host"
@@ -93,6 +93,9 @@ class RunningTarget:
     attached: bool = False
     # The CA the load and health checks verify its certificate with (None: not verified).
     ca: Path | None = None
+    # Where it was launched (its linked targets as it reaches them): what its config files
+    # were written for, and are written for again when a run changes them.
+    launch: Launch | None = None
 
     @property
     def name(self) -> str:

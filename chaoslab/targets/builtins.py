@@ -19,7 +19,7 @@ from chaoslab import build
 from chaoslab.paths import DOCKER_SRC
 from chaoslab.quote import show
 from chaoslab.scenario.fields import NAME_HINT, NAME_RE, Fields, Problems, join
-from chaoslab.scenario.model import ClusterSpec, HealthSpec, MeshSpec, TargetSpec
+from chaoslab.scenario.model import ChangeSpec, ClusterSpec, HealthSpec, MeshSpec, TargetSpec
 from chaoslab.targets import envoy_config, images
 
 if TYPE_CHECKING:
@@ -264,10 +264,11 @@ class XdsControl(Builtin):
 
     def parse(self, fields: Fields, name: str, base: Path) -> TargetSpec:
         clusters, link_paths = self._clusters(fields)
-        weights = self._weights(fields, clusters)
+        weights = self._weights(fields, [c.name for c in clusters])
+        standby = self._targets(fields, "standby", link_paths) if fields.has("standby") else ()
         interval = fields.duration("health_interval", 0.2, positive=False, low=0.05, high=60)
         failures = fields.integer("health_failures", 2, low=1, high=100)
-        links = tuple(dict.fromkeys(e for c in clusters for e in c.endpoints))
+        links = tuple(dict.fromkeys([*(e for c in clusters for e in c.endpoints), *standby]))
         paths = tuple(link_paths[link] for link in links)
         return TargetSpec(
             name=name,
@@ -291,11 +292,45 @@ class XdsControl(Builtin):
             links=links,
             link_paths=paths,
             control_ports=(18001,),
-            mesh=MeshSpec(clusters, weights, interval, failures),
+            mesh=MeshSpec(
+                clusters, weights, standby=standby, health_interval=interval, health_failures=failures
+            ),
         )
 
-    @staticmethod
-    def _clusters(fields: Fields) -> tuple[tuple[ClusterSpec, ...], dict[str, str]]:
+    def parse_change(self, fields: Fields, at: float, target: str, mesh: MeshSpec | None) -> ChangeSpec:
+        """A phase's config change at this control plane: `clusters:` (each named one's endpoints
+        replaced, among the targets it serves) and `routes:` (the weights replaced)."""
+        clusters: tuple[ClusterSpec, ...] = ()
+        weights = None
+        known = [c.name for c in mesh.clusters] if mesh else []
+        served = {e for c in mesh.clusters for e in c.endpoints} | set(mesh.standby) if mesh else set()
+        if fields.has("clusters"):
+            clusters, _ = self._clusters(fields, allow_empty=True)
+            for c in clusters:
+                at_path = join(fields.at("clusters"), c.name)
+                if mesh and c.name not in known:
+                    fields.problems.add(
+                        at_path,
+                        f"{target} serves no cluster {show(c.name)}",
+                        f"clusters are: {', '.join(known)}",
+                    )
+                for e in c.endpoints:
+                    if mesh and e not in served:
+                        fields.problems.add(
+                            at_path,
+                            f"{e} is not among the targets {target} serves from the start",
+                            f"list it in targets.{target}.standby: a change moves the endpoints it can reach",
+                        )
+        if fields.has("routes"):
+            weights = self._weights(fields, known)
+        if fields.ok and not clusters and weights is None:
+            fields.problems.add(fields.path, "changes nothing", "give clusters: or routes:")
+        return ChangeSpec(at, target, fields.path, clusters, weights)
+
+    @classmethod
+    def _clusters(
+        cls, fields: Fields, allow_empty: bool = False
+    ) -> tuple[tuple[ClusterSpec, ...], dict[str, str]]:
         """`clusters: {NAME: [TARGET, ...]}` or `{NAME: {endpoints: [...], port: https}}`."""
         raw = fields.mapping("clusters", required=True)
         out: list[ClusterSpec] = []
@@ -312,37 +347,47 @@ class XdsControl(Builtin):
                 port = sub.choice("port", ("https", "http"), "")
                 sub.finish()
                 path = join(path, "endpoints")
-            if not isinstance(value, list) or not value:
+            if not isinstance(value, list) or not (value or allow_empty):
                 fields.problems.add(
                     path, "expected a list of targets", "give the targets it sends to, e.g. [api-a, api-b]"
                 )
                 continue
-            endpoints: list[str] = []
-            for i, item in enumerate(value):
-                if not isinstance(item, str) or not NAME_RE.match(item):
-                    fields.problems.add(join(path, i), f"{show(item)} is not a target name", NAME_HINT)
-                elif item in endpoints:
-                    fields.problems.add(join(path, i), f"{item} is listed twice")
-                else:
-                    endpoints.append(item)
-                    paths.setdefault(item, join(path, i).removeprefix(fields.path + "."))
-            out.append(ClusterSpec(cname, tuple(endpoints), port))
+            endpoints = cls._names(value, path, fields, paths)
+            out.append(ClusterSpec(cname, endpoints, port))
         return tuple(out), paths
 
+    @classmethod
+    def _targets(cls, fields: Fields, key: str, paths: dict[str, str]) -> tuple[str, ...]:
+        value = fields.sequence(key)
+        return cls._names(value, fields.at(key), fields, paths)
+
     @staticmethod
-    def _weights(fields: Fields, clusters: tuple[ClusterSpec, ...]) -> tuple[tuple[str, int], ...]:
+    def _names(value: list[object], path: str, fields: Fields, paths: dict[str, str]) -> tuple[str, ...]:
+        """Target names, each once; `paths` gets where each was first named."""
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not NAME_RE.match(item):
+                fields.problems.add(join(path, i), f"{show(item)} is not a target name", NAME_HINT)
+            elif item in out:
+                fields.problems.add(join(path, i), f"{item} is listed twice")
+            else:
+                out.append(item)
+                paths.setdefault(item, join(path, i).removeprefix(fields.path + "."))
+        return tuple(out)
+
+    @staticmethod
+    def _weights(fields: Fields, names: list[str]) -> tuple[tuple[str, int], ...]:
         """`routes: {CLUSTER: WEIGHT, ...}`: how the one route splits requests; default: all to
         the first cluster."""
         if not fields.has("routes"):
-            return ((clusters[0].name, 100),) if clusters else ()
+            return ((names[0], 100),) if names else ()
         raw = fields.mapping("routes", required=True)
-        names = {c.name for c in clusters}
         out: list[tuple[str, int]] = []
         for cname, weight in raw.items():
             path = join(fields.at("routes"), cname)
             if cname not in names:
                 fields.problems.add(
-                    path, f"unknown cluster {show(cname)}", f"clusters are: {', '.join(sorted(names))}"
+                    path, f"unknown cluster {show(cname)}", f"clusters are: {', '.join(names)}"
                 )
             elif isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 10_000:
                 fields.problems.add(path, f"weight {show(weight)} is not a whole number from 0 to 10000")
@@ -360,12 +405,12 @@ class XdsControl(Builtin):
         for t in targets.values():
             if t.xds == spec.name:
                 args += ["-node", f"{t.name}={{workdir}}/{t.name}-resources.json"]
-        for cluster in spec.mesh.clusters:
-            for e in cluster.endpoints:
-                ports = targets[e].port_map if e in targets else {}
-                proto = cluster.port or ("https" if "https" in ports else "http")
-                if proto in ports and f"{e}=" not in " ".join(args):
-                    args += ["-check", f"{e}={{targets.{e}.host}}:{{targets.{e}.ports.{proto}}}"]
+        ports_of = [(e, c.port) for c in spec.mesh.clusters for e in c.endpoints]
+        for e, port in [*ports_of, *((e, "") for e in spec.mesh.standby)]:
+            ports = targets[e].port_map if e in targets else {}
+            proto = port or ("https" if "https" in ports else "http")
+            if proto in ports and f"{e}=" not in " ".join(args):
+                args += ["-check", f"{e}={{targets.{e}.host}}:{{targets.{e}.ports.{proto}}}"]
         return replace(spec, argv=(*spec.argv, *args))
 
     def check(self, spec: TargetSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:

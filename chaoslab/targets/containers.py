@@ -264,6 +264,7 @@ class DockerRuntime:
             )
             rt.ca = service.client_ca(tls)
             rt.restarter = self._restart
+            rt.launch = launch
             ns_seq = journal.intent("netns", name=name)
             stack.callback(self._delete_ns, name, ns_seq)
             took = self._launch(rt, created["Id"])

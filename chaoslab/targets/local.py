@@ -191,6 +191,7 @@ class LocalRuntime:
             )
             rt.ca = service.client_ca(tls)
             rt.restarter = self._restart
+            rt.launch = launch
             self._launch[t.name] = (argv, env, t.workdir or None, seq)
             stack.callback(self._stop, rt, seq)
             try:
