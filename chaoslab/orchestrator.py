@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from chaoslab.analysis import attribution, xds
+from chaoslab.analysis import attribution, errors, xds
 from chaoslab.analysis import client as client_view
 from chaoslab.context import RunContext
 from chaoslab.expectations import check_all
@@ -51,7 +51,7 @@ from chaoslab.safety.switch import Switch
 from chaoslab.safety.watchdog import UNDO_ALLOWANCE
 from chaoslab.scenario.model import PhaseSpec, ProbeBudget, Scenario
 from chaoslab.signals import SignalState
-from chaoslab.targets.builtins import xds_events_name
+from chaoslab.targets.builtins import GENERATED, access_log_name, xds_events_name
 from chaoslab.targets.mesh import Meshes
 from chaoslab.targets.runtimes import runtime_for
 
@@ -437,6 +437,12 @@ def _analyse(
         for name, t in ctx.scenario.targets.items()
         if t.mesh is not None
         for v in xds.versions(name, xds.read_events(ctx.work_dir / xds_events_name(name)), phases)
+    ]
+    report.errors = [
+        row
+        for name, t in ctx.scenario.targets.items()
+        if t.service == "envoy" and dict(t.files).get("bootstrap") == GENERATED
+        for row in errors.rows(name, errors.read_log(ctx.work_dir / access_log_name(name)), phases)
     ]
     report.expectations = check_all(ctx.scenario.expect, report)
     return report

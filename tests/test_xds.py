@@ -242,3 +242,113 @@ def test_the_same_failover_on_the_docker_runtime(scenario_run: Callable[..., Sce
     run = scenario_run("xds_failover", "docker")
     _failover_checks(run)
     assert run.report["runtime"] == "docker"
+
+
+# -- Envoy's resilience settings and where errors came from -----------------------------
+
+RESILIENT = """
+name: t
+targets:
+  api: {service: go-api}
+  edge:
+    service: envoy
+    upstream: api
+    timeout: 500ms
+    retries: {attempts: 2, per_try_timeout: 100ms, retry_on: "5xx,reset"}
+    circuit_breaker: {max_connections: 4, max_pending: 2}
+    outlier_detection: {consecutive_5xx: 3, interval: 2s, ejection: 10s}
+load: {target: edge, path: /, rate: 5/s}
+phases:
+  - {name: baseline, duration: 5s}
+  - {name: fault, duration: 5s, faults: [{kind: cpu, target: api, cpus: 0.1}]}
+"""
+
+
+def test_resilience_settings_go_into_envoys_config(tmp_path) -> None:
+    from chaoslab.targets.builtins import BUILTINS
+    from chaoslab.targets.services import Launch
+
+    s = parse_scenario(RESILIENT)
+    edge = s.targets["edge"]
+    certs = Certs(tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem")
+    launch = Launch(tmp_path, certs, {"api": Peer("10.0.0.2", {"https": 8443}, certs.ca)})
+    boot = json.loads(BUILTINS["envoy"].generate(edge, "bootstrap", launch))
+    [cluster] = boot["static_resources"]["clusters"]
+    assert cluster["circuit_breakers"] == {"thresholds": [{"max_connections": 4, "max_pending_requests": 2}]}
+    assert cluster["outlier_detection"] == {
+        "consecutive_5xx": 3,
+        "interval": "2s",
+        "base_ejection_time": "10s",
+        "max_ejection_percent": 100,
+    }
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    assert route["timeout"] == "0.5s"
+    assert route["retry_policy"] == {"retry_on": "5xx,reset", "num_retries": 2, "per_try_timeout": "0.1s"}
+    [log] = hcm["access_log"]
+    assert log["typed_config"]["path"] == str(tmp_path / "envoy-edge-access.jsonl")
+    assert "%RESPONSE_FLAGS%" in log["typed_config"]["log_format"]["json_format"].values()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("timeout: 500ms", "timeout: 0s"), "targets.edge.timeout: must be greater than zero"),
+        (
+            ("per_try_timeout: 100ms", "per_try_timeout: 1s"),
+            "targets.edge.retries.per_try_timeout: a try of 1s",
+        ),
+        (("attempts: 2", "attempts: 11"), "targets.edge.retries.attempts"),
+        (('retry_on: "5xx,reset"', 'retry_on: "5xx; rm"'), "targets.edge.retries.retry_on"),
+        (
+            ("{max_connections: 4, max_pending: 2}", "{max_connections: 0}"),
+            "targets.edge.circuit_breaker.max_connections",
+        ),
+        (("{max_connections: 4, max_pending: 2}", "{}"), "targets.edge.circuit_breaker: sets no threshold"),
+        (
+            ("{max_connections: 4, max_pending: 2}", "{max_conns: 4}"),
+            "targets.edge.circuit_breaker.max_conns: unknown key",
+        ),
+        (("consecutive_5xx: 3, ", ""), "targets.edge.outlier_detection.consecutive_5xx: is required"),
+        (("interval: 2s", "interval: 2h"), "targets.edge.outlier_detection.interval: must be at most"),
+        (
+            ('retries: {attempts: 2, per_try_timeout: 100ms, retry_on: "5xx,reset"}', "retries: many"),
+            "targets.edge.retries: expected 0 to 10 retries",
+        ),
+    ],
+)
+def test_bad_resilience_settings_are_named_by_their_path(change: tuple[str, str], expected: str) -> None:
+    found = problems(RESILIENT.replace(*change))
+    assert any(expected in p for p in found), found
+
+
+@pytest.mark.usefixtures("clean_machine")
+def test_a_slow_dependency_behind_a_breaker_retries_and_neither(
+    scenario_run: Callable[..., ScenarioRun],
+) -> None:
+    run = scenario_run("circuit_breaker")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    report = run.report
+    rows = {(r["phase"], r["target"]): r for r in report["errors"]}
+    assert {t for _, t in rows} == {"guarded", "retrying", "bare"}
+    for envoy in ("guarded", "retrying", "bare"):
+        assert rows[("baseline", envoy)]["errors"] == 0 and rows[("baseline", envoy)]["requests"] > 100
+    # the breaker: fast 503s flagged UO (overflow), answered without waiting for the slow cache
+    guarded = rows[("slow-cache", "guarded")]
+    assert guarded["flags"].get("UO", 0) > 0 and guarded["errors"] >= guarded["flags"]["UO"]
+    assert guarded["flagged_p50_ms"] is not None and guarded["flagged_p50_ms"] < 30
+    # retries: each try cut at 40 ms, retried, then out of retries: tries and timeouts, no mystery
+    retrying = rows[("slow-cache", "retrying")]
+    assert retrying["retried"] > 0.3 * retrying["requests"] and retrying["flags"].get("UT", 0) > 0
+    # neither: no errors, the latency of the slow dependency
+    bare = rows[("slow-cache", "bare")]
+    assert bare["errors"] == 0 and not bare["flags"]
+    p50 = {(r["phase"], r["name"]): r["p50_ms"] for r in report["requests"]}
+    assert p50[("slow-cache", "bare")] > p50[("baseline", "bare")] + 40
+    # the slow dependency itself is what the latency verdict names
+    [verdict] = report["verdicts"]
+    assert (verdict["status"], verdict["layer"], verdict["target"]) == ("absorbed", "network", "app")
+    assert "the circuit breaker at guarded failed them fast" in run.stdout
+    assert "retried" in run.stdout and "errors at bare" not in run.stdout
+    for envoy in ("guarded", "retrying", "bare"):
+        assert rows[("recovery", envoy)]["errors"] == 0

@@ -380,7 +380,34 @@ def _generator(report: Report, late: int, live: LiveStatus | None) -> str:
     out.append("</div>")
     out.append(_observer_table(report))
     out.append(_xds_table(report))
+    out.append(_errors_table(report))
     return "".join(out)
+
+
+def _errors_table(report: Report) -> str:
+    """What each Envoy answered per phase: errors, its response flags, retries."""
+    if not report.errors:
+        return ""
+    rows = [
+        (
+            escape(r.phase),
+            escape(r.target),
+            str(r.requests),
+            f"{r.errors} ({r.errors / r.requests:.1%})" if r.requests else "0",
+            escape(", ".join(f"{f} {n}" for f, n in r.flags.items()) or "-"),
+            f"{r.flagged_p50_ms:g}" if r.flagged_p50_ms is not None else "-",
+            str(r.retried),
+        )
+        for r in report.errors
+    ]
+    head = ("phase", "Envoy", "requests", "errors", "response flags", "flagged p50 ms", "retried")
+    baseline = report.phases[0].name if report.phases else ""
+    said = "<br>".join(escape(line) for line in words.error_lines(report.errors, baseline))
+    return (
+        "<h3>Where the errors came from</h3><p>From each Envoy's access log: UO its circuit breaker "
+        "overflowed, UT the route's timeout, URX retries exhausted, UH no healthy upstream, UF a failed "
+        f"upstream connection.</p><p>{said}</p>" + _table(head, rows, 2, "receipts")
+    )
 
 
 def _xds_table(report: Report) -> str:

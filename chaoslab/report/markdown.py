@@ -63,6 +63,10 @@ def render(report: Report) -> str:
         "",
         *([f"**Observer cost** {words.observer_summary(report)}", ""] if report.observer else []),
         *(f"**xDS** {line}\n" for line in words.xds_lines(report.xds)),
+        *(
+            f"**Errors** {line}\n"
+            for line in words.error_lines(report.errors, report.phases[0].name if report.phases else "")
+        ),
     ]
     return "\n".join(lines)
 

@@ -228,6 +228,19 @@ def _listed(causes: list[Cause]) -> str:
     return ", ".join(f"{c.name} {c.added_ms:+.1f} ms ({c.share:.0%})" for c in causes)
 
 
+@dataclass(frozen=True)
+class ErrorRow:
+    """What one Envoy answered in one phase, from its own access log."""
+
+    phase: str
+    target: str  # the Envoy
+    requests: int
+    errors: int  # 5xx, or no response
+    flags: dict[str, int] = field(default_factory=dict)  # Envoy's response flag -> requests
+    retried: int = 0  # requests that took more than one try
+    flagged_p50_ms: float | None = None  # how long the flagged requests took (median)
+
+
 @dataclass
 class XdsAck:
     """An Envoy's answer to the response that carried one type of a config version."""
@@ -371,6 +384,8 @@ class Report:
     abort: AbortRecord | None = None  # the run stopped early: a stop condition or the switch
     # The xds layer: every config version of every xDS control plane, per Envoy.
     xds: list[XdsVersion] = field(default_factory=list)
+    # Where the errors came from: each Envoy's answers per phase (its response flags, retries).
+    errors: list[ErrorRow] = field(default_factory=list)
     schema: str = SCHEMA
 
     @property

@@ -153,6 +153,9 @@ def verdict_lines(report: Report) -> RenderableType:
         lines.append(Text(observer, style=style))
     for line in words.xds_lines(report.xds):
         lines.append(Text(line, style="red" if "NOT synced" in line else ""))
+    baseline = report.phases[0].name if report.phases else ""
+    for line in words.error_lines(report.errors, baseline):
+        lines.append(Text(line, style="yellow"))
     for e in report.expectations:
         mark = ("held", "green") if e.held else ("FAILED", "red")
         lines.append(Text.assemble(f"expect {e.expectation}: ", mark, f" ({e.detail})"))

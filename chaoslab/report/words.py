@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from chaoslab.report.model import FaultRecord, GeneratorRecord, Report, XdsVersion
+from chaoslab.report.model import ErrorRow, FaultRecord, GeneratorRecord, Report, XdsVersion
 
 SECONDS_PARAMS = {"delay", "jitter", "period"}  # fault parameters given in seconds
 
@@ -118,3 +118,63 @@ def xds_lines(rows: Sequence[XdsVersion]) -> list[str]:
 def _nack(v: XdsVersion) -> str:
     errors = [a.error for a in v.acks if a.error]
     return f" (NACK: {errors[0][:120]})" if errors else ""
+
+
+# Envoy's response flags, in words
+FLAG_WORDS = {
+    "UH": "no healthy upstream",
+    "UF": "upstream connection failure",
+    "UO": "circuit breaker overflow",
+    "NR": "no route",
+    "URX": "retries exhausted",
+    "UT": "upstream timeout",
+    "UC": "upstream connection terminated",
+    "UR": "upstream reset",
+    "LR": "local reset",
+    "DC": "downstream closed",
+    "RL": "rate limited",
+    "SI": "stream idle timeout",
+    "DT": "request duration timeout",
+}
+
+
+# What Envoy did, for the flag most of its errors carry
+FLAG_DEEDS = {
+    "UO": "the circuit breaker at {target} failed them fast instead of queueing them",
+    "UT": "the timeouts at {target} cut them (the route's, or each try's)",
+    "URX": "the retries at {target} ran out",
+    "UH": "{target} had no healthy upstream",
+    "UF": "{target} could not connect upstream",
+}
+
+
+def error_lines(rows: Sequence[ErrorRow], baseline: str) -> list[str]:
+    """Per phase and Envoy whose errors or retries moved from the baseline's: how many, which
+    of Envoy's response flags they carry, how fast they failed, and the retries."""
+    base = {r.target: r for r in rows if r.phase == baseline}
+    lines = []
+    for r in rows:
+        b = base.get(r.target)
+        if r.phase == baseline or b is None or not r.requests:
+            continue
+        share, b_share = r.errors / r.requests, (b.errors / b.requests if b.requests else 0.0)
+        tried, b_tried = r.retried / r.requests, (b.retried / b.requests if b.requests else 0.0)
+        if abs(share - b_share) < 0.005 and abs(tried - b_tried) < 0.005 and not r.flags:
+            continue
+        text = f"errors at {r.target} in {r.phase}: {r.errors} of {r.requests}"
+        text += f" ({share:.1%}, baseline {b_share:.1%})"
+        if r.flags:
+            named = ", ".join(
+                f"{f} ({FLAG_WORDS.get(f, 'see Envoy')}) {n}" for f, n in list(r.flags.items())[:4]
+            )
+            text += f"; Envoy's flags: {named}"
+            if r.flagged_p50_ms is not None:
+                took = f"{r.flagged_p50_ms:g} ms" if r.flagged_p50_ms >= 1 else "under 1 ms"
+                text += f", answered in {took} (median)"
+            main = next(iter(r.flags))
+            if main in FLAG_DEEDS:
+                text += f": {FLAG_DEEDS[main].format(target=r.target)}"
+        if r.retried or b.retried:
+            text += f"; retried {r.retried} ({tried:.1%}, baseline {b_tried:.1%})"
+        lines.append(text)
+    return lines

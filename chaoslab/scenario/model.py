@@ -108,6 +108,23 @@ class MeshSpec:
 
 
 @dataclass(frozen=True)
+class ResilienceSpec:
+    """An Envoy's resilience settings, passed into its config: the route's timeout and retries,
+    its upstream clusters' circuit breaker and outlier detection (None: Envoy's default)."""
+
+    timeout: float | None = None  # the route's timeout, seconds (Envoy's default: 15 s)
+    retries: int = 0  # retries after the first try
+    per_try_timeout: float | None = None
+    retry_on: str = "5xx,reset,connect-failure"
+    max_connections: int | None = None  # circuit breaker thresholds (Envoy's default: 1024 each)
+    max_pending: int | None = None
+    max_requests: int | None = None
+    consecutive_5xx: int | None = None  # outlier detection: ejected after this many 5xx in a row
+    outlier_interval: float = 1.0
+    ejection: float = 5.0  # base ejection time, seconds
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     """One target as the scenario declares it; every kind carries the same declarations."""
 
@@ -135,6 +152,7 @@ class TargetSpec:
     # handshake at the upstream for every request)
     requests_per_connection: int = 1
     xds: str | None = None  # envoy: the xds-control target it takes clusters and routes from
+    resilience: ResilienceSpec = ResilienceSpec()  # envoy: timeouts, retries, breaker, outliers
     mesh: MeshSpec | None = None  # xds-control: what it serves
     # gRPC: the .proto files describing its API (absolute paths) and their import roots;
     # a gRPC request to it without its own `proto:` uses them

@@ -9,6 +9,7 @@ From there a built-in runs exactly like a user's program or image.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import replace
@@ -19,7 +20,14 @@ from chaoslab import build
 from chaoslab.paths import DOCKER_SRC
 from chaoslab.quote import show
 from chaoslab.scenario.fields import NAME_HINT, NAME_RE, Fields, Problems, join
-from chaoslab.scenario.model import ChangeSpec, ClusterSpec, HealthSpec, MeshSpec, TargetSpec
+from chaoslab.scenario.model import (
+    ChangeSpec,
+    ClusterSpec,
+    HealthSpec,
+    MeshSpec,
+    ResilienceSpec,
+    TargetSpec,
+)
 from chaoslab.targets import envoy_config, images
 
 if TYPE_CHECKING:
@@ -114,6 +122,7 @@ class Envoy(Builtin):
                 "remove upstream: (the control plane's clusters say where requests go)",
             )
         per_conn = fields.integer("requests_per_connection", 1, low=1, high=100_000)
+        resilience = self._resilience(fields)
         bootstrap = ""
         if fields.has("bootstrap"):
             bootstrap = str((base / fields.string("bootstrap", required=True)).resolve())
@@ -147,6 +156,71 @@ class Envoy(Builtin):
             upstream=upstream or None,
             requests_per_connection=per_conn,
             xds=xds or None,
+            resilience=resilience,
+        )
+
+    @staticmethod
+    def _resilience(fields: Fields) -> ResilienceSpec:
+        """`timeout:`, `retries:` (a count or {attempts, per_try_timeout, retry_on}), `circuit_breaker:`
+        ({max_connections, max_pending, max_requests}) and `outlier_detection:`
+        ({consecutive_5xx, interval, ejection})."""
+        p = fields.problems
+        timeout = fields.duration("timeout", 0.0, low=0.001, high=300) or None
+        retries, per_try, retry_on = 0, None, ResilienceSpec.retry_on
+        raw = fields.value("retries") if fields.has("retries") else None
+        if isinstance(raw, dict):
+            r = Fields(raw, fields.at("retries"), p)
+            retries = r.integer("attempts", 1, low=0, high=10)
+            per_try = r.duration("per_try_timeout", 0.0, low=0.001, high=300) or None
+            retry_on = r.string("retry_on", retry_on)
+            if not re.fullmatch(r"[a-z0-9-]+(,[a-z0-9-]+)*", retry_on):
+                p.add(
+                    r.at("retry_on"), f"{show(retry_on)} is not a list of Envoy retry conditions", RETRY_HINT
+                )
+            r.finish()
+            if per_try and timeout and per_try > timeout:
+                p.add(
+                    r.at("per_try_timeout"),
+                    f"a try of {per_try:g}s outlasts the route's timeout ({timeout:g}s)",
+                    "make per_try_timeout shorter than timeout",
+                )
+        elif raw is not None:
+            if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 10:
+                p.add(
+                    fields.at("retries"),
+                    f"expected 0 to 10 retries or a mapping, got {show(raw)}",
+                    RETRY_HINT,
+                )
+            else:
+                retries = raw
+        limits: dict[str, int | None] = {"max_connections": None, "max_pending": None, "max_requests": None}
+        if fields.has("circuit_breaker"):
+            cb = Fields(fields.value("circuit_breaker"), fields.at("circuit_breaker"), p)
+            for key in limits:
+                if cb.has(key):
+                    limits[key] = cb.integer(key, 1, low=1, high=1_000_000)
+            if cb.ok and not any(v is not None for v in limits.values()):
+                p.add(cb.path, "sets no threshold", "give max_connections, max_pending or max_requests")
+            cb.finish()
+        interval, ejection = ResilienceSpec.outlier_interval, ResilienceSpec.ejection
+        consecutive = None
+        if fields.has("outlier_detection"):
+            od = Fields(fields.value("outlier_detection"), fields.at("outlier_detection"), p)
+            consecutive = od.integer("consecutive_5xx", 5, low=1, high=1000, required=True)
+            interval = od.duration("interval", interval, low=0.01, high=60)
+            ejection = od.duration("ejection", ejection, low=0.01, high=3600)
+            od.finish()
+        return ResilienceSpec(
+            timeout=timeout,
+            retries=retries,
+            per_try_timeout=per_try,
+            retry_on=retry_on,
+            max_connections=limits["max_connections"],
+            max_pending=limits["max_pending"],
+            max_requests=limits["max_requests"],
+            consecutive_5xx=consecutive,
+            outlier_interval=interval,
+            ejection=ejection,
         )
 
     def complete(self, spec: TargetSpec, targets: Mapping[str, TargetSpec]) -> TargetSpec:
@@ -183,17 +257,27 @@ class Envoy(Builtin):
     def generate(self, spec: TargetSpec, file: str, launch: Launch) -> str:
         if file == "resources":
             assert spec.mesh is not None, "completed: an envoy target with xds carries its mesh"
-            resources = envoy_config.mesh_resources(spec.mesh, launch.peers, spec.requests_per_connection)
+            resources = envoy_config.mesh_resources(
+                spec.mesh, launch.peers, spec.requests_per_connection, spec.resilience
+            )
             return json.dumps(resources, indent=1)
         assert file == "bootstrap", "an envoy target generates its bootstrap and resources only"
         if spec.xds is not None:
             cp = launch.peers[spec.xds]
-            ads = envoy_config.ads_bootstrap(launch.certs, spec.name, cp.host, cp.ports[XdsControl.XDS])
+            log = str(launch.workdir / access_log_name(spec.name))
+            ads = envoy_config.ads_bootstrap(launch.certs, spec.name, cp.host, cp.ports[XdsControl.XDS], log)
             return json.dumps(ads, indent=1)
         assert spec.upstream is not None, "validated: an envoy target has an upstream or a control plane"
         peer = launch.peers[spec.upstream]
         config = envoy_config.bootstrap(
-            launch.certs, peer.host, peer.ports, spec.requests_per_connection, peer.ca, peer.verify
+            launch.certs,
+            peer.host,
+            peer.ports,
+            spec.requests_per_connection,
+            peer.ca,
+            peer.verify,
+            spec.resilience,
+            str(launch.workdir / access_log_name(spec.name)),
         )
         return json.dumps(config, indent=1)
 
@@ -430,6 +514,15 @@ class XdsControl(Builtin):
 
     def binary(self) -> Path:
         return build.go_service(self.name)
+
+
+def access_log_name(target: str) -> str:
+    """The file (in the run's work directory) where an envoy target with a generated bootstrap
+    logs each request (chaoslab's error attribution reads it)."""
+    return f"envoy-{target}-access.jsonl"
+
+
+RETRY_HINT = 'e.g. retries: {attempts: 2, per_try_timeout: 50ms, retry_on: "5xx,reset,connect-failure"}'
 
 
 def xds_events_name(target: str) -> str:
