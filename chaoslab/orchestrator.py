@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +49,7 @@ from chaoslab.safety import locks
 from chaoslab.safety.stop import STOP_BOUND, Abort, StopConditions, Trip
 from chaoslab.safety.switch import Switch
 from chaoslab.safety.watchdog import UNDO_ALLOWANCE
-from chaoslab.scenario.model import PhaseSpec, ProbeBudget, Scenario
+from chaoslab.scenario.model import PhaseSpec, ProbeBudget, Scenario, TargetSpec
 from chaoslab.signals import SignalState
 from chaoslab.targets.builtins import GENERATED, access_log_name, xds_events_name
 from chaoslab.targets.mesh import Meshes
@@ -78,6 +78,11 @@ def new_run(
     journal = Journal(out_dir / "journal.jsonl", run_id, out_dir)
     ctx = RunContext(scenario, run_id, out_dir, journal, say, console)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    # what targets log and the report reads back starts empty: a file appended to by an
+    # earlier run in the same directory would mix its versions and requests into this one's
+    for name in scenario.targets:
+        for log in (xds_events_name(name), access_log_name(name)):
+            (ctx.work_dir / log).unlink(missing_ok=True)
     return ctx
 
 
@@ -249,6 +254,12 @@ def _run_phases(
     return runs, None
 
 
+def _on_control_plane(f: Fault, targets: Mapping[str, TargetSpec]) -> bool:
+    """The fault acts on an xDS control plane or its link: it slows config, not requests."""
+    peer = str(getattr(f.spec, "peer", "") or "")
+    return any(name in targets and targets[name].mesh is not None for name in (f.spec.target, peer))
+
+
 def _restore_meshes(ctx: RunContext, meshes: Meshes) -> None:
     for problem in meshes.restore():
         ctx.say(f"warning: the config a phase changed was not restored: {problem}")
@@ -387,7 +398,7 @@ def _analyse(
                 v.detail,
                 f.kind,
                 f.also_shows_in(ctx.scenario.targets),
-                f.takes_target_away(),
+                f.takes_target_away() or _on_control_plane(f, ctx.scenario.targets),
             )
             for f, v in r.faults
         ]
@@ -438,6 +449,7 @@ def _analyse(
         if t.mesh is not None
         for v in xds.versions(name, xds.read_events(ctx.work_dir / xds_events_name(name)), phases)
     ]
+    xds.attribute(report.xds, phases, layers)
     report.errors = [
         row
         for name, t in ctx.scenario.targets.items()

@@ -59,10 +59,11 @@ class FaultCheck:
     # other (layer, target) pairs where the fault's own effect shows (a network fault: the far end
     # of the faulted link)
     also: tuple[LayerKey, ...] = ()
-    # the fault takes its target off the request path (killed and kept down): no events in its
-    # layer there is its effect, and whatever holds the client's added time (a proxy's retries,
-    # the other instances) absorbed it
-    absent: bool = False
+    # the fault's layer at its target is off the requests' path: its target is taken away
+    # (killed and kept down: no events there is its effect) or serves no request (a control
+    # plane, whose faults slow config, not requests); whatever holds the client's added time,
+    # if any, absorbed it
+    off_path: bool = False
 
     @property
     def ref(self) -> FaultRef:
@@ -229,7 +230,7 @@ def verdict(
                 0.0,
                 f"the fault's mechanism saw no effect ({check.detail})",
             )
-        if check.absent:
+        if check.off_path:
             continue
         missing = (unmeasured or {}).get((check.layer, check.target))
         if missing is not None:
@@ -260,7 +261,7 @@ def verdict(
         )
     found = phase_causes(base, cur, contributions, checks, calls)
     for check in checks:
-        if check.absent:
+        if check.off_path:
             continue
         if _measured(check.layer, base, cur) and not any(c.faults and check.ref in c.faults for c in found):
             listed = ", ".join(f"{c.name} {c.share:.0%}" for c in found) or "none"

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from chaoslab.report.model import PhaseRecord, XdsAck, XdsVersion
+from chaoslab.report.model import FaultRecord, LayerRow, PhaseRecord, XdsAck, XdsVersion
 
 MAX_LINES = 200_000  # a run's event log is read up to this many lines
 
@@ -88,3 +88,44 @@ def _phase(at: float, phases: Sequence[PhaseRecord]) -> str:
         if p.start - p.settle_s <= at < p.end:
             return p.name
     return ""
+
+
+def _touches(f: FaultRecord, control: str, node: str) -> bool:
+    """The fault acts on the control plane, or on the link between it and this Envoy."""
+    peer = str(f.params.get("peer", "") or "")
+    if f.target == control:
+        return f.kind != "network" or peer in ("", node)
+    return f.target == node and f.kind == "network" and peer == control
+
+
+def attribute(rows: Sequence[XdsVersion], phases: Sequence[PhaseRecord], layers: Sequence[LayerRow]) -> None:
+    """Name what slowed a version's sync: a fault of its phase on the control plane or on its
+    link to that Envoy, when the sync took longer than the versions no such fault touched
+    (twice their median and 5 ms more), with what the probes measured there against the
+    baseline's figure of the same layer."""
+    if not phases:
+        return
+    by_name = {p.name: p for p in phases}
+    baseline = phases[0].name
+
+    def suspects(v: XdsVersion) -> list[FaultRecord]:
+        p = by_name.get(v.phase)
+        return [f for f in p.faults if _touches(f, v.control, v.node)] if p else []
+
+    calm = sorted(v.sync_ms for v in rows if v.sync_ms is not None and v.phase and not suspects(v))
+    typical = calm[len(calm) // 2] if calm else 0.0
+    mean = {(r.phase, r.target, r.layer): r.mean_ms for r in layers if not r.metric}
+    for v in rows:
+        found = suspects(v)
+        if v.sync_ms is None or not found or v.sync_ms < max(2 * typical, typical + 5):
+            continue
+        said = []
+        for f in found:
+            peer = str(f.params.get("peer", "") or "")
+            where = f"{f.kind} fault on {f.target}" + (f"'s link to {peer}" if peer else "")
+            now, before = mean.get((v.phase, f.target, f.layer)), mean.get((baseline, f.target, f.layer))
+            if now is not None and before is not None:
+                where += f" ({f.layer} at {f.target} {now - before:+.1f} ms per event against {baseline})"
+            said.append(where)
+        v.slowed_by = "; ".join(said)
+        v.typical_ms = round(typical, 3)

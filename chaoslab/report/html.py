@@ -426,7 +426,7 @@ def _xds_table(report: Report) -> str:
                 escape(f"{v.control} -> {v.node}"),
                 escape(v.version),
                 escape(v.phase or "-"),
-                escape(v.why),
+                escape(v.why + (f"; slowed by the {v.slowed_by}" if v.slowed_by else "")),
                 escape(", ".join(v.changed)),
                 synced,
                 escape(acks),

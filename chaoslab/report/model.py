@@ -264,6 +264,9 @@ class XdsVersion:
     changed: list[str] = field(default_factory=list)  # the types it changed
     sync_ms: float | None = None  # snapshot to the last ACK of a changed type; None: not synced
     acks: list[XdsAck] = field(default_factory=list)
+    # what made it slower than the versions no fault touched (their median sync: typical_ms)
+    slowed_by: str = ""
+    typical_ms: float | None = None
 
 
 @dataclass(frozen=True)

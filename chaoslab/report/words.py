@@ -103,10 +103,16 @@ def xds_lines(rows: Sequence[XdsVersion]) -> list[str]:
         if synced:
             mean = sum(synced) / len(synced)
             text += f", snapshot to ACK in the phases mean {mean:.1f} ms, max {synced[-1]:.1f} ms"
-        later = [v for v in mine if v.why != "file" or v.version != "1"]
+        # the versions set in the phases, and any that did not reach its Envoy
+        later = [v for v in mine if v.phase or v.sync_ms is None]
         text += "".join(
             f"; v{v.version} ({v.why}{', ' + v.phase if v.phase else ''}): "
             + (f"{v.sync_ms:.1f} ms" if v.sync_ms is not None else "NOT synced" + _nack(v))
+            + (
+                f", slowed by the {v.slowed_by}, against {v.typical_ms:.1f} ms untouched"
+                if v.slowed_by
+                else ""
+            )
             for v in later[:6]
         )
         if len(later) > 6:
@@ -159,7 +165,7 @@ def error_lines(rows: Sequence[ErrorRow], baseline: str) -> list[str]:
             continue
         share, b_share = r.errors / r.requests, (b.errors / b.requests if b.requests else 0.0)
         tried, b_tried = r.retried / r.requests, (b.retried / b.requests if b.requests else 0.0)
-        if abs(share - b_share) < 0.005 and abs(tried - b_tried) < 0.005 and not r.flags:
+        if abs(share - b_share) < 0.005 and r.retried <= b.retried and not r.flags:
             continue
         text = f"errors at {r.target} in {r.phase}: {r.errors} of {r.requests}"
         text += f" ({share:.1%}, baseline {b_share:.1%})"

@@ -164,11 +164,13 @@ class TargetSpec:
         return dict(self.ports)
 
     def port(self, protocol: str | None = None) -> int:
-        """Its port for `protocol`, or its main one (https, http, grpc, then tcp)."""
+        """Its port for `protocol`, or its main one (https, http, grpc, then tcp; a control
+        port, which no fault touches, only when it has no other)."""
         ports = self.port_map
         if protocol is not None:
             return ports[protocol]
-        return next((ports[p] for p in PROTOCOLS if p in ports), 0)
+        served = [ports[p] for p in PROTOCOLS if p in ports]
+        return next((p for p in served if p not in self.control_ports), served[0] if served else 0)
 
     def depends(self) -> tuple[str, ...]:
         """The targets that must be up before this one starts."""

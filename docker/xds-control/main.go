@@ -206,7 +206,11 @@ func (p *plane) publish(name string, why string) (string, []string, error) {
 		ver, ok := n.typeVer[typ]
 		if !ok || !bytes.Equal(blob, n.typeBytes[typ]) {
 			ver = next
-			changed = append(changed, name)
+			// a type with nothing in it before or now changes nothing an Envoy runs (and one
+			// that does not subscribe to it would never ACK it)
+			if ok || len(blob) > 0 {
+				changed = append(changed, name)
+			}
 		}
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(ver, items)
 		n.typeVer[typ], n.typeBytes[typ] = ver, blob
