@@ -95,6 +95,8 @@ def test_what_the_control_plane_serves_is_envoy_json_with_each_endpoint_named(tm
     boot = envoy_config.ads_bootstrap(certs, "edge", "10.0.0.10", 18000)
     assert boot["node"]["id"] == "edge"
     assert boot["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+    sotw = envoy_config.ads_bootstrap(certs, "edge", "10.0.0.10", 18000, api="sotw")
+    assert sotw["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["rds"]["route_config_name"] == envoy_config.WEB_ROUTE
     json.dumps(boot)
@@ -109,6 +111,8 @@ def test_what_the_control_plane_serves_is_envoy_json_with_each_endpoint_named(tm
             "targets.edge.xds: takes its clusters from a control plane",
         ),
         (("xds: mesh", "xds: nowhere"), "targets.edge.xds: unknown target 'nowhere'"),
+        (("xds: mesh", "xds: mesh, xds_api: rest"), "targets.edge.xds_api"),
+        (("xds: mesh}", "upstream: api-a, xds_api: sotw}"), "targets.edge.xds_api: only an envoy with xds:"),
         (("[api-a, api-b]", "[api-a, api-c]"), "targets.mesh.clusters.api[1]: unknown target 'api-c'"),
         (("[api-a, api-b]", "[api-a, api-a]"), "targets.mesh.clusters.api[1]: api-a is listed twice"),
         (("[api-a, api-b]", "[]"), "targets.mesh.clusters.api: expected a list of targets"),

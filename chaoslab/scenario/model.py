@@ -152,6 +152,7 @@ class TargetSpec:
     # handshake at the upstream for every request)
     requests_per_connection: int = 1
     xds: str | None = None  # envoy: the xds-control target it takes clusters and routes from
+    xds_api: str = "delta"  # envoy: incremental (delta) or state-of-the-world (sotw) ADS
     resilience: ResilienceSpec = ResilienceSpec()  # envoy: timeouts, retries, breaker, outliers
     mesh: MeshSpec | None = None  # xds-control: what it serves
     # gRPC: the .proto files describing its API (absolute paths) and their import roots;

@@ -114,6 +114,10 @@ class Envoy(Builtin):
 
     def parse(self, fields: Fields, name: str, base: Path) -> TargetSpec:
         xds = fields.name("xds") if fields.has("xds") else ""
+        if fields.has("xds_api") and not xds:
+            fields.problems.add(
+                fields.at("xds_api"), "only an envoy with xds: takes config over ADS", "remove it"
+            )
         upstream = fields.name("upstream", required=not xds)
         if xds and upstream:
             fields.problems.add(
@@ -156,6 +160,7 @@ class Envoy(Builtin):
             upstream=upstream or None,
             requests_per_connection=per_conn,
             xds=xds or None,
+            xds_api=xds_api,
             resilience=resilience,
         )
 
@@ -265,7 +270,9 @@ class Envoy(Builtin):
         if spec.xds is not None:
             cp = launch.peers[spec.xds]
             log = str(launch.workdir / access_log_name(spec.name))
-            ads = envoy_config.ads_bootstrap(launch.certs, spec.name, cp.host, cp.ports[XdsControl.XDS], log)
+            ads = envoy_config.ads_bootstrap(
+                launch.certs, spec.name, cp.host, cp.ports[XdsControl.XDS], log, spec.xds_api
+            )
             return json.dumps(ads, indent=1)
         assert spec.upstream is not None, "validated: an envoy target has an upstream or a control plane"
         peer = launch.peers[spec.upstream]

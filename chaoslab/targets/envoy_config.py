@@ -249,12 +249,13 @@ def bootstrap(
 
 
 def ads_bootstrap(
-    certs: Certs, node: str, control_ip: str, control_port: int, access_log: str = ""
+    certs: Certs, node: str, control_ip: str, control_port: int, access_log: str = "", api: str = "delta"
 ) -> dict[str, Any]:
     """Envoy as node `node` of an xDS control plane: its https and http listeners are fixed
     here (they hold this run's certificate files), their route and every cluster and
-    endpoint come over one delta ADS stream (gRPC, HTTP/2 in the clear) from the control
-    plane at `control_ip:control_port`."""
+    endpoint come over one ADS stream (gRPC, HTTP/2 in the clear; `api`: delta, each change's
+    resources only, or sotw, every resource of a changed type) from the control plane at
+    `control_ip:control_port`."""
     xds = {
         "name": XDS_CLUSTER,
         "type": "STATIC",
@@ -276,7 +277,7 @@ def ads_bootstrap(
         "admin": {"address": _address("0.0.0.0", ADMIN_PORT)},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "DELTA_GRPC",
+                "api_type": "DELTA_GRPC" if api == "delta" else "GRPC",
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
                 "set_node_on_first_message_only": True,
