@@ -118,6 +118,7 @@ class Envoy(Builtin):
             fields.problems.add(
                 fields.at("xds_api"), "only an envoy with xds: takes config over ADS", "remove it"
             )
+        xds_api = fields.choice("xds_api", ("delta", "sotw"), "delta")
         upstream = fields.name("upstream", required=not xds)
         if xds and upstream:
             fields.problems.add(
