@@ -205,6 +205,13 @@ def _failover_checks(run: ScenarioRun) -> None:
     start = report["phases"][1]["start"] - report["phases"][1]["settle_s"]  # the kill began here
     # withdrawn within a few of its 100 ms checks of the kill (two failures in a row)
     assert 0 < down["at"] - start < 1.5, (down["at"], start)
+    # the error window at edge (no retries): requests still sent to api-b failed (UF) from the
+    # kill until its withdrawal reached Envoy, and not after
+    failed = next(r for r in report["errors"] if (r["phase"], r["target"]) == ("kill-b", "edge"))
+    if failed["errors"]:
+        assert set(failed["flags"]) <= {"UF", "UC", "UR"}, failed
+        assert start - 0.2 <= failed["first_error"] <= failed["last_error"]
+        assert failed["last_error"] <= down["at"] + down["sync_ms"] / 1000 + 0.1, (failed, down)
     # api-b back on revert: served again in the recovery phase
     up = by_why["health: api-b up"]
     assert up["phase"] == "recovery" and up["sync_ms"] is not None

@@ -63,10 +63,12 @@ def rows(target: str, log: Iterable[dict[str, object]], phases: Sequence[PhaseRe
         flags: dict[str, int] = {}
         flagged_ms: list[float] = []
         errors = retried = 0
+        failed: list[float] = []
         for r in reqs:
             code = _number(r.get("code")) or 0
             if code >= 500 or code == 0:
                 errors += 1
+                failed.append(_number(r.get("start")) or 0.0)
             attempts = _number(r.get("attempts")) or 1
             if attempts > 1:
                 retried += 1
@@ -87,6 +89,8 @@ def rows(target: str, log: Iterable[dict[str, object]], phases: Sequence[PhaseRe
                 flags=dict(sorted(flags.items(), key=lambda kv: -kv[1])),
                 retried=retried,
                 flagged_p50_ms=round(quantile(flagged_ms, 0.5), 3) if flagged_ms else None,
+                first_error=round(min(failed), 3) if failed else None,
+                last_error=round(max(failed), 3) if failed else None,
             )
         )
     return out

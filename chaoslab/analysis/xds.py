@@ -114,7 +114,7 @@ def attribute(rows: Sequence[XdsVersion], phases: Sequence[PhaseRecord], layers:
 
     calm = sorted(v.sync_ms for v in rows if v.sync_ms is not None and v.phase and not suspects(v))
     typical = calm[len(calm) // 2] if calm else 0.0
-    mean = {(r.phase, r.target, r.layer): r.mean_ms for r in layers if not r.metric}
+    mean = {(r.phase, r.target, r.layer, r.metric): r.mean_ms for r in layers}
     for v in rows:
         found = suspects(v)
         if v.sync_ms is None or not found or v.sync_ms < max(2 * typical, typical + 5):
@@ -123,9 +123,18 @@ def attribute(rows: Sequence[XdsVersion], phases: Sequence[PhaseRecord], layers:
         for f in found:
             peer = str(f.params.get("peer", "") or "")
             where = f"{f.kind} fault on {f.target}" + (f"'s link to {peer}" if peer else "")
-            now, before = mean.get((v.phase, f.target, f.layer)), mean.get((baseline, f.target, f.layer))
-            if now is not None and before is not None:
-                where += f" ({f.layer} at {f.target} {now - before:+.1f} ms per event against {baseline})"
+            # the layer's row, or the metric of it, that moved most from the baseline's
+            moved = [
+                (m - mean[(baseline, t, layer, metric)], metric or layer)
+                for (phase, t, layer, metric), m in mean.items()
+                if phase == v.phase
+                and t == f.target
+                and layer == f.layer
+                and (baseline, t, layer, metric) in mean
+            ]
+            if moved:
+                shift, what = max(moved)
+                where += f" ({what} at {f.target} {shift:+.2f} ms per event against {baseline})"
             said.append(where)
         v.slowed_by = "; ".join(said)
         v.typical_ms = round(typical, 3)

@@ -402,7 +402,8 @@ def _errors_table(report: Report) -> str:
     ]
     head = ("phase", "Envoy", "requests", "errors", "response flags", "flagged p50 ms", "retried")
     baseline = report.phases[0].name if report.phases else ""
-    said = "<br>".join(escape(line) for line in words.error_lines(report.errors, baseline))
+    starts = {p.name: p.start - p.settle_s for p in report.phases}
+    said = "<br>".join(escape(line) for line in words.error_lines(report.errors, baseline, starts))
     return (
         "<h3>Where the errors came from</h3><p>From each Envoy's access log: UO its circuit breaker "
         "overflowed, UT the route's timeout, URX retries exhausted, UH no healthy upstream, UF a failed "

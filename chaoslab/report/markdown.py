@@ -65,7 +65,11 @@ def render(report: Report) -> str:
         *(f"**xDS** {line}\n" for line in words.xds_lines(report.xds)),
         *(
             f"**Errors** {line}\n"
-            for line in words.error_lines(report.errors, report.phases[0].name if report.phases else "")
+            for line in words.error_lines(
+                report.errors,
+                report.phases[0].name if report.phases else "",
+                {p.name: p.start - p.settle_s for p in report.phases},
+            )
         ),
     ]
     return "\n".join(lines)

@@ -239,6 +239,9 @@ class ErrorRow:
     flags: dict[str, int] = field(default_factory=dict)  # Envoy's response flag -> requests
     retried: int = 0  # requests that took more than one try
     flagged_p50_ms: float | None = None  # how long the flagged requests took (median)
+    # the error window: when the first and the last failed request started (epoch seconds)
+    first_error: float | None = None
+    last_error: float | None = None
 
 
 @dataclass

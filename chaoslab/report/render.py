@@ -154,7 +154,8 @@ def verdict_lines(report: Report) -> RenderableType:
     for line in words.xds_lines(report.xds):
         lines.append(Text(line, style="red" if "NOT synced" in line else ""))
     baseline = report.phases[0].name if report.phases else ""
-    for line in words.error_lines(report.errors, baseline):
+    starts = {p.name: p.start - p.settle_s for p in report.phases}
+    for line in words.error_lines(report.errors, baseline, starts):
         lines.append(Text(line, style="yellow"))
     for e in report.expectations:
         mark = ("held", "green") if e.held else ("FAILED", "red")

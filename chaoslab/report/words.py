@@ -154,7 +154,7 @@ FLAG_DEEDS = {
 }
 
 
-def error_lines(rows: Sequence[ErrorRow], baseline: str) -> list[str]:
+def error_lines(rows: Sequence[ErrorRow], baseline: str, starts: dict[str, float] | None = None) -> list[str]:
     """Per phase and Envoy whose errors or retries moved from the baseline's: how many, which
     of Envoy's response flags they carry, how fast they failed, and the retries."""
     base = {r.target: r for r in rows if r.phase == baseline}
@@ -169,6 +169,9 @@ def error_lines(rows: Sequence[ErrorRow], baseline: str) -> list[str]:
             continue
         text = f"errors at {r.target} in {r.phase}: {r.errors} of {r.requests}"
         text += f" ({share:.1%}, baseline {b_share:.1%})"
+        start = (starts or {}).get(r.phase)
+        if start is not None and r.first_error is not None and r.last_error is not None:
+            text += f", from {r.first_error - start:.2f} s to {r.last_error - start:.2f} s into the phase"
         if r.flags:
             named = ", ".join(
                 f"{f} ({FLAG_WORDS.get(f, 'see Envoy')}) {n}" for f, n in list(r.flags.items())[:4]
