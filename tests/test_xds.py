@@ -9,17 +9,16 @@ control plane, two go-api instances, one killed and kept down), read by several 
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Callable
 
 import pytest
 
 from chaoslab.scenario import parse_scenario
-from chaoslab.scenario.loader import ScenarioError
 from chaoslab.targets import envoy_config
 from chaoslab.targets.certs import Certs
 from chaoslab.targets.services import Peer
 from tests.conftest import ScenarioRun
+from tests.test_targets import problems
 
 MESH = """
 name: t
@@ -33,12 +32,6 @@ phases:
   - {name: baseline, duration: 5s}
   - {name: fault, duration: 5s, faults: [{kind: process, target: api-b, action: kill, restart: false}]}
 """
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(ScenarioError) as info:
-        parse_scenario(textwrap.dedent(text))
-    return [p.render() for p in info.value.problems]
 
 
 # -- validation ------------------------------------------------------------------------

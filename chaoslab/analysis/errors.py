@@ -10,10 +10,10 @@ one try: a retry that absorbed a fault shows as tries, not as errors.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from chaoslab.analysis.xds import read_json_lines
 from chaoslab.load.records import quantile
 from chaoslab.report.model import ErrorRow, PhaseRecord
 
@@ -22,21 +22,7 @@ MAX_LINES = 2_000_000
 
 def read_log(path: Path) -> list[dict[str, object]]:
     """The requests an Envoy logged (none when it logged nothing: a user's own bootstrap)."""
-    out: list[dict[str, object]] = []
-    try:
-        with path.open() as fh:
-            for i, line in enumerate(fh):
-                if i >= MAX_LINES:
-                    break
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    out.append(row)
-    except OSError:
-        return []
-    return out
+    return read_json_lines(path, MAX_LINES)
 
 
 def _number(value: object) -> float | None:

@@ -20,18 +20,24 @@ MAX_LINES = 200_000  # a run's event log is read up to this many lines
 
 def read_events(path: Path) -> list[dict[str, object]]:
     """The events of one control plane (what could be read: a killed one may end mid-line)."""
+    return [e for e in read_json_lines(path, MAX_LINES) if isinstance(e.get("ns"), int)]
+
+
+def read_json_lines(path: Path, limit: int) -> list[dict[str, object]]:
+    """The JSON objects of a file a target appends to, one a line, up to `limit` lines; a line
+    that is not one (cut short by a kill) is skipped, a missing file is empty."""
     out: list[dict[str, object]] = []
     try:
         with path.open() as fh:
             for i, line in enumerate(fh):
-                if i >= MAX_LINES:
+                if i >= limit:
                     break
                 try:
-                    event = json.loads(line)
+                    row = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(event, dict) and isinstance(event.get("ns"), int):
-                    out.append(event)
+                if isinstance(row, dict):
+                    out.append(row)
     except OSError:
         return []
     return out
