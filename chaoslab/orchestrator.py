@@ -450,11 +450,13 @@ def _analyse(
         for v in xds.versions(name, xds.read_events(ctx.work_dir / xds_events_name(name)), phases)
     ]
     xds.attribute(report.xds, phases, layers)
-    report.errors = [
-        row
-        for name, t in ctx.scenario.targets.items()
+    envoys = [
+        n
+        for n, t in ctx.scenario.targets.items()
         if t.service == "envoy" and dict(t.files).get("bootstrap") == GENERATED
-        for row in errors.rows(name, errors.read_log(ctx.work_dir / access_log_name(name)), phases)
     ]
+    logs = {n: errors.read_log(ctx.work_dir / access_log_name(n)) for n in envoys}
+    xds.client_window(report.xds, logs)
+    report.errors = [row for name in envoys for row in errors.rows(name, logs[name], phases)]
     report.expectations = check_all(ctx.scenario.expect, report)
     return report

@@ -205,9 +205,15 @@ def _failover_checks(run: ScenarioRun) -> None:
         assert set(failed["flags"]) <= {"UF", "UC", "UR"}, failed
         assert start - 0.2 <= failed["first_error"] <= failed["last_error"]
         assert failed["last_error"] <= down["at"] + down["sync_ms"] / 1000 + 0.1, (failed, down)
+    # the version that withdrew api-b removed it, and Envoy's log says no request went to it
+    # once Envoy had applied it (the ACK follows the apply)
+    assert down["removed"] == ["api-b"] and not down["added"]
+    assert down["stale_until_ms"] is None or down["stale_until_ms"] <= down["sync_ms"] + 5, down
     # api-b back on revert: served again in the recovery phase
     up = by_why["health: api-b up"]
     assert up["phase"] == "recovery" and up["sync_ms"] is not None
+    assert up["added"] == ["api-b"] and up["first_use_ms"] is not None and up["first_use_ms"] >= 0
+    assert any(e.startswith("api-b=") for e in up["endpoints"])
     assert [e["held"] for e in report["expectations"]] == [True, True, True, True]
     # the same change through 100 ms of delay on the control plane's link to Envoy: the new
     # endpoints cross it once (the ACK goes back on Envoy's side, undelayed), and the report

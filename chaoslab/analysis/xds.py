@@ -10,7 +10,7 @@ leaves it unsynced.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from chaoslab.report.model import FaultRecord, LayerRow, PhaseRecord, XdsAck, XdsVersion
@@ -49,6 +49,7 @@ def versions(
     """Each version a control plane set for a node, with its responses' ACKs."""
     out: dict[tuple[str, str], XdsVersion] = {}
     snapshot_ns: dict[tuple[str, str], int] = {}
+    served: dict[str, set[str]] = {}  # node -> what its last version served (HOST=IP:PORT)
     sent: dict[tuple[str, str, str], int] = {}  # (node, version, type) -> when sent
     for e in events:
         kind, node, version = e.get("event"), str(e.get("node", "")), str(e.get("version", ""))
@@ -57,6 +58,10 @@ def versions(
         if kind == "version":
             changed = e.get("changed")
             snapshot_ns[key] = ns
+            listed = e.get("endpoints")
+            now = {str(x) for x in listed} if isinstance(listed, list) else set()
+            before = served.get(node)
+            served[node] = now
             out[key] = XdsVersion(
                 control=control,
                 node=node,
@@ -65,7 +70,10 @@ def versions(
                 phase=_phase(ns / 1e9, phases),
                 why=str(e.get("why", "")),
                 changed=[str(c) for c in changed] if isinstance(changed, list) else [],
+                added=_hosts(now - before) if before is not None else [],
+                removed=_hosts(before - now) if before is not None else [],
             )
+            out[key].endpoints = sorted(now)
         elif kind == "sent" and key in out:
             sent.setdefault((node, version, str(e.get("type", ""))), ns)
         elif kind in ("ack", "nack") and key in out:
@@ -87,6 +95,40 @@ def versions(
         if v.changed and all(t in answered and answered[t].ack_ms is not None for t in v.changed):
             v.sync_ms = max(answered[t].ack_ms or 0.0 for t in v.changed)
     return sorted(out.values(), key=lambda v: (v.at, v.node))
+
+
+def _hosts(entries: set[str]) -> list[str]:
+    return sorted({e.split("=", 1)[0] for e in entries})
+
+
+def client_window(rows: Sequence[XdsVersion], logs: Mapping[str, Sequence[dict[str, object]]]) -> None:
+    """From each Envoy's access log (by node): the requests a version's change had not yet
+    reached. Requests that started after its snapshot and went to an endpoint it removed
+    (`stale_*`), and the first request to an endpoint it added (`first_use_ms`)."""
+    previous: dict[tuple[str, str], list[str]] = {}
+    for v in sorted(rows, key=lambda v: v.at):
+        before = previous.get((v.control, v.node), [])
+        previous[(v.control, v.node)] = v.endpoints
+        log = logs.get(v.node)
+        if not log or not (v.added or v.removed):
+            continue
+        gone = {e.split("=", 1)[1] for e in before if e.split("=", 1)[0] in v.removed}
+        new = {e.split("=", 1)[1] for e in v.endpoints if e.split("=", 1)[0] in v.added}
+        for r in log:
+            try:
+                start = float(r.get("start"))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                continue
+            if start < v.at:
+                continue
+            upstream = str(r.get("upstream", ""))
+            after_ms = round((start - v.at) * 1000, 3)
+            if upstream in gone:
+                v.stale_requests += 1
+                v.stale_errors += str(r.get("code", "")).startswith(("5", "0"))
+                v.stale_until_ms = max(v.stale_until_ms or 0.0, after_ms)
+            elif upstream in new and (v.first_use_ms is None or after_ms < v.first_use_ms):
+                v.first_use_ms = after_ms
 
 
 def _phase(at: float, phases: Sequence[PhaseRecord]) -> str:

@@ -427,7 +427,7 @@ def _xds_table(report: Report) -> str:
                 escape(f"{v.control} -> {v.node}"),
                 escape(v.version),
                 escape(v.phase or "-"),
-                escape(v.why + (f"; slowed by the {v.slowed_by}" if v.slowed_by else "")),
+                escape(v.why + (f"; slowed by the {v.slowed_by}" if v.slowed_by else "") + words.window(v)),
                 escape(", ".join(v.changed)),
                 synced,
                 escape(acks),

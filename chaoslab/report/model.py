@@ -270,6 +270,18 @@ class XdsVersion:
     # what made it slower than the versions no fault touched (their median sync: typical_ms)
     slowed_by: str = ""
     typical_ms: float | None = None
+    # what it served, as TARGET=IP:PORT (the address as that Envoy reaches it), and the
+    # endpoints (target names) it added and removed against the version before it
+    endpoints: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    # the client-visible window, from the Envoy's access log: requests that started after the
+    # snapshot and still went to a removed endpoint (and how many of them failed), when the
+    # last of them started, and when the first request went to an added endpoint
+    stale_requests: int = 0
+    stale_errors: int = 0
+    stale_until_ms: float | None = None
+    first_use_ms: float | None = None
 
 
 @dataclass(frozen=True)

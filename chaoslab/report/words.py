@@ -113,12 +113,26 @@ def xds_lines(rows: Sequence[XdsVersion]) -> list[str]:
                 if v.slowed_by
                 else ""
             )
+            + window(v)
             for v in later[:6]
         )
         if len(later) > 6:
             text += f"; {len(later) - 6} more"
         lines.append(text)
     return lines
+
+
+def window(v: XdsVersion) -> str:
+    """The requests the version had not reached yet, as the Envoy's access log tells."""
+    out = ""
+    if v.stale_requests:
+        out += (
+            f", {v.stale_requests} requests after it still went to {', '.join(v.removed)}"
+            f" ({v.stale_errors} failed), the last {v.stale_until_ms:.1f} ms after the snapshot"
+        )
+    if v.first_use_ms is not None:
+        out += f", first request to {', '.join(v.added)} {v.first_use_ms:.1f} ms after the snapshot"
+    return out
 
 
 def _nack(v: XdsVersion) -> str:

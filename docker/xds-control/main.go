@@ -192,7 +192,7 @@ func (p *plane) publish(name string, why string) (string, []string, error) {
 	next := strconv.Itoa(p.version + 1)
 	changed := []string{}
 	snap := &cachev3.Snapshot{}
-	for typ, name := range typeNames {
+	for typ, short := range typeNames {
 		items := served[typ]
 		sort.Slice(items, func(i, j int) bool { return cachev3.GetResourceName(items[i]) < cachev3.GetResourceName(items[j]) })
 		var blob []byte
@@ -209,7 +209,7 @@ func (p *plane) publish(name string, why string) (string, []string, error) {
 			// a type with nothing in it before or now changes nothing an Envoy runs (and one
 			// that does not subscribe to it would never ACK it)
 			if ok || len(blob) > 0 {
-				changed = append(changed, name)
+				changed = append(changed, short)
 			}
 		}
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(ver, items)
@@ -220,11 +220,31 @@ func (p *plane) publish(name string, why string) (string, []string, error) {
 		return strconv.Itoa(p.version), changed, nil
 	}
 	p.version++
-	p.ev.put("version", map[string]any{"node": name, "version": next, "changed": changed, "why": why})
+	p.ev.put("version", map[string]any{
+		"node": name, "version": next, "changed": changed, "why": why, "endpoints": endpointsOf(served),
+	})
 	if err := p.cache.SetSnapshot(context.Background(), name, snap); err != nil {
 		return "", nil, err
 	}
 	return next, changed, nil
+}
+
+// endpointsOf lists what a node is served as HOSTNAME=IP:PORT, sorted: the reader of the
+// events tells what a version added and removed (and which requests still went to the old).
+func endpointsOf(served map[string][]types.Resource) []string {
+	out := []string{}
+	for _, m := range served[resource.EndpointType] {
+		for _, locality := range m.(*endpoint.ClusterLoadAssignment).GetEndpoints() {
+			for _, lb := range locality.GetLbEndpoints() {
+				e := lb.GetEndpoint()
+				sa := e.GetAddress().GetSocketAddress()
+				addr := net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
+				out = append(out, e.GetHostname()+"="+addr)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // set replaces a node's desired resources.
