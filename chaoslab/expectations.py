@@ -74,6 +74,9 @@ def _xds_sync(limit: float, rows: list[XdsVersion], seen: list[str]) -> list[str
     """Every config version of the phase synced (ACKed by its Envoy) within `limit` seconds."""
     if not rows:
         return ["no config version was set in the phase"]
+    rows = [v for v in rows if not v.superseded]
+    if not rows:
+        return ["no config version of the phase reached its Envoy"]
     unsynced = [v for v in rows if v.sync_ms is None]
     times = [v.sync_ms for v in rows if v.sync_ms is not None]
     if times:

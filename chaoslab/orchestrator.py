@@ -52,7 +52,7 @@ from chaoslab.safety.watchdog import UNDO_ALLOWANCE
 from chaoslab.scenario.model import PhaseSpec, ProbeBudget, Scenario, TargetSpec
 from chaoslab.signals import SignalState
 from chaoslab.targets.builtins import GENERATED, access_log_name, xds_events_name
-from chaoslab.targets.mesh import Meshes
+from chaoslab.targets.mesh import PUT_TIMEOUT, Meshes
 from chaoslab.targets.runtimes import runtime_for
 
 VERIFY_LEAD = 0.5  # seconds before a fault phase's end at which its faults are verified
@@ -177,9 +177,12 @@ def _run_phases(
         before: Snapshot = {}
         tripped: tuple[Trip, dict[str, float]] | None = None
         with ExitStack() as phase_stack:
-            phase_stack.callback(active.revert_all)
+            # the config a change moved is given back after the faults are reverted (a paused
+            # or throttled control plane takes it again then), with the switch told it may take
+            # a PUT per Envoy
             if spec.changes:
-                phase_stack.callback(_restore_meshes, ctx, meshes)
+                phase_stack.callback(_restore_meshes, ctx, meshes, watch.switch)
+            phase_stack.callback(active.revert_all)
             try:
                 watch.wait_until(start)
                 for fault in [faults[id(f)] for f in spec.faults]:
@@ -195,7 +198,8 @@ def _run_phases(
                 live.phase(spec.name, start, spec.duration, [f.describe() for f in active.faults])
                 for change in sorted(spec.changes, key=lambda c: c.at):
                     watch.wait_until(start + change.at, live)
-                    made = meshes.apply(change, start)
+                    with watch.switch.busy(PUT_TIMEOUT * meshes.calls(change.target) + 1):
+                        made = meshes.apply(change, start)
                     run.changes.append(made)
                     ctx.say(
                         f"change at {made.target}: {made.what}: "
@@ -260,8 +264,11 @@ def _on_control_plane(f: Fault, targets: Mapping[str, TargetSpec]) -> bool:
     return any(name in targets and targets[name].mesh is not None for name in (f.spec.target, peer))
 
 
-def _restore_meshes(ctx: RunContext, meshes: Meshes) -> None:
-    for problem in meshes.restore():
+def _restore_meshes(ctx: RunContext, meshes: Meshes, switch: Switch) -> None:
+    calls = sum(meshes.calls(name) for name in meshes.now)
+    with switch.busy(PUT_TIMEOUT * calls + 1):
+        problems = meshes.restore()
+    for problem in problems:
         ctx.say(f"warning: the config a phase changed was not restored: {problem}")
 
 

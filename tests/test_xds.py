@@ -155,6 +155,16 @@ def test_what_the_control_plane_serves_is_envoy_json_with_each_endpoint_named(tm
             "phases[1].changes[0].routes.web: unknown cluster",
         ),
         ((", faults:", ", changes: [{target: mesh}], faults:"), "phases[1].changes[0]: changes nothing"),
+        (("{api: [api-a, api-b]}", "{}"), "targets.mesh.clusters: names no cluster"),
+        (
+            ("{api: [api-a, api-b]}", "{api: [api-a, api-b]}, routes: {}"),
+            "targets.mesh.routes: gives no weight",
+        ),
+        (
+            ("{api: [api-a, api-b]}", "{api: [api-a, api-b]}, health_timeout: 0s"),
+            "targets.mesh.health_timeout",
+        ),
+        (("xds: mesh}", "xds: mesh, ports: {grpc: 1}}"), "targets.edge.ports: unknown key"),
     ],
 )
 def test_bad_mesh_input_is_named_by_its_path(change: tuple[str, str], expected: str) -> None:
@@ -165,7 +175,37 @@ def test_bad_mesh_input_is_named_by_its_path(change: tuple[str, str], expected: 
 def test_an_endpoint_envoy_cannot_send_requests_to_is_refused() -> None:
     text = MESH.replace("api-b: {service: go-api}", "api-b: {program: [/bin/true], ports: {tcp: 6379}}")
     found = problems(text)
-    assert any("targets.mesh.clusters.api: api-b declares no https or http port" in p for p in found), found
+    assert any("targets.mesh.clusters.api: api-b declares no http port" in p for p in found), found
+    # endpoints of one cluster share a protocol: an https-only one beside an http-only one
+    mixed = MESH.replace("api-b: {service: go-api}", "api-b: {program: [/bin/true], ports: {http: 8080}}")
+    found = problems(
+        mixed.replace("api-a: {service: go-api}", "api-a: {program: [/bin/true], ports: {https: 8443}}")
+    )
+    assert any("targets.mesh.clusters.api: api-a declares no http port" in p for p in found), found
+    # a standby target moved in by a change must speak the cluster's protocol too
+    standby = MESH.replace(
+        "clusters: {api: [api-a, api-b]}", "clusters: {api: [api-a, api-b]}, standby: [api-c]"
+    ).replace(
+        "  api-b: {service: go-api}",
+        "  api-b: {service: go-api}\n  api-c: {program: [/bin/true], ports: {tcp: 1}}",
+    )
+    found = problems(standby)
+    assert any("targets.mesh.standby: api-c declares no https or http port" in p for p in found), found
+    moved = standby.replace("ports: {tcp: 1}", "ports: {http: 8080}").replace(
+        ", faults:",
+        ", changes: [{target: mesh, clusters: {api: {endpoints: [api-c], port: https}}}], faults:",
+    )
+    found = problems(moved)
+    assert any("phases[1].changes[0].clusters.api: api-c declares no https port" in p for p in found), found
+
+
+def test_health_checks_are_named_exactly() -> None:
+    # an endpoint whose name ends another's (b, api-b) is still checked
+    text = MESH.replace("api-b", "b")
+    argv = parse_scenario(text).targets["mesh"].argv
+    checks = [argv[i + 1] for i, a in enumerate(argv) if a == "-check"]
+    assert [c.split("=")[0] for c in checks] == ["api-a", "b"]
+    assert "-health-timeout" in argv and "grpc" not in parse_scenario(text).targets["edge"].port_map
 
 
 def test_a_sync_expectation_needs_a_control_plane() -> None:
@@ -371,3 +411,113 @@ def test_a_slow_dependency_behind_a_breaker_retries_and_neither(
     assert "retried" in run.stdout and "errors at bare" not in run.stdout
     for envoy in ("guarded", "retrying", "bare"):
         assert rows[("recovery", envoy)]["errors"] == 0
+
+
+# -- reading what the control plane and Envoy logged (no privileges) ----------------------
+
+
+def _phases() -> list:
+    from chaoslab.report.model import PhaseRecord
+
+    return [PhaseRecord("baseline", 100.0, 110.0, []), PhaseRecord("kill", 110.0, 120.0, [])]
+
+
+def test_versions_acks_lives_and_superseded_versions_from_the_event_log() -> None:
+    from chaoslab.analysis import xds
+
+    s = 1_000_000_000
+    ev = [
+        {"event": "start", "ns": 99 * s},
+        {
+            "event": "version",
+            "node": "edge",
+            "version": "1",
+            "why": "file",
+            "changed": ["endpoints"],
+            "endpoints": ["a=10.0.0.2:8443", "b=10.0.0.6:8443"],
+            "ns": 99 * s,
+        },
+        {"event": "sent", "node": "edge", "version": "1", "type": "endpoints", "ns": 99 * s + 1_000_000},
+        {"event": "ack", "node": "edge", "version": "1", "type": "endpoints", "ns": 99 * s + 2_000_000},
+        # two versions within one round trip: the first is never sent
+        {
+            "event": "version",
+            "node": "edge",
+            "version": "2",
+            "why": "health: b down",
+            "changed": ["endpoints"],
+            "endpoints": ["a=10.0.0.2:8443"],
+            "ns": 111 * s,
+        },
+        {
+            "event": "version",
+            "node": "edge",
+            "version": "3",
+            "why": "put",
+            "changed": ["endpoints"],
+            "endpoints": ["a=10.0.0.2:8443", "c=10.0.0.9:8443"],
+            "ns": 111 * s + 100_000_000,
+        },
+        {"event": "sent", "node": "edge", "version": "3", "type": "endpoints", "ns": 111 * s + 100_300_000},
+        {"event": "ack", "node": "edge", "version": "3", "type": "endpoints", "ns": 111 * s + 101_600_000},
+        # the control plane restarted: its versions count from 1 again, a NACK this time
+        {"event": "start", "ns": 115 * s},
+        {
+            "event": "version",
+            "node": "edge",
+            "version": "1",
+            "why": "file",
+            "changed": ["clusters"],
+            "endpoints": ["a=10.0.0.2:8443"],
+            "ns": 115 * s,
+        },
+        {
+            "event": "nack",
+            "node": "edge",
+            "version": "1",
+            "type": "clusters",
+            "error": "bad cluster",
+            "ns": 115 * s + 10,
+        },
+    ]
+    rows = xds.versions("mesh", ev, _phases())
+    assert [(v.version, v.phase, v.sync_ms, v.superseded) for v in rows] == [
+        ("1", "", 2.0, False),
+        ("2", "kill", None, True),
+        ("3", "kill", 1.6, False),
+        ("1 (life 2)", "kill", None, False),
+    ]
+    assert (rows[1].removed, rows[2].added, rows[2].removed) == (["b"], ["b", "c"], []) or rows[2].added == [
+        "c"
+    ]
+    assert rows[3].acks[0].error == "bad cluster" and rows[3].acks[0].ack_ms is None
+    log = [
+        {"start": "111.05", "code": "200", "upstream": "10.0.0.6:8443"},  # to b, after v2 removed it
+        {"start": "111.2", "code": "503", "upstream": "10.0.0.6:8443", "flags": "UF"},
+        {"start": "111.3", "code": "200", "upstream": "10.0.0.9:8443"},  # first to c, added by v3
+    ]
+    xds.client_window(rows, {"edge": log})
+    assert (rows[1].stale_requests, rows[1].stale_errors) == (1, 0)  # v2's window ends at v3
+    assert rows[2].first_use_ms == pytest.approx(200.0, abs=0.1)
+
+
+def test_error_rows_count_flags_retries_and_the_error_window() -> None:
+    from chaoslab.analysis import errors
+    from chaoslab.report import words
+
+    log = [
+        {"start": "101", "code": "200", "flags": "-", "attempts": "1", "ms": "3"},
+        {"start": "111", "code": "503", "flags": "UO", "attempts": "1", "ms": "0"},
+        {"start": "112.5", "code": "503", "flags": "UT,URX", "attempts": "3", "ms": "120"},
+        {"start": "113", "code": "200", "flags": "-", "attempts": "2", "ms": "40"},
+        {"start": "not a time"},
+    ]
+    base, kill = errors.rows("edge", log, _phases())
+    assert (base.requests, base.errors) == (1, 0)
+    assert (kill.requests, kill.errors, kill.retried, kill.retried_ok) == (3, 2, 2, 1)
+    assert kill.flags == {"UO": 1, "UT": 1, "URX": 1} and (kill.first_error, kill.last_error) == (
+        111.0,
+        112.5,
+    )
+    [line] = words.error_lines([base, kill], "baseline", {"kill": 110.0})
+    assert "from 1.00 s to 2.50 s into the phase" in line and "1 of them then succeeded" in line

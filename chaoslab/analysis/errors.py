@@ -48,16 +48,18 @@ def rows(target: str, log: Iterable[dict[str, object]], phases: Sequence[PhaseRe
         reqs = by_phase[p.name]
         flags: dict[str, int] = {}
         flagged_ms: list[float] = []
-        errors = retried = 0
+        errors = retried = retried_ok = 0
         failed: list[float] = []
         for r in reqs:
             code = _number(r.get("code")) or 0
-            if code >= 500 or code == 0:
+            bad = code >= 500 or code == 0
+            if bad:
                 errors += 1
                 failed.append(_number(r.get("start")) or 0.0)
             attempts = _number(r.get("attempts")) or 1
             if attempts > 1:
                 retried += 1
+                retried_ok += not bad
             raw = str(r.get("flags", "-"))
             if raw not in ("-", "", "None"):
                 for flag in raw.split(","):
@@ -74,6 +76,7 @@ def rows(target: str, log: Iterable[dict[str, object]], phases: Sequence[PhaseRe
                 errors=errors,
                 flags=dict(sorted(flags.items(), key=lambda kv: -kv[1])),
                 retried=retried,
+                retried_ok=retried_ok,
                 flagged_p50_ms=round(quantile(flagged_ms, 0.5), 3) if flagged_ms else None,
                 first_error=round(min(failed), 3) if failed else None,
                 last_error=round(max(failed), 3) if failed else None,

@@ -46,15 +46,21 @@ def read_json_lines(path: Path, limit: int) -> list[dict[str, object]]:
 def versions(
     control: str, events: Iterable[dict[str, object]], phases: Sequence[PhaseRecord]
 ) -> list[XdsVersion]:
-    """Each version a control plane set for a node, with its responses' ACKs."""
-    out: dict[tuple[str, str], XdsVersion] = {}
-    snapshot_ns: dict[tuple[str, str], int] = {}
+    """Each version a control plane set for a node, with its responses' ACKs. A restarted
+    control plane numbers its versions from 1 again: each life (a "start" event) is kept
+    apart, its versions shown with the life's number after the first."""
+    out: dict[tuple[int, str, str], XdsVersion] = {}
+    snapshot_ns: dict[tuple[int, str, str], int] = {}
     served: dict[str, set[str]] = {}  # node -> what its last version served (HOST=IP:PORT)
-    sent: dict[tuple[str, str, str], int] = {}  # (node, version, type) -> when sent
+    sent: dict[tuple[int, str, str, str], int] = {}  # (life, node, version, type) -> when sent
+    life = 0
     for e in events:
         kind, node, version = e.get("event"), str(e.get("node", "")), str(e.get("version", ""))
         ns = int(e["ns"])  # type: ignore[call-overload]
-        key = (node, version)
+        if kind == "start":
+            life += 1
+            continue
+        key = (life, node, version)
         if kind == "version":
             changed = e.get("changed")
             snapshot_ns[key] = ns
@@ -62,20 +68,22 @@ def versions(
             now = {str(x) for x in listed} if isinstance(listed, list) else set()
             before = served.get(node)
             served[node] = now
+            why = str(e.get("why", ""))
             out[key] = XdsVersion(
                 control=control,
                 node=node,
-                version=version,
+                version=version if life <= 1 else f"{version} (life {life})",
                 at=ns / 1e9,
-                phase=_phase(ns / 1e9, phases),
-                why=str(e.get("why", "")),
+                # a restore is the end of its phase's change, made as the next phase begins
+                phase="" if why.startswith("restore") else _phase(ns / 1e9, phases),
+                why=why,
                 changed=[str(c) for c in changed] if isinstance(changed, list) else [],
+                endpoints=sorted(now),
                 added=_hosts(now - before) if before is not None else [],
                 removed=_hosts(before - now) if before is not None else [],
             )
-            out[key].endpoints = sorted(now)
         elif kind == "sent" and key in out:
-            sent.setdefault((node, version, str(e.get("type", ""))), ns)
+            sent.setdefault((*key, str(e.get("type", ""))), ns)
         elif kind in ("ack", "nack") and key in out:
             typ = str(e.get("type", ""))
             v = out[key]
@@ -85,16 +93,24 @@ def versions(
             v.acks.append(
                 XdsAck(
                     type=typ,
-                    sent_ms=round((sent.get((node, version, typ), ns) - base) / 1e6, 3),
+                    sent_ms=round((sent.get((*key, typ), ns) - base) / 1e6, 3),
                     ack_ms=round((ns - base) / 1e6, 3) if kind == "ack" else None,
                     error=str(e.get("error", "")) if kind == "nack" else "",
                 )
             )
-    for v in out.values():
+    rows = sorted(out.values(), key=lambda v: (v.at, v.node))
+    for v in rows:
         answered = {a.type: a for a in v.acks}
         if v.changed and all(t in answered and answered[t].ack_ms is not None for t in v.changed):
             v.sync_ms = max(answered[t].ack_ms or 0.0 for t in v.changed)
-    return sorted(out.values(), key=lambda v: (v.at, v.node))
+    # a version the next one replaced before it was sent (two within a round trip) never
+    # reaches its Envoy, and need not: the later one, once synced, carries it
+    for i, v in enumerate(rows):
+        if v.sync_ms is None and not any(a.error for a in v.acks):
+            later = [w for w in rows[i + 1 :] if (w.control, w.node) == (v.control, v.node)]
+            if later and later[0].sync_ms is not None:
+                v.superseded = True
+    return rows
 
 
 def _hosts(entries: set[str]) -> list[str]:
@@ -106,12 +122,15 @@ def client_window(rows: Sequence[XdsVersion], logs: Mapping[str, Sequence[dict[s
     reached. Requests that started after its snapshot and went to an endpoint it removed
     (`stale_*`), and the first request to an endpoint it added (`first_use_ms`)."""
     previous: dict[tuple[str, str], list[str]] = {}
-    for v in sorted(rows, key=lambda v: v.at):
+    ordered = sorted(rows, key=lambda v: v.at)
+    for i, v in enumerate(ordered):
         before = previous.get((v.control, v.node), [])
         previous[(v.control, v.node)] = v.endpoints
         log = logs.get(v.node)
         if not log or not (v.added or v.removed):
             continue
+        # until the next version for the same Envoy, which has a window of its own
+        nxt = next((w.at for w in ordered[i + 1 :] if (w.control, w.node) == (v.control, v.node)), None)
         gone = {e.split("=", 1)[1] for e in before if e.split("=", 1)[0] in v.removed}
         new = {e.split("=", 1)[1] for e in v.endpoints if e.split("=", 1)[0] in v.added}
         for r in log:
@@ -119,7 +138,7 @@ def client_window(rows: Sequence[XdsVersion], logs: Mapping[str, Sequence[dict[s
                 start = float(r.get("start"))  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 continue
-            if start < v.at:
+            if start < v.at or (nxt is not None and start >= nxt):
                 continue
             upstream = str(r.get("upstream", ""))
             after_ms = round((start - v.at) * 1000, 3)
@@ -165,7 +184,10 @@ def attribute(rows: Sequence[XdsVersion], phases: Sequence[PhaseRecord], layers:
     mean = {(r.phase, r.target, r.layer, r.metric): r.mean_ms for r in layers}
     for v in rows:
         found = suspects(v)
-        if v.sync_ms is None or not found or v.sync_ms < max(2 * typical, typical + 5):
+        unsynced = v.sync_ms is None and not v.superseded
+        if not found or not (
+            unsynced or (v.sync_ms is not None and v.sync_ms >= max(2 * typical, typical + 5))
+        ):
             continue
         said = []
         for f in found:

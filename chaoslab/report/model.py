@@ -238,6 +238,7 @@ class ErrorRow:
     errors: int  # 5xx, or no response
     flags: dict[str, int] = field(default_factory=dict)  # Envoy's response flag -> requests
     retried: int = 0  # requests that took more than one try
+    retried_ok: int = 0  # of those, the ones that succeeded: a fault the retries absorbed
     flagged_p50_ms: float | None = None  # how long the flagged requests took (median)
     # the error window: when the first and the last failed request started (epoch seconds)
     first_error: float | None = None
@@ -266,6 +267,7 @@ class XdsVersion:
     why: str  # what set it: the initial file, a change, an endpoint's health
     changed: list[str] = field(default_factory=list)  # the types it changed
     sync_ms: float | None = None  # snapshot to the last ACK of a changed type; None: not synced
+    superseded: bool = False  # replaced by the next version before it was sent (never synced)
     acks: list[XdsAck] = field(default_factory=list)
     # what made it slower than the versions no fault touched (their median sync: typical_ms)
     slowed_by: str = ""

@@ -104,10 +104,16 @@ def xds_lines(rows: Sequence[XdsVersion]) -> list[str]:
             mean = sum(synced) / len(synced)
             text += f", snapshot to ACK in the phases mean {mean:.1f} ms, max {synced[-1]:.1f} ms"
         # the versions set in the phases, and any that did not reach its Envoy
-        later = [v for v in mine if v.phase or v.sync_ms is None]
+        later = [v for v in mine if v.phase or (v.sync_ms is None and not v.superseded)]
         text += "".join(
             f"; v{v.version} ({v.why}{', ' + v.phase if v.phase else ''}): "
-            + (f"{v.sync_ms:.1f} ms" if v.sync_ms is not None else "NOT synced" + _nack(v))
+            + (
+                f"{v.sync_ms:.1f} ms"
+                if v.sync_ms is not None
+                else "replaced by the next before it was sent"
+                if v.superseded
+                else "NOT synced" + _nack(v)
+            )
             + (
                 f", slowed by the {v.slowed_by}, against {v.typical_ms:.1f} ms untouched"
                 if v.slowed_by
@@ -199,5 +205,7 @@ def error_lines(rows: Sequence[ErrorRow], baseline: str, starts: dict[str, float
                 text += f": {FLAG_DEEDS[main].format(target=r.target)}"
         if r.retried or b.retried:
             text += f"; retried {r.retried} ({tried:.1%}, baseline {b_tried:.1%})"
+            if r.retried_ok:
+                text += f", {r.retried_ok} of them then succeeded: the retries absorbed those"
         lines.append(text)
     return lines

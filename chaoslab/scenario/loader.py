@@ -205,7 +205,7 @@ class _Reader:
     def _changes(self, f: Fields, duration: float, targets: dict[str, TargetSpec]) -> tuple[ChangeSpec, ...]:
         """A phase's config changes (`changes:`): each at a time inside the phase, at an xDS
         control plane, naming what it serves."""
-        from chaoslab.targets.builtins import BUILTINS, XdsControl
+        from chaoslab.targets.builtins import BUILTINS, XdsControl, cluster_problem
 
         out: list[ChangeSpec] = []
         items = f.sequence("changes")
@@ -232,7 +232,13 @@ class _Reader:
                 )
             plane = BUILTINS[XdsControl.name]
             assert isinstance(plane, XdsControl)
-            out.append(plane.parse_change(cf, at, target, spec.mesh if spec else None))
+            change = plane.parse_change(cf, at, target, spec.mesh if spec else None)
+            if spec is not None and spec.mesh is not None:
+                moved = {c.name for c in change.clusters}
+                for c in change.apply(spec.mesh).clusters:
+                    if c.name in moved:
+                        cluster_problem(c, targets, join(cf.at("clusters"), c.name), self.problems)
+            out.append(change)
             cf.finish()
         return tuple(out)
 

@@ -314,7 +314,11 @@ class ChangeSpec:
 
     def apply(self, mesh: MeshSpec) -> MeshSpec:
         new = {c.name: c for c in self.clusters}
-        clusters = tuple(new.get(c.name, c) for c in mesh.clusters)
+        # a cluster given new endpoints keeps its protocol unless the change names one
+        clusters = tuple(
+            replace(new[c.name], port=new[c.name].port or c.port) if c.name in new else c
+            for c in mesh.clusters
+        )
         return replace(
             mesh, clusters=clusters, weights=mesh.weights if self.weights is None else self.weights
         )

@@ -133,7 +133,8 @@ class Envoy(Builtin):
             bootstrap = str((base / fields.string("bootstrap", required=True)).resolve())
             if not Path(bootstrap).is_file():
                 fields.problems.add(fields.at("bootstrap"), f"{bootstrap} is not a file")
-        ports = tuple(envoy_config.LISTEN_PORTS.items())
+        # with a control plane only the https and http listeners exist (their route comes from it)
+        ports = tuple((p, n) for p, n in envoy_config.LISTEN_PORTS.items() if not xds or p != "grpc")
         return TargetSpec(
             name=name,
             kind="service",
@@ -307,6 +308,8 @@ class CacheApi(Builtin):
 
     def parse(self, fields: Fields, name: str, base: Path) -> TargetSpec:
         cache = fields.name("cache", required=True)
+        # its own hop's timeout: one Redis command, dial, read and write alike
+        timeout = fields.duration("cache_timeout", 2.0, low=0.001, high=60)
         return TargetSpec(
             name=name,
             kind="service",
@@ -323,6 +326,8 @@ class CacheApi(Builtin):
                 "{key}",
                 "-redis",
                 f"{{targets.{cache}.host}}:{{targets.{cache}.ports.tcp}}",
+                "-redis-timeout",
+                f"{round(timeout * 1000)}ms",
             ),
             ports=self.PORTS,
             health=HealthSpec("https", path="/healthz", port=8443),
@@ -359,6 +364,7 @@ class XdsControl(Builtin):
         weights = self._weights(fields, [c.name for c in clusters])
         standby = self._targets(fields, "standby", link_paths) if fields.has("standby") else ()
         interval = fields.duration("health_interval", 0.2, positive=False, low=0.05, high=60)
+        timeout = fields.duration("health_timeout", 0.5, low=0.01, high=30)
         failures = fields.integer("health_failures", 2, low=1, high=100)
         links = tuple(dict.fromkeys([*(e for c in clusters for e in c.endpoints), *standby]))
         paths = tuple(link_paths[link] for link in links)
@@ -378,6 +384,8 @@ class XdsControl(Builtin):
                 f"{round(interval * 1000)}ms",
                 "-health-failures",
                 str(failures),
+                "-health-timeout",
+                f"{round(timeout * 1000)}ms",
             ),
             ports=self.PORTS,
             health=HealthSpec("http", path="/healthz", port=18001),
@@ -424,7 +432,12 @@ class XdsControl(Builtin):
         cls, fields: Fields, allow_empty: bool = False
     ) -> tuple[tuple[ClusterSpec, ...], dict[str, str]]:
         """`clusters: {NAME: [TARGET, ...]}` or `{NAME: {endpoints: [...], port: https}}`."""
+        seen = len(list(fields.problems))
         raw = fields.mapping("clusters", required=True)
+        if not raw and len(list(fields.problems)) == seen:  # given, as an empty mapping
+            fields.problems.add(
+                fields.at("clusters"), "names no cluster", "e.g. clusters: {api: [api-a, api-b]}"
+            )
         out: list[ClusterSpec] = []
         paths: dict[str, str] = {}
         for cname, value in raw.items():
@@ -473,7 +486,10 @@ class XdsControl(Builtin):
         the first cluster."""
         if not fields.has("routes"):
             return ((names[0], 100),) if names else ()
+        seen = len(list(fields.problems))
         raw = fields.mapping("routes", required=True)
+        if not raw and len(list(fields.problems)) == seen:
+            fields.problems.add(fields.at("routes"), "gives no weight", "e.g. routes: {api: 90, canary: 10}")
         out: list[tuple[str, int]] = []
         for cname, weight in raw.items():
             path = join(fields.at("routes"), cname)
@@ -497,31 +513,53 @@ class XdsControl(Builtin):
         for t in targets.values():
             if t.xds == spec.name:
                 args += ["-node", f"{t.name}={{workdir}}/{t.name}-resources.json"]
+        checked: set[str] = set()
         ports_of = [(e, c.port) for c in spec.mesh.clusters for e in c.endpoints]
         for e, port in [*ports_of, *((e, "") for e in spec.mesh.standby)]:
             ports = targets[e].port_map if e in targets else {}
             proto = port or ("https" if "https" in ports else "http")
-            if proto in ports and f"{e}=" not in " ".join(args):
+            if proto in ports and e not in checked:
+                checked.add(e)
                 args += ["-check", f"{e}={{targets.{e}.host}}:{{targets.{e}.ports.{proto}}}"]
         return replace(spec, argv=(*spec.argv, *args))
 
     def check(self, spec: TargetSpec, targets: Mapping[str, TargetSpec], problems: Problems) -> None:
         assert spec.mesh is not None
         for cluster in spec.mesh.clusters:
-            for endpoint in cluster.endpoints:
-                t = targets.get(endpoint)
-                if t is None:
-                    continue  # an unknown target: reported with the links
-                need = (cluster.port,) if cluster.port else ("https", "http")
-                if not set(need) & set(t.port_map):
-                    problems.add(
-                        f"targets.{spec.name}.clusters.{cluster.name}",
-                        f"{endpoint} declares no {' or '.join(need)} port for Envoy to send requests to",
-                        f"give {endpoint} ports: {{{need[0]}: PORT}}",
-                    )
+            cluster_problem(cluster, targets, f"targets.{spec.name}.clusters.{cluster.name}", problems)
+        for endpoint in spec.mesh.standby:
+            t = targets.get(endpoint)
+            if t is not None and not {"https", "http"} & set(t.port_map):
+                problems.add(
+                    f"targets.{spec.name}.standby",
+                    f"{endpoint} declares no https or http port for Envoy to send requests to",
+                    f"give {endpoint} ports: {{https: PORT}}",
+                )
 
     def binary(self) -> Path:
         return build.go_service(self.name)
+
+
+def cluster_problem(
+    cluster: ClusterSpec, targets: Mapping[str, TargetSpec], path: str, problems: Problems
+) -> None:
+    """A cluster's endpoints must share the protocol Envoy speaks to them: its `port:`, or https
+    where they all have it, else http where they all have that."""
+    known = [targets[e] for e in cluster.endpoints if e in targets]  # an unknown one: reported with the links
+    if cluster.port:
+        need = cluster.port
+    elif all("https" in t.port_map for t in known):
+        need = "https"
+    else:
+        need = "http"
+    for t in known:
+        if need not in t.port_map:
+            problems.add(
+                path,
+                f"{t.name} declares no {need} port, which Envoy speaks to this cluster"
+                + ("" if cluster.port else " (its endpoints do not all have https)"),
+                f"give {t.name} ports: {{{need}: PORT}}, or keep endpoints of one protocol in a cluster",
+            )
 
 
 def access_log_name(target: str) -> str:

@@ -10,6 +10,7 @@ exit path, the control plane is handed the config the scenario declared.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -24,6 +25,8 @@ from chaoslab.targets.base import RunningTarget
 from chaoslab.targets.builtins import BUILTINS
 
 PUT_TIMEOUT = 5.0
+# control traffic goes straight to the target, never through a proxy from the environment
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class MeshError(Exception):
@@ -49,12 +52,18 @@ class Meshes:
         record = ChangeRecord(
             at=round(time.time() - phase_start, 3), target=change.target, what=change.describe()
         )
+        # what it serves now, before any Envoy is told: a change that reached only some of them
+        # is undone at the end like one that reached all
+        self.now[change.target] = mesh
         try:
             record.versions = self._push(change.target, mesh, f"change: {change.describe()}")
-            self.now[change.target] = mesh
         except MeshError as exc:
             record.error = str(exc)
         return record
+
+    def calls(self, control: str) -> int:
+        """How many PUTs a change at this control plane makes (one per Envoy)."""
+        return max(1, len(self.envoys(control)))
 
     def restore(self) -> list[str]:
         """Hand every control plane whose config a change moved the scenario's own; what failed."""
@@ -83,12 +92,12 @@ class Meshes:
             url = f"http://{t.ip}:{t.spec.control_ports[0]}/resources?{query}"
             req = urllib.request.Request(url, data=body, method="PUT")
             try:
-                with urllib.request.urlopen(req, timeout=PUT_TIMEOUT) as resp:
+                with DIRECT.open(req, timeout=PUT_TIMEOUT) as resp:
                     answer = json.loads(resp.read(65536))
             except urllib.error.HTTPError as exc:
                 detail = exc.read(2000).decode(errors="replace").strip()
                 raise MeshError(f"{control} refused the config for {e.name}: {detail}") from exc
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 raise MeshError(f"{control} did not take the config for {e.name}: {exc}") from exc
             out[e.name] = str(answer.get("version", "")) if isinstance(answer, dict) else ""
         return out

@@ -217,7 +217,7 @@ func (p *plane) publish(name string, why string) (string, []string, error) {
 	}
 	sort.Strings(changed)
 	if len(changed) == 0 {
-		return strconv.Itoa(p.version), changed, nil
+		return "", changed, nil // nothing this Envoy runs changed: no version for it
 	}
 	p.version++
 	p.ev.put("version", map[string]any{
@@ -374,7 +374,7 @@ func (f *pairs) Set(v string) error {
 type tracker struct {
 	mu    sync.Mutex
 	ev    *events
-	nodes map[int64]string
+	nodes map[string]string       // by stream
 	sent  map[string]sentResponse // by stream/nonce
 }
 
@@ -382,7 +382,9 @@ type sentResponse struct {
 	typ, version string
 }
 
-func (t *tracker) node(stream int64, n *core.Node) string {
+// Stream ids count separately in the state-of-the-world and the delta server (both start at
+// 1, and so do their nonces): every key below is "sotw/ID" or "delta/ID".
+func (t *tracker) node(stream string, n *core.Node) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n.GetId() != "" {
@@ -391,10 +393,10 @@ func (t *tracker) node(stream int64, n *core.Node) string {
 	return t.nodes[stream]
 }
 
-func (t *tracker) response(stream int64, typ, version, nonce string, resources int) {
+func (t *tracker) response(stream string, typ, version, nonce string, resources int) {
 	node := t.node(stream, nil)
 	t.mu.Lock()
-	t.sent[fmt.Sprintf("%d/%s", stream, nonce)] = sentResponse{typ, version}
+	t.sent[stream+"/"+nonce] = sentResponse{typ, version}
 	t.mu.Unlock()
 	t.ev.put("sent", map[string]any{
 		"node": node, "stream": stream, "type": typeNames[typ], "version": version,
@@ -402,12 +404,12 @@ func (t *tracker) response(stream int64, typ, version, nonce string, resources i
 	})
 }
 
-func (t *tracker) request(stream int64, n *core.Node, nonce string, status error) {
+func (t *tracker) request(stream string, n *core.Node, nonce string, status error) {
 	node := t.node(stream, n)
 	if nonce == "" {
 		return // a subscription, not an answer to a response
 	}
-	key := fmt.Sprintf("%d/%s", stream, nonce)
+	key := stream + "/" + nonce
 	t.mu.Lock()
 	sent, ok := t.sent[key]
 	delete(t.sent, key)
@@ -431,34 +433,36 @@ func (t *tracker) callbacks() serverv3.Callbacks {
 		}
 		return errors.New(d.GetMessage())
 	}
+	sotw := func(id int64) string { return fmt.Sprintf("sotw/%d", id) }
+	delta := func(id int64) string { return fmt.Sprintf("delta/%d", id) }
 	return serverv3.CallbackFuncs{
 		StreamRequestFunc: func(id int64, r *discovery.DiscoveryRequest) error {
 			var status error
 			if r.ErrorDetail != nil {
 				status = detail(r.ErrorDetail)
 			}
-			t.request(id, r.GetNode(), r.GetResponseNonce(), status)
+			t.request(sotw(id), r.GetNode(), r.GetResponseNonce(), status)
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discovery.DiscoveryRequest, r *discovery.DiscoveryResponse) {
-			t.response(id, r.GetTypeUrl(), r.GetVersionInfo(), r.GetNonce(), len(r.GetResources()))
+			t.response(sotw(id), r.GetTypeUrl(), r.GetVersionInfo(), r.GetNonce(), len(r.GetResources()))
 		},
 		StreamDeltaRequestFunc: func(id int64, r *discovery.DeltaDiscoveryRequest) error {
 			var status error
 			if r.ErrorDetail != nil {
 				status = detail(r.ErrorDetail)
 			}
-			t.request(id, r.GetNode(), r.GetResponseNonce(), status)
+			t.request(delta(id), r.GetNode(), r.GetResponseNonce(), status)
 			return nil
 		},
 		StreamDeltaResponseFunc: func(id int64, _ *discovery.DeltaDiscoveryRequest, r *discovery.DeltaDiscoveryResponse) {
-			t.response(id, r.GetTypeUrl(), r.GetSystemVersionInfo(), r.GetNonce(), len(r.GetResources())+len(r.GetRemovedResources()))
+			t.response(delta(id), r.GetTypeUrl(), r.GetSystemVersionInfo(), r.GetNonce(), len(r.GetResources())+len(r.GetRemovedResources()))
 		},
 		StreamClosedFunc: func(id int64, n *core.Node) {
-			t.ev.put("closed", map[string]any{"node": t.node(id, n), "stream": id})
+			t.ev.put("closed", map[string]any{"node": t.node(sotw(id), n), "stream": sotw(id)})
 		},
 		DeltaStreamClosedFunc: func(id int64, n *core.Node) {
-			t.ev.put("closed", map[string]any{"node": t.node(id, n), "stream": id})
+			t.ev.put("closed", map[string]any{"node": t.node(delta(id), n), "stream": delta(id)})
 		},
 	}
 }
@@ -486,13 +490,15 @@ func main() {
 		out = f
 	}
 	ev := &events{out: out}
+	// each life of the control plane numbers its versions from 1: readers tell them apart by this
+	ev.put("start", map[string]any{"pid": os.Getpid()})
 	p := newPlane(ev)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	for _, n := range nodes {
 		go p.watch(ctx, n[0], n[1], *poll)
 	}
-	t := &tracker{ev: ev, nodes: map[int64]string{}, sent: map[string]sentResponse{}}
+	t := &tracker{ev: ev, nodes: map[string]string{}, sent: map[string]sentResponse{}}
 	srv := serverv3.NewServer(ctx, p.cache, t.callbacks())
 	gs := grpc.NewServer(
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second}),
