@@ -202,6 +202,8 @@ def _validate(path: Path, out: Console) -> int:
         f"{path}: valid: {len(s.targets)} targets, {len(s.phases)} phases ({faults} faults), "
         f"{s.duration:g}s, {len(s.expect)} expectations"
     )
+    for sweep in s.sweeps:
+        out.print(f"  {sweep.describe()}", highlight=False)
     return ExitCode.OK
 
 
@@ -229,6 +231,8 @@ def _plan(path: Path, runtime: str | None, out: Console) -> int:
             "RUNID and <...> are filled in at run time",
             highlight=False,
         )
+        for sweep in scenario.sweeps:
+            out.print(sweep.describe(), highlight=False)
         for phase in scenario.phases:
             out.print(
                 f"phase {phase.name} ({phase.duration:g}s): {len(phase.faults) or 'no'} faults",
@@ -278,6 +282,8 @@ def _run(
             say(
                 f"chaoslab run {ctx.run_id[:8]}: {scenario.name}, {scenario.duration:g}s, output in {out_dir}"
             )
+            for sweep in scenario.sweeps:
+                say(f"  {sweep.describe()}")
             report = execute(ctx, signals)
         clean = True
     finally:

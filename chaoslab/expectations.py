@@ -12,7 +12,15 @@ def check(e: Expectation, report: Report) -> ExpectationResult:
     phase = next((p for p in report.phases if p.name == e.phase), None)
     if report.abort is not None and (phase is None or phase.aborted):
         why = "was aborted" if phase is not None else "did not run: the run was aborted before it"
-        return ExpectationResult(e.describe(), e.path, False, f"the phase {why} ({report.abort.condition})")
+        return ExpectationResult(
+            e.describe(),
+            e.path,
+            False,
+            f"the phase {why} ({report.abort.condition})",
+            e.binding,
+            e.sweep,
+            e.phase,
+        )
     failures: list[str] = []
     seen: list[str] = []
     verdict = next((v for v in report.verdicts if v.phase == e.phase), None)
@@ -67,7 +75,7 @@ def check(e: Expectation, report: Report) -> ExpectationResult:
     if e.xds_sync_below is not None:
         failures += _xds_sync(e.xds_sync_below, [v for v in report.xds if v.phase == e.phase], seen)
     detail = "; ".join(failures) if failures else ", ".join(seen)
-    return ExpectationResult(e.describe(), e.path, not failures, detail)
+    return ExpectationResult(e.describe(), e.path, not failures, detail, e.binding, e.sweep, e.phase)
 
 
 def _xds_sync(limit: float, rows: list[XdsVersion], seen: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from chaoslab.analysis import attribution, errors, xds
+from chaoslab.analysis import attribution, errors, sweep, xds
 from chaoslab.analysis import client as client_view
 from chaoslab.context import RunContext
 from chaoslab.expectations import check_all
@@ -51,7 +51,7 @@ from chaoslab.safety.switch import Switch
 from chaoslab.safety.watchdog import UNDO_ALLOWANCE
 from chaoslab.scenario.model import PhaseSpec, ProbeBudget, Scenario, TargetSpec
 from chaoslab.signals import SignalState
-from chaoslab.targets.builtins import GENERATED, access_log_name, xds_events_name
+from chaoslab.targets.builtins import ACCESS_LOG_FLUSH, GENERATED, access_log_name, xds_events_name
 from chaoslab.targets.mesh import PUT_TIMEOUT, Meshes
 from chaoslab.targets.runtimes import runtime_for
 
@@ -462,8 +462,11 @@ def _analyse(
         for n, t in ctx.scenario.targets.items()
         if t.service == "envoy" and dict(t.files).get("bootstrap") == GENERATED
     ]
+    if envoys and runs:  # their last answers reach the access log within a flush interval
+        time.sleep(max(0.0, runs[-1].end + 2 * ACCESS_LOG_FLUSH - time.time()))
     logs = {n: errors.read_log(ctx.work_dir / access_log_name(n)) for n in envoys}
     xds.client_window(report.xds, logs)
     report.errors = [row for name in envoys for row in errors.rows(name, logs[name], phases)]
     report.expectations = check_all(ctx.scenario.expect, report)
+    report.sweeps = sweep.curves(ctx.scenario.sweeps, ctx.scenario.expect, report)
     return report

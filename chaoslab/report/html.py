@@ -89,9 +89,22 @@ def report_main(report: Report, live: LiveStatus | None = None) -> str:
     if report.expectations:
         out.append('<ul class="expect" id="expectations">')
         for e in report.expectations:
-            mark = '<span class="held">✔ held</span>' if e.held else '<span class="failed">✘ FAILED</span>'
+            mark = {
+                "held": '<span class="held">✔ held</span>',
+                "FAILED": '<span class="failed">✘ FAILED</span>',
+            }.get(e.outcome, '<span class="broke">▲ broke (past the sweep\'s "through")</span>')
             out.append(f"<li>{mark} <b>{escape(e.expectation)}</b>: {escape(e.detail)}</li>")
         out.append("</ul>")
+
+    for sw in report.sweeps:
+        out.append(f'<h2 id="sweep-{escape(sw.name)}">Sweep: {escape(sw.name)}</h2>')
+        out.append(f'<p class="sub">{escape(sw.sentence())}</p>')
+        out.append(svg.sweep(sw))
+        out.append(
+            _table(
+                words.SWEEP_COLUMNS, [[escape(x) for x in row] for row in words.sweep_rows(sw)], 1, "sweep"
+            )
+        )
 
     out.append("<h2>Client latency over time</h2>")
     if report.timeline:

@@ -48,10 +48,14 @@ def render(report: Report) -> str:
     ]
     if report.baseline_drift:
         lines.append(f"- ⚠️ {report.baseline_drift}")
+    for sw in report.sweeps:
+        lines += ["", f"**Sweep {sw.name}**: {sw.sentence()}", ""]
+        lines += ["| " + " | ".join(words.SWEEP_COLUMNS) + " |", "|---|--:|--:|--:|---|--:|---|"]
+        lines += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in words.sweep_rows(sw)]
     if report.expectations:
         lines += ["", "**Expectations**", ""]
         lines += [
-            f"- {MARK[e.held]} `{e.expectation}`: {'held' if e.held else 'FAILED'} ({e.detail})"
+            f"- {MARK[e.held or not e.required]} `{e.expectation}`: {e.outcome} ({e.detail})"
             for e in report.expectations
         ]
     saturated = report.generator is not None and report.generator.saturated

@@ -287,6 +287,61 @@ class XdsVersion:
 
 
 @dataclass(frozen=True)
+class SweepValue:
+    """One value of a sweep: the client's view of its phase and the layer that absorbed it."""
+
+    value: str  # as the scenario gives it
+    x: float  # in the fault's unit (seconds, percent, cores, bits/s)
+    phase: str
+    requests: int
+    error_rate: float
+    p50_ms: float
+    p99_ms: float
+    status: str  # the verdict's status
+    absorber: str  # "network at api", "errors at edge (UT)", "no-change", "inconclusive"
+    layer: str = ""  # the verdict's main cause, when absorbed
+    target: str = ""
+    explained: float = 0.0  # the causes' share of the client's added time
+    held: bool = True  # every expectation of the sweep held at this value
+    failed: list[str] = field(default_factory=list)  # those that did not, in words
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep's curve: per value the client's p50, p99 and error rate and the absorbing
+    layer; the breaking point (the first value an expectation fails at) and the values over
+    which each absorber held."""
+
+    name: str
+    kind: str
+    target: str
+    param: str
+    values: list[SweepValue]
+    breaking_point: str = ""  # the value; "" when every expectation held at every value
+    breaking_reason: str = ""
+    through: str = ""  # the value its expectations had to hold through ("": all)
+    # [absorber, first value, last value]: runs of values with one absorber, in sweep order
+    absorbers: list[list[str]] = field(default_factory=list)
+
+    def sentence(self) -> str:
+        runs = []
+        for i, (who, first, last) in enumerate(self.absorbers):
+            span = first if first == last else f"{first} to {last}"
+            runs.append(
+                f"{who} absorbs {span}"
+                if i == 0
+                else f"from {first}: {who}" + ("" if first == last else f" (to {last})")
+            )
+        head = f"sweep {self.name} ({self.kind} {self.param} at {self.target})"
+        broke = (
+            f"breaks at {self.breaking_point}: {self.breaking_reason}"
+            if self.breaking_point
+            else "no breaking point: every expectation held at every value"
+        )
+        return f"{head}: {'; '.join(runs)}; {broke}"
+
+
+@dataclass(frozen=True)
 class ObserverCost:
     """What one probe cost its targets during the run: the time its BPF programs ran (the
     kernel's statistics) and, for uprobes, the traps (hits times the trap cost timed at start-up)."""
@@ -323,6 +378,14 @@ class ExpectationResult:
     path: str
     held: bool
     detail: str
+    required: bool = True  # its failure fails the run (not: a sweep's value past its `through`)
+    sweep: str = ""  # the sweep it checks one value of
+    phase: str = ""
+
+    @property
+    def outcome(self) -> str:
+        """held; FAILED; or broke: failed at a sweep's value it need not hold at (a breaking point)."""
+        return "held" if self.held else "FAILED" if self.required else "broke"
 
 
 @dataclass(frozen=True)
@@ -406,6 +469,8 @@ class Report:
     xds: list[XdsVersion] = field(default_factory=list)
     # Where the errors came from: each Envoy's answers per phase (its response flags, retries).
     errors: list[ErrorRow] = field(default_factory=list)
+    # Each sweep's curve over its values, and its breaking point.
+    sweeps: list[SweepRecord] = field(default_factory=list)
     schema: str = SCHEMA
 
     @property
@@ -413,7 +478,7 @@ class Report:
         """Not aborted, expectations held, no phase invalid, and the load generator kept up."""
         return (
             self.abort is None
-            and all(e.held for e in self.expectations)
+            and all(e.held for e in self.expectations if e.required)
             and not any(v.status is Status.INVALID for v in self.verdicts)
             and not (self.generator is not None and self.generator.saturated)
         )

@@ -23,7 +23,7 @@ STYLE = {
 }
 
 
-LEFT = {"phase", "target", "layer", "cause", "fault"}
+LEFT = {"phase", "target", "layer", "cause", "fault", "value", "absorbed by", "expectations"}
 
 
 def _table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Table:
@@ -158,14 +158,29 @@ def verdict_lines(report: Report) -> RenderableType:
     for line in words.error_lines(report.errors, baseline, starts):
         lines.append(Text(line, style="yellow"))
     for e in report.expectations:
-        mark = ("held", "green") if e.held else ("FAILED", "red")
+        mark = (e.outcome, {"held": "green", "FAILED": "red"}.get(e.outcome, "yellow"))
         lines.append(Text.assemble(f"expect {e.expectation}: ", mark, f" ({e.detail})"))
     return Group(*lines)
+
+
+def sweep_tables(report: Report) -> list[RenderableType]:
+    """Each sweep's curve as a table, and its sentence (absorbers, breaking point)."""
+    out: list[RenderableType] = []
+    for s in report.sweeps:
+        out.append(
+            _table(
+                f"sweep {s.name}: {s.kind} {s.param} at {s.target}", words.SWEEP_COLUMNS, words.sweep_rows(s)
+            )
+        )
+        out.append(Text(s.sentence(), style="yellow" if s.breaking_point else "green"))
+    return out
 
 
 def print_report(report: Report, console: Console, out_dir: Path | None) -> None:
     console.print(client_table(report))
     console.print(layer_table(report))
+    for part in sweep_tables(report):
+        console.print(part)
     if report.verdicts:
         console.print(added_table(report))
     if any(v.causes for v in report.verdicts):

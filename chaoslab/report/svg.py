@@ -17,7 +17,16 @@ from chaoslab.hist import FineHistogram, bucket_bounds
 from chaoslab.layers import DEPTH, Layer
 from chaoslab.report import words
 from chaoslab.report.comparison import PhaseComparison
-from chaoslab.report.model import Cause, Contribution, LayerRow, Report, SecondRow, Verdict
+from chaoslab.report.model import (
+    Cause,
+    Contribution,
+    LayerRow,
+    Report,
+    SecondRow,
+    SweepRecord,
+    SweepValue,
+    Verdict,
+)
 from chaoslab.scenario.model import Status
 
 WIDTH = 960
@@ -489,3 +498,80 @@ def comparison_bars(p: PhaseComparison) -> str:
         y += row_h
     svg.text(left, height - 4, f"faster ← base → slower (±{extent:.1f} ms)", "tick")
     return svg.render()
+
+
+# ---------------------------------------------------------------- a sweep's curve
+
+
+def sweep(record: SweepRecord) -> str:
+    """Client p50 and p99 per value of a sweep on a log axis, the error rate below, the
+    absorbing layer of each run of values along the top and the breaking point marked."""
+    values = record.values
+    left, right, top, mid, bottom = 64.0, WIDTH - 16.0, 48.0, 230.0, 300.0
+    svg = Svg(WIDTH, bottom + 46, "sweep", f"sweep {record.name}: client latency and errors per value")
+    n = max(len(values), 1)
+
+    def x(i: float) -> float:
+        return left + (right - left) * (i + 0.5) / n
+
+    at = {v.value: i for i, v in enumerate(values)}
+    for k, (who, first, last) in enumerate(record.absorbers):
+        a, b = x(at[first] - 0.5), x(at[last] + 0.5)
+        svg.rect(a, top - 36, b - a, bottom - top + 36, "band" if k % 2 else "band-base", who)
+        svg.line(a, top - 36, a, bottom, "edge")
+        svg.text(a + 4, top - 22, _fit(who, b - a - 8), "band-name")
+    if record.breaking_point in at:
+        bx = x(at[record.breaking_point] - 0.5)
+        svg.line(bx, top - 10, bx, bottom, "now")
+        svg.text(
+            bx + 4, top - 4, _fit(f"breaks at {record.breaking_point}", right - bx - 8), "band-fault-label"
+        )
+    ys = LogScale.over([m for v in values for m in (v.p50_ms, v.p99_ms)], mid, top)
+    for t in ys.ticks():
+        svg.line(left, ys(t), right, ys(t), "grid")
+        svg.text(left - 6, ys(t) + 4, tick_label(t), "tick", "end")
+    for cls, metric in (("s-p99", "p99_ms"), ("s-p50", "p50_ms")):
+        svg.path(
+            _series(
+                [
+                    (x(i), ys(getattr(v, metric)) if getattr(v, metric) > 0 else None)
+                    for i, v in enumerate(values)
+                ]
+            ),
+            cls,
+        )
+    peak = max(max((v.error_rate for v in values), default=0.0), 0.01)
+    strip_top = mid + 24
+
+    def ye(r: float) -> float:
+        return bottom - (bottom - strip_top) * r / peak
+
+    svg.line(left, bottom, right, bottom, "axis")
+    svg.text(left - 6, strip_top + 4, f"{peak:.0%}", "tick", "end")
+    svg.text(left - 6, bottom, "0", "tick", "end")
+    w = (right - left) / n * 0.5
+    bars = "".join(
+        _bar(x(i) - w / 2, ye(v.error_rate), w, bottom) for i, v in enumerate(values) if v.error_rate
+    )
+    if bars:
+        svg.path(bars, "s-errors")
+    for i, v in enumerate(values):
+        svg.rect(x(i - 0.5), top, x(i + 0.5) - x(i - 0.5), bottom - top, "hover", _value_title(v))
+        svg.text(x(i), bottom + 16, v.value, "tick", "middle")
+    svg.text(left, bottom + 38, f"{record.kind} {record.param} at {record.target}", "legend")
+    legend = [("s-p50", "p50"), ("s-p99", "p99"), ("s-errors", "error rate")]
+    lx = right
+    for cls, name in reversed(legend):
+        lx -= 8 + 7.2 * len(name) + 18
+        svg.line(lx, bottom + 35, lx + 14, bottom + 35, f"{cls} key")
+        svg.text(lx + 18, bottom + 39, name, "legend")
+    return svg.render()
+
+
+def _value_title(v: SweepValue) -> str:
+    held = "every expectation held" if v.held else "FAILED: " + "; ".join(v.failed)
+    explained = f", {v.explained:.0%} explained" if v.layer else ""
+    return (
+        f"{v.value}: p50 {v.p50_ms:.1f} ms, p99 {v.p99_ms:.1f} ms, errors {v.error_rate:.2%} of "
+        f"{v.requests}; {v.absorber}{explained}; {held}"
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from chaoslab.report.model import ErrorRow, FaultRecord, GeneratorRecord, Report, XdsVersion
+from chaoslab.report.model import ErrorRow, FaultRecord, GeneratorRecord, Report, SweepRecord, XdsVersion
 
 SECONDS_PARAMS = {"delay", "jitter", "period"}  # fault parameters given in seconds
 
@@ -209,3 +209,24 @@ def error_lines(rows: Sequence[ErrorRow], baseline: str, starts: dict[str, float
                 text += f", {r.retried_ok} of them then succeeded: the retries absorbed those"
         lines.append(text)
     return lines
+
+
+def sweep_rows(record: SweepRecord) -> list[tuple[str, ...]]:
+    """A sweep's values as table rows: value, p50, p99, errors, absorber, explained, expectations."""
+    rows: list[tuple[str, ...]] = []
+    for v in record.values:
+        mark = "held" if v.held else ("BREAKS" if v.value == record.breaking_point else "failed")
+        rows.append(
+            (
+                v.value,
+                *((f"{v.p50_ms:.1f}", f"{v.p99_ms:.1f}") if v.error_rate < 1 else ("–", "–")),
+                f"{v.error_rate:.2%}",
+                v.absorber,
+                f"{v.explained:.0%}" if v.layer else "",
+                mark,
+            )
+        )
+    return rows
+
+
+SWEEP_COLUMNS = ("value", "p50 ms", "p99 ms", "errors", "absorbed by", "explained", "expectations")

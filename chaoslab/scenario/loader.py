@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from chaoslab.errors import ChaoslabError, ExitCode
 from chaoslab.layers import Layer
 from chaoslab.quote import show
-from chaoslab.scenario import source
+from chaoslab.scenario import source, sweeps
 from chaoslab.scenario.fields import Fields, Problems, control_characters, join
 from chaoslab.scenario.load import check_stages, parse_load
 from chaoslab.scenario.model import (
@@ -29,6 +30,7 @@ from chaoslab.scenario.targets import parse_targets
 MIN_PHASE = 0.1  # the run loop ticks every 0.2 s; a shorter phase has no time to measure
 MAX_PHASE = 3600.0
 MAX_PHASES = 100
+MAX_RUN_PHASES = 250  # with every sweep's values and rests
 MAX_FAULTS = 16  # per phase
 MAX_EXPECT = 100
 SHOWN_PROBLEMS = 100  # a file with thousands of mistakes gets the first ones, and a count
@@ -73,6 +75,8 @@ def parse_scenario(text: str, source: Path | None = None) -> Scenario:
 class _Reader:
     def __init__(self, problems: Problems) -> None:
         self.problems = problems
+        self.sweeps: list[sweeps.Expanded] = []
+        self.sweep_names: set[str] = set()
 
     def scenario(self, raw: object, source: Path | None) -> Scenario | None:
         top = Fields(raw, "", self.problems)
@@ -106,6 +110,7 @@ class _Reader:
             abort,
             switch,
             budget,
+            tuple(x.spec for x in self.sweeps),
         )
 
     def probes(self, top: Fields) -> tuple[tuple[str, ...] | None, tuple[str, ...], ProbeBudget]:
@@ -154,40 +159,29 @@ class _Reader:
         return tuple(out)
 
     def phases(self, top: Fields, targets: dict[str, TargetSpec]) -> tuple[PhaseSpec, ...]:
-        from chaoslab.faults import FAULT_KINDS
-
         out: list[PhaseSpec] = []
         items = top.sequence("phases", required=True)
         if len(items) > MAX_PHASES:
             self.problems.add("phases", f"at most {MAX_PHASES} phases, got {len(items)}")
         for i, item in enumerate(items[:MAX_PHASES]):
-            f = Fields(item, join("phases", i), self.problems)
-            name = f.name("name", required=True)
-            duration = f.duration("duration", required=True, low=MIN_PHASE, high=MAX_PHASE)
-            compare = f.flag("compare")
-            faults: list[FaultSpec] = []
-            raw_faults = f.sequence("faults")
-            if len(raw_faults) > MAX_FAULTS:
-                self.problems.add(
-                    f.at("faults"), f"at most {MAX_FAULTS} faults per phase, got {len(raw_faults)}"
+            path = join("phases", i)
+            if isinstance(item, dict) and "sweep" in item:
+                if isinstance(item.get("name"), str):  # known to expectations even if it is refused
+                    self.sweep_names.add(item["name"])
+                swept = sweeps.expand(
+                    item, path, self.problems, lambda raw, at, said: _Reader(said).phase(raw, at, targets)
                 )
-            for j, raw_fault in enumerate(raw_faults[:MAX_FAULTS]):
-                ff = Fields(raw_fault, join(f.at("faults"), j), self.problems)
-                kind = ff.choice("kind", tuple(FAULT_KINDS), "", required=True)
-                target = ff.name("target", required=True)
-                if target and target not in targets:
-                    self.problems.add(ff.at("target"), f"unknown target {show(target)}", known(targets))
-                if kind:
-                    spec = FAULT_KINDS[kind].parse(ff, kind, target)
-                    if target in targets:
-                        FAULT_KINDS[kind].check(spec, targets, self.problems)
-                    faults.append(spec)
-                ff.finish()
-            changes = self._changes(f, duration, targets)
-            f.finish()
-            _check_overlaps(faults, self.problems)
-            out.append(
-                PhaseSpec(name, duration, tuple(faults), changes=changes, compare=compare or bool(faults))
+                if swept is not None:
+                    self.sweeps.append(swept)
+                    out += swept.phases
+                continue
+            out.append(self.phase(item, path, targets))
+        if len(out) > MAX_RUN_PHASES:
+            self.problems.add(
+                "phases",
+                f"the run would have {len(out)} phases (its sweeps' values and rests included), "
+                f"at most {MAX_RUN_PHASES}",
+                "sweep fewer values",
             )
         names = [p.name for p in out if p.name]
         for dup in sorted({n for n in names if names.count(n) > 1}):
@@ -201,6 +195,35 @@ class _Reader:
                 "add a phase without faults before the first fault phase",
             )
         return tuple(out)
+
+    def phase(self, item: object, path: str, targets: dict[str, TargetSpec]) -> PhaseSpec:
+        """One phase of `phases:`."""
+        from chaoslab.faults import FAULT_KINDS
+
+        f = Fields(item, path, self.problems)
+        name = f.name("name", required=True)
+        duration = f.duration("duration", required=True, low=MIN_PHASE, high=MAX_PHASE)
+        compare = f.flag("compare")
+        faults: list[FaultSpec] = []
+        raw_faults = f.sequence("faults")
+        if len(raw_faults) > MAX_FAULTS:
+            self.problems.add(f.at("faults"), f"at most {MAX_FAULTS} faults per phase, got {len(raw_faults)}")
+        for j, raw_fault in enumerate(raw_faults[:MAX_FAULTS]):
+            ff = Fields(raw_fault, join(f.at("faults"), j), self.problems)
+            kind = ff.choice("kind", tuple(FAULT_KINDS), "", required=True)
+            target = ff.name("target", required=True)
+            if target and target not in targets:
+                self.problems.add(ff.at("target"), f"unknown target {show(target)}", known(targets))
+            if kind:
+                spec = FAULT_KINDS[kind].parse(ff, kind, target)
+                if target in targets:
+                    FAULT_KINDS[kind].check(spec, targets, self.problems)
+                faults.append(spec)
+            ff.finish()
+        changes = self._changes(f, duration, targets)
+        f.finish()
+        _check_overlaps(faults, self.problems)
+        return PhaseSpec(name, duration, tuple(faults), changes=changes, compare=compare or bool(faults))
 
     def _changes(self, f: Fields, duration: float, targets: dict[str, TargetSpec]) -> tuple[ChangeSpec, ...]:
         """A phase's config changes (`changes:`): each at a time inside the phase, at an xDS
@@ -246,8 +269,10 @@ class _Reader:
         self, top: Fields, phases: tuple[PhaseSpec, ...], targets: dict[str, TargetSpec]
     ) -> tuple[Expectation, ...]:
         out: list[Expectation] = []
+        swept = {x.spec.name: x for x in self.sweeps}
         phase_names = [p.name for p in phases]
         judged = {p.name for p in phases[1:] if p.compare}  # the phases that get a verdict
+        judged |= set(swept)
         items = top.sequence("expect")
         if len(items) > MAX_EXPECT:
             self.problems.add("expect", f"at most {MAX_EXPECT} expectations, got {len(items)}")
@@ -255,10 +280,12 @@ class _Reader:
             path = join("expect", i)
             f = Fields(item, path, self.problems)
             phase = f.name("phase", required=True)
-            if phase and phase not in phase_names:
+            if phase and phase not in phase_names and phase not in self.sweep_names:
+                names = [*phase_names, *(f"{n} (a sweep)" for n in swept)]
                 self.problems.add(
-                    f.at("phase"), f"unknown phase {show(phase)}", f"phases are: {', '.join(phase_names)}"
+                    f.at("phase"), f"unknown phase {show(phase)}", f"phases are: {', '.join(names)}"
                 )
+            through_raw = f.value("through")
             raw_absorbed, raw_cause = f.value("absorbed_by"), f.value("cause")
             several = isinstance(raw_absorbed, list)
             absorbed: str | None = None
@@ -291,6 +318,14 @@ class _Reader:
                 xds_sync_below=f.duration("xds_sync_below", high=MAX_PHASE) or None,
             )
             f.finish()
+            if through_raw is not None and phase not in swept:
+                self.problems.add(
+                    f.at("through"),
+                    "'through' is for an expectation on a sweep: the sweep's values it must hold through",
+                    f"name a swept phase ({', '.join(swept)})"
+                    if swept
+                    else "remove it, or give the phase a sweep",
+                )
             if target and several:
                 self.problems.add(
                     f.at("target"),
@@ -353,8 +388,37 @@ class _Reader:
                     "no target is an xDS control plane: there is no config sync to time",
                     "add a target with service: xds-control and an envoy with xds: NAME",
                 )
-            out.append(e)
+            if phase in swept and f.ok:
+                out += self._swept(e, swept[phase], through_raw, f.at("through"))
+            else:
+                out.append(e)
         return tuple(out)
+
+    def _swept(self, e: Expectation, sweep: sweeps.Expanded, through: object, at: str) -> list[Expectation]:
+        """An expectation on a sweep, one per value: each checked against that value's phase."""
+        x = None
+        if through is not None:
+            x = sweep.canon(through)
+            if x is None:
+                self.problems.add(
+                    at,
+                    f"{show(through)} is not a value of {sweep.spec.param} the fault takes",
+                    f"give a value like the sweep's: {sweep.spec.points[0].value}",
+                )
+        text = str(through).strip() if x is not None else ""
+        points = sweep.spec.points
+        way = 1.0 if points[-1].x >= points[0].x else -1.0  # the sweep's direction
+        return [
+            replace(
+                e,
+                phase=p.phase,
+                sweep=sweep.spec.name,
+                through=x,
+                through_text=text,
+                binding=x is None or (p.x - x) * way <= 1e-9 * abs(x),
+            )
+            for p in points
+        ]
 
     def _causes(self, items: list[object], path: str, targets: dict[str, TargetSpec]) -> tuple[CauseRef, ...]:
         """`absorbed_by: [LAYER or {layer: LAYER, target: TARGET}, ...]`."""

@@ -342,6 +342,51 @@ class PhaseSpec:
 
 
 @dataclass(frozen=True)
+class SweepPoint:
+    """One value of a sweep, and the phase that runs the fault with it."""
+
+    value: str  # as the scenario gives it ("4ms", "5%", "0.5")
+    x: float  # the same in the fault's own unit (seconds, percent, cores, bits/s): the curve's axis
+    phase: str
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A phase whose fault is run at a list or range of values of one parameter (`sweep:`):
+    one phase per value, a fault-free rest between two values."""
+
+    name: str  # the phase's name in the scenario; its values' phases are NAME@VALUE
+    path: str  # YAML path of the sweep
+    fault: str  # YAML path of the swept fault
+    kind: str
+    target: str
+    param: str
+    points: tuple[SweepPoint, ...]
+    duration: float  # of each value's phase
+    rest: float  # the fault-free phase after each value but the last (0: none)
+
+    @property
+    def total(self) -> float:
+        return len(self.points) * self.duration + (len(self.points) - 1) * self.rest
+
+    def describe(self) -> str:
+        values = [p.value for p in self.points]
+        shown = ", ".join(values) if len(values) <= 8 else f"{values[0]}, {values[1]} ... {values[-1]}"
+        rest = f" + {self.rest:g}s rest between" if self.rest else ""
+        return (
+            f"sweep {self.name}: {self.kind} {self.param} at {self.target} over {len(values)} values "
+            f"({shown}), {self.duration:g}s each{rest} = {_clock(self.total)}"
+        )
+
+
+def _clock(seconds: float) -> str:
+    """1h02m05s, 3m20s, 45s."""
+    s = round(seconds)
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+@dataclass(frozen=True)
 class CauseRef:
     """A cause an expectation names: a layer, at one target or at any."""
 
@@ -374,6 +419,13 @@ class Expectation:
     # every config version an xDS control plane set in the phase reached each Envoy (ACK)
     # within this many seconds of its snapshot
     xds_sync_below: float | None = None
+    # an expectation on a sweep is checked at each of its values (`phase` is that value's phase)
+    sweep: str = ""
+    # the sweep's values it must hold through (in the fault's unit, see SweepPoint.x; None: all);
+    # beyond it, a failure only marks the breaking point
+    through: float | None = None
+    through_text: str = ""
+    binding: bool = True  # a failure fails the run (False: a sweep's value past `through`)
 
     def describe(self) -> str:
         parts = []
@@ -396,6 +448,8 @@ class Expectation:
             parts.append(f"error rate < {self.error_rate_below:.1%}")
         if self.xds_sync_below is not None:
             parts.append(f"xds sync < {self.xds_sync_below * 1000:g}ms")
+        if self.through_text:
+            parts.append(f"through {self.sweep} {self.through_text}")
         return f"{self.phase}: " + ", ".join(parts)
 
 
@@ -473,6 +527,7 @@ class Scenario:
     abort: AbortSpec = AbortSpec()
     switch: SwitchSpec = SwitchSpec()
     probe_budget: ProbeBudget = ProbeBudget()
+    sweeps: tuple[SweepSpec, ...] = ()
 
     @property
     def duration(self) -> float:

@@ -150,6 +150,10 @@ class Envoy(Builtin):
                 "warning",
                 "--log-path",
                 "{workdir}/envoy-{name}.log",
+                # the access log reaches its file this often (Envoy's default is 10 s: the
+                # last phase's answers would be read before they were written)
+                "--file-flush-interval-msec",
+                str(round(ACCESS_LOG_FLUSH * 1000)),
             ),
             ports=ports,
             # Envoy's own readiness on its admin port (control traffic, never faulted).
@@ -560,6 +564,9 @@ def cluster_problem(
                 + ("" if cluster.port else " (its endpoints do not all have https)"),
                 f"give {t.name} ports: {{{need}: PORT}}, or keep endpoints of one protocol in a cluster",
             )
+
+
+ACCESS_LOG_FLUSH = 0.25  # seconds between Envoy's writes of its access log
 
 
 def access_log_name(target: str) -> str:
