@@ -14,11 +14,14 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +36,23 @@ import (
 
 // maxWork bounds the work a single request may ask for.
 const maxWork = 1_000_000
+
+// maxBytes bounds what one request may allocate (alloc) or ask back (size).
+const maxBytes = 64 << 20
+
+// scratchSize is the file `read` reads from: made on the first such request, in the
+// temporary directory, and unlinked at once (it goes away with the process).
+const scratchSize = 64 << 20
+
+var (
+	scratchOnce sync.Once
+	scratch     *os.File
+	scratchErr  error
+)
+
+// sink keeps the last allocated piece reachable, so the compiler cannot drop the
+// allocations of `alloc`.
+var sink atomic.Pointer[[]byte]
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8443", "HTTPS listen address")
@@ -111,18 +131,99 @@ func main() {
 }
 
 // handleWork hashes a 1 KiB block `work` times (default 100) and reports the digest.
+// With `alloc=N` it also allocates N bytes of short-lived garbage (in 4 KiB pieces, each
+// written to), which gives the garbage collector work in proportion to the load; with
+// `size=N` the reply is padded to at least N bytes; with `read=N` it reads N random 4 KiB
+// blocks of a 64 MiB scratch file (page cache the service's cgroup holds: under a memory
+// limit below it, the kernel reclaims it and the reads go to disk).
 func handleWork(w http.ResponseWriter, r *http.Request) {
-	n := 100
-	if v := r.URL.Query().Get("work"); v != "" {
-		parsed, err := strconv.Atoi(v)
-		if err != nil || parsed < 0 || parsed > maxWork {
-			http.Error(w, fmt.Sprintf("work must be an integer in [0, %d]", maxWork), http.StatusBadRequest)
+	q := r.URL.Query()
+	n, ok := param(w, q.Get("work"), 100, maxWork, "work")
+	if !ok {
+		return
+	}
+	alloc, ok := param(w, q.Get("alloc"), 0, maxBytes, "alloc")
+	if !ok {
+		return
+	}
+	size, ok := param(w, q.Get("size"), 0, maxBytes, "size")
+	if !ok {
+		return
+	}
+	blocks, ok := param(w, q.Get("read"), 0, scratchSize/4096, "read")
+	if !ok {
+		return
+	}
+	allocate(alloc)
+	if blocks > 0 {
+		if err := readScratch(blocks); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		n = parsed
 	}
 	w.Header().Set("Content-Type", "text/plain")
-	_, _ = fmt.Fprintf(w, "%x\n", spin(n))
+	digest := fmt.Sprintf("%x\n", spin(n))
+	_, _ = w.Write([]byte(digest))
+	if pad := size - len(digest); pad > 0 {
+		_, _ = w.Write(make([]byte, pad))
+	}
+}
+
+// param reads a non-negative integer query parameter (def when absent); on a bad value it
+// answers 400 and returns false.
+func param(w http.ResponseWriter, v string, def, max int, name string) (int, bool) {
+	if v == "" {
+		return def, true
+	}
+	parsed, err := strconv.Atoi(v)
+	if err != nil || parsed < 0 || parsed > max {
+		http.Error(w, fmt.Sprintf("%s must be an integer in [0, %d]", name, max), http.StatusBadRequest)
+		return 0, false
+	}
+	return parsed, true
+}
+
+// readScratch reads n random 4 KiB blocks of the scratch file, making it first.
+func readScratch(n int) error {
+	scratchOnce.Do(func() {
+		f, err := os.CreateTemp("", "go-api-scratch-")
+		if err != nil {
+			scratchErr = err
+			return
+		}
+		_ = os.Remove(f.Name())
+		block := make([]byte, 1<<20)
+		for i := range block {
+			block[i] = byte(i)
+		}
+		for off := 0; off < scratchSize && err == nil; off += len(block) {
+			_, err = f.WriteAt(block, int64(off))
+		}
+		scratch, scratchErr = f, err
+	})
+	if scratchErr != nil {
+		return scratchErr
+	}
+	buf := make([]byte, 4096)
+	for i := 0; i < n; i++ {
+		if _, err := scratch.ReadAt(buf, int64(rand.IntN(scratchSize/4096))*4096); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// allocate makes n bytes of garbage in 4 KiB pieces, touching each page.
+func allocate(n int) {
+	for n > 0 {
+		k := min(n, 4096)
+		b := make([]byte, k)
+		for i := 0; i < k; i += 512 {
+			b[i] = byte(i)
+		}
+		sink.Store(&b)
+		n -= k
+	}
 }
 
 func spin(n int) [32]byte {

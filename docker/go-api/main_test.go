@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -137,5 +138,46 @@ func TestReflectionDescribesTheWorkAPI(t *testing.T) {
 	var fd descriptorpb.FileDescriptorProto
 	if err := proto.Unmarshal(files[0], &fd); err != nil || fd.GetName() != "work.proto" {
 		t.Fatalf("file descriptor: %v, name %q", err, fd.GetName())
+	}
+}
+
+func TestAllocAndSize(t *testing.T) {
+	for _, q := range []string{"alloc=-1", "alloc=x", "size=67108865"} {
+		rec := httptest.NewRecorder()
+		handleWork(rec, httptest.NewRequest(http.MethodGet, "/work?work=1&"+q, nil))
+		if rec.Code != http.StatusBadRequest {
+			t.Errorf("%s: got status %d, want 400", q, rec.Code)
+		}
+	}
+	rec := httptest.NewRecorder()
+	handleWork(rec, httptest.NewRequest(http.MethodGet, "/work?work=1&size=4000", nil))
+	if rec.Code != http.StatusOK || rec.Body.Len() != 4000 {
+		t.Errorf("size=4000: got %d, %d bytes", rec.Code, rec.Body.Len())
+	}
+	// alloc=N allocates about N bytes on the heap per request
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < 10; i++ {
+		handleWork(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/work?work=1&alloc=1048576", nil))
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got < 10<<20 {
+		t.Errorf("alloc=1 MiB x 10: the heap grew by %d bytes, want at least 10 MiB", got)
+	}
+}
+
+func TestReadScratch(t *testing.T) {
+	rec := httptest.NewRecorder()
+	handleWork(rec, httptest.NewRequest(http.MethodGet, "/work?work=1&read=16", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("read=16: got %d %q", rec.Code, rec.Body.String())
+	}
+	if st, err := scratch.Stat(); err != nil || st.Size() != scratchSize {
+		t.Errorf("scratch file: %v, %v", st, err)
+	}
+	rec = httptest.NewRecorder()
+	handleWork(rec, httptest.NewRequest(http.MethodGet, "/work?read=16385", nil))
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("read=16385: got %d, want 400", rec.Code)
 	}
 }
