@@ -3,7 +3,7 @@
 Depth orders the nesting used by attribution: a deeper layer's time is contained in the
 time of the shallower ones on the same request path: entropy inside tls, inside the
 service's request, inside the proxy's upstream time, inside the client's view; gc's mark
-assist inside the handler (app); cpu and syscall can sit under any of them.
+assist inside the handler (app); cpu, syscall and memory (reclaim) can sit under any of them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class Layer(StrEnum):
     ENTROPY = "entropy"
     SYSCALL = "syscall"
     CPU = "cpu"
+    MEMORY = "memory"
 
 
 DEPTH: dict[Layer, int] = {
@@ -33,4 +34,5 @@ DEPTH: dict[Layer, int] = {
     Layer.ENTROPY: 4,
     Layer.SYSCALL: 5,
     Layer.CPU: 5,
+    Layer.MEMORY: 5,
 }

@@ -45,6 +45,29 @@ def parse_bitrate(text: object) -> int:
     return bits
 
 
+_SIZE = re.compile(
+    r"\s*(\d{1,15}(?:\.\d{1,15})?)\s*(b|k|kb|ki|kib|m|mb|mi|mib|g|gb|gi|gib)\s*\Z", re.ASCII | re.I
+)
+_SIZE_SCALE = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: object) -> int:
+    """Bytes from `64MiB`, `512k`, `2g` (every multiple binary, as cgroups and Docker take them)."""
+    m = _SIZE.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(
+            f"{show(text)} is not a size: use a number and a unit (B, KiB, MiB, GiB), e.g. '64MiB'"
+        )
+    return int(float(m.group(1)) * _SIZE_SCALE[m.group(2)[0].lower()])
+
+
+def format_size(n: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
 def parse_rate(text: object) -> float:
     """Events per second from a string such as `200/s`."""
     if not isinstance(text, str):

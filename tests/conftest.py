@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from chaoslab import build
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -40,13 +44,13 @@ class ScenarioRun:
 _runs: dict[tuple[str, str], ScenarioRun] = {}
 
 
-def run_scenario(name: str, base: Path, runtime: str = "") -> ScenarioRun:
-    """Run tests/scenarios/<name>.yaml once per test session and runtime (default: the
-    scenario's own); later callers get the same run."""
+def run_scenario(name: str, base: Path, runtime: str = "", path: Path | None = None) -> ScenarioRun:
+    """Run tests/scenarios/<name>.yaml (or the file at `path`) once per test session and runtime
+    (default: the scenario's own); later callers get the same run."""
     if (name, runtime) not in _runs:
         out = base / f"{name}-{runtime or 'default'}"
         args = ("--runtime", runtime) if runtime else ()
-        res = chaoslab("run", str(SCENARIOS / f"{name}.yaml"), *args, "--out", str(out))
+        res = chaoslab("run", str(path or SCENARIOS / f"{name}.yaml"), *args, "--out", str(out))
         _runs[(name, runtime)] = ScenarioRun(res.returncode, res.stdout, res.stderr, out)
     return _runs[(name, runtime)]
 
@@ -55,6 +59,22 @@ def run_scenario(name: str, base: Path, runtime: str = "") -> ScenarioRun:
 def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., ScenarioRun]:
     base = tmp_path_factory.getbasetemp() / "scenario-runs"
     return lambda name, runtime="": run_scenario(name, base, runtime)
+
+
+@pytest.fixture
+def library_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ScenarioRun]:
+    """Run the short variant of scenarios/<name>.yaml (tests/library.py) once per session."""
+    from tests.library import short_variant
+
+    base = tmp_path_factory.getbasetemp() / "library"
+    base.mkdir(exist_ok=True)
+
+    def run(name: str) -> ScenarioRun:
+        path = base / f"{name}.yaml"
+        path.write_text(short_variant(REPO / "scenarios" / f"{name}.yaml"))
+        return run_scenario(f"library-{name}", base, path=path)
+
+    return run
 
 
 @pytest.fixture
@@ -101,3 +121,39 @@ def clean_machine(root: None) -> Iterator[None]:
     if left:
         chaoslab("recover")
     assert left == [], f"left behind: {left}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def go_api(tmp_path: Path) -> Iterator[Callable[[], tuple[int, int]]]:
+    """Start Go services in the host's namespace, as a user's own running service: (pid, http port)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    argv += ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"]
+    subprocess.run(argv, check=True, capture_output=True)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> tuple[int, int]:
+        http = free_port()
+        argv = [str(build.go_service("go-api")), "-addr", f"127.0.0.1:{free_port()}"]
+        argv += ["-http-addr", f"127.0.0.1:{http}", "-cert", str(cert), "-key", str(key)]
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(p)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", http), timeout=1).close()
+                return p.pid, http
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("go-api did not start")
+
+    yield start
+    for p in started:
+        p.terminate()
+        p.wait(timeout=10)

@@ -178,3 +178,13 @@ def test_a_slow_minority_of_events_is_significant_through_the_tail() -> None:
     assert tail_shift_p(base.buckets, slow.buckets) < 1e-20
     assert tail_shift_p(base.buckets, same.buckets) > 0.001
     assert tail_shift_p({1: 3}, {2: 3}) == 1.0
+
+
+def test_a_layer_that_appears_is_significant_by_its_count() -> None:
+    from chaoslab.analysis.attribution import appeared_p
+
+    # 102 reclaims in 318 requests, none in the baseline's 240: no chance under one rate
+    assert appeared_p(102, 240, 318) < 1e-20
+    # two events in a phase as long as the baseline: a coin flipped twice
+    assert appeared_p(2, 300, 300) == pytest.approx(0.25)
+    assert appeared_p(5, 0, 300) == 1.0  # no baseline requests: nothing to compare

@@ -216,6 +216,7 @@ FAULTS = {
     "cpu": "{kind: cpu, target: api, cpus: 0.2}",
     "syscall": "{kind: syscall, target: api, syscall: write, delay: 5ms}",
     "process": "{kind: process, target: api, action: pause}",
+    "memory": "{kind: memory, target: api, limit: 512MiB}",
 }
 
 

@@ -10,17 +10,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from chaoslab import build, journal, proc
+from chaoslab import journal, proc
 from chaoslab.faults.entropy import INT3
 from chaoslab.residue import leftovers
 from chaoslab.safety.stop import STOP_BOUND
 from chaoslab.targets import netns
-from chaoslab.targets.cgroup import CpuLimit, frozen_state, read_cpu_limit
+from chaoslab.targets.cgroup import CpuLimit, frozen_state, read_cpu_limit, read_memory_limit
 from tests.conftest import SCENARIOS, chaoslab, docker_listed
 from tests.test_e2e import start_run, wait_for_fault
 from tests.test_faults import on_runtime, target_tracer
@@ -78,6 +78,7 @@ FAULTS = {
     "syscall": "{kind: syscall, target: api, syscall: write, delay: 5ms}",
     "process": "{kind: process, target: api, action: pause}",
     "entropy": "{kind: entropy, target: api, delay: 3ms}",
+    "memory": "{kind: memory, target: api, limit: 512MiB}",
 }
 
 
@@ -147,7 +148,13 @@ def entropy_acting(rec: dict) -> bool:
     return target_tracer(pid) != 0 or read_byte(pid, int(rec["addr"])) == INT3
 
 
+def memory_acting(rec: dict) -> bool:
+    d = Path(rec["dir"])
+    return d.exists() and read_memory_limit(d) != rec["previous"]
+
+
 ACTING: dict[str, Callable[[dict], bool]] = {
+    "memory": memory_acting,
     "network": network_acting,
     "cpu": cpu_acting,
     "syscall": syscall_acting,
@@ -234,42 +241,6 @@ def test_a_killed_chaoslab_has_its_whole_run_undone_by_its_watchdog(tmp_path: Pa
 
 
 # -- one run per target ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def go_api(tmp_path: Path) -> Iterator[Callable[[], tuple[int, int]]]:
-    """Start Go services in the host's namespace, as a user's own running service: (pid, http port)."""
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    argv += ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"]
-    subprocess.run(argv, check=True, capture_output=True)
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> tuple[int, int]:
-        http = free_port()
-        argv = [str(build.go_service("go-api")), "-addr", f"127.0.0.1:{free_port()}"]
-        argv += ["-http-addr", f"127.0.0.1:{http}", "-cert", str(cert), "-key", str(key)]
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append(p)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", http), timeout=1).close()
-                return p.pid, http
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("go-api did not start")
-
-    yield start
-    for p in started:
-        p.terminate()
-        p.wait(timeout=10)
 
 
 HELD = """\

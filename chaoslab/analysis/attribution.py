@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -61,8 +62,8 @@ class FaultCheck:
     also: tuple[LayerKey, ...] = ()
     # the fault's layer at its target is off the requests' path: its target is taken away
     # (killed and kept down: no events there is its effect) or serves no request (a control
-    # plane, whose faults slow config, not requests); whatever holds the client's added time,
-    # if any, absorbed it
+    # plane, whose faults slow config, not requests), or the fault adds no time there (a syscall
+    # errno: failed calls); whatever holds the client's added time, if any, absorbed it
     off_path: bool = False
 
     @property
@@ -392,6 +393,11 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
         added = cur.share(key) - base.share(key)
         # a shift of the events, or of their tail alone (Bonferroni over the two tests)
         p = min(1.0, 2 * min(mann_whitney_hist(hb.buckets, hf.buckets), tail_shift_p(hb.buckets, hf.buckets)))
+        if not hb.count and hf.count:
+            # a layer whose events only the phase has (reclaim under a memory limit): no event
+            # got slower, events appeared; the chance that all of them fall in this phase's
+            # requests if they came at one rate across both phases
+            p = appeared_p(hf.count, len(base.requests), len(cur.requests))
         if key in cur.stall_ticks or key in base.stall_ticks:
             # and a shift of the stalls' held time per tick: a layer measured both ways (the cpu
             # layer: run-queue waits as events, throttling and freezes as sampled stalls) counts
@@ -412,6 +418,14 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
             )
         )
     return out
+
+
+def appeared_p(events: int, base_requests: int, requests: int) -> float:
+    """P(all `events` land in the phase) under one event rate per request for both phases."""
+    total = base_requests + requests
+    if not total or not base_requests:
+        return 1.0
+    return float(math.exp(events * math.log(requests / total)))
 
 
 def _measured(layer: Layer, base: PhaseData, cur: PhaseData) -> bool:

@@ -53,10 +53,13 @@ LayerKey = tuple[Layer, str]  # (layer, target)
 
 # What a layer holds of the other layers at its own target (network: see Node.dependency).
 _SAME_TARGET: dict[Layer, frozenset[Layer]] = {
-    Layer.PROXY: frozenset({Layer.APP, Layer.TLS, Layer.GC, Layer.ENTROPY, Layer.SYSCALL, Layer.CPU}),
-    Layer.APP: frozenset({Layer.TLS, Layer.GC, Layer.ENTROPY, Layer.SYSCALL, Layer.CPU}),
-    Layer.TLS: frozenset({Layer.ENTROPY, Layer.SYSCALL, Layer.CPU, Layer.NETWORK}),
-    Layer.GC: frozenset({Layer.CPU}),
+    Layer.PROXY: frozenset(
+        {Layer.APP, Layer.TLS, Layer.GC, Layer.ENTROPY, Layer.SYSCALL, Layer.CPU, Layer.MEMORY}
+    ),
+    Layer.APP: frozenset({Layer.TLS, Layer.GC, Layer.ENTROPY, Layer.SYSCALL, Layer.CPU, Layer.MEMORY}),
+    Layer.TLS: frozenset({Layer.ENTROPY, Layer.SYSCALL, Layer.CPU, Layer.NETWORK, Layer.MEMORY}),
+    # a mark assist that allocates can reclaim (the cgroup at its limit), as can a syscall
+    Layer.GC: frozenset({Layer.CPU, Layer.MEMORY}),
     Layer.ENTROPY: frozenset({Layer.CPU}),
 }
 _WAITS = (Layer.PROXY, Layer.APP)  # layers that wait for the targets they call

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from chaoslab.probes.base import Probe
 from chaoslab.probes.gofunc import AppProbe, EntropyProbe, GcProbe, TlsProbe
+from chaoslab.probes.memory import MemoryProbe
 from chaoslab.probes.network import NetworkProbe
 from chaoslab.probes.proxy import ProxyProbe, SocketAppProbe
 from chaoslab.probes.sched import CpuProbe
@@ -20,6 +21,7 @@ PROBES: tuple[type[Probe], ...] = (
     EntropyProbe,
     SyscallProbe,
     CpuProbe,
+    MemoryProbe,
 )
 
 __all__ = ["PROBES", "Probe", "ProbeSet"]

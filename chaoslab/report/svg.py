@@ -235,7 +235,7 @@ def _fit(text: str, width: float) -> str:
 
 # ---------------------------------------------------------------- where the added time went
 
-ANYWHERE = {Layer.CPU, Layer.SYSCALL}  # layers that can sit under any other: drawn apart
+ANYWHERE = {Layer.CPU, Layer.SYSCALL, Layer.MEMORY}  # layers that can sit under any other: drawn apart
 WIRE = {Layer.NETWORK}  # holds no other layer: beside the nesting, as the verdict's causes see it
 # indent of each nested layer: client > proxy > app > tls > entropy and gc
 LEVEL = {

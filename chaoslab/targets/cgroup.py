@@ -17,10 +17,12 @@ from pathlib import Path
 from chaoslab.errors import PreflightError, TargetError
 
 ROOT = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("cpu", "cpuacct", "freezer", "pids")
+V1_CONTROLLERS = ("cpu", "cpuacct", "freezer", "pids", "memory")
 # The v2 controllers chaoslab's cgroups need: cpu (cpu.max for the CPU limit, cpu.stat's
 # throttling counters for the probe and its check). Freezing (cgroup.freeze) is core.
 V2_CONTROLLERS = ("cpu",)
+# and those they take where the kernel offers them: memory (memory.max for the memory fault)
+V2_OPTIONAL = ("memory",)
 
 
 def version() -> int:
@@ -49,7 +51,8 @@ def missing_controllers(parent: Path = ROOT) -> list[str]:
             f"{' '.join(offered) or 'none'})",
             "boot with the cpu controller on cgroup v2, or give chaoslab a delegated subtree that has it",
         )
-    return [c for c in V2_CONTROLLERS if c not in enabled]
+    wanted = [*V2_CONTROLLERS, *(c for c in V2_OPTIONAL if c in offered)]
+    return [c for c in wanted if c not in enabled]
 
 
 def set_subtree_control(parent: Path, controllers: list[str], enable: bool) -> None:
@@ -265,3 +268,83 @@ def frozen_state(path: Path) -> str:
             return "FROZEN"
         return "FREEZING" if path.read_text().strip() == "1" else "THAWED"
     return path.read_text().strip()
+
+
+def memory_dir(dirs: tuple[Path, ...]) -> Path:
+    """The directory that holds the memory controller's files."""
+    if version() == 2:
+        return dirs[0]
+    for d in dirs:
+        if _controller(d) == "memory":
+            return d
+    raise PreflightError(
+        f"no memory controller among {', '.join(map(str, dirs)) or 'its cgroups'}",
+        "mount the v1 memory controller (cgroup v2: enable +memory in the parent's cgroup.subtree_control)",
+    )
+
+
+def memory_limit_file(d: Path) -> Path:
+    """v2 memory.max, v1 memory.limit_in_bytes; PreflightError when neither is there."""
+    for name in ("memory.max", "memory.limit_in_bytes"):
+        if (d / name).exists():
+            return d / name
+    raise PreflightError(
+        f"no memory limit file in {d}",
+        "enable the memory controller (cgroup v2: add +memory to the parent's cgroup.subtree_control)",
+    )
+
+
+def read_memory_limit(d: Path) -> str:
+    """The limit as the file gives it: bytes, or v2's 'max' (v1 shows no limit as a huge number)."""
+    return memory_limit_file(d).read_text().strip()
+
+
+def write_memory_limit(d: Path, value: str) -> None:
+    memory_limit_file(d).write_text(f"{value}\n")
+
+
+def memory_usage(d: Path) -> int:
+    name = "memory.current" if (d / "memory.current").exists() else "memory.usage_in_bytes"
+    return int((d / name).read_text())
+
+
+def memory_counters(d: Path) -> dict[str, int]:
+    """What the cgroup's memory went through, on either layout: `limit_hits` (v1 failcnt, v2
+    events max), `oom_kills`, `reclaimed` pages (v2 pgsteal; v1 pgpgout), `major_faults`,
+    `anon` and `file` bytes, and v2's pressure stall time `stall_us` (PSI 'some', when the
+    kernel has it)."""
+    stat: dict[str, int] = {}
+    for line in (d / "memory.stat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            stat[key] = int(value)
+    out = {"major_faults": stat.get("pgmajfault", 0)}
+    if (d / "memory.events").exists():
+        events = dict(line.split() for line in (d / "memory.events").read_text().splitlines() if " " in line)
+        out |= {
+            "limit_hits": int(events.get("max", 0)),
+            "oom_kills": int(events.get("oom_kill", 0)),
+            "reclaimed": stat.get("pgsteal", 0),
+            "anon": stat.get("anon", 0),
+            "file": stat.get("file", 0),
+        }
+        pressure = d / "memory.pressure"
+        try:
+            some = pressure.read_text().splitlines()[0]
+            out["stall_us"] = int(some.rsplit("total=", 1)[1])
+        except (OSError, IndexError, ValueError):
+            pass
+        return out
+    oom = d / "memory.oom_control"
+    kills = 0
+    if oom.exists():
+        for line in oom.read_text().splitlines():
+            if line.startswith("oom_kill "):
+                kills = int(line.split()[1])
+    return out | {
+        "limit_hits": int((d / "memory.failcnt").read_text()),
+        "oom_kills": kills,
+        "reclaimed": stat.get("pgpgout", 0),
+        "anon": stat.get("rss", 0),
+        "file": stat.get("cache", 0),
+    }
