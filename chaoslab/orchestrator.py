@@ -405,7 +405,7 @@ def _analyse(
                 v.detail,
                 f.kind,
                 f.also_shows_in(ctx.scenario.targets),
-                f.takes_target_away() or _on_control_plane(f, ctx.scenario.targets),
+                f.takes_target_away() or not f.shows_as_time() or _on_control_plane(f, ctx.scenario.targets),
             )
             for f, v in r.faults
         ]

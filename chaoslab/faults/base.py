@@ -110,6 +110,12 @@ class Fault(ABC):
         its layer there has no events by design, and the verdict looks for what absorbed it."""
         return False
 
+    def shows_as_time(self) -> bool:
+        """The fault's effect is time added to its layer. Not for a fault whose effect is
+        failed calls alone (a syscall errno): its receipt counts them, the client's errors show
+        them, and no layer need slow down."""
+        return True
+
     def params(self) -> dict[str, object]:
         """The fault's parameters as given, for the report."""
         skip = {"kind", "target", "path"}

@@ -185,6 +185,12 @@ class NetworkFault(Fault):
             return {self.spec.peer: links[self.spec.peer]} if self.spec.peer in links else {}
         return dict(links)
 
+    def takes_target_away(self) -> bool:
+        """A blackhole or a reset answers nothing: its traffic has no turns to time, and what the
+        phase's requests met is their errors."""
+        s = self.spec
+        return bool(s.blackhole or s.reset)
+
     def also_shows_in(self, targets: Mapping[str, TargetSpec]) -> tuple[tuple[Layer, str], ...]:
         """A link has two ends: the far end's network time on the faulted traffic (its connects,
         its calls to this target, the answers it waits for) is this fault's effect as much as this

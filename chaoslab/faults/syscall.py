@@ -124,6 +124,9 @@ class SyscallFault(Fault):
     def claims(cls, spec: FaultSpec) -> tuple[str, ...]:
         return ("tracer (ptrace, as the entropy and syscall faults use)",)
 
+    def shows_as_time(self) -> bool:
+        return bool(self.spec.delay)
+
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
         self.obj: BpfObject | None = None
