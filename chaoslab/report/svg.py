@@ -189,13 +189,17 @@ def timeline(report: Report, live_until: float | None = None) -> str:
     for sec in _time_ticks(total):
         svg.text(x(sec), bottom + 16, f"{sec:g}s", "tick", "middle")
     legend = [("s-p50", "p50"), ("s-p99", "p99"), ("s-max", "max"), ("s-rate", "requests/s")]
-    legend += [("s-errors", "errors/s"), ("s-late", "late sends/s")]
-    lx = right
-    for cls, name in reversed(legend):
-        lx -= 8 + 7.2 * len(name) + 18
-        svg.line(lx, bottom + 35, lx + 14, bottom + 35, f"{cls} key")
-        svg.text(lx + 18, bottom + 39, name, "legend")
+    _legend(svg, [*legend, ("s-errors", "errors/s"), ("s-late", "late sends/s")], right, bottom + 35)
     return svg.render()
+
+
+def _legend(svg: Svg, keys: list[tuple[str, str]], right: float, y: float) -> None:
+    """Line keys (series class, name), right-aligned at `right`, on the line `y`."""
+    lx = right
+    for cls, name in reversed(keys):
+        lx -= 8 + 7.2 * len(name) + 18
+        svg.line(lx, y, lx + 14, y, f"{cls} key")
+        svg.text(lx + 18, y + 4, name, "legend")
 
 
 def _second_title(r: SecondRow) -> str:
@@ -559,12 +563,7 @@ def sweep(record: SweepRecord) -> str:
         svg.rect(x(i - 0.5), top, x(i + 0.5) - x(i - 0.5), bottom - top, "hover", _value_title(v))
         svg.text(x(i), bottom + 16, v.value, "tick", "middle")
     svg.text(left, bottom + 38, f"{record.kind} {record.param} at {record.target}", "legend")
-    legend = [("s-p50", "p50"), ("s-p99", "p99"), ("s-errors", "error rate")]
-    lx = right
-    for cls, name in reversed(legend):
-        lx -= 8 + 7.2 * len(name) + 18
-        svg.line(lx, bottom + 35, lx + 14, bottom + 35, f"{cls} key")
-        svg.text(lx + 18, bottom + 39, name, "legend")
+    _legend(svg, [("s-p50", "p50"), ("s-p99", "p99"), ("s-errors", "error rate")], right, bottom + 35)
     return svg.render()
 
 
