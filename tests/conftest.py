@@ -44,13 +44,21 @@ class ScenarioRun:
 _runs: dict[tuple[str, str], ScenarioRun] = {}
 
 
-def run_scenario(name: str, base: Path, runtime: str = "", path: Path | None = None) -> ScenarioRun:
-    """Run tests/scenarios/<name>.yaml (or the file at `path`) once per test session and runtime
-    (default: the scenario's own); later callers get the same run."""
+def run_scenario(name: str, base: Path, runtime: str = "") -> ScenarioRun:
+    """Run tests/scenarios/<name>.yaml, or for `scenarios/<name>` the short variant of the shipped
+    scenarios/<name>.yaml (tests/library.py), once per test session and runtime (default: the
+    scenario's own); later callers get the same run."""
     if (name, runtime) not in _runs:
-        out = base / f"{name}-{runtime or 'default'}"
+        out = base / f"{name.replace('/', '-')}-{runtime or 'default'}"
+        path = SCENARIOS / f"{name}.yaml"
+        if name.startswith("scenarios/"):
+            from tests.library import short_variant
+
+            base.mkdir(parents=True, exist_ok=True)
+            path = base / f"{name.replace('/', '-')}.yaml"
+            path.write_text(short_variant(REPO / f"{name}.yaml"))
         args = ("--runtime", runtime) if runtime else ()
-        res = chaoslab("run", str(path or SCENARIOS / f"{name}.yaml"), *args, "--out", str(out))
+        res = chaoslab("run", str(path), *args, "--out", str(out))
         _runs[(name, runtime)] = ScenarioRun(res.returncode, res.stdout, res.stderr, out)
     return _runs[(name, runtime)]
 
@@ -62,19 +70,10 @@ def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Scen
 
 
 @pytest.fixture
-def library_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ScenarioRun]:
-    """Run the short variant of scenarios/<name>.yaml (tests/library.py) once per session."""
-    from tests.library import short_variant
-
-    base = tmp_path_factory.getbasetemp() / "library"
-    base.mkdir(exist_ok=True)
-
-    def run(name: str) -> ScenarioRun:
-        path = base / f"{name}.yaml"
-        path.write_text(short_variant(REPO / "scenarios" / f"{name}.yaml"))
-        return run_scenario(f"library-{name}", base, path=path)
-
-    return run
+def library_run(scenario_run: Callable[..., ScenarioRun]) -> Callable[[str], ScenarioRun]:
+    """The short variant of scenarios/<name>.yaml, run once per session (shared with the tests
+    that name it `scenarios/<name>`)."""
+    return lambda name: scenario_run(f"scenarios/{name}")
 
 
 @pytest.fixture

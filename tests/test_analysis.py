@@ -188,3 +188,4 @@ def test_a_layer_that_appears_is_significant_by_its_count() -> None:
     # two events in a phase as long as the baseline: a coin flipped twice
     assert appeared_p(2, 300, 300) == pytest.approx(0.25)
     assert appeared_p(5, 0, 300) == 1.0  # no baseline requests: nothing to compare
+    assert appeared_p(3, 100, 0) == 1.0  # no requests in the phase: nothing it could explain

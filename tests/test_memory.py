@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -190,3 +191,66 @@ def test_a_memory_limit_under_page_cache_reads_shows_as_memory_and_is_written_ba
     assert rows[("squeezed", "memcg reclaim")]["count"] > 100
     assert rows.get(("baseline", "memcg reclaim"), {"count": 0})["count"] < 10
     assert subprocess.run(["kill", "-0", str(pid)]).returncode == 0  # the service lived through it
+
+
+def until(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_gradual_limit_steps_down_and_never_undoes_a_restore(tmp_path: Path) -> None:
+    """The stepper on a cgroup's files (v1 names): it steps from the usage to the goal, and when
+    someone else writes the limit (the watchdog or `recover` putting the previous one back),
+    it stops there instead of writing over them."""
+    from types import SimpleNamespace
+
+    from chaoslab.faults.memory import PAGE, STEP
+
+    files = {"memory.limit_in_bytes": "9223372036854771712", "memory.usage_in_bytes": str(100 << 20)}
+    files |= {"memory.failcnt": "0", "memory.stat": "rss 1\ncache 1\npgpgout 0\npgmajfault 0\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text + "\n")
+    spec = fault("{kind: memory, target: api, limit: 40MiB, over: 2s}")
+    target = SimpleNamespace(name="api", cgroup=SimpleNamespace(dirs=(tmp_path,)))
+    f = MemoryFault(spec, target)  # type: ignore[arg-type]
+    f._dir = tmp_path  # the fake cgroup's memory directory
+    f.previous = "9223372036854771712"
+    limit = tmp_path / "memory.limit_in_bytes"
+    f.apply(lambda **_: None)
+    assert int(limit.read_text()) == 100 << 20  # from the usage
+    assert until(lambda: int(limit.read_text()) < 100 << 20)
+    stepped = int(limit.read_text())
+    assert 40 << 20 < stepped < 100 << 20 and stepped % PAGE == 0
+    with f._lock:  # between two steps, as the watchdog's write would land
+        limit.write_text(f.previous + "\n")  # restored from outside
+    assert until(lambda: f.stopped != "")
+    assert f.stopped == "the limit was changed from outside"
+    time.sleep(STEP * 2)
+    assert limit.read_text().strip() == f.previous  # left alone
+    f.revert()
+    assert limit.read_text().strip() == f.previous
+
+
+def test_a_gradual_limit_reaches_its_goal(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    for name, text in {
+        "memory.limit_in_bytes": "max",
+        "memory.usage_in_bytes": str(50 << 20),
+        "memory.failcnt": "0",
+        "memory.stat": "rss 1\n",
+    }.items():
+        (tmp_path / name).write_text(text + "\n")
+    spec = fault("{kind: memory, target: api, limit: 60%, over: 0.6s}")
+    f = MemoryFault(spec, SimpleNamespace(name="api", cgroup=SimpleNamespace(dirs=(tmp_path,))))  # type: ignore[arg-type]
+    f._dir, f.previous = tmp_path, "max"
+    f.apply(lambda **_: None)
+    assert until(lambda: f._stepper is not None and not f._stepper.is_alive())
+    assert int((tmp_path / "memory.limit_in_bytes").read_text()) == f.goal == (30 << 20)
+    assert "limit 30 MiB" in f.verify().detail
+    f.revert()
+    assert (tmp_path / "memory.limit_in_bytes").read_text() == "max\n"

@@ -144,7 +144,12 @@ def test_a_value_the_fault_refuses_is_named_at_its_place_in_the_sweep() -> None:
 def test_through_belongs_to_a_sweep_and_takes_one_of_its_values() -> None:
     text = swept("{param: delay, values: [1ms, 2ms]}")
     found = problems(text.replace("through: 8ms", "through: lots"))
-    assert any(p.startswith("expect[0].through: 'lots' is not a value of delay") for p in found), found
+    assert any(p.startswith("expect[0].through: 'lots' is not one of the sweep's values") for p in found), (
+        found
+    )
+    # a value the sweep does not run would make every value binding, or none
+    found = problems(text.replace("through: 8ms", "through: 1.5ms"))
+    assert any("'1.5ms' is not one of the sweep's values" in p and "1ms, 2ms" in p for p in found), found
     found = problems(text.replace("{phase: delay,", "{phase: recovery,"))
     assert any(p.startswith("expect[0].through: 'through' is for an expectation on a sweep") for p in found)
     found = problems(text.replace("{phase: delay,", "{phase: dlay,"))
@@ -230,3 +235,78 @@ def test_the_shipped_sweep_is_valid_and_its_short_variant_sweeps_the_same_fault(
     [a], [b] = full.sweeps, short.sweeps
     assert (a.kind, a.target, a.param) == (b.kind, b.target, b.param)
     assert len(a.points) >= 5 and a.duration > b.duration
+
+
+def test_through_binds_the_values_up_to_its_place_in_the_sweep() -> None:
+    # a list in any order: the values before `through` and `through` itself bind
+    s = parse_scenario(swept("{param: delay, values: [8ms, 64ms, 1ms]}"))
+    assert [(e.phase, e.binding) for e in s.expect] == [
+        ("delay@8ms", True),
+        ("delay@64ms", False),
+        ("delay@1ms", False),
+    ]
+    # a sweep going down (cpus from 1 to 0.2): through 0.6 binds 1, 0.8 and 0.6
+    s = parse_scenario(
+        swept(
+            "{param: cpus, range: {from: 1.0, to: 0.2, step: 0.2}}", "{kind: cpu, target: api, cpus: 0.5}"
+        ).replace("through: 8ms", "through: 0.6")
+    )
+    assert [e.binding for e in s.expect] == [True, True, True, False, False]
+
+
+def test_computed_values_are_written_plainly() -> None:
+    s = parse_scenario(
+        swept(
+            "{param: limit, range: {from: 16777216B, to: 67108864B, factor: 2}}",
+            "{kind: memory, target: api, limit: 64MiB}",
+        ).replace(", through: 8ms", "")
+    )
+    assert [p.value for p in s.sweeps[0].points] == ["16777216B", "33554432B", "67108864B"]
+    s = parse_scenario(
+        swept("{param: delay, range: {from: 1.5ms, to: 1.500003ms, step: 0.000001ms}}").replace(
+            ", through: 8ms", ""
+        )
+    )
+    assert [p.value for p in s.sweeps[0].points] == ["1.5ms", "1.500001ms", "1.500002ms", "1.500003ms"]
+
+
+def test_a_memory_limit_swept_as_shares_of_the_usage() -> None:
+    s = parse_scenario(
+        swept("{param: limit, values: [80%, 60%, 40%]}", "{kind: memory, target: api, limit: 64MiB}").replace(
+            ", through: 8ms", ""
+        )
+    )
+    assert [p.x for p in s.sweeps[0].points] == [80, 60, 40]
+    found = problems(
+        swept("{param: limit, values: [64MiB, 60%]}", "{kind: memory, target: api, limit: 64MiB}").replace(
+            ", through: 8ms", ""
+        )
+    )
+    assert any("phases[1].sweep.values: mixes shares (%) with other values" in p for p in found), found
+
+
+def test_sweep_names_are_phase_names() -> None:
+    two = swept("{param: delay, values: [1ms, 2ms]}").replace(
+        "  - {name: recovery, duration: 3s}",
+        "  - {name: delay, duration: 4s, faults: [{kind: network, target: api, delay: 1ms}],\n"
+        "     sweep: {param: delay, values: [3ms]}}",
+    )
+    assert any("phase name 'delay' is used more than once" in p for p in problems(two))
+    plain = swept("{param: delay, values: [1ms, 2ms]}").replace("{name: recovery,", "{name: delay,")
+    assert any("phase name 'delay' is used more than once" in p for p in problems(plain))
+
+
+def test_other_problems_do_not_hide_a_sweeps_own() -> None:
+    text = swept("{param: delay, range: {from: 1ms, to: 4ms, step: 0ms}}").replace(
+        "{name: baseline, duration: 5s}", "{name: baseline, duration: 5s, bogus: 1}"
+    )
+    found = problems(text)
+    assert any(p.startswith("phases[0].bogus: unknown key") for p in found), found
+    assert any(p.startswith("phases[1].sweep.range.step: must be above 0") for p in found), found
+    assert not any("'through' is for an expectation on a sweep" in p for p in found), found
+
+
+def test_a_range_too_large_for_floats_is_refused_not_a_crash() -> None:
+    for rng in ("{from: -1e300, to: 1e300, step: 1}", "{from: 0ms, to: 1ms, step: 1e-300ms}"):
+        found = problems(swept(f"{{param: delay, range: {rng}}}").replace(", through: 8ms", ""))
+        assert any("phases[1].sweep.range: the range has too many values" in p for p in found), found

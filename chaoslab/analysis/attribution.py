@@ -423,7 +423,7 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
 def appeared_p(events: int, base_requests: int, requests: int) -> float:
     """P(all `events` land in the phase) under one event rate per request for both phases."""
     total = base_requests + requests
-    if not total or not base_requests:
+    if not base_requests or not requests:
         return 1.0
     return float(math.exp(events * math.log(requests / total)))
 

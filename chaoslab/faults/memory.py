@@ -59,6 +59,12 @@ class MemorySpec(FaultSpec):
     share: float = 0.0  # of the usage when the fault is applied, 0..1
     over: float = 0.0  # seconds to step down to the limit (0: at once)
 
+    def axis(self, param: str) -> float | None:
+        """A sweep's axis for `limit`: bytes, or the share of the usage in percent."""
+        if param == "limit":
+            return float(self.limit) if self.limit else self.share * 100
+        return None
+
 
 class MemoryFault(Fault):
     kind = "memory"
@@ -102,7 +108,8 @@ class MemoryFault(Fault):
         self.goal = 0  # the limit in bytes, once known
         self.start_usage = 0
         self.before: dict[str, int] = {}
-        self.floor = 0  # v1: the lowest limit the kernel took (it refuses what it cannot reclaim)
+        self.floor = 0  # the last limit written (v1: the kernel refuses what it cannot reclaim)
+        self.stopped = ""  # why a gradual limit stopped stepping early
         self._stop = threading.Event()
         self._stepper: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -149,6 +156,7 @@ class MemoryFault(Fault):
             self._write(self.goal, strict=True)
             return
         top = max(self.start_usage, self.goal)
+        top -= top % PAGE
         self._write(top, strict=True)
         steps = max(1, round(self.spec.over / STEP))
 
@@ -160,7 +168,16 @@ class MemoryFault(Fault):
                 with self._lock:
                     if self._stop.is_set():
                         return
-                    self._write(value - value % PAGE, strict=False)
+                    try:
+                        if int(read_memory_limit(self.dir)) != self.floor:
+                            # someone else set it (the watchdog or `recover` put the previous
+                            # limit back): the fault is over, never undo their restore
+                            self.stopped = "the limit was changed from outside"
+                            return
+                        self._write(value - value % PAGE, strict=False)
+                    except (OSError, ValueError, FaultError) as exc:
+                        self.stopped = f"a step failed: {exc}"
+                        return
 
         self._stepper = threading.Thread(target=step_down, name=f"memory-{self.target.name}", daemon=True)
         self._stepper.start()
@@ -203,11 +220,12 @@ class MemoryFault(Fault):
             measured["stall_ms"] = round((now["stall_us"] - b.get("stall_us", 0)) / 1000, 3)
         took = limit.isdigit() and int(limit) <= self.floor + PAGE
         stall = f", stalled {measured['stall_ms']:.0f} ms (PSI)" if "stall_ms" in measured else ""
-        goal = (
-            ""
-            if self.floor == self.goal
-            else f" (of {format_size(self.goal)} asked: the kernel took no lower)"
-        )
+        if self.floor == self.goal:
+            goal = ""
+        elif self._stepper is not None and self._stepper.is_alive():
+            goal = f" (stepping down to {format_size(self.goal)})"
+        else:
+            goal = f" (of {format_size(self.goal)} asked: {self.stopped or 'the kernel took no lower'})"
         detail = (
             f"limit {format_size(self.floor)}{goal}, usage {format_size(self.start_usage)} -> "
             f"{format_size(measured['usage_bytes'])}: at the limit {delta['limit_hits']} times, "

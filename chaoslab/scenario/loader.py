@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,7 +77,7 @@ class _Reader:
     def __init__(self, problems: Problems) -> None:
         self.problems = problems
         self.sweeps: list[sweeps.Expanded] = []
-        self.sweep_names: set[str] = set()
+        self.sweep_names: list[str] = []
 
     def scenario(self, raw: object, source: Path | None) -> Scenario | None:
         top = Fields(raw, "", self.problems)
@@ -167,7 +168,7 @@ class _Reader:
             path = join("phases", i)
             if isinstance(item, dict) and "sweep" in item:
                 if isinstance(item.get("name"), str):  # known to expectations even if it is refused
-                    self.sweep_names.add(item["name"])
+                    self.sweep_names.append(item["name"])
                 swept = sweeps.expand(
                     item, path, self.problems, lambda raw, at, said: _Reader(said).phase(raw, at, targets)
                 )
@@ -183,7 +184,9 @@ class _Reader:
                 f"at most {MAX_RUN_PHASES}",
                 "sweep fewer values",
             )
-        names = [p.name for p in out if p.name]
+        # a sweep's name is a phase name too (its values' phases are NAME@VALUE)
+        names = [p.name for p in out if p.name and not any(p in x.phases for x in self.sweeps)]
+        names += self.sweep_names
         for dup in sorted({n for n in names if names.count(n) > 1}):
             self.problems.add(
                 "phases", f"phase name {show(dup)} is used more than once", "phase names must be unique"
@@ -318,7 +321,7 @@ class _Reader:
                 xds_sync_below=f.duration("xds_sync_below", high=MAX_PHASE) or None,
             )
             f.finish()
-            if through_raw is not None and phase not in swept:
+            if through_raw is not None and phase not in self.sweep_names:
                 self.problems.add(
                     f.at("through"),
                     "'through' is for an expectation on a sweep: the sweep's values it must hold through",
@@ -396,28 +399,26 @@ class _Reader:
 
     def _swept(self, e: Expectation, sweep: sweeps.Expanded, through: object, at: str) -> list[Expectation]:
         """An expectation on a sweep, one per value: each checked against that value's phase."""
-        x = None
+        points = sweep.spec.points
+        x, last = None, len(points) - 1  # the last value that binds, by position
         if through is not None:
             x = sweep.canon(through)
-            if x is None:
+            at_value = [
+                i for i, p in enumerate(points) if x is not None and math.isclose(p.x, x, rel_tol=1e-9)
+            ]
+            if not at_value:
                 self.problems.add(
                     at,
-                    f"{show(through)} is not a value of {sweep.spec.param} the fault takes",
-                    f"give a value like the sweep's: {sweep.spec.points[0].value}",
+                    f"{show(through)} is not one of the sweep's values",
+                    "give the last value it must hold at: " + ", ".join(p.value for p in points),
                 )
+                x = None
+            else:
+                last = at_value[0]
         text = str(through).strip() if x is not None else ""
-        points = sweep.spec.points
-        way = 1.0 if points[-1].x >= points[0].x else -1.0  # the sweep's direction
         return [
-            replace(
-                e,
-                phase=p.phase,
-                sweep=sweep.spec.name,
-                through=x,
-                through_text=text,
-                binding=x is None or (p.x - x) * way <= 1e-9 * abs(x),
-            )
-            for p in points
+            replace(e, phase=p.phase, sweep=sweep.spec.name, through=x, through_text=text, binding=i <= last)
+            for i, p in enumerate(points)
         ]
 
     def _causes(self, items: list[object], path: str, targets: dict[str, TargetSpec]) -> tuple[CauseRef, ...]:

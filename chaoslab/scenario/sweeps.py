@@ -60,22 +60,29 @@ def number(value: object) -> tuple[float, str] | None:
 
 
 def _shown(x: float, unit: str) -> object:
-    """A computed value as the YAML would give it: a plain number, or text with its unit."""
+    """A computed value as the YAML would give it: a plain number, or text with its unit
+    (plain decimals, never an exponent: `16777216B`, `0.0000015s`)."""
     x = float(f"{x:.{SIGNIFICANT}g}")
     if not unit:
         return int(x) if x.is_integer() and abs(x) < 1e15 else x
-    return f"{x:g}{unit}"
+    return f"{_plain(x)}{unit}"
+
+
+def _plain(x: float) -> str:
+    text = f"{x:.{SIGNIFICANT}f}".rstrip("0").rstrip(".")
+    return text if float(text or 0) == x else f"{x:.{SIGNIFICANT}g}"
 
 
 def expand(item: dict[object, object], path: str, problems: Problems, parse: ParsePhase) -> Expanded | None:
     """The phases a swept phase runs, or None (with the problems said) when it cannot run."""
     at = join(path, "sweep")
+    before = len(problems.items)  # the scenario's other problems are not this sweep's
     sf = Fields(item.get("sweep"), at, problems)
     param = sf.string("param", required=True)
     index = sf.integer("fault", 0, low=0, high=1000)
     rest = sf.duration("rest", 0.0, positive=False, high=3600.0)
     cap = sf.duration("max_duration", DEFAULT_CAP, high=HIGHEST_CAP)
-    raw_values = _values(sf, problems)
+    raw_values = _values(sf, problems, before)
     sf.finish()
     template = {k: v for k, v in item.items() if k != "sweep"}
     faults = template.get("faults")
@@ -156,7 +163,14 @@ def expand(item: dict[object, object], path: str, problems: Problems, parse: Par
         if i and rest:
             phases.append(PhaseSpec(f"{phases[-1].name}-rest", rest))
         phases.append(phase)
-    if problems or not points:
+    units = {number(p.value)[1] == "%" for p in points}  # type: ignore[index]
+    if len(units) > 1:
+        problems.add(
+            join(at, "values"),
+            "mixes shares (%) with other values: the curve needs one axis",
+            "give every value as a share, or none",
+        )
+    if len(problems.items) > before or not points:
         return None
     first = phases[0]
     spec = SweepSpec(
@@ -183,15 +197,22 @@ def expand(item: dict[object, object], path: str, problems: Problems, parse: Par
 
 
 def _x(phase: PhaseSpec, index: int, param: str, value: object) -> float:
-    """The value in the fault's unit: the parsed fault's field of that name, else as written."""
-    parsed = getattr(phase.faults[index], param, None)
+    """The value in the fault's unit: what the parsed fault says of the parameter (its `axis`,
+    for a parameter of more than one form), its field of that name, else as written."""
+    spec = phase.faults[index]
+    axis = getattr(spec, "axis", None)
+    if callable(axis):
+        x = axis(param)
+        if isinstance(x, int | float):
+            return float(x)
+    parsed = getattr(spec, param, None)
     if isinstance(parsed, int | float) and not isinstance(parsed, bool):
         return float(parsed)
     n = number(value)
     return n[0] if n else 0.0
 
 
-def _values(sf: Fields, problems: Problems) -> list[tuple[object, str]] | None:
+def _values(sf: Fields, problems: Problems, before: int) -> list[tuple[object, str]] | None:
     """The sweep's values with each one's YAML path: `values: [...]` or `range: {...}`."""
     if sf.has("values") == sf.has("range"):
         problems.add(
@@ -216,10 +237,10 @@ def _values(sf: Fields, problems: Problems) -> list[tuple[object, str]] | None:
                 problems.add(join(sf.at("values"), i), f"{show(v)} is not a number", "4ms, 5%, 0.5, 100")
             out.append((v, join(sf.at("values"), i)))
         return None if len(out) != len(items) or any(number(v) is None for v, _ in out) else out
-    return _range(Fields(sf.mapping("range"), sf.at("range"), problems), problems)
+    return _range(Fields(sf.mapping("range"), sf.at("range"), problems), problems, before)
 
 
-def _range(rf: Fields, problems: Problems) -> list[tuple[object, str]] | None:
+def _range(rf: Fields, problems: Problems, before: int) -> list[tuple[object, str]] | None:
     ends = {}
     for key in ("from", "to", "step", "factor"):
         raw = rf.value(key)
@@ -238,7 +259,7 @@ def _range(rf: Fields, problems: Problems) -> list[tuple[object, str]] | None:
             rf.path, "a range goes by a step or by a factor", "step: 5ms (adds), or factor: 2 (multiplies)"
         )
     rf.finish()
-    if problems or "from" not in ends or "to" not in ends:
+    if len(problems.items) > before or "from" not in ends or "to" not in ends:
         return None
     (lo, unit), (hi, unit_to) = ends["from"], ends["to"]
     if unit_to != unit:
@@ -261,10 +282,12 @@ def _range(rf: Fields, problems: Problems) -> list[tuple[object, str]] | None:
                 rf.at("step"), "must be above 0 (a range from a higher to a lower value goes down by it)"
             )
             return None
-        count = math.floor(abs(hi - lo) / step * (1 + 1e-9)) + 1
-        if count > MAX_VALUES:
-            problems.add(rf.path, f"the range has {count} values, at most {MAX_VALUES}", "take a larger step")
+        span = abs(hi - lo) / step * (1 + 1e-9)
+        if not math.isfinite(span) or span >= MAX_VALUES:
+            many = f"{math.floor(span) + 1}" if span < 1e6 else "too many"
+            problems.add(rf.path, f"the range has {many} values, at most {MAX_VALUES}", "take a larger step")
             return None
+        count = math.floor(span) + 1
         sign = 1 if hi >= lo else -1
         xs = [lo + sign * k * step for k in range(count)]
     else:
