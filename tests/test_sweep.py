@@ -210,8 +210,10 @@ def test_a_delay_sweep_draws_the_curve_and_finds_the_breaking_point(
     # every answer reached the access log, the last phase's too
     rows = {(e["phase"]): e for e in r["errors"]}
     client = {c["phase"]: c for c in r["client"] if not c["name"]}
-    assert rows["delay@64ms"]["requests"] == client["delay@64ms"]["requests"]
-    assert rows["recovery"]["requests"] == client["recovery"]["requests"]
+    # (Envoy logs a request by when it started, the client by when it was due: one at a phase's
+    # edge can fall on either side)
+    assert abs(rows["delay@64ms"]["requests"] - client["delay@64ms"]["requests"]) <= 2
+    assert abs(rows["recovery"]["requests"] - client["recovery"]["requests"]) <= 2
     results = [e for e in r["expectations"] if e["sweep"] == "delay"]
     assert [e["required"] for e in results] == [True] * 4 + [False] * 3
     assert [e["held"] for e in results] == [True] * 5 + [False] * 2
