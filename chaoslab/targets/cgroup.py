@@ -172,16 +172,31 @@ def _controller(d: Path) -> str:
     return d.relative_to(ROOT).parts[0]
 
 
-def cpu_dir(dirs: tuple[Path, ...]) -> Path:
-    """The directory that holds (or will hold) the CPU controller's files."""
+def controller_dir(dirs: tuple[Path, ...], controller: str, hint: str = "") -> Path:
+    """The directory that holds (or will hold) a controller's files: v2's one, or v1's own."""
     if version() == 2:
         return dirs[0]
     for d in dirs:
-        if _controller(d) == "cpu":
+        if _controller(d) == controller:
             return d
     raise PreflightError(
-        f"no cpu controller among {', '.join(map(str, dirs))}", "mount the v1 cpu controller"
+        f"no {controller} controller among {', '.join(map(str, dirs)) or 'its cgroups'}",
+        hint or f"mount the v1 {controller} controller",
     )
+
+
+def cpu_dir(dirs: tuple[Path, ...]) -> Path:
+    return controller_dir(dirs, "cpu")
+
+
+def _counters(path: Path) -> dict[str, int]:
+    """A flat keyed file (`cpu.stat`, `memory.stat`, `memory.events`): key -> integer value."""
+    out: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            out[key] = int(value)
+    return out
 
 
 def check_cpu_files(d: Path) -> None:
@@ -212,11 +227,7 @@ def write_cpu_limit(d: Path, limit: CpuLimit) -> None:
 
 def cpu_stat(d: Path) -> dict[str, int]:
     """nr_periods, nr_throttled and throttled_us, on either layout."""
-    raw: dict[str, int] = {}
-    for line in (d / "cpu.stat").read_text().splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            raw[key] = int(value)
+    raw = _counters(d / "cpu.stat")
     throttled_us = raw.get("throttled_usec", raw.get("throttled_time", 0) // 1000)
     return {
         "nr_periods": raw.get("nr_periods", 0),
@@ -272,13 +283,9 @@ def frozen_state(path: Path) -> str:
 
 def memory_dir(dirs: tuple[Path, ...]) -> Path:
     """The directory that holds the memory controller's files."""
-    if version() == 2:
-        return dirs[0]
-    for d in dirs:
-        if _controller(d) == "memory":
-            return d
-    raise PreflightError(
-        f"no memory controller among {', '.join(map(str, dirs)) or 'its cgroups'}",
+    return controller_dir(
+        dirs,
+        "memory",
         "mount the v1 memory controller (cgroup v2: enable +memory in the parent's cgroup.subtree_control)",
     )
 
@@ -313,17 +320,13 @@ def memory_counters(d: Path) -> dict[str, int]:
     events max), `oom_kills`, `reclaimed` pages (v2 pgsteal; v1 pgpgout), `major_faults`,
     `anon` and `file` bytes, and v2's pressure stall time `stall_us` (PSI 'some', when the
     kernel has it)."""
-    stat: dict[str, int] = {}
-    for line in (d / "memory.stat").read_text().splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            stat[key] = int(value)
+    stat = _counters(d / "memory.stat")
     out = {"major_faults": stat.get("pgmajfault", 0)}
     if (d / "memory.events").exists():
-        events = dict(line.split() for line in (d / "memory.events").read_text().splitlines() if " " in line)
+        events = _counters(d / "memory.events")
         out |= {
-            "limit_hits": int(events.get("max", 0)),
-            "oom_kills": int(events.get("oom_kill", 0)),
+            "limit_hits": events.get("max", 0),
+            "oom_kills": events.get("oom_kill", 0),
             "reclaimed": stat.get("pgsteal", 0),
             "anon": stat.get("anon", 0),
             "file": stat.get("file", 0),
