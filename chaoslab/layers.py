@@ -3,7 +3,9 @@
 Depth orders the nesting used by attribution: a deeper layer's time is contained in the
 time of the shallower ones on the same request path: entropy inside tls, inside the
 service's request, inside the proxy's upstream time, inside the client's view; gc's mark
-assist inside the handler (app); cpu, syscall and memory (reclaim) can sit under any of them.
+assist inside the handler (app); a goroutine's wait for a P (gosched) inside its handler, its
+handshake, or before its handler starts (inside the proxy's upstream time); cpu, syscall and
+memory (reclaim) can sit under any of them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class Layer(StrEnum):
     APP = "app"
     TLS = "tls"
     GC = "gc"
+    GOSCHED = "gosched"
     ENTROPY = "entropy"
     SYSCALL = "syscall"
     CPU = "cpu"
@@ -31,6 +34,7 @@ DEPTH: dict[Layer, int] = {
     Layer.APP: 3,
     Layer.TLS: 3,
     Layer.GC: 4,
+    Layer.GOSCHED: 4,
     Layer.ENTROPY: 4,
     Layer.SYSCALL: 5,
     Layer.CPU: 5,

@@ -147,6 +147,36 @@ def test_cpu_starved_inside_the_faults_own_layer_is_part_of_its_cause() -> None:
     assert [c.name for c in v.causes] == ["entropy at api"]
 
 
+def test_goroutines_waiting_behind_held_reads_are_the_entropy_faults_own_effect() -> None:
+    # a closed-model load: reads held 3 ms keep their threads' Ps, and the other requests'
+    # goroutines wait runnable for a P (gosched at api), beside the reads, not inside them
+    n = Nesting(CALLS)
+    gosched = Node(Layer.GOSCHED, "api")
+    assert n.holds(Node(Layer.APP, "api"), gosched) and n.holds(Node(Layer.TLS, "api"), gosched)
+    assert n.holds(Node(Layer.PROXY, "edge"), gosched) and n.holds(gosched, Node(Layer.CPU, "api"))
+    entropy = Node(Layer.ENTROPY, "api")
+    assert not n.holds(entropy, gosched) and not n.holds(gosched, entropy)
+
+    def snap(wait: float) -> Snapshot:
+        s = stack(entropy_each=0.003 if wait else 20e-6, proxy_extra=wait)
+        s[(Layer.GOSCHED, "api", LAYER)] = Histogram.of([int((20e-6 + wait / 4) * 1e9)] * (N * 4))
+        return s
+
+    base = phase("baseline", 0.0, snap(0.0), 1)
+    cur = phase("starve", 0.052, snap(0.040), 8)
+    entropy = FaultCheck(Layer.ENTROPY, "api", 0.003, True, "held", "entropy", also=((Layer.GOSCHED, "api"),))
+    v = judge(cur, [entropy], base)
+    by = {c.name: c for c in v.causes}
+    assert set(by) == {"gosched at api", "entropy at api"}, v.causes
+    assert all(c.faults == [entropy.ref] for c in v.causes)
+    # the scheduler holds most of the added time: it, not the reads, absorbed the fault
+    assert (v.status, v.layer, v.target) == (Status.ABSORBED, "gosched", "api")
+    assert by["gosched at api"].added_ms == pytest.approx(40.0, abs=0.1)
+    # without the scheduler named as the fault's effect, the same wait is a side effect
+    v = judge(cur, [ENTROPY], base)
+    assert {c.name: c.kind for c in v.causes}["gosched at api"] is CauseKind.SIDE_EFFECT
+
+
 def test_a_network_fault_on_a_link_owns_the_far_ends_network_time() -> None:
     # a delay on the service's packets to Envoy: its answers (network at api), and Envoy's
     # connects to it, whose SYN-ACK it delays (network at edge, on Envoy's calls to its upstream)

@@ -66,7 +66,7 @@ def test_a_causes_share() -> None:
     [
         (
             "{phase: both, absorbed_by: [{layer: entropy, target: api}, {layer: kernel, target: edge}]}",
-            "expect[0].absorbed_by[1].layer: must be one of proxy, network, app, tls, gc, entropy, "
+            "expect[0].absorbed_by[1].layer: must be one of proxy, network, app, tls, gc, gosched, entropy, "
             "syscall, cpu, memory, got 'kernel'",
         ),
         (

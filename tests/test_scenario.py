@@ -114,7 +114,7 @@ def test_expectations_are_checked_against_phases_and_layers() -> None:
         "expect[0].phase: unknown phase 'strave'\n    hint: phases are: baseline, starve, recovery" in found
     )
     assert any(
-        f.startswith("expect[0].absorbed_by: must be one of proxy, network, app, tls, gc, entropy")
+        f.startswith("expect[0].absorbed_by: must be one of proxy, network, app, tls, gc, gosched, entropy")
         for f in found
     )
 

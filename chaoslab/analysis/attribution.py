@@ -152,7 +152,8 @@ def layer_rows(data: PhaseData) -> list[LayerRow]:
     n = len(data.requests)
     rows = []
     ordered = sorted(
-        data.snap.items(), key=lambda kv: (DEPTH[kv[0][0]], kv[0][1], kv[0][2] != LAYER, kv[0][2])
+        data.snap.items(),
+        key=lambda kv: (DEPTH[kv[0][0]], kv[0][1], kv[0][0], kv[0][2] != LAYER, kv[0][2]),
     )
     for (layer, target, metric), h in ordered:
         if metric != LAYER and h.count == 0:

@@ -9,6 +9,8 @@ Nesting (`Nesting.holds`). A layer's time can hold another layer's time on the s
   added time is there, see attribution.depth); a proxy also holds an app layer;
 - tls holds entropy, syscall and cpu at its target, and the network time of its handshakes'
   round trips: its target's own, and the dependency time of the targets that call it;
+- gosched (a goroutine runnable, waiting for a P) holds cpu at its target: the P's thread
+  waits for a CPU (a throttled cgroup); it sits inside app, tls and proxy;
 - entropy and gc hold cpu at their target (a thread starved inside them): entropy and gc are
   user-space reads and runtime pauses, so no syscall sits in them (a getrandom syscall on a
   kernel without the vDSO call is the exception this leaves out);
@@ -54,13 +56,28 @@ LayerKey = tuple[Layer, str]  # (layer, target)
 # What a layer holds of the other layers at its own target (network: see Node.dependency).
 _SAME_TARGET: dict[Layer, frozenset[Layer]] = {
     Layer.PROXY: frozenset(
-        {Layer.APP, Layer.TLS, Layer.GC, Layer.ENTROPY, Layer.SYSCALL, Layer.CPU, Layer.MEMORY}
+        {
+            Layer.APP,
+            Layer.TLS,
+            Layer.GC,
+            Layer.GOSCHED,
+            Layer.ENTROPY,
+            Layer.SYSCALL,
+            Layer.CPU,
+            Layer.MEMORY,
+        }
     ),
-    Layer.APP: frozenset({Layer.TLS, Layer.GC, Layer.ENTROPY, Layer.SYSCALL, Layer.CPU, Layer.MEMORY}),
-    Layer.TLS: frozenset({Layer.ENTROPY, Layer.SYSCALL, Layer.CPU, Layer.NETWORK, Layer.MEMORY}),
+    Layer.APP: frozenset(
+        {Layer.TLS, Layer.GC, Layer.GOSCHED, Layer.ENTROPY, Layer.SYSCALL, Layer.CPU, Layer.MEMORY}
+    ),
+    Layer.TLS: frozenset(
+        {Layer.ENTROPY, Layer.GOSCHED, Layer.SYSCALL, Layer.CPU, Layer.NETWORK, Layer.MEMORY}
+    ),
     # a mark assist that allocates can reclaim (the cgroup at its limit), as can a syscall
     Layer.GC: frozenset({Layer.CPU, Layer.MEMORY}),
     Layer.ENTROPY: frozenset({Layer.CPU}),
+    # a goroutine waits for a P whose thread waits for a CPU (a throttled cgroup)
+    Layer.GOSCHED: frozenset({Layer.CPU}),
 }
 _WAITS = (Layer.PROXY, Layer.APP)  # layers that wait for the targets they call
 

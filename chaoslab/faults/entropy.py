@@ -152,6 +152,12 @@ class EntropyFault(Fault):
     def expected_shift(self) -> float | None:
         return self.spec.delay / self.spec.every
 
+    def also_shows_in(self, targets: Mapping[str, TargetSpec]) -> tuple[tuple[Layer, str], ...]:
+        """A thread held in a read keeps its P (the Go runtime takes a P back from a thread in a
+        syscall, not from one running Go code): the goroutines queued on that P wait for a P to
+        run on, the gosched layer at the target, the fault's effect on requests that read nothing."""
+        return ((Layer.GOSCHED, self.spec.target),)
+
     def verify(self) -> Verification:
         if self.injector is not None:
             self._stats_from(self.injector)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chaoslab.probes.base import Probe
-from chaoslab.probes.gofunc import AppProbe, EntropyProbe, GcProbe, TlsProbe
+from chaoslab.probes.gofunc import AppProbe, EntropyProbe, GcProbe, GoschedProbe, TlsProbe
 from chaoslab.probes.memory import MemoryProbe
 from chaoslab.probes.network import NetworkProbe
 from chaoslab.probes.proxy import ProxyProbe, SocketAppProbe
@@ -18,6 +18,7 @@ PROBES: tuple[type[Probe], ...] = (
     SocketAppProbe,
     TlsProbe,
     GcProbe,
+    GoschedProbe,
     EntropyProbe,
     SyscallProbe,
     CpuProbe,

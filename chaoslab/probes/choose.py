@@ -37,6 +37,12 @@ from chaoslab.scenario.model import TLS_PROTOCOLS, Scenario
 from chaoslab.targets.base import RunningTarget
 
 ALWAYS = "always on (tracepoints)"
+# when the Go uprobe layers trap their target, where more often than each hit of one function
+HITS = {
+    Layer.APP: "on every request",
+    Layer.GC: "on every request",
+    Layer.GOSCHED: "on every change of a goroutine's state",
+}
 
 
 @dataclass
@@ -120,7 +126,7 @@ def choose(
             else:
                 choice.left_out[(cls.layer, t.name)] = (
                     f"no fault, expectation or gRPC load needs it, and its uprobes trap {t.name} "
-                    f"{'on every request' if cls.layer in (Layer.APP, Layer.GC) else 'on every hit'}: "
+                    f"{HITS.get(cls.layer, 'on every hit')}: "
                     f"list {cls.layer} in the scenario's probes: to measure it"
                 )
     return choice

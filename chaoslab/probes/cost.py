@@ -40,10 +40,10 @@ TRAP_ROUNDS = 3
 # A calibration that cannot run (no compiler, no uprobes) falls back to these, and says so:
 # a single-stepped hit costs a few µs on bare metal, 10-15 µs under a hypervisor.
 TRAP_FALLBACK_NS = (5000.0, 1000.0)
-ENTRY_PROGRAMS = ("func_entry", "span_begin")  # the Go probes' entry uprobes
+ENTRY_PROGRAMS = ("func_entry", "span_begin", "gstatus")  # the Go probes' entry uprobes
 END_PROGRAM = "func_end"  # a call's end on the emulated entry of the function run next
 # the Go probes' programs in the order of their `hits` counters (bpf/gofunc.bpf.c H_*)
-HIT_PROGRAMS = ("func_entry", "func_ret", "func_end", "span_begin", "span_end")
+HIT_PROGRAMS = ("func_entry", "func_ret", "func_end", "span_begin", "span_end", "gstatus")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ ENDS: dict[str, tuple[tuple[str, str], ...]] = {
 STW_BEGIN = "runtime.stopTheWorldWithSema"
 STW_END = "runtime.startTheWorldWithSema"
 ASSIST_FUNCTION = "runtime.gcAssistAlloc"
+# Every change of a goroutine's state (runtime/proc.go): casgstatus(gp, oldval, newval)
+STATUS_FUNCTION = "runtime.casgstatus"
 
 
 class GoFunctionProbe(Probe):
@@ -55,6 +57,8 @@ class GoFunctionProbe(Probe):
     optional: ClassVar[frozenset[str]] = frozenset()
     # function -> (caller, function it runs next): where a call ends without RET uprobes (ENDS)
     ends: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
+    # (function, program): one uprobe of `program` on the function's entry, which does the rest
+    entries: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @classmethod
     def applies_to(cls, target: RunningTarget) -> bool:
@@ -72,7 +76,11 @@ class GoFunctionProbe(Probe):
 
     @classmethod
     def symbols(cls) -> list[str]:
-        return [f for f, _ in cls.functions] + [n for b, e, _ in cls.spans for n in (b, e)]
+        return (
+            [f for f, _ in cls.functions]
+            + [n for b, e, _ in cls.spans for n in (b, e)]
+            + [f for f, _ in cls.entries]
+        )
 
     @classmethod
     def requirements(cls, exe: Path) -> None:
@@ -109,6 +117,10 @@ class GoFunctionProbe(Probe):
             fn = find_function(exe, end)
             for ret in fn.rets:
                 obj.attach_uprobe("span_end", pid, exe, fn.offset_of(ret), metric)
+        for name, program in cls.entries:
+            fn = find_function(exe, name)
+            emulated &= fn.entry_emulated
+            obj.attach_uprobe(program, pid, exe, fn.entry_offset)
         return emulated
 
     @classmethod
@@ -175,3 +187,24 @@ class GcProbe(GoFunctionProbe):
     functions = ((ASSIST_FUNCTION, 2),)
     spans = ((STW_BEGIN, STW_END, 1),)
     metrics: ClassVar[dict[int, str]] = {1: "stop-the-world", 2: "mark assist"}
+
+
+class GoschedProbe(GoFunctionProbe):
+    """The Go scheduler: the time a target's goroutines wait runnable for a P to run on. A
+    request's goroutine waits so when every P is busy (GOMAXPROCS goroutines running), or when
+    the thread holding its P is held (stopped in a fault's breakpoint, starved of CPU, in a long
+    syscall sysmon has not yet taken the P from). A new connection's goroutine waits so before
+    its handler or handshake starts ("new goroutine")."""
+
+    layer = Layer.GOSCHED
+    mechanism = (
+        "uprobe on runtime.casgstatus's entry (every goroutine state change): runnable to running, "
+        "keyed by goroutine"
+    )
+    entries = ((STATUS_FUNCTION, "gstatus"),)
+    metrics: ClassVar[dict[int, str]] = {
+        1: "woken",
+        2: "new goroutine",
+        3: "preempted",
+        4: "syscall exit",
+    }
