@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +20,7 @@ from chaoslab.errors import PreflightError
 from chaoslab.proc import run
 
 _SHT_SYMTAB = 2
-_STT_FUNC = 2
+_STT_OBJECT, _STT_FUNC = 1, 2
 _PT_LOAD = 1
 _ET_DYN = 3
 
@@ -60,6 +60,7 @@ class Elf:
     is_pie: bool
     symbols: dict[str, tuple[int, int]]  # name -> (vaddr, size), functions only
     loads: tuple[tuple[int, int, int], ...]  # (vaddr, file offset, file size) of PT_LOAD segments
+    objects: dict[str, tuple[int, int]] = field(default_factory=dict)  # variables: name -> (vaddr, size)
 
     def file_offset(self, vaddr: int) -> int:
         for seg_vaddr, seg_off, seg_size in self.loads:
@@ -87,6 +88,7 @@ def read_elf(path: Path) -> Elf:
             loads.append((p_vaddr, p_offset, p_filesz))
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
     symbols: dict[str, tuple[int, int]] = {}
+    objects: dict[str, tuple[int, int]] = {}
     for sh in sections:
         if sh[1] != _SHT_SYMTAB:
             continue
@@ -96,11 +98,13 @@ def read_elf(path: Path) -> Elf:
             st_name, st_info, _other, _shndx, st_value, st_size = struct.unpack_from(
                 "<IBBHQQ", data, sym_off + j * entsize
             )
-            if st_info & 0xF != _STT_FUNC or st_value == 0:
+            kind = st_info & 0xF
+            if kind not in (_STT_FUNC, _STT_OBJECT) or st_value == 0:
                 continue
             end = data.index(b"\0", str_off + st_name)
-            symbols[data[str_off + st_name : end].decode(errors="replace")] = (st_value, st_size)
-    return Elf(path, e_type == _ET_DYN, symbols, tuple(loads))
+            table = symbols if kind == _STT_FUNC else objects
+            table[data[str_off + st_name : end].decode(errors="replace")] = (st_value, st_size)
+    return Elf(path, e_type == _ET_DYN, symbols, tuple(loads), objects)
 
 
 @dataclass(frozen=True)
@@ -255,7 +259,24 @@ def runtime_address(pid: int, path: Path, vaddr: int) -> int:
     elf = read_elf(path)
     if not elf.is_pie:
         return vaddr
-    offset = elf.file_offset(vaddr)
+    return _mapped_at(pid, path) + elf.file_offset(vaddr)
+
+
+def variable_address(pid: int, path: Path, name: str) -> int:
+    """Where the global variable `name` of `path` lives in process `pid` (its .data or .bss,
+    which a PIE binary has moved by its load bias); PreflightError when the binary has none."""
+    elf = read_elf(path)
+    if name not in elf.objects:
+        raise PreflightError(f"{path}: no variable {name!r} in its symbol table")
+    vaddr = elf.objects[name][0]
+    if not elf.is_pie:
+        return vaddr
+    first = min(v for v, _, _ in elf.loads) & ~0xFFF
+    return _mapped_at(pid, path) - first + vaddr
+
+
+def _mapped_at(pid: int, path: Path) -> int:
+    """The start of the mapping of `path`'s first page in process `pid`."""
     # The mapping of that file, by device and inode: its name in maps depends on the mount
     # namespace it is read from (a container's path, a chroot's).
     st = os.stat(path)
@@ -264,9 +285,8 @@ def runtime_address(pid: int, path: Path, vaddr: int) -> int:
         parts = line.split()
         if len(parts) >= 6 and parts[4] == str(st.st_ino) and parts[3] == dev:
             start, _end = (int(x, 16) for x in parts[0].split("-"))
-            map_off = int(parts[2], 16)
-            if map_off == 0:
-                return start + offset
+            if int(parts[2], 16) == 0:
+                return start
     raise PreflightError(f"{path} is not mapped in process {pid}")
 
 

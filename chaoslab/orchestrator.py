@@ -14,11 +14,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
 
+from chaoslab import goruntime
 from chaoslab.analysis import attribution, errors, sweep, xds
 from chaoslab.analysis import client as client_view
 from chaoslab.context import RunContext
@@ -68,6 +69,7 @@ class PhaseRun:
     changes: list[ChangeRecord] = field(default_factory=list)
     snap: Snapshot = field(default_factory=dict)
     aborted: bool = False
+    gomaxprocs: dict[str, int] = field(default_factory=dict)  # of its Go targets, near its end
 
 
 def new_run(
@@ -213,6 +215,8 @@ def _run_phases(
                 active.extend(VERIFY_LEASE)
                 with watch.switch.busy(VERIFY_LEASE):
                     run.faults = [(f, f.verify()) for f in active.faults]
+                # what the Go runtime made of the phase's faults, while they are still on
+                run.gomaxprocs = goruntime.read_all(watch.targets.values())
                 watch.wait_until(end, live)
                 run.end = end
             except Abort as abort:
@@ -320,6 +324,7 @@ def _phase_record(r: PhaseRun) -> PhaseRecord:
         settle_s=round(r.start - r.scheduled, 3),
         aborted=r.aborted,
         changes=r.changes,
+        gomaxprocs=r.gomaxprocs,
     )
 
 
@@ -409,7 +414,9 @@ def _analyse(
             )
             for f, v in r.faults
         ]
-        verdicts.append(attribution.verdict(base, data[r.spec.name], checks, unmeasured, calls))
+        v = attribution.verdict(base, data[r.spec.name], checks, unmeasured, calls)
+        limited = [f.spec.target for f, _ in r.faults if f.kind == "cpu"]
+        verdicts.append(replace(v, runtime=goruntime.changes(runs[0].gomaxprocs, r.gomaxprocs, limited)))
     phases = [_phase_record(r) for r in runs]
     quiet = [r for r in runs if not r.spec.faults]
     drift = None

@@ -52,7 +52,8 @@ def test_a_version_1_report_reads_as_version_2_with_its_layer_as_its_one_cause()
     data.update(observer=[], observer_budget=0.0, trap_us=0.0, trap_emulated_us=0.0, left_out=[])
     data.update(xds=[], errors=[], sweeps=[])
     for phase in data["phases"]:
-        phase["changes"] = []
+        phase.update(changes=[], gomaxprocs={})
+    data["verdicts"][0]["runtime"] = []
     for e in data["expectations"]:
         e.update(required=True, sweep="", phase="")
     assert json.loads(json.dumps(report.to_json(), default=str)) == data

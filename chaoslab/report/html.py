@@ -196,6 +196,7 @@ def _verdict_card(report: Report, v: Verdict) -> str:
     ]
     single = v.status is Status.ABSORBED and len(primary) <= 1
     inside = f"Inside {', '.join(outer)}. " if outer and single else ""
+    runtime = f" Go runtime: {', '.join(v.runtime)}." if v.runtime else ""
     client = (  # a no-change reason gives these figures itself
         ""
         if v.status is Status.NO_CHANGE
@@ -205,7 +206,8 @@ def _verdict_card(report: Report, v: Verdict) -> str:
     return (
         f'<div class="card {v.status}" data-phase="{escape(v.phase)}" data-status="{v.status}">'
         f'<div class="head verdict-text">{escape(head)}</div>{meter}{_causes(v)}'
-        f'<div class="why">{escape(inside + client + v.reason[:1].upper() + v.reason[1:])}.</div>'
+        f'<div class="why">{escape(inside + client + v.reason[:1].upper() + v.reason[1:])}.'
+        f"{escape(runtime)}</div>"
         f'<div class="sentence" hidden>{escape(v.sentence())}</div></div>'
     )
 

@@ -80,6 +80,11 @@ def render(report: Report) -> str:
 
 
 def _verdict_cell(v: Verdict) -> str:
+    text = _verdict_text(v)
+    return f"{text}; Go runtime: {', '.join(v.runtime)}" if v.runtime else text
+
+
+def _verdict_text(v: Verdict) -> str:
     if v.status is Status.ABSORBED:
         primary = v.primary_causes
         if len(primary) > 1:

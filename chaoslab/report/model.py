@@ -48,6 +48,8 @@ class PhaseRecord:
     settle_s: float = 0.0
     aborted: bool = False  # cut short by a stop condition or the dead man's switch (see Report.abort)
     changes: list[ChangeRecord] = field(default_factory=list)
+    # GOMAXPROCS of each Go target near the phase's end, its faults still on (chaoslab.goruntime)
+    gomaxprocs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,8 @@ class Verdict:
     # Every cause, the main one first: the layers, with their targets, that hold a part of the
     # client's added time and no other cause's (schema 2; older reports: one, from `layer`).
     causes: list[Cause] = field(default_factory=list)
+    # what the Go runtime changed of itself in the phase ("GOMAXPROCS at api 4 -> 2 (...)")
+    runtime: list[str] = field(default_factory=list)
 
     @property
     def fault_causes(self) -> list[Cause]:
@@ -192,6 +196,10 @@ class Verdict:
         return self.fault_causes or self.causes
 
     def sentence(self) -> str:
+        text = self._sentence()
+        return f"{text}; Go runtime: {', '.join(self.runtime)}" if self.runtime else text
+
+    def _sentence(self) -> str:
         head = f"phase {self.phase}: client p50 {self.client_added_p50_ms:+.1f} ms"
         if self.status is Status.ABSORBED:
             primary = self.primary_causes
