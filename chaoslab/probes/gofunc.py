@@ -43,6 +43,7 @@ STW_END = "runtime.startTheWorldWithSema"
 ASSIST_FUNCTION = "runtime.gcAssistAlloc"
 # Every change of a goroutine's state (runtime/proc.go): casgstatus(gp, oldval, newval)
 STATUS_FUNCTION = "runtime.casgstatus"
+NEW_GOROUTINE = 2  # the gosched metric of a goroutine's first wait (bpf/gofunc.bpf.c W_NEW)
 
 
 class GoFunctionProbe(Probe):
@@ -204,7 +205,15 @@ class GoschedProbe(GoFunctionProbe):
     entries = ((STATUS_FUNCTION, "gstatus"),)
     metrics: ClassVar[dict[int, str]] = {
         1: "woken",
-        2: "new goroutine",
+        NEW_GOROUTINE: "new goroutine",
         3: "preempted",
         4: "syscall exit",
     }
+
+    def in_layer(self, metric: int) -> bool:
+        """A new goroutine's wait is listed, not added to the layer: beside a new connection's
+        goroutine (on its first request's path) a server starts goroutines that no request waits
+        for, as net/http does once a request, to read ahead on the connection (the response is
+        sent before that goroutine is waited for). Under a syscall delay here those waited 5.5 ms
+        each for a P, a quarter of the client's added time that was on no request's path."""
+        return metric != NEW_GOROUTINE
