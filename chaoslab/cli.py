@@ -106,6 +106,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser(
         "stack", help="build the images and write the files docker/compose.yaml needs (certificates, config)"
     )
+    p_worker = sub.add_parser(
+        "worker",
+        help="a Locust worker with chaoslab's users for runs on another host (the scenario's load.remote)",
+    )
+    p_worker.add_argument(
+        "--master",
+        required=True,
+        metavar="HOST:PORT",
+        help="where the run's Locust master listens (load.remote.listen)",
+    )
+    p_worker.add_argument(
+        "--once", action="store_true", help="serve one run, then exit (default: serve runs until interrupted)"
+    )
+    p_worker.add_argument(
+        "--wait", type=float, default=600.0, metavar="SECONDS", help="how long to wait for a run (600)"
+    )
     args = parser.parse_args(argv)
 
     # Markup off: what is printed carries user text (paths, names, messages) that must never be
@@ -190,7 +206,14 @@ COMMANDS: dict[str, Handler] = {
     "recover": lambda a, out, err, crash: _recover(a.journal, a.force, out),
     "build": lambda a, out, err, crash: _build(a, out),
     "stack": lambda a, out, err, crash: _stack(out),
+    "worker": lambda a, out, err, crash: _worker(a.master, a.once, a.wait, out),
 }
+
+
+def _worker(master: str, once: bool, wait: float, out: Console) -> int:
+    from chaoslab.load.worker import serve
+
+    return serve(master, once, wait, lambda line: out.print(line, highlight=False))
 
 
 def _validate(path: Path, out: Console) -> int:

@@ -389,11 +389,13 @@ def _analyse(
     ]
     spans = [(r.spec.name, r.scheduled, r.end) for r in runs]  # the timeline shows the schedule
     timeline, second_hists = client_view.seconds(records, load.t0 or runs[0].start, spans)
+    per_worker = load.workers(runs[-1].end - runs[0].start)
     generator = client_view.generator(
         str(ctx.scenario.load.model),
-        ctx.scenario.load.workers,
+        ctx.scenario.load.all_workers,
         client,
         {r.spec.name: load.generator_cpu(r.start, r.end) for r in runs},
+        per_worker if len(per_worker) > 1 else [],
     )
     layers = [row for r in runs for row in attribution.layer_rows(data[r.spec.name])]
     calls = {name: t.links for name, t in ctx.scenario.targets.items()}

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
 from chaoslab.load.records import Request, latency_histogram, quantile
-from chaoslab.report.model import ClientRow, GeneratorRecord, SecondRow
+from chaoslab.report.model import ClientRow, GeneratorRecord, SecondRow, WorkerRow
 
 # A Locust process at this share of a core is saturated: its Python code (every user's, on one
 # gevent loop) shares one interpreter lock, so it cannot use a second core.
@@ -91,7 +91,11 @@ def seconds(
 
 
 def generator(
-    model: str, workers: int, rows: Sequence[ClientRow], cpu: Mapping[str, float]
+    model: str,
+    workers: int,
+    rows: Sequence[ClientRow],
+    cpu: Mapping[str, float],
+    per_worker: Sequence[WorkerRow] = (),
 ) -> GeneratorRecord:
     reasons = []
     for phase, cores in cpu.items():
@@ -106,4 +110,11 @@ def generator(
                 f"{row.generator_late} of {row.requests} requests in phase {row.phase} were sent late "
                 "by a user that was free: the generator could not keep to the schedule"
             )
-    return GeneratorRecord(model, workers, {p: round(c, 3) for p, c in cpu.items()}, bool(reasons), reasons)
+    for w in per_worker:
+        if w.late >= max(MIN_LATE, SATURATED_LATE * w.requests):
+            reasons.append(
+                f"worker {w.index} ({w.host}) sent {w.late} of its {w.requests} requests late while free: "
+                "it could not keep to its part of the schedule"
+            )
+    busiest = {p: round(c, 3) for p, c in cpu.items()}
+    return GeneratorRecord(model, workers, busiest, bool(reasons), reasons, list(per_worker))

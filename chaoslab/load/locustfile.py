@@ -46,6 +46,7 @@ from geventhttpclient import connectionpool as _connectionpool
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
+from chaoslab.load import remote as _remote
 from chaoslab.load.records import READY, REQUEST, error_entry
 from chaoslab.load.schedule import Profile
 
@@ -64,9 +65,32 @@ def _nodelay_socket(self, family, socktype, protocol):
 
 _connectionpool.ConnectionPool._create_tcp_socket = _nodelay_socket
 
+ROLE = os.environ.get("CHAOSLAB_ROLE", "local")
+# A remote worker (`chaoslab worker`) has no run directory: it joins the run through the
+# master's port, and gets its configuration and its index from there (chaoslab/load/remote.py).
+# CHAOSLAB_CLOCK_SKEW adds seconds to every reading of this process's clock: a host whose clock
+# is off, for the tests of the offset's correction on one machine.
+SKEW = float(os.environ.get("CHAOSLAB_CLOCK_SKEW", "0"))
+CLOCK_OFFSET = 0.0  # this host's clock less the run's
+if ROLE == "remote":
+    _config, _index, CLOCK_OFFSET, _rtt = _remote.join(
+        os.environ["CHAOSLAB_MASTER"],
+        float(os.environ.get("CHAOSLAB_JOIN_WAIT", "600")),
+        (lambda: time.time() + SKEW) if SKEW else time.time,
+    )
+    os.environ["CHAOSLAB_LOAD_CONFIG"] = _config
+    os.environ["CHAOSLAB_WORKER"] = str(_index)
+if SKEW or CLOCK_OFFSET:
+
+    def _now():
+        """The run's clock: this host's, less its offset."""
+        return time.time() + SKEW - CLOCK_OFFSET
+
+else:
+    _now = time.time
+
 with open(os.environ["CHAOSLAB_LOAD_CONFIG"]) as _fh:
     CONFIG = json.load(_fh)
-ROLE = os.environ.get("CHAOSLAB_ROLE", "local")
 WORKER = int(os.environ.get("CHAOSLAB_WORKER", "0"))
 WORKERS = int(CONFIG["workers"])
 OPEN = CONFIG["model"] == "open"
@@ -223,10 +247,12 @@ class Run:
 MAX_ERRORS = 0xFFFF - 1  # distinct error texts a records file numbers (u16), the last kept for:
 TOO_MANY_ERRORS = "other-error (too many distinct errors to name)"
 RUN = Run()
-_now = time.time
 _pack = REQUEST.pack
 _choices = random.choices
 _ONLY = MIX[0] if len(MIX) == 1 else None  # a mix of one request needs no draw
+
+
+SHIPPER = None  # a remote worker's: its records to the master, t0 from it
 
 
 def _flusher():
@@ -235,16 +261,32 @@ def _flusher():
         RUN.out.flush()
 
 
+@events.init.add_listener
+def _on_init(environment, **_kw):
+    global SHIPPER
+    if ROLE == "master" and int(CONFIG.get("local_workers", WORKERS)) < WORKERS:
+        _remote.serve(environment, CONFIG)
+    elif ROLE == "remote":
+        SHIPPER = _remote.Shipper(environment, WORKER, CONFIG["records"].format(worker=WORKER), CONFIG["go"])
+
+
 @events.test_start.add_listener
 def _on_start(environment, **_kw):
-    if RUN.out is not None:
+    if SHIPPER is not None:
+        gevent.spawn(SHIPPER.run, RUN.out.flush)
+    elif RUN.out is not None:
         gevent.spawn(_flusher)
 
 
-@events.quitting.add_listener
-def _on_quit(environment, **_kw):
+def _flush_all(**_kw):
     if RUN.out is not None:
         RUN.out.flush()
+    if SHIPPER is not None:
+        SHIPPER.ship()
+
+
+events.test_stop.add_listener(_flush_all)
+events.quitting.add_listener(_flush_all)
 
 
 def _http_error(status, resp):
@@ -264,7 +306,7 @@ def _fire(kind, name, sent, error):
     events.request.fire(
         request_type=kind,
         name=name,
-        response_time=(time.time() - sent) * 1000,
+        response_time=(_now() - sent) * 1000,
         response_length=0,
         exception=RuntimeError(error) if error else None,
         context={},
@@ -279,11 +321,11 @@ def _address(url):
 
 def _exchange(sock, t, deadline):
     """Send a tcp request and read its reply: (error kind or '', whether the server closed)."""
-    sock.settimeout(max(deadline - time.time(), 0.001))
+    sock.settimeout(max(deadline - _now(), 0.001))
     sock.sendall(t.send)
     buf, closed = b"", False
     while not (len(buf) >= t.read if t.read else (t.expect and t.expect in buf)):
-        left = deadline - time.time()
+        left = deadline - _now()
         try:
             if left <= 0:
                 raise TimeoutError
@@ -330,7 +372,7 @@ class ChaoslabUser(FastHttpUser):
             return
         # Closed model: spread the users' first requests over one think time (or start together).
         start = RUN.t0 + (random.random() * THINK)
-        gevent.sleep(max(start - time.time(), 0))
+        gevent.sleep(max(start - _now(), 0))
 
     def on_stop(self):
         for ch in self.channels.values():
@@ -494,7 +536,7 @@ if not OPEN and CONFIG["stages"]:
             t0 = RUN.poll_t0()
             if t0 is None:
                 return (max(int(CONFIG["start"]), WORKERS), CONFIG["spawn_rate"])
-            elapsed = time.time() - t0
+            elapsed = _now() - t0
             if elapsed > DURATION:
                 return None
             return (max(round(PROFILE.value_at(elapsed)), WORKERS), CONFIG["spawn_rate"])

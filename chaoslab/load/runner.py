@@ -25,6 +25,7 @@ from chaoslab.errors import PreflightError, TargetError
 from chaoslab.load.grpc_schema import GrpcSchemas
 from chaoslab.load.records import RecordStream, Request
 from chaoslab.paths import PACKAGE
+from chaoslab.report.model import WorkerRow
 from chaoslab.scenario.load import MAX_RATE
 from chaoslab.scenario.model import LoadSpec, Model, RequestSpec
 from chaoslab.targets.base import RunningTarget
@@ -32,6 +33,7 @@ from chaoslab.targets.base import RunningTarget
 READY_TIMEOUT = 60.0  # for every user to connect, from the first ready one
 STARTUP_TIMEOUT = 300.0  # for Locust to start and its first user to connect
 CPU_SAMPLE = 0.5  # seconds between samples of the generator's CPU time
+REMOTE_GRACE = 1.0  # seconds for a remote worker's last records to reach the master
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -54,6 +56,10 @@ class LoadRunner:
     _procs: list[tuple[subprocess.Popen[bytes], int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    # requests recorded by each worker (its index), and the remote workers that joined
+    per_worker: dict[int, int] = field(default_factory=dict)
+    late: dict[int, int] = field(default_factory=dict)  # of those, sent late by a free user
+    joined: list[dict[str, object]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.grpc = self.schemas or GrpcSchemas(self.ctx)
@@ -69,6 +75,11 @@ class LoadRunner:
     def go_path(self) -> Path:
         return self.ctx.work_dir / "load-t0"
 
+    @property
+    def workers_log(self) -> Path:
+        """Where the master writes each remote worker that joins (chaoslab/load/remote.py)."""
+        return self.ctx.work_dir / "workers.jsonl"
+
     def preflight(self) -> None:
         cores = os.cpu_count() or 1
         if self.spec.workers > cores:
@@ -76,6 +87,19 @@ class LoadRunner:
                 f"load.workers is {self.spec.workers} but this machine has {cores} cores",
                 f"use workers: {cores} or fewer here; a worker per core is Locust's ceiling",
             )
+        remote = self.spec.remote
+        if remote is not None:
+            family = socket.AF_INET6 if ":" in remote.host else socket.AF_INET
+            with socket.socket(family) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((remote.host, remote.port))
+                except OSError as exc:
+                    raise PreflightError(
+                        f"load.remote.listen: the run's Locust master cannot listen at {remote.listen}: "
+                        f"{exc.strerror}",
+                        "give an address of this host that the workers' hosts reach, and a free port",
+                    ) from None
         self.prepare()
 
     def prepare(self) -> None:
@@ -115,9 +139,11 @@ class LoadRunner:
             "think": load.think,
             "spawn_rate": load.spawn_rate,
             "timeout": load.timeout,
-            "workers": load.workers,
+            "workers": load.all_workers,
+            "local_workers": load.workers,
+            "workers_log": str(self.workers_log),
             # Each worker stops after this many requests, whatever happens to the clock.
-            "max_requests": int(MAX_RATE * duration / load.workers) + 1,
+            "max_requests": int(MAX_RATE * duration / load.all_workers) + 1,
             "urls": urls,
             "host": http[0] if http else "https://127.0.0.1",
             "requests": [self._request(r) for r in load.requests],
@@ -154,7 +180,7 @@ class LoadRunner:
         """(role, argv, extra environment) of every Locust process to start."""
         load = self.spec
         users = load.concurrency if load.model is Model.OPEN else load.users
-        users = max(users, load.workers)
+        users = max(users, load.all_workers)
         run_time = int(READY_TIMEOUT + self.ctx.scenario.duration + 15)
         base = [sys.executable, "-m", "locust", "-f", str(PACKAGE / "load" / "locustfile.py")]
         common = [
@@ -175,9 +201,11 @@ class LoadRunner:
             "--run-time",
             f"{run_time}s",
         ]
-        if load.workers == 1:
+        if load.all_workers == 1:
             return [("local", [*base, *headless, *common], {"CHAOSLAB_ROLE": "local"})]
-        port = _free_port()
+        remote = load.remote
+        host = remote.host if remote else "127.0.0.1"
+        port = remote.port if remote else _free_port()
         out = [
             (
                 "master",
@@ -187,17 +215,17 @@ class LoadRunner:
                     *common,
                     "--master",
                     "--master-bind-host",
-                    "127.0.0.1",
+                    host,
                     "--master-bind-port",
                     str(port),
                     "--expect-workers",
-                    str(load.workers),
+                    str(load.all_workers),
                 ],
                 {"CHAOSLAB_ROLE": "master"},
             )
         ]
         for i in range(load.workers):
-            argv = [*base, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+            argv = [*base, *common, "--worker", "--master-host", host, "--master-port", str(port)]
             out.append((f"worker-{i}", argv, {"CHAOSLAB_ROLE": "worker", "CHAOSLAB_WORKER": str(i)}))
         return out
 
@@ -207,9 +235,10 @@ class LoadRunner:
         self.prepare()
         cfg = self.ctx.work_dir / "load.json"
         cfg.write_text(json.dumps(self.config(), indent=1))
-        for i in range(self.spec.workers):
+        for i in range(self.spec.all_workers):
             self.records_path(i).write_bytes(b"")
         self.go_path.unlink(missing_ok=True)
+        self.workers_log.write_text("")
         for role, argv, extra in self.argvs():
             env = {**os.environ, "CHAOSLAB_LOAD_CONFIG": str(cfg), **extra}
             seq = self.ctx.journal.intent("process", target=f"load-{role}", argv=argv[:4])
@@ -217,8 +246,10 @@ class LoadRunner:
             self.ctx.journal.update(seq, pid=p.pid, start_time=proc.start_time(p.pid))
             self._procs.append((p, seq))
         load = self.spec
+        if load.remote is not None:
+            self._wait_for_remote()
         # Open: every user connected. Closed: a user per worker (the rest spawn at spawn_rate).
-        needed = load.concurrency if load.model is Model.OPEN else load.workers
+        needed = load.concurrency if load.model is Model.OPEN else load.all_workers
         # Locust's own start (imports, gevent) can take tens of seconds on a slow or emulated
         # machine: the users' connections are timed from the first user that is ready.
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -243,10 +274,65 @@ class LoadRunner:
         tmp = self.go_path.with_suffix(".tmp")
         tmp.write_text(f"{self.t0:.6f}")
         tmp.rename(self.go_path)
-        for i in range(load.workers):
-            self._spawn(self._tail, f"load-tail-{i}", self.records_path(i))
+        for i in range(load.all_workers):
+            self._spawn(self._tail, f"load-tail-{i}", i)
         self._spawn(self._sample_cpu, "load-cpu")
         return self.t0
+
+    def _wait_for_remote(self) -> None:
+        """Until every remote worker has joined the master (`remote.wait` at most); TargetError
+        (exit 3) naming the address and those that joined."""
+        remote = self.spec.remote
+        assert remote is not None
+        deadline = time.monotonic() + remote.wait
+        while True:
+            self.joined = _joined(self.workers_log)
+            if len(self.joined) >= remote.workers:
+                for w in self.joined:
+                    offset, rtt = float(str(w["offset"])) * 1000, float(str(w["rtt"])) * 1000
+                    self.ctx.say(
+                        f"remote worker {w['index']} joined from {w['host']}: clock offset "
+                        f"{offset:+.2f} ms, round trip {rtt:.2f} ms"
+                    )
+                return
+            for p, _ in self._procs:
+                if p.poll() is not None:
+                    raise TargetError(
+                        f"Locust exited with code {p.returncode} while waiting for the remote workers",
+                        f"see the locust-*.log files in {self.ctx.work_dir}",
+                    )
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{w['host']}" for w in self.joined) or "none"
+                raise TargetError(
+                    f"{len(self.joined)} of {remote.workers} remote workers joined the run's Locust master "
+                    f"at {remote.listen} in {remote.wait:g}s (joined: {names})",
+                    f"start `chaoslab worker --master {remote.listen}` on each worker host, and let them "
+                    f"reach this host at {remote.listen} (TCP)",
+                )
+            time.sleep(0.1)
+
+    def workers(self, seconds: float) -> list[WorkerRow]:
+        """Each worker's part of the load: requests, rate over `seconds`, share; for a remote
+        one its host, clock offset and round trip to the master."""
+        total = sum(self.per_worker.values())
+        remote = {int(str(w["index"])): w for w in self.joined}
+        out = []
+        for i in range(self.spec.all_workers):
+            n, w = self.per_worker.get(i, 0), remote.get(i)
+            out.append(
+                WorkerRow(
+                    index=i,
+                    host=str(w["host"]) if w else "local",
+                    remote=w is not None,
+                    requests=n,
+                    late=self.late.get(i, 0),
+                    rate=round(n / seconds, 2) if seconds > 0 else 0.0,
+                    share=round(n / total, 4) if total else 0.0,
+                    offset_ms=round(float(str(w["offset"])) * 1000, 3) if w else 0.0,
+                    rtt_ms=round(float(str(w["rtt"])) * 1000, 3) if w else 0.0,
+                )
+            )
+        return out
 
     def _spawn(self, fn: Callable[..., None], name: str, *args: object) -> None:
         t = threading.Thread(target=fn, args=args, name=name, daemon=True)
@@ -260,20 +346,23 @@ class LoadRunner:
 
     def _ready(self) -> int:
         ready = 0
-        for i in range(self.spec.workers):
+        for i in range(self.spec.all_workers):
             stream = RecordStream(self.names)
             stream.feed(self.records_path(i).read_bytes())
             ready += stream.ready
         return ready
 
-    def _tail(self, path: Path) -> None:
+    def _tail(self, worker: int) -> None:
         stream = RecordStream(self.names)
-        with path.open("rb") as fh:
+        self.per_worker[worker] = self.late[worker] = 0
+        with self.records_path(worker).open("rb") as fh:
             while True:
                 chunk = fh.read()
                 if chunk:
                     batch = stream.feed(chunk)
                     self.records.extend(batch)
+                    self.per_worker[worker] += len(batch)
+                    self.late[worker] += sum(1 for r in batch if r.generator_late)
                     self.ctx.events.fire("requests", batch=batch)
                 elif self._stop.is_set():
                     return
@@ -302,6 +391,9 @@ class LoadRunner:
         return busiest
 
     def stop(self) -> None:
+        if self.spec.remote is not None and self._procs and self.t0 is not None:
+            # the remote workers' last records are on their way to the master (sent every 0.2 s)
+            time.sleep(REMOTE_GRACE)
         for p, seq in reversed(self._procs):
             proc.stop(p, wait=10)
             self.ctx.journal.undone(seq)
@@ -309,6 +401,21 @@ class LoadRunner:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
+
+
+def _joined(log: Path) -> list[dict[str, object]]:
+    """The remote workers the master let join, from its log (a line each)."""
+    out = []
+    try:
+        lines = log.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line still being written
+    return out
 
 
 def _cpu_seconds(pid: int) -> float | None:

@@ -372,6 +372,8 @@ def _generator(report: Report, late: int, live: LiveStatus | None) -> str:
                 f"<b>{escape(c.phase)}</b><span>{c.rate:.1f} requests/s, {c.late} late sends "
                 f"({c.generator_late} by the generator itself), busiest Locust process {cpu_text}</span>"
             )
+        for w, line in zip(g.per_worker, words.worker_lines(g), strict=True):
+            out.append(f"<b>worker {w.index}</b><span>{escape(line)}</span>")
         for reason in g.reasons:
             out.append(f'<b class="bad">why</b><span>{escape(reason)}</span>')
     elif live is not None and not live.final:

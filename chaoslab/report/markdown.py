@@ -63,6 +63,8 @@ def render(report: Report) -> str:
         "",
         f"**Load generator** {MARK[not saturated]} {words.generator_summary(report.generator, late)}",
         "",
+        *(f"- {line}" for line in words.worker_lines(report.generator)),
+        *([""] if words.worker_lines(report.generator) else []),
         f"**Probes** {', '.join(p.split(':', 1)[0] for p in report.probes) or 'none'}",
         "",
         *([f"**Observer cost** {words.observer_summary(report)}", ""] if report.observer else []),

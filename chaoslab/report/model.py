@@ -101,6 +101,21 @@ class SecondRow:
 
 
 @dataclass(frozen=True)
+class WorkerRow:
+    """One Locust worker's part of the load: a local one, or one that joined from another host."""
+
+    index: int  # its place in the schedule: worker i of n sends arrivals i, i+n, ...
+    host: str  # "local", or the host name a remote worker gave
+    remote: bool
+    requests: int
+    late: int  # of those, sent late by a free user: this worker could not keep to its schedule
+    rate: float  # its requests per second over the run
+    share: float  # of all the run's requests
+    offset_ms: float = 0.0  # its clock less the run's, measured as it joined (remote only)
+    rtt_ms: float = 0.0  # the round trip of that measurement: the offset is right to half of it
+
+
+@dataclass(frozen=True)
 class GeneratorRecord:
     """The load generator itself: if it was saturated, every latency figure is wrong."""
 
@@ -109,6 +124,8 @@ class GeneratorRecord:
     cpu_by_phase: dict[str, float]  # the busiest Locust process, in cores
     saturated: bool
     reasons: list[str]
+    # each worker's part (a run with workers on other hosts, or more than one here)
+    per_worker: list[WorkerRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,7 @@ def verdict_lines(report: Report) -> RenderableType:
         lines.append(Text(none))
     if report.baseline_drift:
         lines.append(Text(f"warning: {report.baseline_drift}", style="yellow"))
+    lines.extend(Text(line) for line in words.worker_lines(report.generator))
     if report.generator is not None and report.generator.saturated:
         for reason in report.generator.reasons:
             lines.append(

@@ -62,6 +62,18 @@ def generator_summary(g: GeneratorRecord | None, late: int) -> str:
     return f"{g.model} model, {workers}, busiest process {cpu:.2f} cores, {sends}: {state}"
 
 
+def worker_lines(g: GeneratorRecord | None) -> list[str]:
+    """A line per worker, when the load had more than one: its host, part and clock offset."""
+    out = []
+    for w in g.per_worker if g is not None else []:
+        where = f"from {w.host}, clock offset {w.offset_ms:+.2f} ms (round trip {w.rtt_ms:.2f} ms)"
+        out.append(
+            f"worker {w.index} {where if w.remote else 'here'}: {w.requests} requests ({w.share:.0%}), "
+            f"{w.rate:.1f}/s, {w.late} sent late while free"
+        )
+    return out
+
+
 def ms(value: float, signed: bool = False) -> str:
     """Milliseconds with a precision that fits their size."""
     digits = 3 if abs(value) < 1 else 1 if abs(value) < 100 else 0

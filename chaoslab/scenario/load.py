@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
 from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, Problems, join
-from chaoslab.scenario.model import LoadSpec, Model, Stage, TargetSpec
+from chaoslab.scenario.model import LoadSpec, Model, RemoteSpec, Stage, TargetSpec
 from chaoslab.scenario.requests import PROTOCOLS, known, parse_requests
 
 MAX_RATE = 20_000.0
@@ -66,6 +67,12 @@ def parse_load(
                 f.get(key, str, "")
         rate, concurrency = 0.0, users
     stages = _stages(f, model, problems)
+    remote = _remote(f, problems)
+    if remote and model is Model.OPEN and concurrency < workers + remote.workers:
+        problems.add(
+            f.at("concurrency"),
+            f"must be at least the workers, local and remote ({workers + remote.workers}): each needs a user",
+        )
     requests = parse_requests(f, protocol, target, targets, problems, base)
     f.finish()
     if not f.ok:
@@ -83,7 +90,47 @@ def parse_load(
         stages=stages,
         workers=workers,
         timeout=timeout,
+        remote=remote,
     )
+
+
+def _remote(f: Fields, problems: Problems) -> RemoteSpec | None:
+    """`remote: {workers: N, listen: HOST:PORT, wait: 60s}`: Locust workers on other hosts."""
+    if not f.has("remote"):
+        return None
+    r = Fields(f.mapping("remote", required=True), f.at("remote"), problems)
+    workers = r.integer("workers", 0, low=1, high=MAX_WORKERS, required=True)
+    listen = r.string("listen", required=True)
+    wait = r.duration("wait", 60.0, high=3600.0)
+    r.finish()
+    host, port = _host_port(listen)
+    if listen and host is None:
+        problems.add(
+            r.at("listen"),
+            f"{show(listen)} is not an address and port",
+            "the address of this host that the workers reach, with a port: 10.0.0.5:5557, [fd00::5]:5557",
+        )
+    elif host is not None and ipaddress.ip_address(host).is_unspecified:
+        problems.add(
+            r.at("listen"),
+            f"{show(listen)} listens on every interface",
+            "give the one address the workers reach",
+        )
+    if not r.ok or host is None or workers < 1:
+        return None
+    return RemoteSpec(workers, host, port, wait)
+
+
+def _host_port(text: str) -> tuple[str | None, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return None, 0
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None, 0
+    return host, int(port)
 
 
 def check_stages(load: LoadSpec, duration: float, problems: Problems) -> None:

@@ -260,6 +260,21 @@ class Model(StrEnum):
 
 
 @dataclass(frozen=True)
+class RemoteSpec:
+    """Locust workers on other hosts (`chaoslab worker --master HOST:PORT`) that the run's Locust
+    master waits for, beside its own `workers`."""
+
+    workers: int
+    host: str  # the address the run's Locust master listens on, one the workers' hosts reach
+    port: int
+    wait: float = 60.0  # seconds for every remote worker to join
+
+    @property
+    def listen(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class LoadSpec:
     target: str  # default target of the requests
     protocol: str  # default protocol of the requests
@@ -273,6 +288,12 @@ class LoadSpec:
     stages: tuple[Stage, ...] = ()
     workers: int = 1  # Locust worker processes (more than one: Locust's master/worker mode)
     timeout: float = 10.0  # a request not answered in this time counts as an error
+    remote: RemoteSpec | None = None  # workers on other hosts
+
+    @property
+    def all_workers(self) -> int:
+        """Every Locust worker of the run: its own and the remote ones."""
+        return self.workers + (self.remote.workers if self.remote else 0)
 
     @property
     def peak(self) -> float:
@@ -283,6 +304,9 @@ class LoadSpec:
     def describe(self) -> str:
         protocols = "/".join(sorted({r.protocol for r in self.requests}))
         workers = f", {self.workers} workers" if self.workers > 1 else ""
+        if self.remote:
+            remote = f"{self.remote.workers} remote workers (master at {self.remote.listen})"
+            workers = f", {self.workers} local and {remote}"
         unit = "/s" if self.model is Model.OPEN else " users"
         ramp = f", {len(self.stages)} stages up to {self.peak:g}{unit}" if self.stages else ""
         if self.model is Model.OPEN:

@@ -1,0 +1,239 @@
+"""Locust workers on other hosts (`load.remote`, `chaoslab worker`).
+
+No second machine exists here, so the tests build one from what this kernel offers: a network
+namespace of their own with a veth link to the host and its own addresses (10.250.N.0/30),
+holding the workers that join the run over that link, and the target they load: the run's
+own worker reaches it over the same link. Its clock is the host's; a host whose clock is off
+is played by CHAOSLAB_CLOCK_SKEW, which adds seconds to every clock reading of that worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from chaoslab import build
+from tests.conftest import chaoslab, free_port
+from tests.test_targets import problems
+
+REPO = Path(__file__).resolve().parent.parent
+CHAOSLAB = [sys.executable, "-m", "chaoslab"]
+
+BASE = """
+name: r
+targets:
+  api: {service: go-api}
+load: {target: api, path: /, rate: 10/s, concurrency: 4, REMOTE}
+phases: [{name: b, duration: 5s}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("remote", "expected"),
+    [
+        ("remote: {workers: 2}", "load.remote.listen: is required"),
+        (
+            "remote: {workers: 0, listen: '10.0.0.5:5557'}",
+            "load.remote.workers: must be between 1 and 64, got 0",
+        ),
+        (
+            "remote: {workers: 1, listen: 'far-host:5557'}",
+            "load.remote.listen: 'far-host:5557' is not an address",
+        ),
+        (
+            "remote: {workers: 1, listen: '10.0.0.5'}",
+            "load.remote.listen: '10.0.0.5' is not an address and port",
+        ),
+        (
+            "remote: {workers: 1, listen: '0.0.0.0:5557'}",
+            "load.remote.listen: '0.0.0.0:5557' listens on every",
+        ),
+        ("remote: {workers: 1, listen: '10.0.0.5:5557', hosts: 3}", "load.remote.hosts: unknown key"),
+        ("remote: {workers: 4, listen: '10.0.0.5:5557'}", "load.concurrency: must be at least the workers"),
+    ],
+)
+def test_bad_remote_settings_are_named_by_their_path(remote: str, expected: str) -> None:
+    found = problems(BASE.replace("REMOTE", remote))
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_worker_needs_an_address_and_port_to_join() -> None:
+    res = subprocess.run(
+        [*CHAOSLAB, "worker", "--master", "far-host"], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2, res.stderr
+    assert "--master 'far-host': give the address and port" in res.stderr
+
+
+@dataclass
+class FarHost:
+    ns: str
+    here: str  # the host's end of the link
+    there: str  # the namespace's address
+
+    def run(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `argv` on the far host, its output in `log`."""
+        with log.open("wb") as out:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, *argv],
+                env={**os.environ, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+
+@pytest.fixture
+def far_host(root: None) -> Iterator[FarHost]:
+    n = 1 + os.getpid() % 250
+    ns, here_if = f"clfar{os.getpid()}", f"clfh{os.getpid()}"
+    here, there = f"10.250.{n}.1", f"10.250.{n}.2"
+    cmds = [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", here_if, "type", "veth", "peer", "name", "eth0", "netns", ns],
+        ["ip", "addr", "add", f"{here}/30", "dev", here_if],
+        ["ip", "link", "set", here_if, "up"],
+        ["ip", "-n", ns, "addr", "add", f"{there}/30", "dev", "eth0"],
+        ["ip", "-n", ns, "link", "set", "eth0", "up"],
+        ["ip", "-n", ns, "link", "set", "lo", "up"],
+    ]
+    try:
+        for cmd in cmds:
+            subprocess.run(cmd, check=True, capture_output=True)
+        yield FarHost(ns, here, there)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", here_if], capture_output=True)
+
+
+def _service_there(far: FarHost, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The Go service, started inside the far host's namespace: (process, http port)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    argv += ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"]
+    subprocess.run(argv, check=True, capture_output=True)
+    http = free_port()
+    svc = far.run(
+        [
+            str(build.go_service("go-api")),
+            "-addr",
+            f"{far.there}:{free_port()}",
+            "-http-addr",
+            f"{far.there}:{http}",
+            "-cert",
+            str(cert),
+            "-key",
+            str(key),
+        ],
+        tmp_path / "go-api.log",
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((far.there, http), timeout=1).close()
+            return svc, http
+        except OSError:
+            time.sleep(0.05)
+    svc.kill()
+    raise AssertionError("go-api did not start in the far namespace")
+
+
+SCENARIO = """\
+name: remote-workers
+targets:
+  api: {{attach: {{pid: {pid}}}, ports: {{http: {port}}}, health: {{http: /healthz}}}}
+load:
+  protocol: http
+  target: api
+  path: "/work?work=20"
+  rate: 60/s
+  concurrency: 6
+  remote: {{workers: 2, listen: "{listen}", wait: 60s}}
+phases:
+  - {{name: baseline, duration: 5s}}
+  - {{name: slow-write, duration: 6s, faults: [{{kind: syscall, target: api, syscall: write, delay: 20ms}}]}}
+  - {{name: recovery, duration: 3s}}
+expect:
+  - {{phase: slow-write, absorbed_by: syscall, target: api}}
+"""
+
+
+@pytest.mark.privileged
+def test_remote_workers_share_the_load_on_the_runs_clock(far_host: FarHost, tmp_path: Path) -> None:
+    svc, http = _service_there(far_host, tmp_path)
+    listen = f"{far_host.here}:{free_port()}"
+    worker = [*CHAOSLAB, "worker", "--master", listen, "--once", "--wait", "120"]
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    workers = [
+        far_host.run(worker, logs[0]),
+        far_host.run(worker, logs[1], {"CHAOSLAB_CLOCK_SKEW": "5"}),  # a host whose clock is 5 s ahead
+    ]
+    try:
+        path = tmp_path / "remote.yaml"
+        path.write_text(SCENARIO.format(pid=svc.pid, port=http, listen=listen))
+        res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+        codes = [w.wait(timeout=60) for w in workers]
+        assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
+    finally:
+        for w in [*workers, svc]:
+            w.kill()
+            w.wait()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    rows = report["generator"]["per_worker"]
+    assert [(r["index"], r["remote"]) for r in rows] == [(0, False), (1, True), (2, True)]
+    # the schedule is split three ways: arrivals i, i+3, ... go to worker i
+    total = sum(r["requests"] for r in rows)
+    assert total >= 0.9 * 60 * 14, total
+    assert all(abs(r["share"] - 1 / 3) < 0.02 for r in rows), rows
+    # the offsets measured as they joined: the same clock, and one 5 s ahead
+    offsets = sorted(r["offset_ms"] for r in rows if r["remote"])
+    assert abs(offsets[0]) < 20 and abs(offsets[1] - 5000) < 20, offsets
+    assert all(0 < r["rtt_ms"] < 50 for r in rows if r["remote"])
+    # ... and corrected: the skewed worker's requests are in their phases at the schedule's rate,
+    # with latencies of the same size as everybody's (uncorrected, they would be 5 s off)
+    for c in report["client"]:
+        span = next(p for p in report["phases"] if p["name"] == c["phase"])
+        expected = 60 * (span["end"] - span["start"])
+        assert abs(c["requests"] - expected) <= 0.05 * expected + 3, (c, expected)
+        assert c["p99_ms"] < 1000, c
+    [v] = report["verdicts"]
+    assert (v["layer"], v["target"]) == ("syscall", "api"), v["reason"]
+    said = res.stdout + res.stderr
+    assert said.count("joined from") == 2, said[-3000:]
+    assert re.search(r"worker \d from \S+, clock offset \+(4999|5000)\.\d\d ms", said), said[-3000:]
+
+
+@pytest.mark.privileged
+def test_a_worker_that_never_joins_is_named_and_nothing_is_left(
+    go_api: Callable[[], tuple[int, int]], tmp_path: Path
+) -> None:
+    pid, port = go_api()
+    listen = f"127.0.0.1:{free_port()}"
+    path = tmp_path / "alone.yaml"
+    path.write_text(
+        SCENARIO.format(pid=pid, port=port, listen=listen)
+        .replace("wait: 60s", "wait: 3s")
+        .replace("workers: 2", "workers: 1")
+    )
+    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
+    assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
+    assert (
+        f"0 of 1 remote workers joined the run's Locust master at {listen} in 3s (joined: none)" in res.stderr
+    )
+    assert f"chaoslab worker --master {listen}" in res.stderr
+    left = subprocess.run(
+        ["pgrep", "-f", f"master-bind-port {listen.rsplit(':', 1)[1]}"], capture_output=True
+    )
+    assert left.returncode == 1, left.stdout  # no Locust master of the run is left
+    with socket.socket() as s:  # its port is free again
+        s.bind(("127.0.0.1", int(listen.rsplit(":", 1)[1])))
