@@ -54,6 +54,8 @@ def test_a_version_1_report_reads_as_version_2_with_its_layer_as_its_one_cause()
     for phase in data["phases"]:
         phase.update(changes=[], gomaxprocs={})
     data["verdicts"][0]["runtime"] = []
+    if data.get("generator"):
+        data["generator"]["per_worker"] = []
     for e in data["expectations"]:
         e.update(required=True, sweep="", phase="")
     assert json.loads(json.dumps(report.to_json(), default=str)) == data
