@@ -389,7 +389,7 @@ def _analyse(
     ]
     spans = [(r.spec.name, r.scheduled, r.end) for r in runs]  # the timeline shows the schedule
     timeline, second_hists = client_view.seconds(records, load.t0 or runs[0].start, spans)
-    per_worker = load.workers(runs[-1].end - runs[0].start)
+    per_worker = load.workers(runs[-1].end - runs[0].start, runs[-1].end)
     generator = client_view.generator(
         str(ctx.scenario.load.model),
         ctx.scenario.load.all_workers,

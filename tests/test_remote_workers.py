@@ -214,26 +214,102 @@ def test_remote_workers_share_the_load_on_the_runs_clock(far_host: FarHost, tmp_
 
 
 @pytest.mark.privileged
-def test_a_worker_that_never_joins_is_named_and_nothing_is_left(
-    go_api: Callable[[], tuple[int, int]], tmp_path: Path
-) -> None:
-    pid, port = go_api()
-    listen = f"127.0.0.1:{free_port()}"
+def test_a_worker_that_never_joins_is_named_and_nothing_is_left(far_host: FarHost, tmp_path: Path) -> None:
+    svc, http = _service_there(far_host, tmp_path)
+    listen = f"{far_host.here}:{free_port()}"
     path = tmp_path / "alone.yaml"
-    path.write_text(
-        SCENARIO.format(pid=pid, port=port, listen=listen)
-        .replace("wait: 60s", "wait: 3s")
-        .replace("workers: 2", "workers: 1")
-    )
-    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
+    text = SCENARIO.format(pid=svc.pid, port=http, listen=listen)
+    path.write_text(text.replace("wait: 60s", "wait: 3s").replace("workers: 2", "workers: 1"))
+    try:
+        res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
+    finally:
+        svc.kill()
+        svc.wait()
     assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
     assert (
         f"0 of 1 remote workers joined the run's Locust master at {listen} in 3s (joined: none)" in res.stderr
     )
     assert f"chaoslab worker --master {listen}" in res.stderr
-    left = subprocess.run(
-        ["pgrep", "-f", f"master-bind-port {listen.rsplit(':', 1)[1]}"], capture_output=True
-    )
+    port = listen.rsplit(":", 1)[1]
+    left = subprocess.run(["pgrep", "-f", f"master-bind-port {port}"], capture_output=True)
     assert left.returncode == 1, left.stdout  # no Locust master of the run is left
     with socket.socket() as s:  # its port is free again
-        s.bind(("127.0.0.1", int(listen.rsplit(":", 1)[1])))
+        s.bind((far_host.here, int(port)))
+
+
+@pytest.mark.privileged
+def test_a_target_the_remote_workers_cannot_reach_is_refused_before_anything_starts(
+    go_api: Callable[[], tuple[int, int]], tmp_path: Path
+) -> None:
+    pid, port = go_api()  # on 127.0.0.1: this host's loopback, no other host's
+    path = tmp_path / "loopback.yaml"
+    path.write_text(SCENARIO.format(pid=pid, port=port, listen=f"127.0.0.1:{free_port()}"))
+    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
+    assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
+    assert (
+        "load.remote: the load's target api is at 127.0.0.1, which the remote workers' hosts cannot reach"
+        in (res.stderr)
+    )
+    assert not (tmp_path / "out" / "work" / "load.json").exists()  # no Locust was started
+
+
+DROPPING = """\
+name: remote-drop
+targets:
+  api: {{attach: {{pid: {pid}}}, ports: {{http: {port}}}, health: {{http: /healthz}}}}
+load:
+  protocol: http
+  target: api
+  path: "/work?work=20"
+  rate: 40/s
+  concurrency: 4
+  remote: {{workers: 1, listen: "{listen}", wait: 60s}}
+phases:
+  - {{name: baseline, duration: 12s}}
+"""
+
+
+@pytest.mark.privileged
+def test_a_worker_that_drops_out_is_reported_with_what_it_never_sent(
+    far_host: FarHost, tmp_path: Path
+) -> None:
+    svc, http = _service_there(far_host, tmp_path)
+    listen = f"{far_host.here}:{free_port()}"
+    worker = far_host.run([*CHAOSLAB, "worker", "--master", listen, "--once"], tmp_path / "worker.log")
+    out = tmp_path / "out"
+    path = tmp_path / "drop.yaml"
+    path.write_text(DROPPING.format(pid=svc.pid, port=http, listen=listen))
+    with (tmp_path / "run.log").open("wb") as log:
+        run = subprocess.Popen(
+            [*CHAOSLAB, "run", str(path), "--out", str(out)], stdout=log, stderr=log, cwd=REPO
+        )
+    try:
+        records = out / "work" / "requests-1.bin"  # the remote worker's, as the master writes them
+        deadline = time.monotonic() + 120
+        while not (records.exists() and records.stat().st_size > 2000):
+            assert time.monotonic() < deadline and run.poll() is None, (tmp_path / "run.log").read_text()[
+                -3000:
+            ]
+            time.sleep(0.2)
+        time.sleep(3)
+        found = subprocess.run(["pgrep", "-f", "locust .*--worker"], capture_output=True, text=True)
+        here = os.readlink("/proc/self/ns/net")
+        pids = [p for p in found.stdout.split() if os.readlink(f"/proc/{p}/ns/net") != here]
+        assert len(pids) == 1, found.stdout  # the far host's Locust worker
+        os.kill(int(pids[0]), 9)  # the worker host is gone
+        assert run.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        assert worker.wait(timeout=30) == 3  # `chaoslab worker` says its Locust worker died
+    finally:
+        for p in (run, worker, svc):
+            p.kill()
+            p.wait()
+    rows = json.loads((out / "report.json").read_text())["generator"]["per_worker"]
+    local, remote = rows
+    assert local["dropped_at"] is None and local["lost"] == 0
+    # it sent its half of 40/s until it died, a few seconds in; the rest of its half is lost
+    assert remote["dropped_at"] is not None and 2 < remote["dropped_at"] < 10, remote
+    expected_lost = 20 * (12 - remote["dropped_at"])
+    assert abs(remote["lost"] - expected_lost) <= 0.1 * expected_lost + 3, remote
+    assert remote["requests"] + remote["lost"] == pytest.approx(local["requests"], abs=8)
+    said = (tmp_path / "run.log").read_text()
+    assert "DROPPED OUT" in said and f"{remote['lost']} of its arrivals never sent (lost)" in said

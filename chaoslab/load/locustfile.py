@@ -70,7 +70,7 @@ ROLE = os.environ.get("CHAOSLAB_ROLE", "local")
 # master's port, and gets its configuration and its index from there (chaoslab/load/remote.py).
 # CHAOSLAB_CLOCK_SKEW adds seconds to every reading of this process's clock: a host whose clock
 # is off, for the tests of the offset's correction on one machine.
-SKEW = float(os.environ.get("CHAOSLAB_CLOCK_SKEW", "0"))
+SKEW = float(os.environ.get("CHAOSLAB_CLOCK_SKEW", "0")) if ROLE == "remote" else 0.0
 CLOCK_OFFSET = 0.0  # this host's clock less the run's
 if ROLE == "remote":
     _config, _index, CLOCK_OFFSET, _rtt = _remote.join(
@@ -194,6 +194,7 @@ class Run:
         self.t0 = None
         self.end = None  # t0 + the run's duration
         self.sent = 0
+        self.inflight = 0  # requests sent and not yet recorded
         self.out = None
         self._arrivals = PROFILE.arrivals(WORKER, WORKERS)
         self._errors = {"": 0}  # error text -> its number in the records file
@@ -201,6 +202,9 @@ class Run:
             # Open for the whole life of the process; flushed by _flusher and on quit.
             self.out = open(CONFIG["records"].format(worker=WORKER), "ab", buffering=1 << 16)  # noqa: SIM115
             self._write = self.out.write
+
+    def busy(self):
+        return self.inflight
 
     def ready(self):
         self.out.write(READY)
@@ -267,13 +271,18 @@ def _on_init(environment, **_kw):
     if ROLE == "master" and int(CONFIG.get("local_workers", WORKERS)) < WORKERS:
         _remote.serve(environment, CONFIG)
     elif ROLE == "remote":
-        SHIPPER = _remote.Shipper(environment, WORKER, CONFIG["records"].format(worker=WORKER), CONFIG["go"])
+        records = CONFIG["records"].format(worker=WORKER)
+        SHIPPER = _remote.Shipper(environment, WORKER, records, CONFIG["go"], RUN.busy, RUN.out.flush)
+    elif ROLE == "worker":
+        # a local worker reads t0 from the run's directory and writes its records there
+        for kind in ("chaoslab_go", "chaoslab_finish"):
+            environment.runner.register_message(kind, lambda *_a, **_kw: None)
 
 
 @events.test_start.add_listener
 def _on_start(environment, **_kw):
     if SHIPPER is not None:
-        gevent.spawn(SHIPPER.run, RUN.out.flush)
+        gevent.spawn(SHIPPER.run)
     elif RUN.out is not None:
         gevent.spawn(_flusher)
 
@@ -445,8 +454,10 @@ class ChaoslabUser(FastHttpUser):
             run.sent += 1
             idle = True
         req = _ONLY or _choices(MIX, cum_weights=_CUM_WEIGHTS)[0]
+        run.inflight += 1
         status, error = self.senders[req](req, sent)
         run.record(due, sent, _now(), status, req, error, idle)
+        run.inflight -= 1
         if THINK > 0:
             gevent.sleep(THINK)
 

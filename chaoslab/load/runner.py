@@ -8,6 +8,8 @@ records). Every process is journaled and stopped on every exit path.
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import json
 import os
 import socket
@@ -18,12 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
 from chaoslab.load.grpc_schema import GrpcSchemas
 from chaoslab.load.records import RecordStream, Request
+from chaoslab.load.schedule import Profile
 from chaoslab.paths import PACKAGE
 from chaoslab.report.model import WorkerRow
 from chaoslab.scenario.load import MAX_RATE
@@ -33,7 +37,11 @@ from chaoslab.targets.base import RunningTarget
 READY_TIMEOUT = 60.0  # for every user to connect, from the first ready one
 STARTUP_TIMEOUT = 300.0  # for Locust to start and its first user to connect
 CPU_SAMPLE = 0.5  # seconds between samples of the generator's CPU time
-REMOTE_GRACE = 1.0  # seconds for a remote worker's last records to reach the master
+# seconds for the remote workers to answer their requests in flight and send their last records
+# (each waits 5 s at most for those in flight)
+FINISH_TIMEOUT = 10.0
+# A worker whose last request was due this long before the load's end dropped out of the run.
+DROP_GAP = 3.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -59,6 +67,7 @@ class LoadRunner:
     # requests recorded by each worker (its index), and the remote workers that joined
     per_worker: dict[int, int] = field(default_factory=dict)
     late: dict[int, int] = field(default_factory=dict)  # of those, sent late by a free user
+    last_due: dict[int, float] = field(default_factory=dict)  # each worker's last request's due time
     joined: list[dict[str, object]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -76,6 +85,11 @@ class LoadRunner:
         return self.ctx.work_dir / "load-t0"
 
     @property
+    def finish_path(self) -> Path:
+        """Written when the run ends: the master then has every remote worker send what it has."""
+        return self.ctx.work_dir / "load-finish"
+
+    @property
     def workers_log(self) -> Path:
         """Where the master writes each remote worker that joins (chaoslab/load/remote.py)."""
         return self.ctx.work_dir / "workers.jsonl"
@@ -89,6 +103,15 @@ class LoadRunner:
             )
         remote = self.spec.remote
         if remote is not None:
+            for name in sorted({r.target for r in self.spec.requests}):
+                ip = self.targets[name].ip
+                if ipaddress.ip_address(ip.strip("[]")).is_loopback:
+                    raise PreflightError(
+                        f"load.remote: the load's target {name} is at {ip}, which the remote workers' "
+                        "hosts cannot reach",
+                        f"give {name} an address they reach (attach: address:, or a target in a "
+                        "network namespace or container routed to them)",
+                    )
             family = socket.AF_INET6 if ":" in remote.host else socket.AF_INET
             with socket.socket(family) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -142,6 +165,7 @@ class LoadRunner:
             "workers": load.all_workers,
             "local_workers": load.workers,
             "workers_log": str(self.workers_log),
+            "finish": str(self.finish_path),
             # Each worker stops after this many requests, whatever happens to the clock.
             "max_requests": int(MAX_RATE * duration / load.all_workers) + 1,
             "urls": urls,
@@ -238,6 +262,7 @@ class LoadRunner:
         for i in range(self.spec.all_workers):
             self.records_path(i).write_bytes(b"")
         self.go_path.unlink(missing_ok=True)
+        self.finish_path.unlink(missing_ok=True)
         self.workers_log.write_text("")
         for role, argv, extra in self.argvs():
             env = {**os.environ, "CHAOSLAB_LOAD_CONFIG": str(cfg), **extra}
@@ -286,7 +311,7 @@ class LoadRunner:
         assert remote is not None
         deadline = time.monotonic() + remote.wait
         while True:
-            self.joined = _joined(self.workers_log)
+            self.joined = [e for e in _log(self.workers_log) if "joined" in e]
             if len(self.joined) >= remote.workers:
                 for w in self.joined:
                     offset, rtt = float(str(w["offset"])) * 1000, float(str(w["rtt"])) * 1000
@@ -311,9 +336,32 @@ class LoadRunner:
                 )
             time.sleep(0.1)
 
-    def workers(self, seconds: float) -> list[WorkerRow]:
+    def _finish_remote(self) -> None:
+        """Have every remote worker that joined send what it has left, and wait until the master
+        has written it (FINISH_TIMEOUT at most); say which did not."""
+        self.finish_path.write_text("")
+        expected = {int(str(w["index"])) for w in self.joined}
+        deadline = time.monotonic() + FINISH_TIMEOUT
+        done: set[int] = set()
+        while time.monotonic() < deadline:
+            done = {int(str(e["index"])) for e in _log(self.workers_log) if "finished" in e}
+            if expected <= done:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)  # the tail threads read the last bytes
+        for i in sorted(expected - done):
+            self.ctx.say(f"remote worker {i} did not send its last records in {FINISH_TIMEOUT:g}s")
+        for e in _log(self.workers_log):
+            if "gap" in e:
+                self.ctx.say(
+                    f"remote worker {e['index']}: {e['gap']} bytes of its records never reached the master"
+                )
+
+    def workers(self, seconds: float, end: float) -> list[WorkerRow]:
         """Each worker's part of the load: requests, rate over `seconds`, share; for a remote
-        one its host, clock offset and round trip to the master."""
+        one its host, clock offset and round trip to the master; for one whose requests stopped
+        before `end` (epoch s, the load's last phase's end), when, and (open model) how many of
+        its arrivals it did not send."""
         total = sum(self.per_worker.values())
         remote = {int(str(w["index"])): w for w in self.joined}
         out = []
@@ -330,9 +378,27 @@ class LoadRunner:
                     share=round(n / total, 4) if total else 0.0,
                     offset_ms=round(float(str(w["offset"])) * 1000, 3) if w else 0.0,
                     rtt_ms=round(float(str(w["rtt"])) * 1000, 3) if w else 0.0,
+                    **self._dropped(i, n, end),
                 )
             )
         return out
+
+    def _dropped(self, worker: int, sent: int, end: float) -> dict[str, Any]:
+        """`dropped_at` (seconds from t0) and `lost` of a worker whose requests stopped more than
+        DROP_GAP before `end`; nothing for one that went on to the end."""
+        if self.t0 is None:
+            return {}
+        last = self.last_due.get(worker, self.t0)
+        if last >= end - DROP_GAP:
+            return {}
+        load = self.spec
+        lost = 0
+        if load.model is Model.OPEN:
+            profile = Profile(load.rate, [(st.duration, st.value) for st in load.stages])
+            horizon = min(end - self.t0, self.ctx.scenario.duration)
+            due = itertools.takewhile(lambda t: t < horizon, profile.arrivals(worker, load.all_workers))
+            lost = max(0, sum(1 for _ in due) - sent)
+        return {"dropped_at": round(last - self.t0, 3), "lost": lost}
 
     def _spawn(self, fn: Callable[..., None], name: str, *args: object) -> None:
         t = threading.Thread(target=fn, args=args, name=name, daemon=True)
@@ -363,6 +429,8 @@ class LoadRunner:
                     self.records.extend(batch)
                     self.per_worker[worker] += len(batch)
                     self.late[worker] += sum(1 for r in batch if r.generator_late)
+                    if batch:
+                        self.last_due[worker] = max(self.last_due.get(worker, 0.0), *(r.due for r in batch))
                     self.ctx.events.fire("requests", batch=batch)
                 elif self._stop.is_set():
                     return
@@ -392,8 +460,7 @@ class LoadRunner:
 
     def stop(self) -> None:
         if self.spec.remote is not None and self._procs and self.t0 is not None:
-            # the remote workers' last records are on their way to the master (sent every 0.2 s)
-            time.sleep(REMOTE_GRACE)
+            self._finish_remote()
         for p, seq in reversed(self._procs):
             proc.stop(p, wait=10)
             self.ctx.journal.undone(seq)
@@ -403,8 +470,9 @@ class LoadRunner:
             t.join(timeout=5)
 
 
-def _joined(log: Path) -> list[dict[str, object]]:
-    """The remote workers the master let join, from its log (a line each)."""
+def _log(log: Path) -> list[dict[str, object]]:
+    """What the master wrote of the remote workers: a line each as one joins, finishes, or has
+    a gap in the records it sent."""
     out = []
     try:
         lines = log.read_text().splitlines()

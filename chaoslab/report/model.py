@@ -113,6 +113,8 @@ class WorkerRow:
     share: float  # of all the run's requests
     offset_ms: float = 0.0  # its clock less the run's, measured as it joined (remote only)
     rtt_ms: float = 0.0  # the round trip of that measurement: the offset is right to half of it
+    dropped_at: float | None = None  # its requests stopped this many seconds into the load
+    lost: int = 0  # arrivals of its part of the schedule it never sent (open model)
 
 
 @dataclass(frozen=True)

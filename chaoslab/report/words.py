@@ -67,10 +67,15 @@ def worker_lines(g: GeneratorRecord | None) -> list[str]:
     out = []
     for w in g.per_worker if g is not None else []:
         where = f"from {w.host}, clock offset {w.offset_ms:+.2f} ms (round trip {w.rtt_ms:.2f} ms)"
-        out.append(
+        line = (
             f"worker {w.index} {where if w.remote else 'here'}: {w.requests} requests ({w.share:.0%}), "
             f"{w.rate:.1f}/s, {w.late} sent late while free"
         )
+        if w.dropped_at is not None:
+            line += f"; DROPPED OUT {w.dropped_at:.1f} s into the load" + (
+                f": {w.lost} of its arrivals never sent (lost)" if w.lost else ""
+            )
+        out.append(line)
     return out
 
 
