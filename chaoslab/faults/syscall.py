@@ -43,7 +43,7 @@ from chaoslab.probes.libbpf import BpfObject, forget_u32
 from chaoslab.probes.stats import STATS
 from chaoslab.quote import show
 from chaoslab.scenario.fields import Fields, join
-from chaoslab.scenario.model import FaultSpec, TargetSpec
+from chaoslab.scenario.model import FaultSpec
 
 if TYPE_CHECKING:
     from chaoslab.targets.base import RunningTarget
@@ -126,12 +126,6 @@ class SyscallFault(Fault):
 
     def shows_as_time(self) -> bool:
         return bool(self.spec.delay)
-
-    def also_shows_in(self, targets: Mapping[str, TargetSpec]) -> tuple[tuple[Layer, str], ...]:
-        """A Go thread held for a delay keeps its P: before the call (the wrapper's uprobe) as
-        any running thread does, after it until the runtime's monitor takes the P back (20 µs
-        to 10 ms): the goroutines queued on that P wait, the gosched layer at a Go target."""
-        return ((Layer.GOSCHED, self.spec.target),) if self.spec.delay else ()
 
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
