@@ -147,7 +147,24 @@ def _service_there(far: FarHost, tmp_path: Path) -> tuple[subprocess.Popen[bytes
     raise AssertionError("go-api did not start in the far namespace")
 
 
-SCENARIO = """\
+def scenario(pid: int, port: int, listen: str, workers: int = 2, wait: str = "60s", **load: str) -> str:
+    """A run of the Go service at `pid` (attached) with `workers` remote workers that join at
+    `listen`; by default a syscall delay between a baseline and a recovery, loaded at 60/s."""
+    rate, concurrency, timeout = (
+        load.get("rate", "60/s"),
+        load.get("concurrency", "6"),
+        load.get("timeout", "10s"),
+    )
+    phases = load.get(
+        "phases",
+        """
+  - {name: baseline, duration: 5s}
+  - {name: slow-write, duration: 6s, faults: [{kind: syscall, target: api, syscall: write, delay: 20ms}]}
+  - {name: recovery, duration: 3s}
+expect:
+  - {phase: slow-write, absorbed_by: syscall, target: api}""",
+    )
+    return f"""\
 name: remote-workers
 targets:
   api: {{attach: {{pid: {pid}}}, ports: {{http: {port}}}, health: {{http: /healthz}}}}
@@ -155,15 +172,11 @@ load:
   protocol: http
   target: api
   path: "/work?work=20"
-  rate: 60/s
-  concurrency: 6
-  remote: {{workers: 2, listen: "{listen}", wait: 60s}}
-phases:
-  - {{name: baseline, duration: 5s}}
-  - {{name: slow-write, duration: 6s, faults: [{{kind: syscall, target: api, syscall: write, delay: 20ms}}]}}
-  - {{name: recovery, duration: 3s}}
-expect:
-  - {{phase: slow-write, absorbed_by: syscall, target: api}}
+  rate: {rate}
+  concurrency: {concurrency}
+  timeout: {timeout}
+  remote: {{workers: {workers}, listen: "{listen}", wait: {wait}}}
+phases:{phases}
 """
 
 
@@ -179,7 +192,7 @@ def test_remote_workers_share_the_load_on_the_runs_clock(far_host: FarHost, tmp_
     ]
     try:
         path = tmp_path / "remote.yaml"
-        path.write_text(SCENARIO.format(pid=svc.pid, port=http, listen=listen))
+        path.write_text(scenario(svc.pid, http, listen))
         res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
         codes = [w.wait(timeout=60) for w in workers]
@@ -218,8 +231,7 @@ def test_a_worker_that_never_joins_is_named_and_nothing_is_left(far_host: FarHos
     svc, http = _service_there(far_host, tmp_path)
     listen = f"{far_host.here}:{free_port()}"
     path = tmp_path / "alone.yaml"
-    text = SCENARIO.format(pid=svc.pid, port=http, listen=listen)
-    path.write_text(text.replace("wait: 60s", "wait: 3s").replace("workers: 2", "workers: 1"))
+    path.write_text(scenario(svc.pid, http, listen, workers=1, wait="3s"))
     try:
         res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
     finally:
@@ -243,7 +255,7 @@ def test_a_target_the_remote_workers_cannot_reach_is_refused_before_anything_sta
 ) -> None:
     pid, port = go_api()  # on 127.0.0.1: this host's loopback, no other host's
     path = tmp_path / "loopback.yaml"
-    path.write_text(SCENARIO.format(pid=pid, port=port, listen=f"127.0.0.1:{free_port()}"))
+    path.write_text(scenario(pid, port, f"127.0.0.1:{free_port()}"))
     res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
     assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
     assert (
@@ -251,22 +263,6 @@ def test_a_target_the_remote_workers_cannot_reach_is_refused_before_anything_sta
         in (res.stderr)
     )
     assert not (tmp_path / "out" / "work" / "load.json").exists()  # no Locust was started
-
-
-DROPPING = """\
-name: remote-drop
-targets:
-  api: {{attach: {{pid: {pid}}}, ports: {{http: {port}}}, health: {{http: /healthz}}}}
-load:
-  protocol: http
-  target: api
-  path: "/work?work=20"
-  rate: 40/s
-  concurrency: 4
-  remote: {{workers: 1, listen: "{listen}", wait: 60s}}
-phases:
-  - {{name: baseline, duration: 12s}}
-"""
 
 
 @pytest.mark.privileged
@@ -278,7 +274,11 @@ def test_a_worker_that_drops_out_is_reported_with_what_it_never_sent(
     worker = far_host.run([*CHAOSLAB, "worker", "--master", listen, "--once"], tmp_path / "worker.log")
     out = tmp_path / "out"
     path = tmp_path / "drop.yaml"
-    path.write_text(DROPPING.format(pid=svc.pid, port=http, listen=listen))
+    # a timeout of 2 s: a worker silent for longer than that (3 s at least) has dropped out
+    phases = "\n  - {name: baseline, duration: 12s}"
+    path.write_text(
+        scenario(svc.pid, http, listen, workers=1, rate="40/s", concurrency="4", timeout="2s", phases=phases)
+    )
     with (tmp_path / "run.log").open("wb") as log:
         run = subprocess.Popen(
             [*CHAOSLAB, "run", str(path), "--out", str(out)], stdout=log, stderr=log, cwd=REPO

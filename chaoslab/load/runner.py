@@ -40,7 +40,7 @@ CPU_SAMPLE = 0.5  # seconds between samples of the generator's CPU time
 # seconds for the remote workers to answer their requests in flight and send their last records
 # (each waits 5 s at most for those in flight)
 FINISH_TIMEOUT = 10.0
-# A worker whose last request was due this long before the load's end dropped out of the run.
+# A worker silent this long before the load's end (or its timeout, if longer) dropped out of the run.
 DROP_GAP = 3.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -348,7 +348,6 @@ class LoadRunner:
             if expected <= done:
                 break
             time.sleep(0.05)
-        time.sleep(0.2)  # the tail threads read the last bytes
         for i in sorted(expected - done):
             self.ctx.say(f"remote worker {i} did not send its last records in {FINISH_TIMEOUT:g}s")
         for e in _log(self.workers_log):
@@ -384,21 +383,26 @@ class LoadRunner:
         return out
 
     def _dropped(self, worker: int, sent: int, end: float) -> dict[str, Any]:
-        """`dropped_at` (seconds from t0) and `lost` of a worker whose requests stopped more than
-        DROP_GAP before `end`; nothing for one that went on to the end."""
+        """`dropped_at` (seconds from t0) and `lost` of a worker that went silent before `end`:
+        nothing recorded for longer than any of its requests can take (the load's timeout, a
+        user's think time, DROP_GAP at least) while it had requests due (open model: its own
+        arrivals, as sparse as a low rate makes them); nothing for one that went on to the end."""
         if self.t0 is None:
             return {}
-        last = self.last_due.get(worker, self.t0)
-        if last >= end - DROP_GAP:
-            return {}
         load = self.spec
+        last = self.last_due.get(worker, self.t0) - self.t0
+        quiet_from = end - self.t0 - max(DROP_GAP, load.timeout + load.think)
+        if last >= quiet_from:
+            return {}
         lost = 0
         if load.model is Model.OPEN:
             profile = Profile(load.rate, [(st.duration, st.value) for st in load.stages])
             horizon = min(end - self.t0, self.ctx.scenario.duration)
-            due = itertools.takewhile(lambda t: t < horizon, profile.arrivals(worker, load.all_workers))
-            lost = max(0, sum(1 for _ in due) - sent)
-        return {"dropped_at": round(last - self.t0, 3), "lost": lost}
+            due = list(itertools.takewhile(lambda t: t < horizon, profile.arrivals(worker, load.all_workers)))
+            if not any(last < t < quiet_from for t in due):
+                return {}  # nothing of its own was due while it was silent
+            lost = max(0, len(due) - sent)
+        return {"dropped_at": round(last, 3), "lost": lost}
 
     def _spawn(self, fn: Callable[..., None], name: str, *args: object) -> None:
         t = threading.Thread(target=fn, args=args, name=name, daemon=True)
