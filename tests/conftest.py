@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from chaoslab import build
+from tests.farhost import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -122,12 +123,6 @@ def clean_machine(root: None) -> Iterator[None]:
     assert left == [], f"left behind: {left}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def go_api(tmp_path: Path) -> Iterator[Callable[[], tuple[int, int]]]:
     """Start Go services in the host's namespace, as a user's own running service: (pid, http port)."""
@@ -156,3 +151,29 @@ def go_api(tmp_path: Path) -> Iterator[Callable[[], tuple[int, int]]]:
     for p in started:
         p.terminate()
         p.wait(timeout=10)
+
+
+# The kernel lane's resumption (scripts/kernel_lane.py): a guest whose emulated kernel crashed
+# boots again and runs only the tests that had not passed; each one that passes is written
+# down at once, with fsync, since the guest may die at the next instruction.
+LANE_PASSED = os.environ.get("CHAOSLAB_LANE_PASSED", "")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    path = Path(LANE_PASSED) if LANE_PASSED else None
+    if path is None or not path.exists():
+        return
+    passed = set(path.read_text().split())
+    done = [item for item in items if item.nodeid in passed]
+    if done:
+        items[:] = [item for item in items if item.nodeid not in passed]
+        config.hook.pytest_deselected(items=done)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not LANE_PASSED or report.when != "call" or not report.passed:
+        return
+    with open(LANE_PASSED, "a") as fh:
+        fh.write(report.nodeid + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
