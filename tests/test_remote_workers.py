@@ -17,13 +17,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from chaoslab import build
+from tests import farhost
 from tests.conftest import chaoslab, free_port
+from tests.farhost import FarHost, service_there
 from tests.test_targets import problems
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,76 +75,10 @@ def test_a_worker_needs_an_address_and_port_to_join() -> None:
     assert "--master 'far-host': give the address and port" in res.stderr
 
 
-@dataclass
-class FarHost:
-    ns: str
-    here: str  # the host's end of the link
-    there: str  # the namespace's address
-
-    def run(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start `argv` on the far host, its output in `log`."""
-        with log.open("wb") as out:
-            return subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, *argv],
-                env={**os.environ, **(env or {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-
 @pytest.fixture
 def far_host(root: None) -> Iterator[FarHost]:
-    n = 1 + os.getpid() % 250
-    ns, here_if = f"clfar{os.getpid()}", f"clfh{os.getpid()}"
-    here, there = f"10.250.{n}.1", f"10.250.{n}.2"
-    cmds = [
-        ["ip", "netns", "add", ns],
-        ["ip", "link", "add", here_if, "type", "veth", "peer", "name", "eth0", "netns", ns],
-        ["ip", "addr", "add", f"{here}/30", "dev", here_if],
-        ["ip", "link", "set", here_if, "up"],
-        ["ip", "-n", ns, "addr", "add", f"{there}/30", "dev", "eth0"],
-        ["ip", "-n", ns, "link", "set", "eth0", "up"],
-        ["ip", "-n", ns, "link", "set", "lo", "up"],
-    ]
-    try:
-        for cmd in cmds:
-            subprocess.run(cmd, check=True, capture_output=True)
-        yield FarHost(ns, here, there)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", here_if], capture_output=True)
-
-
-def _service_there(far: FarHost, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """The Go service, started inside the far host's namespace: (process, http port)."""
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    argv += ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"]
-    subprocess.run(argv, check=True, capture_output=True)
-    http = free_port()
-    svc = far.run(
-        [
-            str(build.go_service("go-api")),
-            "-addr",
-            f"{far.there}:{free_port()}",
-            "-http-addr",
-            f"{far.there}:{http}",
-            "-cert",
-            str(cert),
-            "-key",
-            str(key),
-        ],
-        tmp_path / "go-api.log",
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((far.there, http), timeout=1).close()
-            return svc, http
-        except OSError:
-            time.sleep(0.05)
-    svc.kill()
-    raise AssertionError("go-api did not start in the far namespace")
+    with farhost.far_host() as far:
+        yield far
 
 
 def scenario(pid: int, port: int, listen: str, workers: int = 2, wait: str = "60s", **load: str) -> str:
@@ -182,7 +116,7 @@ phases:{phases}
 
 @pytest.mark.privileged
 def test_remote_workers_share_the_load_on_the_runs_clock(far_host: FarHost, tmp_path: Path) -> None:
-    svc, http = _service_there(far_host, tmp_path)
+    svc, http = service_there(far_host, tmp_path)
     listen = f"{far_host.here}:{free_port()}"
     worker = [*CHAOSLAB, "worker", "--master", listen, "--once", "--wait", "120"]
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
@@ -228,7 +162,7 @@ def test_remote_workers_share_the_load_on_the_runs_clock(far_host: FarHost, tmp_
 
 @pytest.mark.privileged
 def test_a_worker_that_never_joins_is_named_and_nothing_is_left(far_host: FarHost, tmp_path: Path) -> None:
-    svc, http = _service_there(far_host, tmp_path)
+    svc, http = service_there(far_host, tmp_path)
     listen = f"{far_host.here}:{free_port()}"
     path = tmp_path / "alone.yaml"
     path.write_text(scenario(svc.pid, http, listen, workers=1, wait="3s"))
@@ -269,7 +203,7 @@ def test_a_target_the_remote_workers_cannot_reach_is_refused_before_anything_sta
 def test_a_worker_that_drops_out_is_reported_with_what_it_never_sent(
     far_host: FarHost, tmp_path: Path
 ) -> None:
-    svc, http = _service_there(far_host, tmp_path)
+    svc, http = service_there(far_host, tmp_path)
     listen = f"{far_host.here}:{free_port()}"
     worker = far_host.run([*CHAOSLAB, "worker", "--master", listen, "--once"], tmp_path / "worker.log")
     out = tmp_path / "out"

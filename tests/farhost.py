@@ -1,0 +1,98 @@
+"""A second host built from what this kernel offers, for the tests and benches of remote workers.
+
+A network namespace of its own with a veth link to the host and its own addresses
+(10.250.N.0/30): what runs in it reaches the host, and the host reaches it, only over that
+link, as a machine on the same switch would. Its clock is the host's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaoslab import build
+
+
+@dataclass
+class FarHost:
+    ns: str
+    here: str  # the host's end of the link
+    there: str  # the namespace's address
+
+    def run(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `argv` on the far host, its output in `log`."""
+        with log.open("wb") as out:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, *argv],
+                env={**os.environ, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+
+@contextmanager
+def far_host() -> Iterator[FarHost]:
+    """The namespace and its link, removed on the way out (root only)."""
+    n = 1 + os.getpid() % 250
+    ns, here_if = f"clfar{os.getpid()}", f"clfh{os.getpid()}"
+    here, there = f"10.250.{n}.1", f"10.250.{n}.2"
+    cmds = [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", here_if, "type", "veth", "peer", "name", "eth0", "netns", ns],
+        ["ip", "addr", "add", f"{here}/30", "dev", here_if],
+        ["ip", "link", "set", here_if, "up"],
+        ["ip", "-n", ns, "addr", "add", f"{there}/30", "dev", "eth0"],
+        ["ip", "-n", ns, "link", "set", "eth0", "up"],
+        ["ip", "-n", ns, "link", "set", "lo", "up"],
+    ]
+    try:
+        for cmd in cmds:
+            subprocess.run(cmd, check=True, capture_output=True)
+        yield FarHost(ns, here, there)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", here_if], capture_output=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_there(far: FarHost, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The Go service, started inside the far host's namespace: (process, http port)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    argv += ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"]
+    subprocess.run(argv, check=True, capture_output=True)
+    http = free_port()
+    svc = far.run(
+        [
+            str(build.go_service("go-api")),
+            "-addr",
+            f"{far.there}:{free_port()}",
+            "-http-addr",
+            f"{far.there}:{http}",
+            "-cert",
+            str(cert),
+            "-key",
+            str(key),
+        ],
+        tmp_path / "go-api.log",
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((far.there, http), timeout=1).close()
+            return svc, http
+        except OSError:
+            time.sleep(0.05)
+    svc.kill()
+    raise AssertionError("go-api did not start in the far namespace")
