@@ -200,6 +200,21 @@ def test_a_target_the_remote_workers_cannot_reach_is_refused_before_anything_sta
 
 
 @pytest.mark.privileged
+def test_a_target_in_the_runs_own_namespace_is_refused_for_remote_workers(tmp_path: Path) -> None:
+    path = tmp_path / "own-netns.yaml"
+    path.write_text(BASE.replace("REMOTE", f"remote: {{workers: 1, listen: '127.0.0.1:{free_port()}'}}"))
+    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
+    assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
+    assert re.search(
+        r"load.remote: the load's target api runs in a network namespace of this run, at 10\.231\.\d+\.\d+, "
+        "which only this host reaches",
+        res.stderr,
+    ), res.stderr
+    assert "attach to it (targets.api.attach), or leave load.remote out" in res.stderr
+    assert not (tmp_path / "out" / "work" / "load.json").exists()  # no Locust was started
+
+
+@pytest.mark.privileged
 def test_a_worker_that_drops_out_is_reported_with_what_it_never_sent(
     far_host: FarHost, tmp_path: Path
 ) -> None:

@@ -104,13 +104,23 @@ class LoadRunner:
         remote = self.spec.remote
         if remote is not None:
             for name in sorted({r.target for r in self.spec.requests}):
-                ip = self.targets[name].ip
+                target = self.targets[name]
+                ip = target.ip
                 if ipaddress.ip_address(ip.strip("[]")).is_loopback:
                     raise PreflightError(
                         f"load.remote: the load's target {name} is at {ip}, which the remote workers' "
                         "hosts cannot reach",
-                        f"give {name} an address they reach (attach: address:, or a target in a "
-                        "network namespace or container routed to them)",
+                        f"give {name} an address they reach (attach: address:, or a container "
+                        "routed to them)",
+                    )
+                if target.netns and not target.attached and not target.in_container:
+                    # the local runtime links each namespace to this host alone: a /30 with no
+                    # route beyond it, and no forwarding (chaoslab/targets/netns.py)
+                    raise PreflightError(
+                        f"load.remote: the load's target {name} runs in a network namespace of this "
+                        f"run, at {ip}, which only this host reaches",
+                        f"run {name} where the workers' hosts reach it and attach to it "
+                        f"(targets.{name}.attach), or leave load.remote out",
                     )
             family = socket.AF_INET6 if ":" in remote.host else socket.AF_INET
             with socket.socket(family) as s:
