@@ -184,7 +184,10 @@ def _second(sec: int, t: _Tally, phase: str) -> SecondRow:
 class LiveView:
     def __init__(self, ctx: RunContext, load: LoadRunner, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
+        # the last WINDOW seconds of requests: extended by the load's tail threads while the
+        # run loop (or rich's refresh thread) renders them, so both hold the lock
         self.recent: deque[Request] = deque()
+        self._recent_lock = threading.Lock()
         self.name = ""
         self.start = 0.0
         self.duration = 0.0
@@ -197,7 +200,8 @@ class LiveView:
         ctx.events.subscribe("requests", self._on_requests)
 
     def _on_requests(self, batch: list[Request]) -> None:
-        self.recent.extend(batch)
+        with self._recent_lock:
+            self.recent.extend(batch)
         self.progress.add(batch)
 
     def begin(self, t0: float, probes: list[str]) -> None:
@@ -215,13 +219,15 @@ class LiveView:
 
     def render(self) -> Text:
         now = time.time()
-        while self.recent and self.recent[0].end < now - WINDOW:
-            self.recent.popleft()
-        lat = sorted(r.latency for r in self.recent if r.ok)
-        errors = sum(1 for r in self.recent if not r.ok)
+        with self._recent_lock:
+            while self.recent and self.recent[0].end < now - WINDOW:
+                self.recent.popleft()
+            recent = list(self.recent)
+        lat = sorted(r.latency for r in recent if r.ok)
+        errors = sum(1 for r in recent if not r.ok)
         elapsed = max(0.0, now - self.start)
         return Text(
-            f"{self.name:<12} {elapsed:5.1f}/{self.duration:.0f}s  {len(self.recent) / WINDOW:6.1f} req/s  "
+            f"{self.name:<12} {elapsed:5.1f}/{self.duration:.0f}s  {len(recent) / WINDOW:6.1f} req/s  "
             f"p50 {quantile(lat, 0.5) * 1000:7.1f}ms  p99 {quantile(lat, 0.99) * 1000:7.1f}ms  "
             f"errors {errors:<4d} faults: {', '.join(self.faults) or 'none'}"
         )

@@ -4,16 +4,21 @@ several clients at once, addresses and a busy port."""
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import socket
+import threading
+import time
 import types
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from chaoslab.errors import UsageError
-from chaoslab.live import RunProgress
+from chaoslab.events import EventBus
+from chaoslab.live import LiveView, RunProgress
 from chaoslab.load.records import Request
 from chaoslab.report.model import LiveStatus
 from chaoslab.report.reader import read_report
@@ -50,6 +55,42 @@ def test_progress_bins_requests_by_due_time_into_seconds_and_phases() -> None:
     assert report.phases[1].faults[0].kind == "entropy" and not report.phases[1].faults[0].mechanism
     assert (status.phase, status.faults, status.final) == ("starve", ["entropy on api"], False)
     assert status.elapsed == pytest.approx(1.6)
+
+
+def test_the_live_line_renders_while_the_tail_threads_add_requests() -> None:
+    """The line's window of recent requests grows in the load's tail threads as the run loop
+    renders it: at thousands of requests a second an unguarded render saw the deque change
+    under it (RuntimeError: deque mutated during iteration) and ended the run."""
+    ctx = types.SimpleNamespace(
+        scenario=load_scenario(SCENARIOS / "short_entropy.yaml"),
+        run_id="r" * 32,
+        events=EventBus(),
+    )
+    view = LiveView(ctx, None, Console(file=io.StringIO()))  # type: ignore[arg-type]
+    view.phase("baseline", time.time(), 10.0, [])
+    stop = threading.Event()
+
+    def tail() -> None:  # as the tail threads do: batches of a few hundred, as fast as they come
+        for _ in range(500):
+            now = time.time()
+            view._on_requests([Request(now, now, now + 0.001, 200, "default", "") for _ in range(200)])
+            if stop.is_set():
+                return
+
+    threads = [threading.Thread(target=tail) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        renders = 0
+        while any(t.is_alive() for t in threads) and renders < 3000:
+            view.render()  # raised RuntimeError before the window had its lock
+            renders += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert renders > 10
+    assert "req/s" in str(view.render())
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
