@@ -86,17 +86,53 @@ static __always_inline __u32 hist_bucket(__u64 v)
 	       (__u32)((v >> (e - HIST_SUB_BITS)) & ((1 << HIST_SUB_BITS) - 1));
 }
 
+/*
+ * What a full map refused, per CPU: records whose histogram bucket had no room (DROP_HIST),
+ * events whose in-flight entry had none (DROP_INFLIGHT). A hash map answers -E2BIG when
+ * it holds max_entries; the LRU maps evict instead and never refuse. User space reports
+ * both counts (chaoslab/probes/cost.py) rather than losing the events silently.
+ */
+#define CHAOSLAB_E2BIG 7
+enum { DROP_HIST, DROP_INFLIGHT, DROP_KINDS };
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_KINDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+static __always_inline void count_drop(__u32 kind)
+{
+	__u64 *n = bpf_map_lookup_elem(&drops, &kind);
+
+	if (n)
+		(*n)++;
+}
+
+/* An in-flight entry stored, or its loss counted when the map is full. */
+static __always_inline void remember(void *map, const void *key, const void *val, __u64 flags)
+{
+	if (bpf_map_update_elem(map, key, val, flags) == -CHAOSLAB_E2BIG)
+		count_drop(DROP_INFLIGHT);
+}
+
 /* Record one duration (ns) for a target, under one of the probe's metrics. */
 static __always_inline void hist_record_metric(__u32 target, __u32 metric, __u64 ns)
 {
 	struct hist_key key = { .target = (target & 0xff) | (metric << 8), .bucket = hist_bucket(ns) };
 	struct hist_val *val = bpf_map_lookup_elem(&hist, &key), fresh = { 1, ns };
+	long err;
 
 	if (!val) {
 		/* A new key: this CPU's counters start at (1, ns), the others' at 0. Another
 		 * program may have created it meanwhile: then add to this CPU's of that entry. */
-		if (bpf_map_update_elem(&hist, &key, &fresh, BPF_NOEXIST) == 0)
+		err = bpf_map_update_elem(&hist, &key, &fresh, BPF_NOEXIST);
+		if (err == 0)
 			return;
+		if (err == -CHAOSLAB_E2BIG) {
+			count_drop(DROP_HIST);
+			return;
+		}
 		val = bpf_map_lookup_elem(&hist, &key);
 		if (!val)
 			return;

@@ -137,7 +137,7 @@ int span_begin(struct pt_regs *ctx)
 	hit(H_SPAN_BEGIN);
 	if (!target_of(tgid))
 		return 0;
-	bpf_map_update_elem(&spans, &tgid, &s, BPF_ANY);
+	remember(&spans, &tgid, &s, BPF_ANY);
 	return 0;
 }
 

@@ -35,6 +35,7 @@ from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
 from chaoslab.probes.choose import choose
 from chaoslab.probes.cost import trap_cost
+from chaoslab.probes.libbpf import map_sizes
 from chaoslab.probes.set import Lost, Snapshot
 from chaoslab.report.model import (
     AbortRecord,
@@ -98,6 +99,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         stack.callback(switch.close)
         switch.start()
         runtime.preflight()
+        map_sizes()  # a bad CHAOSLAB_BPF_MAP_ENTRIES stops the run here, not each probe later
         # .proto files that do not compile, or a request that does not fit them, stop the
         # run before any target starts; a reflection request is checked once its target is up
         schemas = GrpcSchemas(ctx)

@@ -55,6 +55,7 @@ class Usage:
     traps: int = 0  # of those, uprobe hits: each one a trap of the probed thread
     at: tuple[tuple[str, int], ...] = ()  # (target, runs in that target's own threads)
     emulated: int = 0  # of the hits, those on an emulated instruction (one trap, no step)
+    dropped: int = 0  # events a full map refused (bpf/chaoslab.bpf.h `drops`)
 
     def trap_ns(self, trap: TrapCost) -> float:
         return self.emulated * trap.emulated_ns + (self.traps - self.emulated) * trap.stepped_ns
@@ -117,8 +118,12 @@ def usage(
         emulated = counted[END_PROGRAM] + (
             sum(counted[name] for name in ENTRY_PROGRAMS) if emulated_entries else 0
         )
-    return Usage(runs, bpf_ns, traps, target_runs(obj, index), emulated)
+    dropped = sum(obj.percpu_sum_u64("drops", k) for k in DROP_KINDS) if obj.has_map("drops") else 0
+    return Usage(runs, bpf_ns, traps, target_runs(obj, index), emulated, dropped)
 
+
+# the keys of the `drops` map: a histogram bucket, an in-flight entry (bpf/chaoslab.bpf.h)
+DROP_KINDS = (0, 1)
 
 OTHER_RUN_SECONDS = 0.2
 

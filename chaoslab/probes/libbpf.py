@@ -41,6 +41,8 @@ def lib() -> ctypes.CDLL:
             "bpf_object__find_program_by_name": (vp, [vp, cp]),
             "bpf_object__next_program": (vp, [vp, vp]),
             "bpf_object__find_map_fd_by_name": (ci, [vp, cp]),
+            "bpf_object__find_map_by_name": (vp, [vp, cp]),
+            "bpf_map__set_max_entries": (ci, [vp, ctypes.c_uint32]),
             "bpf_program__attach_uprobe_opts": (vp, [vp, ci, cp, ctypes.c_size_t, vp]),
             "bpf_program__attach": (vp, [vp]),
             "bpf_program__attach_tracepoint": (vp, [vp, cp, cp]),
@@ -102,6 +104,22 @@ def enable_stats() -> int:
     return fd
 
 
+def map_sizes() -> dict[str, int]:
+    """Maps sized other than their programs say, by name: CHAOSLAB_BPF_MAP_ENTRIES, e.g.
+    "hist=16" (every object that has such a map). For tests and for a host that needs
+    bigger in-flight maps; a map too small loses events, and the report counts them."""
+    sizes = {}
+    for item in filter(None, os.environ.get("CHAOSLAB_BPF_MAP_ENTRIES", "").replace(" ", "").split(",")):
+        name, _, entries = item.partition("=")
+        if not name or not entries.isdigit() or int(entries) < 1:
+            raise PreflightError(
+                f"CHAOSLAB_BPF_MAP_ENTRIES: {item!r} is not a map's name and its entries",
+                "give NAME=ENTRIES, comma-separated, e.g. hist=65536",
+            )
+        sizes[name] = int(entries)
+    return sizes
+
+
 class BpfObject:
     """One loaded BPF object file and the links attached from it.
 
@@ -133,6 +151,10 @@ class BpfObject:
                 self._obj = None
                 raise err
             prog = lib().bpf_object__next_program(self._obj, prog)
+        for name, entries in map_sizes().items():
+            found = lib().bpf_object__find_map_by_name(self._obj, name.encode())
+            if found:
+                lib().bpf_map__set_max_entries(found, entries)
         if lib().bpf_object__load(self._obj) != 0:
             err = _fail(f"kernel refused BPF object {path.name}")
             lib().bpf_object__close(self._obj)

@@ -285,6 +285,7 @@ class ProbeSet:
                     share > self.budget.warn,
                     lost.at if lost else None,
                     lost.reason if lost else "",
+                    use.dropped,
                 )
             )
         return rows

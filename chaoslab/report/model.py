@@ -388,6 +388,7 @@ class ObserverCost:
     over_budget: bool  # its share above the run's budget (probes.budget)
     lost_at: float | None = None  # epoch seconds the kill switch detached it (probes.limit)
     lost: str = ""  # why
+    dropped: int = 0  # events a full BPF map refused: missing from its layer's figures
 
 
 @dataclass(frozen=True)

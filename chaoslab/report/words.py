@@ -106,6 +106,12 @@ def observer_summary(report: Report) -> str:
         text += f"; over budget: {', '.join(over)}"
     if lost:
         text += f"; detached by the kill switch, lost: {', '.join(lost)}"
+    dropped = [f"{c.layer} {c.dropped}" for c in report.observer if c.dropped]
+    if dropped:
+        text += (
+            f"; EVENTS DROPPED, a BPF map was full: {', '.join(dropped)} "
+            "(missing from those layers' figures; CHAOSLAB_BPF_MAP_ENTRIES sizes the maps)"
+        )
     return text
 
 
