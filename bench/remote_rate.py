@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -30,10 +29,12 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.load_rate import wrk_rate  # noqa: E402
 from tests.farhost import FarHost, far_host, free_port, service_there  # noqa: E402
 
 SCENARIO = """\
@@ -53,7 +54,7 @@ phases:
 
 def chaoslab_rate(
     far: FarHost, pid: int, port: int, users: int, workers: int, seconds: int, tmp: Path
-) -> tuple[float, list[dict], list[str]]:
+) -> tuple[float, list[dict[str, Any]], list[str]]:
     """The run's rate of successful requests over its phase, its per-worker rows, and what
     the run said saturated (a generator at its ceiling: a core's worth of Python, or late sends)."""
     remote = ""
@@ -126,19 +127,6 @@ class BusyMeter:
         return max(shares, default=0.0)
 
 
-def wrk_rate(url: str, users: int, seconds: int) -> float:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        sys.exit("wrk is missing: apt-get install wrk")
-    out = subprocess.run(
-        [wrk, "-t2", f"-c{users}", f"-d{seconds}s", url], capture_output=True, text=True, check=True
-    ).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None:
-        sys.exit(f"cannot read wrk's output:\n{out}")
-    return float(m.group(1))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", default="1,2,3", help="worker counts to compare, e.g. 1,2,3")
@@ -154,7 +142,7 @@ def main() -> int:
         tmp = Path(tmpdir)
         svc, port = service_there(far, tmp)
         try:
-            url = f"http://{far.there}:{port}/healthz"
+            url = f"http://{far.there}:{port}"
             for _ in range(args.rounds):
                 for workers in counts:
                     with BusyMeter() as meter:
@@ -170,7 +158,7 @@ def main() -> int:
                         f"workers {workers}: {rate:8.1f} req/s  cores {meter.peak():.0%} busy  ({parts})",
                         flush=True,
                     )
-                w = wrk_rate(url, args.users, args.seconds)
+                w = wrk_rate(url, args.users, 2, args.seconds)  # 2 threads
                 rates.setdefault("wrk", []).append(w)
                 print(f"wrk:       {w:8.1f} req/s", flush=True)
         finally:
