@@ -288,8 +288,9 @@ def test_lanes(kernels: list[str], command: list[str], timeout: float, budget: f
     switched) is not always coherent between them: a guest has died with a torn jump in
     enqueue_entity, with an int3 left in sched_clock_cpu during boot or in __schedule when a
     tracepoint was switched on, or with both vCPUs in soft lockup, on runs whose next boot
-    passed. A test that fails fails the lane at once; so does a guest that crashes
-    MAX_BOOTS times."""
+    passed. A test that fails fails the lane, in a boot that then crashed too (the guest
+    writes failures down as they happen); so does a guest that crashes MAX_BOOTS times.
+    Each boot's console is kept in its own log."""
     end = time.monotonic() + budget
     failed: list[str] = []
     for k in kernels:
@@ -300,10 +301,13 @@ def test_lanes(kernels: list[str], command: list[str], timeout: float, budget: f
                 print(f"lane: {k}: {left:.0f}s of the budget left, not enough to boot", flush=True)
                 failed.append(k)
                 break
-            got = boot(k, command, min(timeout, left), LANE / f"{k}.log", number)
+            got = boot(k, command, min(timeout, left), LANE / f"{k}-boot{number}.log", number)
             if got.rc == 0:
                 break
-            if not got.crash or number == MAX_BOOTS:
+            failures = ROOT / "reports" / "kernel-lane" / version_of(KERNELS[k]) / "failed.txt"
+            if not got.crash or number == MAX_BOOTS or failures.exists():
+                if failures.exists():
+                    print(f"lane: {k}: failed before the crash: {failures.read_text().split()}", flush=True)
                 failed.append(k)
                 break
             print(
@@ -435,7 +439,7 @@ TEST_JOB = r"""
 release=$(uname -r)
 out=reports/kernel-lane/$release
 mkdir -p "$out"
-export CHAOSLAB_LANE_PASSED="$out/passed.txt"
+export CHAOSLAB_LANE_PASSED="$PWD/$out/passed.txt"
 if command -v dockerd >/dev/null; then
   (dockerd --data-root /var/lib/docker >/var/log/dockerd.log 2>&1 &)
   for i in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 1; done

@@ -154,9 +154,12 @@ def go_api(tmp_path: Path) -> Iterator[Callable[[], tuple[int, int]]]:
 
 
 # The kernel lane's resumption (scripts/kernel_lane.py): a guest whose emulated kernel crashed
-# boots again and runs only the tests that had not passed; each one that passes is written
-# down at once, with fsync, since the guest may die at the next instruction.
+# boots again and runs only the tests that had not passed. A test is written down once its
+# teardown passed too (its checks of what it left behind), a failure in its own file, each
+# at once, with fsync, since the guest may die at the next instruction; the lane fails on
+# any failure written down, whatever boot it was in.
 LANE_PASSED = os.environ.get("CHAOSLAB_LANE_PASSED", "")
+_lane_failed: set[str] = set()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -170,10 +173,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=done)
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if not LANE_PASSED or report.when != "call" or not report.passed:
-        return
-    with open(LANE_PASSED, "a") as fh:
-        fh.write(report.nodeid + "\n")
+def _lane_note(path: str, nodeid: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(nodeid + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not LANE_PASSED:
+        return
+    if report.failed:
+        if report.nodeid not in _lane_failed:
+            _lane_failed.add(report.nodeid)
+            _lane_note(str(Path(LANE_PASSED).with_name("failed.txt")), report.nodeid)
+    elif report.when == "teardown" and report.nodeid not in _lane_failed:
+        _lane_note(LANE_PASSED, report.nodeid)

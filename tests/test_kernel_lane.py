@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,11 +36,15 @@ def record(key: str, value: object) -> None:
     path = RESULTS / "results.json"
     data = json.loads(path.read_text()) if path.exists() else {"kernel": KERNEL}
     data[key] = value
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    # whole or not at all: the guest may die at any instruction, and the next boot reads it
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def run(name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     out = RESULTS / "runs" / name
+    shutil.rmtree(out, ignore_errors=True)  # an earlier boot's, if it crashed in this run
     res = chaoslab("run", *args, "--out", str(out), timeout=900)
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
     return res, report
@@ -81,7 +86,9 @@ def modprobe_disabled() -> Iterator[None]:
 def test_a_missing_module_is_a_one_line_error_with_its_fix(
     in_guest: None, modprobe_disabled: None, clean_machine: None
 ) -> None:
-    res = chaoslab("run", str(LANE / "faults.yaml"), "--out", str(RESULTS / "runs" / "no-veth"), timeout=300)
+    out = RESULTS / "runs" / "no-veth"
+    shutil.rmtree(out, ignore_errors=True)
+    res = chaoslab("run", str(LANE / "faults.yaml"), "--out", str(out), timeout=300)
     assert res.returncode == 3, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
     [error] = [line for line in res.stderr.splitlines() if line.startswith("error:")]
