@@ -23,10 +23,11 @@ from chaoslab import goruntime
 from chaoslab.analysis import attribution, errors, sweep, xds
 from chaoslab.analysis import client as client_view
 from chaoslab.context import RunContext
+from chaoslab.errors import PreflightError
 from chaoslab.expectations import check_all
 from chaoslab.faults import FAULT_KINDS, Fault, Verification
 from chaoslab.hist import Histogram
-from chaoslab.journal import Journal
+from chaoslab.journal import Journal, pending
 from chaoslab.layers import Layer
 from chaoslab.live import LiveView
 from chaoslab.load.grpc_schema import GrpcSchemas
@@ -78,7 +79,20 @@ def new_run(
 ) -> RunContext:
     run_id = uuid.uuid4().hex
     out_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out_dir / "journal.jsonl", run_id, out_dir)
+    path = out_dir / "journal.jsonl"
+    if path.exists():
+        # A journal is one run's: an earlier run's entries that were never undone (it died, or
+        # it runs still) would be read as this run's, by its watchdog among others.
+        left = pending(path)
+        if left:
+            raise PreflightError(
+                f"{out_dir} holds the journal of a run that left {len(left)} action(s) not undone "
+                f"({', '.join(sorted({e.kind for e in left}))})",
+                f"run `chaoslab recover {path}` first (after a reboot its faults are gone already), "
+                "or give another --out",
+            )
+        path.unlink()  # a finished run's: this run's journal starts empty
+    journal = Journal(path, run_id, out_dir)
     ctx = RunContext(scenario, run_id, out_dir, journal, say, console)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     # what targets log and the report reads back starts empty: a file appended to by an
