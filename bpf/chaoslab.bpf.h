@@ -87,12 +87,14 @@ static __always_inline __u32 hist_bucket(__u64 v)
 }
 
 /*
- * What a full map refused, per CPU: records whose histogram bucket had no room (DROP_HIST),
+ * What a map refused, per CPU: records whose histogram bucket had no room (DROP_HIST),
  * events whose in-flight entry had none (DROP_INFLIGHT). A hash map answers -E2BIG when
- * it holds max_entries; the LRU maps evict instead and never refuse. User space reports
+ * it holds max_entries (-ENOMEM when an entry cannot be allocated; -EEXIST is no loss);
+ * the LRU maps evict instead and never refuse. User space reports
  * both counts (chaoslab/probes/cost.py) rather than losing the events silently.
  */
 #define CHAOSLAB_E2BIG 7
+#define CHAOSLAB_EEXIST 17
 enum { DROP_HIST, DROP_INFLIGHT, DROP_KINDS };
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -109,10 +111,12 @@ static __always_inline void count_drop(__u32 kind)
 		(*n)++;
 }
 
-/* An in-flight entry stored, or its loss counted when the map is full. */
+/* An in-flight entry stored, or its loss counted (a full map, or no memory for it). */
 static __always_inline void remember(void *map, const void *key, const void *val, __u64 flags)
 {
-	if (bpf_map_update_elem(map, key, val, flags) == -CHAOSLAB_E2BIG)
+	long err = bpf_map_update_elem(map, key, val, flags);
+
+	if (err && err != -CHAOSLAB_EEXIST)
 		count_drop(DROP_INFLIGHT);
 }
 
@@ -129,7 +133,7 @@ static __always_inline void hist_record_metric(__u32 target, __u32 metric, __u64
 		err = bpf_map_update_elem(&hist, &key, &fresh, BPF_NOEXIST);
 		if (err == 0)
 			return;
-		if (err == -CHAOSLAB_E2BIG) {
+		if (err != -CHAOSLAB_EEXIST) { /* full (E2BIG), or no memory for the entry */
 			count_drop(DROP_HIST);
 			return;
 		}

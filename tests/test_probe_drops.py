@@ -62,7 +62,16 @@ def test_a_map_sized_too_small_reports_its_drops(root: None, tmp_path: Path) -> 
 
 @pytest.mark.privileged
 @pytest.mark.e2e
-def test_a_bad_map_size_is_a_clear_error(root: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("value", "said", "hint"),
+    [
+        ("hist=lots", "'hist=lots' is not a map's name and its entries", "NAME=ENTRIES"),
+        ("target_bits=8", "'target_bits' is not a map that can be sized", "name one of hist, starts"),
+    ],
+)
+def test_a_bad_map_size_is_a_clear_error(
+    root: None, tmp_path: Path, value: str, said: str, hint: str
+) -> None:
     path = tmp_path / "drops.yaml"
     path.write_text(SCENARIO)
     res = subprocess.run(
@@ -71,9 +80,9 @@ def test_a_bad_map_size_is_a_clear_error(root: None, tmp_path: Path) -> None:
         text=True,
         timeout=300,
         cwd=REPO,
-        env={**os.environ, "CHAOSLAB_BPF_MAP_ENTRIES": "hist=lots"},
+        env={**os.environ, "CHAOSLAB_BPF_MAP_ENTRIES": value},
     )
     assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "CHAOSLAB_BPF_MAP_ENTRIES: 'hist=lots' is not a map's name and its entries" in res.stderr
-    assert "NAME=ENTRIES" in res.stderr and "Traceback" not in res.stderr
+    assert f"CHAOSLAB_BPF_MAP_ENTRIES: {said}" in res.stderr
+    assert hint in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out" / "work" / "load.json").exists()  # no load was started

@@ -87,6 +87,7 @@ class Usage:
             self.traps - other.traps,
             tuple((t, n - before.get(t, 0)) for t, n in self.at),
             self.emulated - other.emulated,
+            self.dropped - other.dropped,
         )
 
 

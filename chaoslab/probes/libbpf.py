@@ -104,6 +104,24 @@ def enable_stats() -> int:
     return fd
 
 
+# The maps a host may size (CHAOSLAB_BPF_MAP_ENTRIES): the histograms and the hashes of events
+# in flight. The others are sized to what their programs index (a bit per pid, a slot per
+# counter) and are not to be changed.
+RESIZABLE_MAPS = (
+    "hist",
+    "starts",
+    "runnable",
+    "spans",
+    "began",
+    "downstream",
+    "reading",
+    "queued",
+    "frozen",
+    "pending",
+    "connects",
+)
+
+
 def map_sizes() -> dict[str, int]:
     """Maps sized other than their programs say, by name: CHAOSLAB_BPF_MAP_ENTRIES, e.g.
     "hist=16" (every object that has such a map). For tests and for a host that needs
@@ -115,6 +133,11 @@ def map_sizes() -> dict[str, int]:
             raise PreflightError(
                 f"CHAOSLAB_BPF_MAP_ENTRIES: {item!r} is not a map's name and its entries",
                 "give NAME=ENTRIES, comma-separated, e.g. hist=65536",
+            )
+        if name not in RESIZABLE_MAPS:
+            raise PreflightError(
+                f"CHAOSLAB_BPF_MAP_ENTRIES: {name!r} is not a map that can be sized",
+                f"name one of {', '.join(RESIZABLE_MAPS)}",
             )
         sizes[name] = int(entries)
     return sizes
@@ -133,6 +156,7 @@ class BpfObject:
         self, path: Path, skip: Collection[str] = (), functions: Mapping[str, str] | None = None
     ) -> None:
         self.path = path
+        sizes = map_sizes()
         self._obj = lib().bpf_object__open_file(str(path).encode(), None)
         if not self._obj:
             raise _fail(f"cannot open BPF object {path}")
@@ -151,10 +175,13 @@ class BpfObject:
                 self._obj = None
                 raise err
             prog = lib().bpf_object__next_program(self._obj, prog)
-        for name, entries in map_sizes().items():
+        for name, entries in sizes.items():
             found = lib().bpf_object__find_map_by_name(self._obj, name.encode())
-            if found:
-                lib().bpf_map__set_max_entries(found, entries)
+            if found and lib().bpf_map__set_max_entries(found, entries) != 0:
+                err = _fail(f"{path.name}: cannot size map {name} to {entries} entries")
+                lib().bpf_object__close(self._obj)
+                self._obj = None
+                raise err
         if lib().bpf_object__load(self._obj) != 0:
             err = _fail(f"kernel refused BPF object {path.name}")
             lib().bpf_object__close(self._obj)
