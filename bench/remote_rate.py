@@ -169,7 +169,7 @@ def main() -> int:
     print(
         f"\n{os.cpu_count()} cores shared by the target, every worker and the run; {args.users} users in all"
     )
-    print("| workers | median req/s | / 1 worker | / wrk |")
+    print(f"| workers | median req/s | / {counts[0]} worker{'s' if counts[0] > 1 else ''} | / wrk |")
     print("|---|---|---|---|")
     for workers in counts:
         med = statistics.median(rates[workers])

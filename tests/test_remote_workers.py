@@ -200,7 +200,7 @@ def test_a_target_the_remote_workers_cannot_reach_is_refused_before_anything_sta
 
 
 @pytest.mark.privileged
-def test_a_target_in_the_runs_own_namespace_is_refused_for_remote_workers(tmp_path: Path) -> None:
+def test_a_target_in_the_runs_own_namespace_is_refused_for_remote_workers(root: None, tmp_path: Path) -> None:
     path = tmp_path / "own-netns.yaml"
     path.write_text(BASE.replace("REMOTE", f"remote: {{workers: 1, listen: '127.0.0.1:{free_port()}'}}"))
     res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
