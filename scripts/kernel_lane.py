@@ -288,13 +288,22 @@ def test_lanes(kernels: list[str], command: list[str], timeout: float, budget: f
     switched) is not always coherent between them: a guest has died with a torn jump in
     enqueue_entity, with an int3 left in sched_clock_cpu during boot or in __schedule when a
     tracepoint was switched on, or with both vCPUs in soft lockup, on runs whose next boot
-    passed. A test that fails fails the lane, in a boot that then crashed too (the guest
-    writes failures down as they happen); so does a guest that crashes MAX_BOOTS times.
-    Each boot's console is kept in its own log."""
+    passed.
+
+    The emulated guest's timing is noisy too: a baseline's median has come out 40 ms slower
+    than the phases after it (237 ms against 189-201 ms at rest), hiding a 40 ms network
+    delay that the network layer measured in full (+42 ms a request). So the tests that fail
+    in a boot run once more, alone, in the next one (the guest writes failures down as they
+    happen, in a boot that crashes too); a test that fails twice fails the lane, and one that
+    passed on its second run is named at the end. A guest that crashes MAX_BOOTS times fails
+    the lane. Each boot's console is kept in its own log."""
     end = time.monotonic() + budget
     failed: list[str] = []
+    second_tries: list[str] = []
     for k in kernels:
-        shutil.rmtree(ROOT / "reports" / "kernel-lane" / version_of(KERNELS[k]), ignore_errors=True)
+        results = ROOT / "reports" / "kernel-lane" / version_of(KERNELS[k])
+        shutil.rmtree(results, ignore_errors=True)
+        failures, retried = results / "failed.txt", False
         for number in range(1, MAX_BOOTS + 1):
             left = end - time.monotonic()
             if left < 120:
@@ -304,17 +313,25 @@ def test_lanes(kernels: list[str], command: list[str], timeout: float, budget: f
             got = boot(k, command, min(timeout, left), LANE / f"{k}-boot{number}.log", number)
             if got.rc == 0:
                 break
-            failures = ROOT / "reports" / "kernel-lane" / version_of(KERNELS[k]) / "failed.txt"
-            if not got.crash or number == MAX_BOOTS or failures.exists():
-                if failures.exists():
-                    print(f"lane: {k}: failed before the crash: {failures.read_text().split()}", flush=True)
+            tests = failures.read_text().split() if failures.exists() else []
+            if number == MAX_BOOTS or (tests and retried) or not (tests or got.crash):
+                print(f"lane: {k}: failed: {tests or got.crash or f'exit {got.rc}'}", flush=True)
                 failed.append(k)
                 break
-            print(
-                f"lane: {k}: the guest kernel crashed ({got.crash}); booting it again, "
-                "without the tests that passed",
-                flush=True,
-            )
+            if tests:
+                retried = True
+                second_tries += [f"{k}: {t}" for t in tests]
+                failures.rename(failures.with_name(f"failed-boot{number}.txt"))
+                said = f"lane: {k}: failed in boot {number}: {tests}; they run again, in a new boot"
+                print(said, flush=True)
+            else:
+                print(
+                    f"lane: {k}: the guest kernel crashed ({got.crash}); booting it again, "
+                    "without the tests that passed",
+                    flush=True,
+                )
+    if second_tries and not failed:
+        print(f"lane: passed on a second run (flaky in the emulated guest): {second_tries}", flush=True)
     print(f"lane: {'failed: ' + ', '.join(failed) if failed else 'every kernel passed'}", flush=True)
     return 1 if failed else 0
 
