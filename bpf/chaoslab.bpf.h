@@ -86,6 +86,15 @@ static __always_inline __u32 hist_bucket(__u64 v)
 	       (__u32)((v >> (e - HIST_SUB_BITS)) & ((1 << HIST_SUB_BITS) - 1));
 }
 
+/* Add one to a counter of a per-CPU array of u64: this CPU's own, no atomic operation. */
+static __always_inline void percpu_inc(void *counters, __u32 key)
+{
+	__u64 *n = bpf_map_lookup_elem(counters, &key);
+
+	if (n)
+		(*n)++;
+}
+
 /*
  * What a map refused, per CPU: records whose histogram bucket had no room (DROP_HIST),
  * events whose in-flight entry had none (DROP_INFLIGHT). A hash map answers -E2BIG when
@@ -105,10 +114,7 @@ struct {
 
 static __always_inline void count_drop(__u32 kind)
 {
-	__u64 *n = bpf_map_lookup_elem(&drops, &kind);
-
-	if (n)
-		(*n)++;
+	percpu_inc(&drops, kind);
 }
 
 /* An in-flight entry stored, or its loss counted (a full map, or no memory for it). */
@@ -180,15 +186,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } target_runs SEC(".maps");
-
-/* Add one to a counter of a per-CPU array of u64: this CPU's own, no atomic operation. */
-static __always_inline void percpu_inc(void *counters, __u32 key)
-{
-	__u64 *n = bpf_map_lookup_elem(counters, &key);
-
-	if (n)
-		(*n)++;
-}
 
 /* Count one run of a program for a target (see target_runs). */
 static __always_inline void count_run(__u32 target)
