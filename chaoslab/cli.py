@@ -126,8 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Markup off: what is printed carries user text (paths, names, messages) that must never be
     # read as rich markup; colour is given with Text styles instead.
-    out = Console(width=None if Console().is_terminal else 132, markup=False)
-    err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 132, markup=False)
+    # Not a terminal (a CI log, a pipe): tables fit 132 columns, sentences stay on one line each
+    # so that a log viewer wraps them and grep finds them whole.
+    tty, tty_err = Console().is_terminal, Console(stderr=True).is_terminal
+    out = Console(width=None if tty else 132, soft_wrap=not tty, markup=False)
+    err = Console(stderr=True, width=None if tty_err else 132, soft_wrap=not tty_err, markup=False)
     crash = Crash()
     try:
         return COMMANDS[args.command](args, out, err, crash)
@@ -182,8 +185,9 @@ def _build(args: argparse.Namespace, out: Console) -> int:
     if args.images:
         from chaoslab.targets import containers, images
 
-        for tag in images.ensure_all(containers.client()):
-            out.print(f"image {tag}")
+        with containers.connected() as engine:
+            for tag in images.ensure_all(engine):
+                out.print(f"image {tag}")
     return ExitCode.OK
 
 
