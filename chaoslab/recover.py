@@ -75,10 +75,10 @@ def _undo_docker(e: Entry) -> list[str]:
         "docker_network": ("Docker network", containers.remove_network),
     }[e.kind]
     name = str(e.data.get("name"))
-    engine = containers.reachable()
-    if engine is None:
-        return [f"{what} {name}: Docker is not reachable, left as is"]
-    return [f"removed {what} {name}"] if remove(engine, name) else []
+    with containers.reachable() as engine:
+        if engine is None:
+            return [f"{what} {name}: Docker is not reachable, left as is"]
+        return [f"removed {what} {name}"] if remove(engine, name) else []
 
 
 UNDO: dict[str, Callable[[Entry], list[str]]] = {

@@ -129,10 +129,10 @@ def _docker(live: Live) -> list[str]:
     """Containers (any state) and networks labelled with a chaoslab run; none without Docker."""
     from chaoslab.targets import containers
 
-    engine = containers.reachable()
-    if engine is None:
-        return []
-    found, networks = containers.labelled(engine)
+    with containers.reachable() as engine:
+        if engine is None:
+            return []
+        found, networks = containers.labelled(engine)
     return [
         f"container {c.name} ({c.status})" for c in found if not containers.live(c.labels, live.run_ids)
     ] + [

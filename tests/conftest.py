@@ -9,11 +9,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from chaoslab import build
 from tests.farhost import free_port
+
+if TYPE_CHECKING:
+    from docker.client import DockerClient
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -97,13 +101,16 @@ def docker_listed(journal_path: Path) -> list[str]:
 
 
 @pytest.fixture
-def docker_engine(root: None) -> None:
-    """A Docker engine that answers (the set-up script installs and starts one)."""
-    from chaoslab.targets.containers import unavailable
+def docker_engine(root: None) -> Iterator[DockerClient]:
+    """A client of a Docker engine that answers (the set-up script installs and starts one)."""
+    from chaoslab.targets.containers import reachable, unavailable
 
     why = unavailable()
     if why is not None:
         pytest.fail(f"the Docker runtime's tests need a Docker engine: {why} (run scripts/setup.sh)")
+    with reachable() as engine:
+        assert engine is not None, "the Docker engine stopped answering"
+        yield engine
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -27,6 +28,9 @@ from chaoslab.targets.cgroup import ROOT, membership
 from tests.conftest import SCENARIOS, ScenarioRun, chaoslab, docker_listed
 from tests.test_e2e import start_run, wait_for_fault
 from tests.test_matrix import MATRIX
+
+if TYPE_CHECKING:
+    from docker.client import DockerClient
 
 # scenario, compared phase, expected (status, layer, target): the layer matrix, the control
 # and the mixed-protocol run (gRPC and HTTP through Envoy).
@@ -71,12 +75,14 @@ def test_same_verdict_as_on_the_local_runtime(
 
 @pytest.mark.privileged
 @pytest.mark.e2e
-@pytest.mark.usefixtures("clean_machine", "docker_engine")
-def test_containers_are_labelled_on_loopback_and_removed_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("clean_machine")
+def test_containers_are_labelled_on_loopback_and_removed_on_sigterm(
+    tmp_path: Path, docker_engine: DockerClient
+) -> None:
     out = tmp_path / "out"
     p = start_run(out, SCENARIOS / "long_fault.yaml", "--runtime", "docker")
     fault = wait_for_fault(out, p)
-    engine = containers.client()
+    engine = docker_engine
     found, networks = containers.labelled(engine)
     assert {c.labels[containers.LABEL_TARGET] for c in found} == {"api", "edge"}
     [network] = networks
@@ -148,9 +154,8 @@ def test_auto_takes_docker_when_it_answers() -> None:
 
 
 @pytest.mark.privileged
-@pytest.mark.usefixtures("docker_engine")
-def test_images_are_built_once_labelled_and_reused() -> None:
-    engine = containers.client()
+def test_images_are_built_once_labelled_and_reused(docker_engine: DockerClient) -> None:
+    engine = docker_engine
     tags = images.ensure_all(engine)
     assert images.ensure_all(engine) == tags
     for tag in tags:

@@ -137,10 +137,9 @@ def _ppid(pid: int) -> int:
 
 def _in_docker(a: AttachSpec) -> list[tuple[int, str]]:
     """(host PID, container name) of the running containers the selector names."""
-    from chaoslab.targets.containers import client
+    from chaoslab.targets.containers import connected
 
-    engine = client()
-    try:
+    with connected() as engine:
         if a.container:
             import docker.errors
 
@@ -156,8 +155,6 @@ def _in_docker(a: AttachSpec) -> list[tuple[int, str]]:
             if pid > 0:
                 out.append((pid, str(c.name)))
         return out
-    finally:
-        engine.close()
 
 
 def find(spec: TargetSpec) -> tuple[int, str]:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Collection
+import socket
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,15 +66,24 @@ def client() -> DockerClient:
             "the Docker runtime needs the Docker SDK for Python",
             "pip install docker (the set-up script does)",
         ) from exc
+    hint = (
+        "install Docker (apt-get install docker.io) and start it (`dockerd &`, the set-up script "
+        "does), or use runtime: local"
+    )
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://"):
+        # asked first, and closed: the SDK leaves its socket open when nothing listens
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(host.removeprefix("unix://"))
+        except OSError as exc:
+            raise PreflightError(f"Docker is not reachable: {host}: {exc.strerror or exc}", hint) from exc
     try:
         c = DockerClient.from_env(timeout=60)
         c.ping()
     except docker.errors.DockerException as exc:
-        raise PreflightError(
-            f"Docker is not reachable: {exc}",
-            "install Docker (apt-get install docker.io) and start it (`dockerd &`, the set-up script "
-            "does), or use runtime: local",
-        ) from exc
+        raise PreflightError(f"Docker is not reachable: {exc}", hint) from exc
     return c
 
 
@@ -86,12 +96,24 @@ def unavailable() -> str | None:
     return None
 
 
-def reachable() -> DockerClient | None:
-    """A client when an engine answers, None otherwise (recover and the residue check)."""
+@contextlib.contextmanager
+def reachable() -> Iterator[DockerClient | None]:
+    """A client when an engine answers, None otherwise (recover and the residue check); closed
+    on leaving."""
     try:
-        return client()
+        engine = client()
     except PreflightError:
-        return None
+        yield None
+        return
+    with contextlib.closing(engine):
+        yield engine
+
+
+@contextlib.contextmanager
+def connected() -> Iterator[DockerClient]:
+    """client(), closed on leaving."""
+    with contextlib.closing(client()) as engine:
+        yield engine
 
 
 class ContainerProcess(WatchedProcess):
@@ -208,6 +230,7 @@ class DockerRuntime:
 
     def start(self, stack: ExitStack) -> dict[str, RunningTarget]:
         ctx, journal, docker = self.ctx, self.ctx.journal, self.docker
+        stack.callback(docker.close)  # last: every removal below uses it
         short = ctx.short_id
         running: dict[str, RunningTarget] = {}
         for t in ctx.scenario.targets.values():
@@ -391,9 +414,11 @@ def live(labels: dict[str, str] | None, live_runs: Collection[str]) -> bool:
 
 def sweep(live_runs: set[str]) -> list[str]:
     """Remove containers and networks of runs that are not alive (for `chaoslab recover`)."""
-    engine = reachable()
-    if engine is None:
-        return []
+    with reachable() as engine:
+        return [] if engine is None else _sweep(engine, live_runs)
+
+
+def _sweep(engine: DockerClient, live_runs: set[str]) -> list[str]:
     done = []
     containers, networks = labelled(engine)
     for c in containers:

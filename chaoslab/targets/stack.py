@@ -34,7 +34,8 @@ def api_command() -> list[str]:
 
 def write(directory: Path = STACK) -> list[str]:
     """Build the images and write the stack's files; returns what was done, line by line."""
-    done = [f"image {tag}" for tag in images.ensure_all(containers.client())]
+    with containers.connected() as engine:
+        done = [f"image {tag}" for tag in images.ensure_all(engine)]
     certs.make(directory, ["127.0.0.1", API_IP, EDGE_IP])
     config = envoy_config.bootstrap(inside(), API_IP, dict(GoApi.PORTS), 1, inside().ca)
     (directory / "envoy.json").write_text(json.dumps(config, indent=1))
