@@ -102,12 +102,21 @@ def test_generator_is_flagged_for_cpu_or_idle_late_sends() -> None:
     ]
     row = client.client_row("p", reqs, 1.0)
     assert row.generator_late == 10 and row.late == 10
-    flagged = client.generator("open", 1, [row], {"p": 0.2})
+    flagged = client.generator("open", 1, [row], {"p": (0.2, 0.3)})
     assert flagged.saturated and "sent late" in flagged.reasons[0]
-    busy_cpu = client.generator("open", 1, [client.client_row("p", reqs[10:], 1.0)], {"p": 0.95})
+    on_time = [client.client_row("p", reqs[10:], 1.0)]
+    busy_cpu = client.generator("open", 1, on_time, {"p": (0.95, None)})
     assert busy_cpu.saturated and "0.95 cores" in busy_cpu.reasons[0]
-    fine = client.generator("open", 1, [client.client_row("p", reqs[10:], 1.0)], {"p": 0.5})
+    # below 0.9 cores, but its threads waited for a CPU the targets held: it could not run more
+    starved = client.generator("closed", 1, on_time, {"p": (0.78, 0.3)})
+    assert (
+        starved.saturated and "used 0.78 cores in phase p and its threads waited 0.30" in starved.reasons[0]
+    )
+    assert starved.wait_by_phase == {"p": 0.3} and starved.cpu_by_phase == {"p": 0.78}
+    fine = client.generator("open", 1, on_time, {"p": (0.5, 0.2)})
     assert not fine.saturated and fine.reasons == []
+    unknown = client.generator("open", 1, on_time, {"p": (0.5, None)})
+    assert not unknown.saturated and unknown.wait_by_phase == {}
 
 
 def test_client_row_has_exact_quantiles_and_errors_by_kind() -> None:

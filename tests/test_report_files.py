@@ -55,7 +55,7 @@ def test_a_version_1_report_reads_as_version_2_with_its_layer_as_its_one_cause()
         phase.update(changes=[], gomaxprocs={})
     data["verdicts"][0]["runtime"] = []
     if data.get("generator"):
-        data["generator"]["per_worker"] = []
+        data["generator"].update(per_worker=[], wait_by_phase={})
     for e in data["expectations"]:
         e.update(required=True, sweep="", phase="")
     assert json.loads(json.dumps(report.to_json(), default=str)) == data

@@ -94,15 +94,23 @@ def generator(
     model: str,
     workers: int,
     rows: Sequence[ClientRow],
-    cpu: Mapping[str, float],
+    cpu: Mapping[str, tuple[float, float | None]],
     per_worker: Sequence[WorkerRow] = (),
 ) -> GeneratorRecord:
+    """cpu: per phase, the busiest Locust process's cores, and the time its threads waited for
+    a CPU while runnable, in cores (None where not known)."""
     reasons = []
-    for phase, cores in cpu.items():
+    for phase, (cores, wait) in cpu.items():
         if cores >= SATURATED_CPU:
             reasons.append(
                 f"a Locust process used {cores:.2f} cores in phase {phase} "
                 f"(one Python interpreter; saturated from {SATURATED_CPU})"
+            )
+        elif wait is not None and cores + wait >= SATURATED_CPU:
+            reasons.append(
+                f"a Locust process used {cores:.2f} cores in phase {phase} and its threads waited "
+                f"{wait:.2f} cores' worth for a CPU the machine's other processes held: it could not "
+                f"run when it had to (saturated from {SATURATED_CPU} cores used and waited)"
             )
     for row in rows:
         if row.generator_late >= max(MIN_LATE, SATURATED_LATE * row.requests):
@@ -116,5 +124,6 @@ def generator(
                 f"worker {w.index} ({w.host}) sent {w.late} of its {w.requests} requests late while free: "
                 "it could not keep to its part of the schedule"
             )
-    busiest = {p: round(c, 3) for p, c in cpu.items()}
-    return GeneratorRecord(model, workers, busiest, bool(reasons), reasons, list(per_worker))
+    busiest = {p: round(c, 3) for p, (c, _) in cpu.items()}
+    waited = {p: round(w, 3) for p, (_, w) in cpu.items() if w is not None}
+    return GeneratorRecord(model, workers, busiest, bool(reasons), reasons, list(per_worker), waited)

@@ -56,7 +56,9 @@ class LoadRunner:
     records: list[Request] = field(default_factory=list)
     t0: float | None = None
     # (epoch s, pid, CPU seconds used so far) for each Locust process
-    cpu: list[tuple[float, int, float]] = field(default_factory=list)
+    # (time, pid, the process's CPU seconds, its threads' seconds runnable but waiting for a CPU:
+    # None where the kernel has no schedstat)
+    cpu: list[tuple[float, int, float, float | None]] = field(default_factory=list)
     # The gRPC schemas, when the run compiled the .proto files before starting the targets
     schemas: GrpcSchemas | None = None
     grpc: GrpcSchemas = field(init=False)
@@ -457,20 +459,28 @@ class LoadRunner:
             for p, _ in self._procs:
                 used = _cpu_seconds(p.pid)
                 if used is not None:
-                    self.cpu.append((now, p.pid, used))
+                    self.cpu.append((now, p.pid, used, _cpu_wait_seconds(p.pid)))
 
-    def generator_cpu(self, start: float, end: float) -> float:
-        """The busiest Locust process's CPU use between start and end, in cores.
+    def generator_cpu(self, start: float, end: float) -> tuple[float, float | None]:
+        """The busiest Locust process between start and end: its CPU use in cores, and the time
+        its threads waited for a CPU while runnable, in cores (None when the kernel does not say).
 
         Its Python code (the gevent loop with every user, grpcio's callbacks) shares one
         interpreter lock, so near one core the process is at its limit, even when grpcio's
-        native threads take it a little above one core."""
-        busiest = 0.0
-        for pid in {pid for _, pid, _ in self.cpu}:
-            samples = [(t, c) for t, p, c in self.cpu if p == pid and start <= t <= end]
-            if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
-                busiest = max(busiest, (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0]))
-        return busiest
+        native threads take it a little above one core. On a machine whose cores the targets
+        keep busy, it reaches its limit below one core: each hand-over of the interpreter lock
+        then waits for a CPU, and so does each wake-up of the loop.
+        """
+        cores, wait = 0.0, None
+        for pid in {s[1] for s in self.cpu}:
+            samples = [s for s in self.cpu if s[1] == pid and start <= s[0] <= end]
+            if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
+                continue
+            (t0, _, c0, w0), (t1, _, c1, w1) = samples[0], samples[-1]
+            if (c1 - c0) / (t1 - t0) >= cores:
+                cores = (c1 - c0) / (t1 - t0)
+                wait = (w1 - w0) / (t1 - t0) if w0 is not None and w1 is not None else None
+        return cores, wait
 
     def stop(self) -> None:
         if self.spec.remote is not None and self._procs and self.t0 is not None:
@@ -508,6 +518,24 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _cpu_wait_seconds(pid: int) -> float | None:
+    """Seconds the process's threads spent runnable, waiting for a CPU: the second field of
+    /proc/PID/task/TID/schedstat, in nanoseconds, summed (CONFIG_SCHED_INFO, which Debian,
+    Ubuntu and RHEL kernels have). None when the kernel has no schedstat."""
+    total, seen = 0, False
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+            seen = True
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended
+    return total / 1e9 if seen else None
 
 
 def _free_port() -> int:

@@ -366,8 +366,10 @@ def _generator(report: Report, late: int, live: LiveStatus | None) -> str:
             f"{'s' if g.workers != 1 else ''}</span>"
         )
         for c in report.client:
-            cpu = g.cpu_by_phase.get(c.phase)
+            cpu, wait = g.cpu_by_phase.get(c.phase), g.wait_by_phase.get(c.phase)
             cpu_text = f"{cpu:.2f} cores" if cpu is not None else "CPU not sampled"
+            if wait is not None:
+                cpu_text += f" (and {wait:.2f} waiting for a CPU)"
             out.append(
                 f"<b>{escape(c.phase)}</b><span>{c.rate:.1f} requests/s, {c.late} late sends "
                 f"({c.generator_late} by the generator itself), busiest Locust process {cpu_text}</span>"

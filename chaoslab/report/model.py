@@ -128,6 +128,9 @@ class GeneratorRecord:
     reasons: list[str]
     # each worker's part (a run with workers on other hosts, or more than one here)
     per_worker: list[WorkerRow] = field(default_factory=list)
+    # the busiest Locust process's threads: time runnable but waiting for a CPU, in cores (absent
+    # where the kernel has no schedstat)
+    wait_by_phase: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
