@@ -75,5 +75,9 @@ for mod in docker/*/go.mod; do (cd "$(dirname "$mod")" && go mod download); done
 if [ ! -x .build/third-party/go-httpbin ]; then
   GOBIN="$PWD/.build/third-party" CGO_ENABLED=0 go install github.com/mccutchen/go-httpbin/v2/cmd/go-httpbin@v2.26.0
 fi
+# A peer open-model load tool, for bench/peer_latency.py (the client's latency side by side)
+if [ ! -x .build/third-party/vegeta ]; then
+  GOBIN="$PWD/.build/third-party" CGO_ENABLED=0 go install github.com/tsenart/vegeta/v12@v12.13.0
+fi
 .venv/bin/chaoslab build --images
 echo "setup: done"

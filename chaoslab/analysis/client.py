@@ -11,7 +11,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
-from chaoslab.load.records import Request, latency_histogram, quantile
+from chaoslab.load.records import PARTS, Request, latency_histogram, quantile
 from chaoslab.report.model import ClientRow, GeneratorRecord, SecondRow, WorkerRow
 
 # A Locust process at this share of a core is saturated: its Python code (every user's, on one
@@ -32,6 +32,10 @@ def client_row(
 ) -> ClientRow:
     lat = sorted(r.latency for r in reqs if r.ok)
     errors = Counter(r.error for r in reqs if not r.ok)
+    sent = sorted(max(r.late, 0.0) for r in reqs if r.idle)
+    answer = sorted(r.end - r.sent for r in reqs if r.ok)
+    parts = [p for p in (r.parts() for r in reqs if r.ok) if p is not None]
+    by_part = [sorted(column) for column in zip(*parts, strict=True)] if parts else []
     return ClientRow(
         phase=phase,
         requests=len(reqs),
@@ -47,7 +51,26 @@ def client_row(
         name=name,
         protocol=protocol,
         generator_late=sum(1 for r in reqs if r.generator_late),
+        sent_p50_ms=_ms(quantile(sent, 0.5)),
+        sent_p99_ms=_ms(quantile(sent, 0.99)),
+        answer_p50_ms=_ms(quantile(answer, 0.5)),
+        answer_p99_ms=_ms(quantile(answer, 0.99)),
+        split_requests=len(parts),
+        split_ms={k: round(math.fsum(v) / len(v) * 1000, 4) for k, v in zip(PARTS, by_part, strict=False)},
+        split_p50_ms={k: _ms(quantile(v, 0.5)) for k, v in zip(PARTS, by_part, strict=False)},
+        split_p99_ms={k: _ms(quantile(v, 0.99)) for k, v in zip(PARTS, by_part, strict=False)},
     )
+
+
+def split_change(base: ClientRow, row: ClientRow) -> tuple[float, str, float] | None:
+    """A phase's client split against the baseline's: (added ms per request, the part that
+    took most of it, that part's share of it); None without a split on both sides."""
+    if not (base.split_ms and row.split_ms):
+        return None
+    added = {k: row.split_ms[k] - base.split_ms.get(k, 0.0) for k in row.split_ms}
+    total = sum(added.values())
+    part = max(added, key=lambda k: added[k] if total >= 0 else -added[k])
+    return total, part, (added[part] / total if total else 0.0)
 
 
 def by_name(

@@ -43,11 +43,12 @@ from pathlib import Path
 
 import gevent
 from geventhttpclient import connectionpool as _connectionpool
+from geventhttpclient import response as _response
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
 from chaoslab.load import remote as _remote
-from chaoslab.load.records import READY, REQUEST, error_entry
+from chaoslab.load.records import READY, REQUEST, SPLIT, error_entry
 from chaoslab.load.schedule import Profile
 
 # Every HTTP connection with TCP_NODELAY, as curl, browsers and Go's net/http open theirs:
@@ -64,6 +65,50 @@ def _nodelay_socket(self, family, socktype, protocol):
 
 
 _connectionpool.ConnectionPool._create_tcp_socket = _nodelay_socket
+
+# The parts of an HTTP request's time, marked by the user's greenlet as the client goes:
+# [connect s, TLS handshake s, request written (run clock), response head read (run clock)].
+# A kept connection has no connect or handshake; a request the client sends again on a new
+# connection adds up its connects.
+_MARKS = {}
+_getcurrent = gevent.getcurrent
+_tcp_connect = _connectionpool.ConnectionPool._connect_socket
+_tls_connect = _connectionpool.SSLConnectionPool._connect_socket
+_response_init = _response.HTTPSocketPoolResponse.__init__
+
+
+def _timed_connect(self, sock, address):
+    t = time.perf_counter()
+    sock = _tcp_connect(self, sock, address)
+    m = _MARKS.get(_getcurrent())
+    if m is not None:
+        m[0] += time.perf_counter() - t
+    return sock
+
+
+def _timed_handshake(self, sock, address):
+    """The TCP connect (timed by _timed_connect, called through super()) and the handshake."""
+    m = _MARKS.get(_getcurrent())
+    connect, t = (m[0] if m is not None else 0.0), time.perf_counter()
+    sock = _tls_connect(self, sock, address)
+    if m is not None:
+        m[1] += time.perf_counter() - t - (m[0] - connect)
+    return sock
+
+
+def _timed_response(self, *args, **kw):
+    """The response's head is read as it is made: written before, head read after."""
+    m = _MARKS.get(_getcurrent())
+    if m is not None:
+        m[2] = _now()
+    _response_init(self, *args, **kw)
+    if m is not None:
+        m[3] = _now()
+
+
+_connectionpool.ConnectionPool._connect_socket = _timed_connect
+_connectionpool.SSLConnectionPool._connect_socket = _timed_handshake
+_response.HTTPSocketPoolResponse.__init__ = _timed_response
 
 ROLE = os.environ.get("CHAOSLAB_ROLE", "local")
 # A remote worker (`chaoslab worker`) has no run directory: it joins the run through the
@@ -165,13 +210,16 @@ class Req:
     """A request of the mix with what sending it needs looked up once: its URL (HTTP), and
     the name of the user's method that sends it."""
 
-    __slots__ = ("base", "body", "headers", "index", "method", "name", "path", "send", "status", "url")
+    __slots__ = (
+        "base", "body", "headers", "index", "method", "name", "path", "send", "split", "status", "url"
+    )  # fmt: skip
 
     def __init__(self, index, r):
         self.index = index  # in the mix: how a record names it
         self.name = r["name"]
         self.base = r["base"]
         self.send = _SENDERS[r["protocol"]]
+        self.split = self.send == "_http"  # HTTP's client is timed in parts (connect, TLS, ...)
         if self.send == "_http" and r["status"] != HTTP_STATUS:
             self.send = "_http_caught"
         self.path = r.get("path")
@@ -236,7 +284,11 @@ class Run:
         self.sent += 1
         return self.t0 + offset
 
-    def record(self, due, sent, end, status, req, error, idle):
+    def record(self, due, sent, end, status, req, error, idle, marks=None):
+        if marks is not None and marks[3]:
+            connect, tls, written, head = marks
+            send = max(written - sent - connect - tls, 0.0)
+            self._write(_pack_split(3, connect, tls, send, head - written))
         number = self._errors.get(error)
         if number is None:
             if len(self._errors) >= MAX_ERRORS:  # numbered in 16 bits: the rest share one text
@@ -252,6 +304,7 @@ MAX_ERRORS = 0xFFFF - 1  # distinct error texts a records file numbers (u16), th
 TOO_MANY_ERRORS = "other-error (too many distinct errors to name)"
 RUN = Run()
 _pack = REQUEST.pack
+_pack_split = SPLIT.pack
 _choices = random.choices
 _ONLY = MIX[0] if len(MIX) == 1 else None  # a mix of one request needs no draw
 
@@ -455,8 +508,17 @@ class ChaoslabUser(FastHttpUser):
             idle = True
         req = _ONLY or _choices(MIX, cum_weights=_CUM_WEIGHTS)[0]
         run.inflight += 1
-        status, error = self.senders[req](req, sent)
-        run.record(due, sent, _now(), status, req, error, idle)
+        if req.split:
+            me = _getcurrent()
+            marks = _MARKS[me] = [0.0, 0.0, 0.0, 0.0]
+            status, error = self.senders[req](req, sent)
+            end = _now()
+            del _MARKS[me]
+        else:
+            marks = None
+            status, error = self.senders[req](req, sent)
+            end = _now()
+        run.record(due, sent, end, status, req, error, idle, marks)
         run.inflight -= 1
         if THINK > 0:
             gevent.sleep(THINK)

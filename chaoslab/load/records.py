@@ -6,7 +6,10 @@ led by its kind:
      the load's mix, its error's number (0: none) and whether its user was idle;
   1  an error's text (UTF-8), numbered 1, 2, ... in the order they come, written before
      the first request that has it;
-  2  a user is connected and waits for t0.
+  2  a user is connected and waits for t0;
+  3  the parts of the next request's time (HTTP): connect, TLS handshake, writing the request
+     and waiting for the response's head, in seconds (floats); the rest of its time from
+     sent to end is receiving the response.
 Packing a request is a fraction of the cost of formatting its times as text, and the
 times keep every bit the clock gave.
 """
@@ -25,6 +28,8 @@ LATE_TOLERANCE = 0.010  # a request sent this much after its due time counts as 
 REQUEST = struct.Struct("<BdddHHHB")  # kind 0, due, sent, end, status, mix index, error, idle
 ERROR = struct.Struct("<BH")  # kind 1, the text's length in bytes; the text follows
 READY = b"\x02"
+SPLIT = struct.Struct("<Bffff")  # kind 3, connect, tls, send, wait (s)
+PARTS = ("late", "connect", "tls", "send", "wait", "receive")  # a request's time, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,16 @@ class Request:
     # The user was waiting for the due time (open model), so a late send is the
     # generator's own delay, not every user being busy with a slow target.
     idle: bool = True
+    # connect, TLS handshake, send, wait for the response's head (s), when the client timed them
+    split: tuple[float, float, float, float] | None = None
+
+    def parts(self) -> tuple[float, float, float, float, float, float] | None:
+        """The request's time in PARTS, adding up to its latency; None when not timed."""
+        if self.split is None:
+            return None
+        connect, tls, send, wait = self.split
+        late = self.sent - self.due
+        return (late, connect, tls, send, wait, self.end - self.sent - connect - tls - send - wait)
 
     @property
     def latency(self) -> float:
@@ -75,11 +90,13 @@ class RecordStream:
         self.errors = [""]
         self.ready = 0  # users that said they were ready
         self._rest = b""
+        self._split: tuple[float, float, float, float] | None = None  # read, for the next request
 
     def feed(self, data: bytes) -> list[Request]:
         buf = self._rest + data if self._rest else data
         out: list[Request] = []
         names, errors, size, unpack = self.names, self.errors, REQUEST.size, REQUEST.unpack_from
+        split = self._split
         i, n = 0, len(buf)
         while i < n:
             kind = buf[i]
@@ -87,8 +104,14 @@ class RecordStream:
                 if i + size > n:
                     break
                 _, due, sent, end, status, name, error, idle = unpack(buf, i)
-                out.append(Request(due, sent, end, status, names[name], errors[error], bool(idle)))
+                out.append(Request(due, sent, end, status, names[name], errors[error], bool(idle), split))
+                split = None
                 i += size
+            elif kind == 3:
+                if i + SPLIT.size > n:
+                    break
+                split = SPLIT.unpack_from(buf, i)[1:]
+                i += SPLIT.size
             elif kind == 1:
                 if i + ERROR.size > n:
                     break
@@ -102,7 +125,7 @@ class RecordStream:
                 i += 1
             else:
                 raise ValueError(f"not a records file: entry kind {kind} at byte {i}")
-        self._rest = buf[i:]
+        self._rest, self._split = buf[i:], split
         return out
 
 

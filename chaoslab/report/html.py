@@ -143,6 +143,12 @@ def report_main(report: Report, live: LiveStatus | None = None) -> str:
         out.append(svg.percentiles(report, hists))
     out.append("<h2>Client, per phase</h2>")
     out.append(_client_table(report, verdicts))
+    split = words.split_rows(report)
+    if split:
+        out.append("<h3>Client split (HTTP): mean ms a request</h3>")
+        out.append(
+            _table(words.SPLIT_COLUMNS, [[escape(x) for x in row] for row in split], 1, ident="split-table")
+        )
 
     out.append("<h2>Load generator and probes</h2>")
     out.append(_generator(report, late, live))
@@ -329,6 +335,7 @@ def _client_table(report: Report, verdicts: dict[str, Verdict]) -> str:
             f"{c.p999_ms:.1f}",
             f"{c.max_ms:.1f}",
             str(c.late),
+            f"{c.sent_p50_ms:.2f} / {c.sent_p99_ms:.2f}",
         )
 
     for c in report.client:
@@ -352,6 +359,7 @@ def _client_table(report: Report, verdicts: dict[str, Verdict]) -> str:
         "p99.9 ms",
         "max ms",
         "late",
+        "sent late p50/p99 ms",
     )
     return _table(head, rows, ident="client-table")
 

@@ -42,6 +42,11 @@ def render(report: Report) -> str:
             else ["", "", "", "", ""]
         )
         lines.append("| " + " | ".join(_cell(x) for x in [phase.name, faults, *nums, verdict]) + " |")
+    split = words.split_rows(report)
+    if split:
+        lines += ["", "**Client split (HTTP)**: mean ms a request", ""]
+        lines += ["| " + " | ".join(words.SPLIT_COLUMNS) + " |", "|---" + "|--:" * 8 + "|---|"]
+        lines += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in split]
     lines += ["", "**Verdicts**", ""]
     lines += [f"- {STATUS_MARK[v.status]} {v.sentence()}" for v in report.verdicts] or [
         "- no compared phases: nothing to attribute"

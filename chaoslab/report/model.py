@@ -84,6 +84,20 @@ class ClientRow:
     name: str = ""  # "" for all requests, else a request name of the load's mix
     protocol: str = ""
     generator_late: int = 0  # late requests whose user was idle: the generator's own delay
+    # The two parts of each request's time: due -> sent (the generator's lateness, over requests
+    # whose user was waiting for its due time) and sent -> answered (what the target and the
+    # network took, as the client saw it)
+    sent_p50_ms: float = 0.0
+    sent_p99_ms: float = 0.0
+    answer_p50_ms: float = 0.0
+    answer_p99_ms: float = 0.0
+    # HTTP's client split: per part of a request's time (records.PARTS: late, connect, tls, send,
+    # wait, receive), its mean over the answered requests the client timed in parts (the means
+    # add up to their mean latency), and its p50 and p99
+    split_requests: int = 0
+    split_ms: dict[str, float] = field(default_factory=dict)
+    split_p50_ms: dict[str, float] = field(default_factory=dict)
+    split_p99_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ def client_table(report: Report) -> Table:
         "p99.9 ms",
         "max ms",
         "late",
+        "sent late p50/p99 ms",
     )
     mix = len({c.name for c in report.requests}) > 1
     rows = []
@@ -76,6 +77,7 @@ def _client_cells(label: str, c: ClientRow) -> tuple[str, ...]:
         f"{c.p999_ms:.1f}",
         f"{c.max_ms:.1f}",
         str(c.late),
+        f"{c.sent_p50_ms:.2f} / {c.sent_p99_ms:.2f}",
     )
 
 
@@ -179,6 +181,9 @@ def sweep_tables(report: Report) -> list[RenderableType]:
 
 def print_report(report: Report, console: Console, out_dir: Path | None) -> None:
     console.print(client_table(report))
+    split = words.split_rows(report)
+    if split:
+        console.print(_table("client split (HTTP): mean ms a request", words.SPLIT_COLUMNS, split))
     console.print(layer_table(report))
     for part in sweep_tables(report):
         console.print(part)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from chaoslab.analysis.client import split_change
+from chaoslab.load.records import PARTS
 from chaoslab.report.model import ErrorRow, FaultRecord, GeneratorRecord, Report, SweepRecord, XdsVersion
 
 SECONDS_PARAMS = {"delay", "jitter", "period"}  # fault parameters given in seconds
@@ -253,3 +255,26 @@ def sweep_rows(record: SweepRecord) -> list[tuple[str, ...]]:
 
 
 SWEEP_COLUMNS = ("value", "p50 ms", "p99 ms", "errors", "absorbed by", "explained", "expectations")
+
+
+PART_NAMES = {k: "TLS" if k == "tls" else k for k in PARTS}
+SPLIT_COLUMNS = (
+    "phase", "requests", "late", "connect", "TLS", "send", "wait", "receive", "total", "against the baseline"
+)  # fmt: skip
+
+
+def split_rows(report: Report) -> list[tuple[str, ...]]:
+    """The client split per phase (HTTP): each part's mean ms a request, and where a phase's
+    added time went against the baseline (the first phase)."""
+    timed = [c for c in report.client if c.split_ms]
+    if not timed:
+        return []
+    base = report.client[0] if report.client and report.client[0].split_ms else None
+    rows = []
+    for c in timed:
+        change = split_change(base, c) if base is not None and c is not base else None
+        against = f"{change[0]:+.2f} ms, {change[2]:.0%} in {PART_NAMES[change[1]]}" if change else ""
+        parts = [f"{c.split_ms[k]:.2f}" for k in PARTS]
+        total = f"{sum(c.split_ms.values()):.2f}"
+        rows.append((c.phase, str(c.split_requests), *parts, total, against))
+    return rows
