@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from chaoslab.load.records import quantile
+
 REPO = Path(__file__).resolve().parent.parent
 VEGETA = REPO / ".build" / "third-party" / "vegeta"
 
@@ -44,16 +46,6 @@ phases:
     faults: [{{kind: network, target: api, delay: {delay}ms, jitter: {jitter}ms}}]
   - {{name: recovery, duration: {seconds}s}}
 """
-
-
-def quantile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def wait_for(path: Path, run: subprocess.Popen[str], timeout: float) -> str:
@@ -133,6 +125,7 @@ def main() -> int:
         c, v = ours.get(name), peer[name]
         if c is None or not v:
             continue
+        v = sorted(v)
         v50, v99 = quantile(v, 0.5), quantile(v, 0.99)
         print(
             f"{name:10} {c['p50_ms']:11.2f} / {c['p99_ms']:8.2f} "

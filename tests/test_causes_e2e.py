@@ -26,10 +26,32 @@ def causes(v: dict, kind: str | None = None) -> dict[Key, dict]:
     return {(c["layer"], c["target"]): c for c in v["causes"] if kind is None or c["kind"] == kind}
 
 
+def own(v: dict) -> dict[Key, dict]:
+    """The faults' causes in their own layers (entropy at api for an entropy fault on api),
+    after checking that every other fault-kind cause is an effect a fault of the phase declares
+    (gosched at api for that entropy fault: a read held in user space keeps its thread's P)."""
+    found = causes(v, "fault")
+    mine = {k: c for k, c in found.items() if any((f["layer"], f["target"]) == k for f in c["faults"])}
+    for k, c in found.items():
+        assert c["faults"] and all((f["layer"], f["target"]) in mine for f in c["faults"]), (k, v["causes"])
+    return mine
+
+
 def solo(res: ScenarioRun, phase: str, key: Key) -> dict:
     v = verdict(res, phase)
     assert v["status"] == "absorbed" and (v["layer"], v["target"]) == key, v["reason"]
-    return causes(v, "fault")[key]
+    return own(v)[key]
+
+
+def per_request(res: ScenarioRun, phase: str, key: Key) -> float:
+    """The events a request had in a layer at a target (the layer's own row)."""
+    [row] = [
+        r
+        for r in res.report["layers"]
+        if (r["phase"], r["layer"], r["target"], r["metric"]) == (phase, *key, "")
+    ]
+    [client] = [c for c in res.report["client"] if c["phase"] == phase and not c["name"]]
+    return row["count"] / client["requests"]
 
 
 def test_two_faults_on_two_targets_are_two_causes_each_adding_what_it_adds_alone(
@@ -39,20 +61,27 @@ def test_two_faults_on_two_targets_are_two_causes_each_adding_what_it_adds_alone
     assert res.returncode == 0, res.stdout[-3000:]
     v = verdict(res, "both")
     assert v["status"] == "absorbed", v["reason"]
-    found = causes(v, "fault")
+    found = own(v)
     assert set(found) == {("entropy", "api"), ("network", "edge")}, v["causes"]
     assert found[("entropy", "api")]["faults"] == [{"kind": "entropy", "layer": "entropy", "target": "api"}]
     assert found[("network", "edge")]["faults"] == [{"kind": "network", "layer": "network", "target": "edge"}]
     assert v["explained"] >= 0.8
     assert sum(c["share"] for c in found.values()) >= 0.8  # the faults' own causes, side effects apart
-    assert "absorbed by 2 causes: " in res.stdout
-    # each one adds within 20% of what the same fault adds in a run of its own
+    assert f"absorbed by {len(causes(v, 'fault'))} causes: " in res.stdout
+    # each one adds what the same fault adds in a run of its own: the same faulted events per
+    # request (4 reads of randomness), each held about as long. On two cores shared by Envoy,
+    # the Go service, Locust and both faults' helpers (the tracer holding the reads, the
+    # packet queue's delayer), a hold is longer by the tracer's wake-up when the other fault
+    # keeps a core busy: 3.4 ms a read alone, 4.8 ms beside it, in one CI run.
+    entropy_alone = scenario_run("short_entropy")
     alone = {
-        ("entropy", "api"): solo(scenario_run("short_entropy"), "starve", ("entropy", "api")),
+        ("entropy", "api"): solo(entropy_alone, "starve", ("entropy", "api")),
         ("network", "edge"): solo(scenario_run("edge_listener"), "slow", ("network", "edge")),
     }
     for key, cause in found.items():
-        assert cause["added_ms"] == pytest.approx(alone[key]["added_ms"], rel=0.2), (key, cause, alone[key])
+        assert cause["added_ms"] == pytest.approx(alone[key]["added_ms"], rel=0.5), (key, cause, alone[key])
+    reads = per_request(res, "both", ("entropy", "api"))
+    assert reads == pytest.approx(per_request(entropy_alone, "starve", ("entropy", "api")), rel=0.1)
     assert all(e["held"] for e in res.report["expectations"]), res.report["expectations"]
 
 
@@ -63,7 +92,7 @@ def test_three_faults_are_three_causes_that_explain_most_of_it(
     assert res.returncode == 0, res.stdout[-3000:]
     v = verdict(res, "three")
     assert v["status"] == "absorbed", v["reason"]
-    found = causes(v, "fault")
+    found = own(v)
     assert set(found) == {("entropy", "api"), ("network", "edge"), ("syscall", "edge")}, v["causes"]
     assert {c["faults"][0]["kind"] for c in found.values()} == {"entropy", "network", "syscall"}
     assert v["explained"] >= 0.8
@@ -71,7 +100,7 @@ def test_three_faults_are_three_causes_that_explain_most_of_it(
     # alone (against the same baseline), each fault is its one cause
     assert solo(res, "link", ("network", "edge"))["added_ms"] > 0
     assert solo(res, "socket", ("syscall", "edge"))["added_ms"] > 0
-    assert "absorbed by 3 causes: " in res.stdout
+    assert f"absorbed by {len(causes(v, 'fault'))} causes: " in res.stdout
 
 
 def test_a_fault_that_spills_into_another_targets_cpu_has_it_as_a_side_effect(
@@ -84,13 +113,13 @@ def test_a_fault_that_spills_into_another_targets_cpu_has_it_as_a_side_effect(
     assert (v["status"], v["layer"], v["target"]) == ("absorbed", "network", "edge"), v["reason"]
     spill = next(c for c in v["contributions"] if (c["layer"], c["target"]) == ("cpu", "api"))
     assert spill["significant"] and spill["added_ms"] > 0, spill
-    [own] = causes(v, "fault").values()
-    assert (own["layer"], own["target"], own["faults"][0]["kind"]) == ("network", "edge", "network")
+    [mine] = own(v).values()
+    assert (mine["layer"], mine["target"], mine["faults"][0]["kind"]) == ("network", "edge", "network")
     # listed when it is 2% of the client's added time or more, and then as a side effect
     listed = causes(v).get(("cpu", "api"))
     assert listed is None or (listed["kind"], listed["faults"]) == ("side-effect", []), v["causes"]
     # the fault's share is its own cause's: the spill is never added to it
-    assert own["share"] == pytest.approx(own["added_ms"] / v["client_added_mean_ms"], abs=0.002)
+    assert mine["share"] == pytest.approx(mine["added_ms"] / v["client_added_mean_ms"], abs=0.002)
 
 
 @pytest.mark.parametrize(("scenario", "phase", "layer", "target"), MATRIX, ids=[m[0] for m in MATRIX])
@@ -99,9 +128,10 @@ def test_a_single_fault_is_still_its_one_cause(
 ) -> None:
     v = verdict(scenario_run(scenario), phase)
     assert (v["status"], v["layer"], v["target"]) == ("absorbed", layer, target), v["reason"]
-    assert list(causes(v, "fault")) == [(layer, target)]
+    assert list(own(v)) == [(layer, target)]
     assert v["causes"][0]["layer"] == layer  # the main cause first
-    assert all(c["kind"] == "side-effect" for c in v["causes"][1:]), v["causes"]
+    # the rest: side effects, or effects the fault declares (own() checked those)
+    assert all(c["kind"] in ("side-effect", "fault") for c in v["causes"][1:]), v["causes"]
 
 
 def test_the_control_has_no_causes(scenario_run: Callable[[str], ScenarioRun]) -> None:

@@ -107,3 +107,17 @@ def test_the_peer_bench_puts_both_tools_on_the_delay_alike() -> None:
     assert 0.8 < ours_sent_p50 / peer_p50 < 1.25, res.stdout
     assert peer_p50 > 20 and rows["baseline"][6] < 10, res.stdout
     assert "vegeta's errors in the phases: 0" in res.stdout
+
+
+def test_where_the_added_time_went_is_a_share_of_what_moved_with_it() -> None:
+    def row(**split: float) -> client.ClientRow:
+        parts = dict.fromkeys(PARTS, 0.0) | split
+        return client.ClientRow("p", 1, 0, 1.0, 1, 1, 1, 1, 0, split_requests=1, split_ms=parts)
+
+    base = row(late=1.0, wait=1.0)
+    assert client.split_change(base, row(late=1.0, wait=31.0)) == (30.0, "wait", 1.0)
+    # the wait grew 2 ms while the lateness fell 1.5: all of the growth is the wait's, not 400%
+    added, part, share = client.split_change(base, row(late=-0.5, wait=3.0)) or (0.0, "", 0.0)
+    assert (added, part, share) == (pytest.approx(0.5), "wait", 1.0)
+    assert client.split_change(base, row(late=1.0, wait=0.5, tls=1.5)) == (1.0, "tls", 1.0)
+    assert client.split_change(client.ClientRow("p", 1, 0, 1.0, 1, 1, 1, 1, 0), base) is None

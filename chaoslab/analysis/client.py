@@ -69,8 +69,11 @@ def split_change(base: ClientRow, row: ClientRow) -> tuple[float, str, float] | 
         return None
     added = {k: row.split_ms[k] - base.split_ms.get(k, 0.0) for k in row.split_ms}
     total = sum(added.values())
-    part = max(added, key=lambda k: added[k] if total >= 0 else -added[k])
-    return total, part, (added[part] / total if total else 0.0)
+    sign = 1.0 if total >= 0 else -1.0
+    part = max(added, key=lambda k: sign * added[k])
+    # its share of what moved the same way as the total (parts that moved against it apart)
+    moved = sum(sign * v for v in added.values() if sign * v > 0)
+    return total, part, (sign * added[part] / moved if moved else 0.0)
 
 
 def by_name(

@@ -67,9 +67,9 @@ def _nodelay_socket(self, family, socktype, protocol):
 _connectionpool.ConnectionPool._create_tcp_socket = _nodelay_socket
 
 # The parts of an HTTP request's time, marked by the user's greenlet as the client goes:
-# [connect s, TLS handshake s, request written (run clock), response head read (run clock)].
-# A kept connection has no connect or handshake; a request the client sends again on a new
-# connection adds up its connects.
+# [connect s, TLS handshake s, waits for a response's head s, last response head read (run
+# clock)]. A kept connection has no connect or handshake; a request the client sends again on
+# a new connection adds up its connects, and a redirect followed adds up its waits.
 _MARKS = {}
 _getcurrent = gevent.getcurrent
 _tcp_connect = _connectionpool.ConnectionPool._connect_socket
@@ -79,11 +79,12 @@ _response_init = _response.HTTPSocketPoolResponse.__init__
 
 def _timed_connect(self, sock, address):
     t = time.perf_counter()
-    sock = _tcp_connect(self, sock, address)
-    m = _MARKS.get(_getcurrent())
-    if m is not None:
-        m[0] += time.perf_counter() - t
-    return sock
+    try:
+        return _tcp_connect(self, sock, address)
+    finally:  # an address refused before the next is tried is connect time too
+        m = _MARKS.get(_getcurrent())
+        if m is not None:
+            m[0] += time.perf_counter() - t
 
 
 def _timed_handshake(self, sock, address):
@@ -97,13 +98,18 @@ def _timed_handshake(self, sock, address):
 
 
 def _timed_response(self, *args, **kw):
-    """The response's head is read as it is made: written before, head read after."""
+    """The response's head is read as it is made: the request is written before, its head read
+    after."""
     m = _MARKS.get(_getcurrent())
-    if m is not None:
-        m[2] = _now()
-    _response_init(self, *args, **kw)
-    if m is not None:
+    if m is None:
+        _response_init(self, *args, **kw)
+        return
+    written = _now()
+    try:
+        _response_init(self, *args, **kw)
+    finally:
         m[3] = _now()
+        m[2] += m[3] - written
 
 
 _connectionpool.ConnectionPool._connect_socket = _timed_connect
@@ -219,7 +225,8 @@ class Req:
         self.name = r["name"]
         self.base = r["base"]
         self.send = _SENDERS[r["protocol"]]
-        self.split = self.send == "_http"  # HTTP's client is timed in parts (connect, TLS, ...)
+        # HTTP's client is timed in parts (connect, TLS, ...), when the run reads them
+        self.split = self.send == "_http" and bool(CONFIG.get("split"))
         if self.send == "_http" and r["status"] != HTTP_STATUS:
             self.send = "_http_caught"
         self.path = r.get("path")
@@ -286,9 +293,9 @@ class Run:
 
     def record(self, due, sent, end, status, req, error, idle, marks=None):
         if marks is not None and marks[3]:
-            connect, tls, written, head = marks
-            send = max(written - sent - connect - tls, 0.0)
-            self._write(_pack_split(3, connect, tls, send, head - written))
+            connect, tls, wait, head = marks
+            send = max(head - sent - connect - tls - wait, 0.0)
+            self._write(_pack_split(3, connect, tls, send, wait))
         number = self._errors.get(error)
         if number is None:
             if len(self._errors) >= MAX_ERRORS:  # numbered in 16 bits: the rest share one text
@@ -511,9 +518,11 @@ class ChaoslabUser(FastHttpUser):
         if req.split:
             me = _getcurrent()
             marks = _MARKS[me] = [0.0, 0.0, 0.0, 0.0]
-            status, error = self.senders[req](req, sent)
-            end = _now()
-            del _MARKS[me]
+            try:
+                status, error = self.senders[req](req, sent)
+                end = _now()
+            finally:  # a user stopped mid-request (GreenletExit) leaves nothing behind
+                del _MARKS[me]
         else:
             marks = None
             status, error = self.senders[req](req, sent)

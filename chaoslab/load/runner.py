@@ -184,6 +184,7 @@ class LoadRunner:
             "host": http[0] if http else "https://127.0.0.1",
             "requests": [self._request(r) for r in load.requests],
             "records": str(self.ctx.work_dir / "requests-{worker}.bin"),
+            "split": True,  # the records carry HTTP's client split (records.SPLIT entries)
             "go": str(self.go_path),
             "ca": tls,
             "warmup": warmup,
@@ -471,16 +472,18 @@ class LoadRunner:
         keep busy, it reaches its limit below one core: each hand-over of the interpreter lock
         then waits for a CPU, and so does each wake-up of the loop.
         """
-        cores, wait = 0.0, None
+        busiest: tuple[float, float | None] = (0.0, None)
         for pid in {s[1] for s in self.cpu}:
             samples = [s for s in self.cpu if s[1] == pid and start <= s[0] <= end]
             if len(samples) < 2 or samples[-1][0] <= samples[0][0]:
                 continue
             (t0, _, c0, w0), (t1, _, c1, w1) = samples[0], samples[-1]
-            if (c1 - c0) / (t1 - t0) >= cores:
-                cores = (c1 - c0) / (t1 - t0)
-                wait = (w1 - w0) / (t1 - t0) if w0 is not None and w1 is not None else None
-        return cores, wait
+            cores = (c1 - c0) / (t1 - t0)
+            # (a thread that ended took its wait with it: never below 0)
+            wait = max(w1 - w0, 0.0) / (t1 - t0) if w0 is not None and w1 is not None else None
+            if cores + (wait or 0.0) >= busiest[0] + (busiest[1] or 0.0):
+                busiest = (cores, wait)
+        return busiest
 
     def stop(self) -> None:
         if self.spec.remote is not None and self._procs and self.t0 is not None:
@@ -521,21 +524,12 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def _cpu_wait_seconds(pid: int) -> float | None:
-    """Seconds the process's threads spent runnable, waiting for a CPU: the second field of
-    /proc/PID/task/TID/schedstat, in nanoseconds, summed (CONFIG_SCHED_INFO, which Debian,
-    Ubuntu and RHEL kernels have). None when the kernel has no schedstat."""
-    total, seen = 0, False
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
+    """Seconds the process's threads spent runnable, waiting for a CPU (schedstat, summed over
+    its threads; CONFIG_SCHED_INFO, which Debian, Ubuntu and RHEL kernels have). None when the
+    kernel has no schedstat."""
+    if not os.path.exists(f"/proc/{pid}/schedstat"):
         return None
-    for tid in tasks:
-        try:
-            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
-            seen = True
-        except (OSError, ValueError, IndexError):
-            continue  # a thread that ended
-    return total / 1e9 if seen else None
+    return proc.schedstat([pid])[1] / 1e9
 
 
 def _free_port() -> int:

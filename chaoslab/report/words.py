@@ -269,7 +269,8 @@ def split_rows(report: Report) -> list[tuple[str, ...]]:
     timed = [c for c in report.client if c.split_ms]
     if not timed:
         return []
-    base = report.client[0] if report.client and report.client[0].split_ms else None
+    first = report.phases[0].name if report.phases else ""
+    base = next((c for c in report.client if c.phase == first and c.split_ms), None)
     rows = []
     for c in timed:
         change = split_change(base, c) if base is not None and c is not base else None

@@ -81,8 +81,12 @@ def client() -> DockerClient:
             raise PreflightError(f"Docker is not reachable: {host}: {exc.strerror or exc}", hint) from exc
     try:
         c = DockerClient.from_env(timeout=60)
+    except docker.errors.DockerException as exc:
+        raise PreflightError(f"Docker is not reachable: {exc}", hint) from exc
+    try:
         c.ping()
     except docker.errors.DockerException as exc:
+        c.close()
         raise PreflightError(f"Docker is not reachable: {exc}", hint) from exc
     return c
 
