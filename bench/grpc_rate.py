@@ -50,8 +50,8 @@ phases:
 
 def one_round(
     ctx: RunContext, targets: dict[str, RunningTarget], text: str, seconds: int
-) -> tuple[float, float]:
-    """(calls/s, the Locust process's CPU in cores) over one round."""
+) -> tuple[float, tuple[float, float | None]]:
+    """(calls/s, (the Locust process's CPU in cores, its threads' wait for a CPU)) over one round."""
     run_ctx = dataclasses.replace(ctx, scenario=parse_scenario(text))
     load = LoadRunner(run_ctx, targets)
     try:
@@ -96,9 +96,10 @@ def main() -> int:
         runtime.preflight()
         targets = runtime.start(stack)
         for i in range(args.rounds):
-            rate, cpu = one_round(ctx, targets, text, args.seconds)
+            rate, (cpu, wait) = one_round(ctx, targets, text, args.seconds)
             rates.append(rate)
-            print(f"round {i + 1}: {rate:8.1f} calls/s, Locust process {cpu:.2f} cores")
+            waited = f", waited {wait:.2f} for a CPU" if wait is not None else ""
+            print(f"round {i + 1}: {rate:8.1f} calls/s, Locust process {cpu:.2f} cores{waited}")
     print(f"median {statistics.median(rates):.1f} calls/s over {args.rounds} rounds of {args.seconds}s")
     return 0
 
