@@ -113,8 +113,16 @@ def docker_engine(root: None) -> Iterator[DockerClient]:
         yield engine
 
 
+@pytest.fixture(scope="session")
+def settled() -> None:
+    """Once, before the first end-to-end test: the machine's dirty pages written out. Set-up
+    leaves hundreds of MB of them (a new virtual environment, builds), and their writeback
+    slows the first runs' phases, whose latencies the tests compare."""
+    os.sync()
+
+
 @pytest.fixture
-def clean_machine(root: None) -> Iterator[None]:
+def clean_machine(root: None, settled: None) -> Iterator[None]:
     """Nothing of chaoslab's on the machine before the test, and nothing left after it.
 
     What a live run holds is not a leftover: on a shared machine another run may be going on
