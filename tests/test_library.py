@@ -126,4 +126,6 @@ def test_an_allocating_load_under_a_cpu_limit_shows_its_mark_assists(
     assert assist["limited"]["per_request_ms"] > 10 * assist["baseline"]["per_request_ms"], assist
     [v] = r["verdicts"]
     gc = next(c for c in v["contributions"] if (c["layer"], c["target"]) == ("gc", "api"))
-    assert gc["significant"] and gc["explained"] > 0.1, gc
+    # a share of the client's added time, which the CPU limit's queueing makes huge and
+    # variable (p50 +3.3 s in one CI run, where gc's +301 ms a request was 9.1% of it)
+    assert gc["significant"] and gc["explained"] > 0.05 and gc["added_ms"] > 100, gc
