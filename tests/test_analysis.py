@@ -180,6 +180,44 @@ def test_a_slow_minority_of_events_is_significant_through_the_tail() -> None:
     assert tail_shift_p({1: 3}, {2: 3}) == 1.0
 
 
+def test_a_change_in_the_tail_alone_is_a_change_of_the_phase() -> None:
+    # packet loss: one request in ten waits for a 200 ms retransmission, the rest as before
+    from chaoslab.analysis.stats import shift_p
+
+    rng = random.Random(12)
+    base = lat(rng, 300, 0.002)
+    lossy = [x + (0.2 if i % 10 == 0 else 0.0) for i, x in enumerate(lat(rng, 300, 0.002))]
+    assert mann_whitney_p(base, lossy) > 0.001  # the ranks barely move
+    assert shift_p(base, lossy) < 1e-6
+    assert shift_p(base, lat(rng, 300, 0.002)) > 0.001
+
+    def net(values: list[float]) -> Snapshot:
+        return {(Layer.NETWORK, "api", LAYER): Histogram.of(int(x * 1e9) for x in values)}
+
+    quiet = [30e-6] * 300
+    held = [30e-6 + (0.2 if i % 10 == 0 else 0.0) for i in range(300)]
+    v = verdict("lossy", requests(base), net(quiet), requests(lossy), net(held), [])
+    assert v.status is Status.ABSORBED, v.reason
+    assert (v.layer, v.target) == ("network", "api")
+    assert v.client_added_p50_ms < 1.0 and v.client_added_mean_ms == pytest.approx(20.0, abs=2.0)
+
+
+def test_a_few_events_far_out_move_the_mean_and_one_alone_does_not() -> None:
+    from chaoslab.analysis.stats import hist_shift_p, mean_shift_p, tail_shift_p
+
+    rng = random.Random(13)
+    # a noisy baseline: its p99 at a few ms, so 3% of events at 200 ms are a weak tail signal
+    noisy = [int(x * 1e9) for x in lat(rng, 470, 30e-6)] + [1_000_000 * (1 + i) for i in range(10)]
+    base = Histogram.of(noisy)
+    lossy = Histogram.of([int(x * 1e9) for x in lat(rng, 616, 30e-6)] + [200_000_000] * 20)
+    assert tail_shift_p(base.buckets, lossy.buckets) > 0.001
+    assert hist_shift_p(base, lossy) < 0.001  # P_SIGNIFICANT
+    one = Histogram.of([int(x * 1e9) for x in lat(rng, 635, 30e-6)] + [1_000_000_000])
+    assert hist_shift_p(base, one) > 0.001
+    assert mean_shift_p({1.0: 29}, {2.0: 29}) == 1.0  # too few for the normal approximation
+    assert mean_shift_p({1.0: 30}, {1.0: 40}) == 1.0 and mean_shift_p({1.0: 30}, {2.0: 40}) == 0.0
+
+
 def test_a_layer_that_appears_is_significant_by_its_count() -> None:
     from chaoslab.analysis.attribution import appeared_p
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from chaoslab.analysis import causes
-from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p, tail_shift_p
+from chaoslab.analysis.stats import hist_shift_p, mann_whitney_p, shift_p
 from chaoslab.hist import Histogram
 from chaoslab.layers import DEPTH, Layer
 from chaoslab.load.records import Request, quantile
@@ -192,7 +192,7 @@ def verdict(
     f = sorted(r.latency for r in cur.requests if r.ok)
     added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
     added_mean = _client_added_mean(base, cur)
-    p = mann_whitney_p(b, f)
+    p = shift_p(b, f)  # the requests' ranks or their tail: packet loss moves the tail alone
     contributions = _contributions(base, cur, added_mean)
 
     def make(
@@ -392,8 +392,7 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
     for key in sorted(keys, key=lambda k: (-DEPTH[k[0]], k[1])):
         hb, hf = lb.get(key, Histogram()), lf.get(key, Histogram())
         added = cur.share(key) - base.share(key)
-        # a shift of the events, or of their tail alone (Bonferroni over the two tests)
-        p = min(1.0, 2 * min(mann_whitney_hist(hb.buckets, hf.buckets), tail_shift_p(hb.buckets, hf.buckets)))
+        p = hist_shift_p(hb, hf)  # a shift of the events, of their tail alone, or of their mean
         if not hb.count and hf.count:
             # a layer whose events only the phase has (reclaim under a memory limit): no event
             # got slower, events appeared; the chance that all of them fall in this phase's
