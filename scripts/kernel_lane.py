@@ -275,7 +275,7 @@ def boot(short: str, command: list[str], timeout: float, log: Path, number: int 
     return Boot(rc, crash)
 
 
-MAX_BOOTS = 3
+MAX_BOOTS = 4  # a crash early in a boot costs a minute or two; the job's budget bounds them all
 
 
 def test_lanes(kernels: list[str], command: list[str], timeout: float, budget: float) -> int:
