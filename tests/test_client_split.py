@@ -59,7 +59,7 @@ def test_an_entropy_fault_lands_in_the_tls_handshake_of_new_connections(
         # the parts' means add up to the mean latency, within their rounding
         assert sum(split.values()) == pytest.approx(_mean_latency_ms(res, phase), abs=0.001), split
     base, starve = rows["baseline"], rows["starve"]
-    change = client.split_change(base, starve)
+    change = starve.split_change(base)
     assert change is not None
     added, part, share = change
     # a 10 ms hold on each of the handshake's reads of randomness: all of it in the handshake
@@ -80,7 +80,7 @@ def test_a_network_delay_on_kept_connections_lands_in_wait(
     for row in rows.values():
         # connections are opened before the load and kept: no connect or handshake on the clock
         assert row.split_ms["connect"] == row.split_ms["tls"] == 0, row.split_ms
-    change = client.split_change(rows["baseline"], rows["slow"])
+    change = rows["slow"].split_change(rows["baseline"])
     assert change is not None
     added, part, share = change
     assert part == "wait" and share > 0.8 and added == pytest.approx(40, rel=0.25), change
@@ -115,9 +115,9 @@ def test_where_the_added_time_went_is_a_share_of_what_moved_with_it() -> None:
         return client.ClientRow("p", 1, 0, 1.0, 1, 1, 1, 1, 0, split_requests=1, split_ms=parts)
 
     base = row(late=1.0, wait=1.0)
-    assert client.split_change(base, row(late=1.0, wait=31.0)) == (30.0, "wait", 1.0)
+    assert row(late=1.0, wait=31.0).split_change(base) == (30.0, "wait", 1.0)
     # the wait grew 2 ms while the lateness fell 1.5: all of the growth is the wait's, not 400%
-    added, part, share = client.split_change(base, row(late=-0.5, wait=3.0)) or (0.0, "", 0.0)
+    added, part, share = row(late=-0.5, wait=3.0).split_change(base) or (0.0, "", 0.0)
     assert (added, part, share) == (pytest.approx(0.5), "wait", 1.0)
-    assert client.split_change(base, row(late=1.0, wait=0.5, tls=1.5)) == (1.0, "tls", 1.0)
-    assert client.split_change(client.ClientRow("p", 1, 0, 1.0, 1, 1, 1, 1, 0), base) is None
+    assert row(late=1.0, wait=0.5, tls=1.5).split_change(base) == (1.0, "tls", 1.0)
+    assert base.split_change(client.ClientRow("p", 1, 0, 1.0, 1, 1, 1, 1, 0)) is None

@@ -62,20 +62,6 @@ def client_row(
     )
 
 
-def split_change(base: ClientRow, row: ClientRow) -> tuple[float, str, float] | None:
-    """A phase's client split against the baseline's: (added ms per request, the part that
-    took most of it, that part's share of it); None without a split on both sides."""
-    if not (base.split_ms and row.split_ms):
-        return None
-    added = {k: row.split_ms[k] - base.split_ms.get(k, 0.0) for k in row.split_ms}
-    total = sum(added.values())
-    sign = 1.0 if total >= 0 else -1.0
-    part = max(added, key=lambda k: sign * added[k])
-    # its share of what moved the same way as the total (parts that moved against it apart)
-    moved = sum(sign * v for v in added.values() if sign * v > 0)
-    return total, part, (sign * added[part] / moved if moved else 0.0)
-
-
 def by_name(
     phase: str, reqs: Sequence[Request], duration: float, protocols: Mapping[str, str]
 ) -> list[ClientRow]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from chaoslab.analysis.client import split_change
 from chaoslab.load.records import PARTS
 from chaoslab.report.model import ErrorRow, FaultRecord, GeneratorRecord, Report, SweepRecord, XdsVersion
 
@@ -273,7 +272,7 @@ def split_rows(report: Report) -> list[tuple[str, ...]]:
     base = next((c for c in report.client if c.phase == first and c.split_ms), None)
     rows = []
     for c in timed:
-        change = split_change(base, c) if base is not None and c is not base else None
+        change = c.split_change(base) if base is not None and c is not base else None
         against = f"{change[0]:+.2f} ms, {change[2]:.0%} in {PART_NAMES[change[1]]}" if change else ""
         parts = [f"{c.split_ms[k]:.2f}" for k in PARTS]
         total = f"{sum(c.split_ms.values()):.2f}"
