@@ -11,11 +11,13 @@ running) is not one event's worth of time: every request in flight waits it out.
 is the request time it held, per tick of the run (0.2 s): the stall's time in the tick times
 the requests in flight then (exact overlap for a freeze, whose start and end are known).
 
-A layer's change is significant when its events shifted (Mann-Whitney on its histograms),
-or when more of them lie in the baseline's tail (a change confined to a few kinds of event,
-like one slow syscall among many, moves no ranks); for stalls, when the per-tick held time
-shifted (Mann-Whitney over ticks). These are robust to skew; fewer than 5 events or ticks on
-a side cannot decide.
+A phase's client latencies, and a layer's events, changed when they shifted (Mann-Whitney),
+when more of them lie beyond the baseline's p99 (a change confined to a few events, like one
+slow syscall among many or one request in ten waiting for a retransmission, moves no ranks),
+or when their mean rose beyond its standard error (Welch's, with the pooled variance's error
+when that is larger): Bonferroni over the three (stats.shift_p); for stalls, when the per-tick
+held time shifted (Mann-Whitney over ticks). Fewer than 5 events or ticks on a side cannot
+decide (30 for the mean).
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ def verdict(
     f = sorted(r.latency for r in cur.requests if r.ok)
     added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
     added_mean = _client_added_mean(base, cur)
-    p = shift_p(b, f)  # the requests' ranks or their tail: packet loss moves the tail alone
+    p = shift_p(b, f)  # ranks, tail or mean: packet loss moves the tail and the mean alone
     contributions = _contributions(base, cur, added_mean)
 
     def make(

@@ -55,10 +55,10 @@ def mann_whitney_hist(a: Mapping[Value, int], b: Mapping[Value, int]) -> float:
 
 
 def shift_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """p-value that b shifted from a: in its ranks, in its tail alone, or in its mean
-    (Bonferroni over the three tests). 10% of requests slower by a 200 ms retransmission move
-    no rank that matters; they put a tenth of the phase above the baseline's p99, and their
-    200 ms move the mean far more than its standard error."""
+    """p-value that b shifted from a: in its ranks (either way), in its tail alone or in its
+    mean (higher), Bonferroni over the three tests. 10% of requests slower by a 200 ms
+    retransmission move no rank that matters; they put a tenth of the phase above the
+    baseline's p99, and their 200 ms move the mean far more than its standard error."""
     ca, cb = Counter(a), Counter(b)
     return min(1.0, 3 * min(mann_whitney_p(a, b), tail_shift_p(ca, cb), mean_shift_p(ca, cb)))
 
@@ -77,10 +77,14 @@ MIN_MEAN_SAMPLE = 30  # per side: under it the mean's normal approximation is no
 
 
 def mean_shift_p(a: Mapping[float, int], b: Mapping[float, int]) -> float:
-    """Two-sided p-value that the means differ (Welch's test, normal approximation), from two
-    histograms: value -> count. The per-request share that attribution reports is a mean, and
-    a few events far out move it: the test of what is reported. One outlier alone does not
-    (it raises the standard error as much as the mean)."""
+    """One-sided p-value that b's mean is higher than a's, from two histograms: value -> count.
+
+    The per-request share that attribution reports is a mean, and a few events far out move
+    it: the test of what is reported. One outlier alone does not (it raises the standard error
+    as much as the mean). Latencies are skewed, and a small sample seldom holds the tail, so
+    its variance comes out low: the standard error is the larger of Welch's and the pooled
+    variance's (a phase drawn from its baseline's own lognormal, 30 baseline events against
+    1,000, was "significant" 5.7% of the time with Welch's alone, never with both)."""
     n1, n2 = sum(a.values()), sum(b.values())
     if n1 < MIN_MEAN_SAMPLE or n2 < MIN_MEAN_SAMPLE:
         return 1.0
@@ -90,10 +94,11 @@ def mean_shift_p(a: Mapping[float, int], b: Mapping[float, int]) -> float:
         return mean, sum(c * (v - mean) ** 2 for v, c in h.items()) / (n - 1)
 
     (m1, v1), (m2, v2) = moments(a, n1), moments(b, n2)
-    se = math.sqrt(v1 / n1 + v2 / n2)
+    pooled = ((n1 - 1) * v1 + (n2 - 1) * v2) / (n1 + n2 - 2)
+    se = math.sqrt(max(v1 / n1 + v2 / n2, pooled * (1 / n1 + 1 / n2)))
     if se == 0:
-        return 1.0 if m1 == m2 else 0.0
-    return math.erfc(abs(m2 - m1) / se / math.sqrt(2))
+        return 1.0 if m2 <= m1 else 0.0
+    return 0.5 * math.erfc((m2 - m1) / se / math.sqrt(2))
 
 
 def tail_shift_p(base: Mapping[Value, int], cur: Mapping[Value, int], q: float = 0.99) -> float:

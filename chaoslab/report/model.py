@@ -168,7 +168,7 @@ class Contribution:
     added_p50_ms: float  # shift of the layer's own median
     added_p99_ms: float
     explained: float  # added_ms / client added mean
-    p_value: float = 1.0  # Mann-Whitney on the layer's event histograms, baseline against phase
+    p_value: float = 1.0  # the layer's events, baseline against phase: rank, tail and mean tests
     significant: bool = False
 
 
