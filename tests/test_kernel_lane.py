@@ -53,6 +53,7 @@ def run(name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
 def verdicts(report: dict) -> dict[str, dict]:
     return {
         v["phase"]: {k: v[k] for k in ("status", "layer", "target", "explained", "client_added_mean_ms")}
+        | {"causes": [(c["layer"], c["target"]) for c in v["causes"]]}
         for v in report.get("verdicts", [])
     }
 
@@ -156,8 +157,16 @@ def test_kernel_faults_on_cgroup_v2(in_guest: None, clean_machine: None, runtime
     )
     assert "netem" in faults["network"]["mechanism"], faults["network"]["mechanism"]
     expected = {"net-delay": "network", "slow-write": "syscall", "cpu-limit": "cpu", "paused": "cpu"}
-    got = {phase: (v[phase]["status"], v[phase]["layer"], v[phase]["target"]) for phase in expected}
-    assert got == {phase: ("absorbed", layer, "api") for phase, layer in expected.items()}, v
+    # What the fault does, not its timings: its own layer at api is a cause of its phase, the
+    # main one when the phase is absorbed. An emulated guest can slow everything around a
+    # fault (a 150 ms write hold once took the client's p50 from 154 ms to 2.7 s, 6% of it in
+    # the held writes): then the phase is inconclusive, with the fault's layer among its causes.
+    for phase, layer in expected.items():
+        got = v[phase]
+        assert (layer, "api") in got["causes"], (phase, got)
+        assert (got["status"], got["layer"], got["target"]) == ("absorbed", layer, "api") or (
+            got["status"] == "inconclusive"
+        ), (phase, got)
     assert all(f["observed"] for f in faults.values()), faults
     journal = (RESULTS / "runs" / f"faults-{runtime}" / "journal.jsonl").read_text()
     if runtime == "local":  # chaoslab enabled cpu for its cgroups, and restored the root after
