@@ -48,6 +48,7 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.exception import StopUser
 
 from chaoslab.load import remote as _remote
+from chaoslab.load.clock import sleeper
 from chaoslab.load.records import READY, REQUEST, SPLIT, error_entry
 from chaoslab.load.schedule import Profile
 
@@ -72,6 +73,7 @@ _connectionpool.ConnectionPool._create_tcp_socket = _nodelay_socket
 # a new connection adds up its connects, and a redirect followed adds up its waits.
 _MARKS = {}
 _getcurrent = gevent.getcurrent
+_sleep = sleeper()  # to a due time, to the tens of microseconds (chaoslab/load/clock.py)
 _tcp_connect = _connectionpool.ConnectionPool._connect_socket
 _tls_connect = _connectionpool.SSLConnectionPool._connect_socket
 _response_init = _response.HTTPSocketPoolResponse.__init__
@@ -504,7 +506,7 @@ class ChaoslabUser(FastHttpUser):
             wait = due - _now()
             idle = wait > 0
             if idle:
-                gevent.sleep(wait)
+                _sleep(wait)
             sent = _now()
         else:
             # closed: a request is due when the user sends it
