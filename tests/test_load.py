@@ -10,12 +10,22 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from chaoslab.analysis import client
 from chaoslab.hist import FineHistogram
-from chaoslab.load.records import READY, REQUEST, RecordStream, Request, error_entry, quantile, read_records
+from chaoslab.load.records import (
+    READY,
+    REQUEST,
+    RecordStream,
+    RecordWriter,
+    Request,
+    error_entry,
+    quantile,
+    read_records,
+)
 from chaoslab.load.schedule import Profile
 from chaoslab.scenario import ScenarioError, parse_scenario
 from tests.conftest import REPO, ScenarioRun
@@ -93,6 +103,48 @@ def test_records_stream_keeps_every_bit_and_waits_for_cut_entries() -> None:
     ]
     with pytest.raises(ValueError, match="not a records file"):
         RecordStream(["a"]).feed(b"ready\n")
+
+
+def test_records_are_written_deflated_and_read_as_flushed(tmp_path: Path) -> None:
+    import gzip
+
+    t = 1796213713.9765113
+    entries = [REQUEST.pack(0, t + i, t + i, t + i + 0.01 * (i % 7), 200, i % 2, 0, 1) for i in range(3000)]
+    path = tmp_path / "requests-0.bin"
+    writer = RecordWriter(str(path))
+    writer.write(READY)
+    for e in entries[:2000]:
+        writer.write(e)
+    writer.flush()
+    flushed = path.read_bytes()
+    assert flushed.startswith(b"\x1f\x8b") and len(flushed) < len(READY + b"".join(entries[:2000])) / 2
+    for e in entries[2000:]:
+        writer.write(e)
+    # a process killed here: what it flushed reads, in pieces cut anywhere, the rest is lost
+    stream, got = RecordStream(["a", "b"]), []
+    for i in range(0, len(flushed), 5):
+        got += stream.feed(flushed[i : i + 5])
+    assert stream.ready == 1 and len(got) == 2000
+    assert got[1999] == Request(t + 1999, t + 1999, t + 1999 + 0.01 * (1999 % 7), 200, "b", "", True)
+    writer.finish()
+    assert len(read_records(path, ["a", "b"])) == 3000
+    assert gzip.decompress(path.read_bytes()) == READY + b"".join(entries)  # zcat reads it
+    # a request recorded after the finish starts a second member, as does a second process
+    # appending to the same file: every member reads
+    writer.write(entries[0])
+    writer.close()
+    second = RecordWriter(str(path))
+    second.write(entries[1])
+    second.close()
+    assert len(read_records(path, ["a", "b"])) == 3002
+    assert gzip.decompress(path.read_bytes()) == READY + b"".join(entries) + entries[0] + entries[1]
+    # entries as they are, unpacked: read as before
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(b"".join(entries[:10]))
+    assert len(read_records(raw, ["a", "b"])) == 10
+    ready = RecordStream(["a"])
+    ready.feed(READY)  # one byte is enough to tell
+    assert ready.ready == 1
 
 
 def test_generator_is_flagged_for_cpu_or_idle_late_sends() -> None:

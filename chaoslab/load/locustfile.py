@@ -26,10 +26,11 @@ through gevent's sockets: bytes sent, a reply read until `expect`, `read` bytes,
 server's close, on the user's kept connection or a new one.
 
 Output: one binary entry per request in this worker's records file (chaoslab/load/records.py):
-due, sent, end (epoch s), status, the request, its error, idle; packed as it ends and
-written in 64 KiB blocks, flushed at least every 0.2 s for the run's tail.
+due, sent, end (epoch s), status, the request, its error, idle; packed as it ends, deflated
+and written in 64 KiB blocks, flushed at least every 0.2 s for the run's tail.
 """
 
+import atexit
 import collections
 import contextlib
 import errno
@@ -49,7 +50,7 @@ from locust.exception import StopUser
 
 from chaoslab.load import remote as _remote
 from chaoslab.load.clock import sleeper
-from chaoslab.load.records import READY, REQUEST, SPLIT, error_entry
+from chaoslab.load.records import READY, REQUEST, SPLIT, RecordWriter, error_entry
 from chaoslab.load.schedule import Profile
 
 # Every HTTP connection with TCP_NODELAY, as curl, browsers and Go's net/http open theirs:
@@ -257,7 +258,7 @@ class Run:
         self._errors = {"": 0}  # error text -> its number in the records file
         if ROLE != "master":
             # Open for the whole life of the process; flushed by _flusher and on quit.
-            self.out = open(CONFIG["records"].format(worker=WORKER), "ab", buffering=1 << 16)  # noqa: SIM115
+            self.out = RecordWriter(CONFIG["records"].format(worker=WORKER))
             self._write = self.out.write
 
     def busy(self):
@@ -357,7 +358,11 @@ def _flush_all(**_kw):
 
 
 events.test_stop.add_listener(_flush_all)
+# Locust fires `quitting` before it stops the users: requests still in flight are recorded
+# after it, and the records' gzip member is finished at the process's exit
 events.quitting.add_listener(_flush_all)
+if RUN.out is not None:
+    atexit.register(RUN.out.finish)
 
 
 def _http_error(status, resp):

@@ -12,12 +12,20 @@ led by its kind:
      sent to end is receiving the response.
 Packing a request is a fraction of the cost of formatting its times as text, and the
 times keep every bit the clock gave.
+
+The entries are deflated as they are written, as a gzip stream (zlib level 1, a sync flush
+every time the process flushes, so the run's tail can read what has been flushed): about 16
+bytes a request at 1,500 requests/s (the entries are 32, 49 with a split), so an hour at
+5,000 requests/s is about 290 MB instead of 576 MB, for a few ms of the Locust process's CPU
+a second. At low rates the flushes (every 0.2 s) weigh more. `zcat requests-0.bin` gives the
+entries. A file of entries as they are (no gzip header) reads too.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +85,42 @@ class Request:
         return not self.error
 
 
+GZIP_MAGIC = b"\x1f\x8b"  # no entry kind starts with 0x1f: a stream of entries as they are has none
+GZIP = 31  # zlib's wbits for a gzip stream
+
+
+class RecordWriter:
+    """A Locust process's records file, its entries deflated (see above); one per process."""
+
+    def __init__(self, path: str) -> None:
+        self._fh = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 (open for the process's life)
+        self._z: zlib._Compress | None = None
+
+    def write(self, entry: bytes) -> None:
+        if self._z is None:  # a gzip member per process, or after close(): the reader takes both
+            self._z = zlib.compressobj(1, zlib.DEFLATED, GZIP)
+        out = self._z.compress(entry)
+        if out:
+            self._fh.write(out)
+
+    def flush(self) -> None:
+        """Everything written so far, readable in the file."""
+        if self._z is not None:
+            self._fh.write(self._z.flush(zlib.Z_SYNC_FLUSH))
+        self._fh.flush()
+
+    def finish(self) -> None:
+        """The gzip member finished (its trailer written) and flushed: at the process's exit."""
+        if self._z is not None:
+            self._fh.write(self._z.flush(zlib.Z_FINISH))
+            self._z = None
+        self._fh.flush()
+
+    def close(self) -> None:
+        self.finish()
+        self._fh.close()
+
+
 def error_entry(error: str) -> bytes:
     text = error.encode()[:0xFFFF]
     return ERROR.pack(1, len(text)) + text
@@ -92,8 +136,31 @@ class RecordStream:
         self.ready = 0  # users that said they were ready
         self._rest = b""
         self._split: bytes | None = None  # read, for the next request
+        self._inflate: zlib._Decompress | None = None
+        self._raw = False
+
+    def _entries(self, data: bytes) -> bytes:
+        """The entries in the file's next bytes: inflated when the file is a gzip stream (of one
+        member per process that wrote it)."""
+        if not (self._raw or self._inflate):
+            if not data:
+                return b""
+            if data[0] == GZIP_MAGIC[0]:
+                self._inflate = zlib.decompressobj(GZIP)
+            else:
+                self._raw = True
+        if self._inflate is None:
+            return data
+        out = self._inflate.decompress(data)
+        while self._inflate.eof and self._inflate.unused_data:  # the next process's member
+            rest = self._inflate.unused_data
+            self._inflate = zlib.decompressobj(GZIP)
+            out += self._inflate.decompress(rest)
+        return out
 
     def feed(self, data: bytes) -> list[Request]:
+        """The requests now complete, given the file's next bytes."""
+        data = self._entries(data)
         buf = self._rest + data if self._rest else data
         out: list[Request] = []
         names, errors, size, unpack = self.names, self.errors, REQUEST.size, REQUEST.unpack_from
