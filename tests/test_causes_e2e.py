@@ -69,17 +69,24 @@ def test_two_faults_on_two_targets_are_two_causes_each_adding_what_it_adds_alone
     assert sum(c["share"] for c in found.values()) >= 0.8  # the faults' own causes, side effects apart
     assert f"absorbed by {len(causes(v, 'fault'))} causes: " in res.stdout
     # each one adds what the same fault adds in a run of its own: the same faulted events per
-    # request (4 reads of randomness), each held about as long. On two cores shared by Envoy,
-    # the Go service, Locust and both faults' helpers (the tracer holding the reads, the
+    # request (4 reads of randomness), each held at least as long. On two cores shared by
+    # Envoy, the Go service, Locust and both faults' helpers (the tracer holding the reads, the
     # packet queue's delayer), a hold is longer by the tracer's wake-up when the other fault
-    # keeps a core busy: 3.4 ms a read alone, 4.8 ms beside it, in one CI run.
+    # keeps a core busy: 3.4 ms a read alone, 4.8 ms beside it, in one CI run. Beside it, the
+    # entropy cause added 19.3, 23.1 and 20.6 ms in three CI runs, against 13.6, 14.4 and
+    # 13.3 ms alone: up to twice is the tracer; a cause that took in the other's time (17 ms
+    # of network at edge here) would be 2.5 times or more.
     entropy_alone = scenario_run("short_entropy")
     alone = {
         ("entropy", "api"): solo(entropy_alone, "starve", ("entropy", "api")),
         ("network", "edge"): solo(scenario_run("edge_listener"), "slow", ("network", "edge")),
     }
     for key, cause in found.items():
-        assert cause["added_ms"] == pytest.approx(alone[key]["added_ms"], rel=0.5), (key, cause, alone[key])
+        assert 0.8 * alone[key]["added_ms"] <= cause["added_ms"] <= 2.0 * alone[key]["added_ms"], (
+            key,
+            cause,
+            alone[key],
+        )
     reads = per_request(res, "both", ("entropy", "api"))
     assert reads == pytest.approx(per_request(entropy_alone, "starve", ("entropy", "api")), rel=0.1)
     assert all(e["held"] for e in res.report["expectations"]), res.report["expectations"]
