@@ -21,6 +21,9 @@ import os
 import time
 from typing import Any
 
+import gevent
+from gevent.hub import Waiter, get_hub
+
 CLOCK_MONOTONIC = 1  # time.monotonic's clock on Linux
 TFD_NONBLOCK = 0o4000
 TFD_CLOEXEC = 0o2000000
@@ -39,8 +42,6 @@ class AlarmClock:
     """`sleep(seconds)` for the greenlets of one gevent hub, woken by one timerfd."""
 
     def __init__(self) -> None:
-        from gevent.hub import get_hub
-
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         self._settime = libc.timerfd_settime
         self._settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec), ctypes.c_void_p]
@@ -61,9 +62,6 @@ class AlarmClock:
     def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             return
-        import gevent
-        from gevent.hub import Waiter
-
         waiter = Waiter()
         entry = [time.monotonic() + seconds, next(self._order), waiter]
         heapq.heappush(self._heap, entry)
@@ -123,8 +121,6 @@ class AlarmClock:
 
 def sleeper() -> Any:
     """The hub's sleep to a due time: an AlarmClock, or gevent.sleep where timerfd is missing."""
-    import gevent
-
     try:
         return AlarmClock().sleep
     except (OSError, AttributeError):

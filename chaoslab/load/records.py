@@ -97,7 +97,7 @@ class RecordWriter:
         self._z: zlib._Compress | None = None
 
     def write(self, entry: bytes) -> None:
-        if self._z is None:  # a gzip member per process, or after close(): the reader takes both
+        if self._z is None:  # a gzip member per process, and after finish(): the reader takes them all
             self._z = zlib.compressobj(1, zlib.DEFLATED, GZIP)
         out = self._z.compress(entry)
         if out:
