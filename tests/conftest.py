@@ -46,6 +46,19 @@ class ScenarioRun:
         return json.loads((self.out / "report.json").read_text())
 
 
+def story(res: ScenarioRun | subprocess.CompletedProcess[str]) -> str:
+    """What a failing run's assertion should show first: each phase's end (what its faults
+    did), the client's and the causes' tables, each verdict and expectation, then the end of
+    stderr."""
+    keep, tables = ("phase ", "expect ", "warning"), ("causes", "client (")
+    lines, table = [], False
+    for line in res.stdout.splitlines():
+        table = line.startswith(tables) or (table and line[:1] in "┏┃┡│└")
+        if table or line.startswith(keep) or (line.startswith("probe ") and " costs " in line):
+            lines.append(line)
+    return "\n".join(lines) + "\n--- stderr ---\n" + res.stderr[-3000:]
+
+
 _runs: dict[tuple[str, str], ScenarioRun] = {}
 
 

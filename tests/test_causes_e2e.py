@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import ScenarioRun
+from tests.conftest import ScenarioRun, story
 from tests.test_matrix import MATRIX
 
 pytestmark = [pytest.mark.privileged, pytest.mark.e2e, pytest.mark.usefixtures("clean_machine")]
@@ -58,7 +58,7 @@ def test_two_faults_on_two_targets_are_two_causes_each_adding_what_it_adds_alone
     scenario_run: Callable[[str], ScenarioRun],
 ) -> None:
     res = scenario_run("two_faults")
-    assert res.returncode == 0, res.stdout[-3000:]
+    assert res.returncode == 0, story(res)
     v = verdict(res, "both")
     assert v["status"] == "absorbed", v["reason"]
     found = own(v)
@@ -96,7 +96,7 @@ def test_three_faults_are_three_causes_that_explain_most_of_it(
     scenario_run: Callable[[str], ScenarioRun],
 ) -> None:
     res = scenario_run("three_faults")
-    assert res.returncode == 0, res.stdout[-3000:]
+    assert res.returncode == 0, story(res)
     v = verdict(res, "three")
     assert v["status"] == "absorbed", v["reason"]
     found = own(v)

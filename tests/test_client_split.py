@@ -12,7 +12,7 @@ import pytest
 
 from chaoslab.analysis import client
 from chaoslab.load.records import PARTS, REQUEST, SPLIT, RecordStream
-from tests.conftest import REPO, ScenarioRun
+from tests.conftest import REPO, ScenarioRun, story
 
 
 def test_a_split_entry_times_the_request_after_it_and_its_parts_add_up() -> None:
@@ -49,7 +49,7 @@ def test_an_entropy_fault_lands_in_the_tls_handshake_of_new_connections(
     scenario_run: Callable[[str], ScenarioRun],
 ) -> None:
     res = scenario_run("split_tls")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     rows = {c["phase"]: client.ClientRow(**c) for c in res.report["client"] if not c["name"]}
     for phase, row in rows.items():
         # every answered request was timed in parts, each on a new connection (Connection: close)
@@ -75,7 +75,7 @@ def test_a_network_delay_on_kept_connections_lands_in_wait(
     scenario_run: Callable[[str], ScenarioRun],
 ) -> None:
     res = scenario_run("net_delay")  # the run test_faults reads
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     rows = {c["phase"]: client.ClientRow(**c) for c in res.report["client"] if not c["name"]}
     for row in rows.values():
         # connections are opened before the load and kept: no connect or handshake on the clock
@@ -94,7 +94,7 @@ def test_the_peer_bench_puts_both_tools_on_the_delay_alike() -> None:
         [sys.executable, str(REPO / "bench" / "peer_latency.py"), "--seconds", "4", "--rate", "30"],
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )  # fmt: skip
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     rows = {}
     for line in res.stdout.splitlines():
         words = line.split()

@@ -12,7 +12,7 @@ import pytest
 
 from chaoslab.faults import FAULT_KINDS
 from chaoslab.scenario import load_scenario, parse_scenario
-from tests.conftest import REPO, SCENARIOS, ScenarioRun
+from tests.conftest import REPO, SCENARIOS, ScenarioRun, story
 from tests.library import short_variant
 
 LIBRARY = REPO / "scenarios"
@@ -99,7 +99,7 @@ def test_the_short_variant_reaches_the_documented_verdict(
 ) -> None:
     res = library_run(name)
     failed = [e for e in res.report["expectations"] if not e["held"]]
-    assert res.returncode == 0, (failed, res.stdout[-2500:], res.stderr[-2500:])
+    assert res.returncode == 0, f"{failed}\n{story(res)}"
     assert res.report["expectations"] and not failed
     assert all(f["observed"] for p in res.report["phases"] for f in p["faults"]), res.report["phases"]
 

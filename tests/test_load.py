@@ -28,7 +28,7 @@ from chaoslab.load.records import (
 )
 from chaoslab.load.schedule import Profile
 from chaoslab.scenario import ScenarioError, parse_scenario
-from tests.conftest import REPO, ScenarioRun
+from tests.conftest import REPO, ScenarioRun, story
 
 # --- the schedule -------------------------------------------------------------------------
 
@@ -320,7 +320,7 @@ probes: [network, cpu]
 @pytest.mark.usefixtures("clean_machine")
 def test_http_https_and_grpc_in_one_mix(scenario_run: Callable[[str], ScenarioRun]) -> None:
     res = scenario_run("mixed")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     r = res.report
     rows = {(c["phase"], c["name"]): c for c in r["requests"]}
     names = {"page": "https", "plain": "http", "unary": "grpc", "stream": "grpc", "direct": "grpc"}
@@ -370,7 +370,10 @@ def test_open_model_shows_a_one_second_freeze_in_p99_and_counts_late_requests(
     # ... because every user was busy, not because the generator was slow
     assert frozen["generator_late"] <= 5
     assert not r["generator"]["saturated"], r["generator"]
-    assert rows["baseline"]["late"] <= 5 and rows["baseline"]["p99_ms"] < 100
+    # at rest, a stall of the machine may make a few sends late, never 5% of them (the rule the
+    # report's saturation check applies)
+    base = rows["baseline"]
+    assert base["late"] <= max(5, 0.05 * base["requests"]) and base["p99_ms"] < 100, base
     # what a generator that measured from the send would have recorded (coordinated omission)
     sent = sorted(
         q.end - q.sent
@@ -385,7 +388,7 @@ def test_open_model_shows_a_one_second_freeze_in_p99_and_counts_late_requests(
 @pytest.mark.usefixtures("clean_machine")
 def test_closed_model_ramps_users_over_two_workers(scenario_run: Callable[[str], ScenarioRun]) -> None:
     res = scenario_run("closed_ramp")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     r = res.report
     assert (r["generator"]["model"], r["generator"]["workers"]) == ("closed", 2)
     per_second = [t["requests"] for t in r["timeline"]]

@@ -25,7 +25,7 @@ from chaoslab.load import protos
 from chaoslab.load.grpc_schema import GrpcSchemas
 from chaoslab.orchestrator import new_run
 from chaoslab.scenario import Scenario, ScenarioError, parse_scenario
-from tests.conftest import REPO, SCENARIOS, ScenarioRun, chaoslab
+from tests.conftest import REPO, SCENARIOS, ScenarioRun, chaoslab, story
 
 DATA = REPO / "tests" / "data" / "grpc"
 SHOP = DATA / "shop.proto"
@@ -412,7 +412,7 @@ def test_grpc_by_proto_file_and_by_reflection_against_the_go_api(
     scenario_run: Callable[[str], ScenarioRun],
 ) -> None:
     res = scenario_run("grpc_own")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     r = res.report
     rows = {(c["phase"], c["name"]): c for c in r["requests"]}
     for phase in ("baseline", "delay"):
@@ -440,7 +440,7 @@ def test_grpc_by_proto_file_and_by_reflection_against_the_go_api(
 @pytest.mark.usefixtures("clean_machine")
 def test_tcp_request_response_against_redis(scenario_run: Callable[[str], ScenarioRun]) -> None:
     res = scenario_run("tcp_redis")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     rows = {(c["phase"], c["name"]): c for c in res.report["requests"]}
     for phase in ("baseline", "delay"):
         for name in ("ping", "fresh"):

@@ -16,7 +16,7 @@ from chaoslab.faults.memory import MemoryFault, MemorySpec
 from chaoslab.scenario import parse_scenario
 from chaoslab.targets import cgroup
 from chaoslab.units import format_size, parse_size
-from tests.conftest import chaoslab
+from tests.conftest import chaoslab, story
 from tests.test_targets import problems
 
 ONE = """
@@ -170,7 +170,7 @@ def test_a_memory_limit_under_page_cache_reads_shows_as_memory_and_is_written_ba
     res = chaoslab("run", str(scenario), "--out", str(out))
     # the limit the service's cgroup had is back, byte for byte
     assert cgroup.read_memory_limit(mem) == before
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     import json
 
     r = json.loads((out / "report.json").read_text())

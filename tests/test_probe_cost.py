@@ -141,10 +141,14 @@ def test_the_kernels_statistics_run_in_windows_and_a_hold_keeps_them_on() -> Non
         """(gate on, the kernel counted runs) over short spans the gate did not change in."""
         seen, until = set(), time.monotonic() + seconds
         while time.monotonic() < until:
-            on, runs = gate.on, obj.run_stats("sys_exit")[1]
+            # read under the gate's lock: the kernel's switch flips a moment before `on` does
+            # (the gate's thread lets go of the interpreter in the system call between them)
+            with gate._lock:
+                on, runs = gate.on, obj.run_stats("sys_exit")[1]
             time.sleep(0.02)
-            if gate.on == on:
-                seen.add((on, obj.run_stats("sys_exit")[1] > runs))
+            with gate._lock:
+                if gate.on == on:
+                    seen.add((on, obj.run_stats("sys_exit")[1] > runs))
         return seen
 
     start = time.monotonic()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, story
 
 SCENARIO = """\
 name: map-drops
@@ -40,7 +40,7 @@ def run(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[subprocess.Comp
         cwd=REPO,
         env={**os.environ, **env},
     )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.returncode == 0, story(res)
     return res, json.loads((out / "report.json").read_text())
 
 

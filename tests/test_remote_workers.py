@@ -23,7 +23,7 @@ import pytest
 
 from chaoslab.load.records import read_records
 from tests import farhost
-from tests.conftest import chaoslab, free_port
+from tests.conftest import chaoslab, free_port, story
 from tests.farhost import FarHost, service_there
 from tests.test_targets import problems
 
@@ -129,7 +129,7 @@ def test_remote_workers_share_the_load_on_the_runs_clock(far_host: FarHost, tmp_
         path = tmp_path / "remote.yaml"
         path.write_text(scenario(svc.pid, http, listen))
         res = chaoslab("run", str(path), "--out", str(tmp_path / "out"))
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+        assert res.returncode == 0, story(res)
         codes = [w.wait(timeout=60) for w in workers]
         assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
     finally:

@@ -14,7 +14,7 @@ from chaoslab.report.reader import read_report
 from chaoslab.report.render import sweep_tables
 from chaoslab.report.writers import REPORT_WRITERS, write
 from chaoslab.scenario import parse_scenario
-from tests.conftest import SCENARIOS, ScenarioRun, chaoslab
+from tests.conftest import SCENARIOS, ScenarioRun, chaoslab, story
 from tests.test_targets import problems
 
 SWEPT = """
@@ -178,7 +178,7 @@ def test_a_delay_sweep_draws_the_curve_and_finds_the_breaking_point(
 ) -> None:
     res = scenario_run("sweep_timeout")
     # the expectation holds through 8 ms: its failures past it mark the breaking point only
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     r = res.report
     [sweep] = r["sweeps"]
     values = sweep["values"]

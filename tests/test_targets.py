@@ -22,7 +22,7 @@ import pytest
 
 from chaoslab.scenario import parse_scenario
 from chaoslab.scenario.loader import ScenarioError
-from tests.conftest import REPO, SCENARIOS, ScenarioRun, chaoslab
+from tests.conftest import REPO, SCENARIOS, ScenarioRun, chaoslab, story
 
 HTTPBIN = REPO / ".build" / "third-party" / "go-httpbin"
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -188,7 +188,7 @@ def test_entropy_on_a_stripped_go_program_says_why(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("clean_machine")
 def test_a_third_party_go_server_as_a_program(scenario_run: Callable[[str], ScenarioRun]) -> None:
     res = scenario_run("third_party")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     v = {x["phase"]: x for x in res.report["verdicts"]}
     assert (v["starve"]["status"], v["starve"]["layer"], v["starve"]["target"]) == (
         "absorbed",
@@ -221,7 +221,7 @@ def test_a_third_party_go_server_as_an_image(httpbin_context: Path, tmp_path: Pa
     path = tmp_path / "image.yaml"
     path.write_text(text)
     res = chaoslab("run", str(path), "--out", str(tmp_path / "out"), timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     v = {x["phase"]: x for x in report["verdicts"]}
     assert (v["starve"]["status"], v["starve"]["layer"], v["starve"]["target"]) == (
@@ -238,7 +238,7 @@ def test_a_third_party_go_server_as_an_image(httpbin_context: Path, tmp_path: Pa
 @pytest.mark.usefixtures("clean_machine")
 def test_the_cache_stack(scenario_run: Callable[[str], ScenarioRun]) -> None:
     res = scenario_run("cache_stack")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     r = res.report
     v = {x["phase"]: x for x in r["verdicts"]}
     assert (v["slow-cache"]["layer"], v["slow-cache"]["target"]) == ("network", "app"), v["slow-cache"]
@@ -328,7 +328,7 @@ def test_attach_by_port_to_a_process_started_outside(outside_server: tuple[int, 
         )
     )
     res = chaoslab("run", str(path), "--out", str(tmp_path / "out"), timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0, story(res)
     assert f"attached to pid {pid}" in res.stderr and f"at {ip}" in res.stderr
     # it is as it was found: the same process, still running
     assert Path(f"/proc/{pid}/stat").read_text().split()[21] == started
