@@ -392,6 +392,7 @@ def _analyse(
             by_phase[r.spec.name],
             r.snap,
             stalls.held(records, r.start, r.end),
+            attribution.in_window(records, r.start, r.end),
         )
         for r in runs
     }

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from chaoslab.analysis.attribution import FaultCheck, PhaseData, Stalls, drift
+from chaoslab.analysis.attribution import FaultCheck, PhaseData, Stalls, drift, in_window
 from chaoslab.analysis.attribution import verdict as verdict_of
 from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p
 from chaoslab.hist import Histogram, bucket_of
@@ -165,6 +165,50 @@ def test_pause_is_absorbed_by_cpu_through_its_stall() -> None:
     v2 = verdict_of(base, idle, [FaultCheck(Layer.CPU, "api", None, True, "frozen")])
     assert v2.status is Status.INVALID
     assert "no significant added time" in v2.reason
+
+
+def test_the_client_time_in_a_window_counts_every_request_in_flight_there_from_its_due_time() -> None:
+    reqs = [
+        Request(999.5, 999.6, 1000.5, 200, "work", ""),  # due before, ends inside: 0.5 s
+        Request(1000.2, 1000.2, 1000.4, 200, "work", ""),  # inside: 0.2 s
+        Request(1000.8, 1000.8, 1002.0, 200, "work", ""),  # ends after: 0.2 s
+        Request(1000.3, 1000.3, 1000.9, 0, "work", "timeout"),  # failed: not counted
+        Request(1001.5, 1001.5, 1001.6, 200, "work", ""),  # due after: nothing
+    ]
+    assert in_window(reqs, 1000.0, 1001.0) == pytest.approx(0.9)
+
+
+def test_a_backlog_draining_after_the_phase_is_carried_and_the_shares_are_of_the_rest() -> None:
+    # an overloaded target: 500 requests due over 10 s, each waiting 4 ms longer than the one
+    # before; the last sixth end after the phase, as its backlog drains
+    base = [
+        Request(990 + i * 0.02, 990 + i * 0.02, 990 + i * 0.02 + 0.004, 200, "work", "") for i in range(500)
+    ]
+    slow = [
+        Request(1000 + i * 0.02, 1000 + i * 0.02, 1000 + i * 0.02 + 0.004 + 0.004 * i, 200, "work", "")
+        for i in range(500)
+    ]
+    base_s, slow_s = in_window(base, 990, 1000), in_window(slow, 1000, 1010)
+    # the cpu layer holds all the client's added time inside the window (a stall, weighed by
+    # every request in flight), none after it: the window's end is where its figures stop
+    held = slow_s - base_s
+    ticks = {(Layer.CPU, "api"): [held / 50] * 50}
+    quiet = {(Layer.CPU, "api"): [1e-6] * 50}
+    check = [FaultCheck(Layer.CPU, "api", None, True, "limited")]
+    v = verdict_of(
+        PhaseData("baseline", base, {}, quiet, base_s), PhaseData("limited", slow, {}, ticks, slow_s), check
+    )
+    assert v.status is Status.ABSORBED, v.reason
+    assert v.explained == pytest.approx(1.0, abs=0.01)
+    mean_added = sum(r.latency for r in slow) / 500 - 0.004
+    assert v.client_added_mean_ms == pytest.approx(mean_added * 1000, abs=0.01)
+    assert v.carried_ms == pytest.approx((mean_added - held / 500) * 1000, abs=0.01)
+    assert 0.15 < v.carried_ms / v.client_added_mean_ms < 0.2
+    assert "after the phase's end" in v.reason and "after it, its backlog draining" in v.sentence()
+    # measured against the whole mean, the same cause would explain only the window's part
+    whole = verdict_of(PhaseData("baseline", base, {}, quiet), PhaseData("limited", slow, {}, ticks), check)
+    assert whole.carried_ms == 0.0
+    assert whole.explained == pytest.approx(1 - v.carried_ms / v.client_added_mean_ms, abs=0.01)
 
 
 def test_a_slow_minority_of_events_is_significant_through_the_tail() -> None:

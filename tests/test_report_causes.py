@@ -85,7 +85,7 @@ def test_report_html_shows_the_causes_and_splits_the_meter_and_the_client_bar() 
         ("fault", "entropy at api", "entropy fault on api"),
         ("side-effect", "cpu at edge", "side effect"),
     ]
-    assert "(+29.7 of +28.4 ms per request; 0.0 ms unexplained)" in page
+    assert "(+29.7 of +28.4 ms per request in the phase; 0.0 ms unexplained)" in page
     chart = re.search(r'<svg[^>]*data-chart="attribution".*?</svg>', page, re.S)
     assert chart is not None
     parts = re.findall(r'class="bar-(\w+) bar part"><title>([^<]+)</title>', chart.group(0))

@@ -81,6 +81,17 @@ class PhaseData:
     requests: list[Request]
     snap: Snapshot
     stall_ticks: dict[LayerKey, list[float]] = field(default_factory=dict)  # request-seconds per tick
+    # the client's request-seconds inside the phase's window, of every request in flight there
+    # (in_window); None: the phase's own latencies (its requests all ended inside it)
+    window_s: float | None = None
+
+    def client_s(self) -> float:
+        """Seconds of client time per successful request, counted as the layers' are: inside the
+        phase's window, per request of the phase."""
+        ok = [r.latency for r in self.requests if r.ok]
+        if not ok:
+            return 0.0
+        return (sum(ok) if self.window_s is None else self.window_s) / len(ok)
 
     @property
     def stall_s(self) -> dict[LayerKey, float]:
@@ -149,6 +160,15 @@ class Stalls:
         return out
 
 
+def in_window(requests: list[Request], start: float, end: float) -> float:
+    """Request-seconds of successful requests inside [start, end], each from its due time."""
+    reqs = sorted((r for r in requests if r.ok), key=lambda r: r.due)
+    dues = [r.due for r in reqs]
+    longest = max((r.end - r.due for r in reqs), default=0.0)
+    lo, hi = bisect.bisect_left(dues, start - longest), bisect.bisect_left(dues, end)
+    return sum(max(0.0, min(r.end, end) - max(r.due, start)) for r in reqs[lo:hi])
+
+
 def layer_rows(data: PhaseData) -> list[LayerRow]:
     """The layer as a whole first, then its metrics, for every (layer, target) measured."""
     n = len(data.requests)
@@ -194,8 +214,12 @@ def verdict(
     f = sorted(r.latency for r in cur.requests if r.ok)
     added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
     added_mean = _client_added_mean(base, cur)
+    # what the layers can hold: the client's time inside the phase's window (a backlog the phase
+    # leaves drains after it, where no probe's figures for the phase reach)
+    in_phase = cur.client_s() - base.client_s()
+    carried = added_mean - in_phase
     p = shift_p(b, f)  # ranks, tail or mean: packet loss moves the tail and the mean alone
-    contributions = _contributions(base, cur, added_mean)
+    contributions = _contributions(base, cur, in_phase)
 
     def make(
         status: Status,
@@ -207,7 +231,7 @@ def verdict(
         found: list[Cause] | None = None,
         unexplained: float | None = None,
     ) -> Verdict:
-        rest = added_mean - added if unexplained is None else unexplained
+        rest = in_phase - added if unexplained is None else unexplained
         return Verdict(
             cur.name,
             status,
@@ -219,9 +243,10 @@ def verdict(
             _ms(added_mean),
             _ms(max(0.0, rest)),
             p,
-            reason,
+            reason + _carried_words(carried, added_mean),
             contributions,
             found or [],
+            carried_ms=_ms(carried),
         )
 
     for check in checks:
@@ -281,7 +306,7 @@ def verdict(
                 found,
             )
     total_ms = sum(c.added_ms for c in found)
-    explained = total_ms / (added_mean * 1000) if added_mean > 0 else 0.0
+    explained = total_ms / (in_phase * 1000) if in_phase > 0 else 0.0
     if found and explained >= EXPLAINS:
         main = _main_cause(found, contributions, base, cur)
         first = next(x for x in contributions if (x.layer, x.target) == (main.layer, main.target))
@@ -303,7 +328,7 @@ def verdict(
             explained,
             reason,
             ordered,
-            added_mean - total_ms / 1000,
+            in_phase - total_ms / 1000,
         )
     reason = "the client slowed down but no measured layer significantly explains half of it"
     if found:
@@ -323,7 +348,7 @@ def phase_causes(
 ) -> list[Cause]:
     """The phase's causes (chaoslab/analysis/causes.py), each tied to the faults it matches,
     faults' causes first, by share."""
-    client_ms = _client_added_mean(base, cur) * 1000
+    client_ms = (cur.client_s() - base.client_s()) * 1000
     nodes = {
         (Layer(c.layer), c.target): causes.Node(
             Layer(c.layer),
@@ -364,6 +389,24 @@ def _main_cause(
         if cause is not None and (cause.kind is CauseKind.FAULT or not any(c.faults for c in found)):
             return cause
     return found[0]  # faults' causes first, by share
+
+
+CARRIED_WORTH_SAYING = 0.1  # of the client's added mean
+
+
+def _carried_words(carried: float, added_mean: float) -> str:
+    """The reason's note on client time outside the phase's window, when it is worth saying."""
+    if added_mean <= 0 or abs(carried) < CARRIED_WORTH_SAYING * added_mean:
+        return ""
+    if carried > 0:
+        return (
+            f"; {carried * 1000:.1f} ms of the client's added mean came after the phase's end, as the "
+            "backlog it left drained, outside its window: the shares are of the rest"
+        )
+    return (
+        f"; {-carried * 1000:.1f} ms more than its own requests' added mean was spent in the phase's "
+        "window by requests of the phase before it (its backlog): the shares are of all of it"
+    )
 
 
 def _client_added_mean(base: PhaseData, cur: PhaseData) -> float:

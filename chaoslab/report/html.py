@@ -185,11 +185,16 @@ def _verdict_card(report: Report, v: Verdict) -> str:
             f'{c.share:.0%}"></i>'
             for c, w in _meter(v)
         )
+        carried = (
+            f"; {v.carried_ms:+.1f} ms after the phase, its backlog draining"
+            if v.carried_ms > 0.1 * abs(v.client_added_mean_ms)
+            else ""
+        )
         meter = (
             f'<div class="explained"><span class="meter">{segments}</span>'
             f"<span><b>{v.explained:.0%}</b> of the client's added time explained "
-            f"({added:+.1f} of {v.client_added_mean_ms:+.1f} ms per request; "
-            f"{v.unexplained_ms:.1f} ms unexplained)</span></div>"
+            f"({added:+.1f} of {v.client_added_in_phase_ms:+.1f} ms per request in the phase; "
+            f"{v.unexplained_ms:.1f} ms unexplained{carried})</span></div>"
         )
     elif v.status is Status.NO_CHANGE:
         head, meter = f"{v.phase}: no significant change", ""

@@ -221,10 +221,10 @@ class Verdict:
     layer: str | None  # the main cause's layer (the only one, for a phase with one cause)
     target: str | None
     added_ms: float  # the main cause's layer's added time per client request
-    explained: float  # 0..1: the causes' shares together
+    explained: float  # 0..1: the causes' shares together, of the client's added time in the phase
     client_added_p50_ms: float
     client_added_mean_ms: float
-    unexplained_ms: float  # the client's added mean less the causes' added times
+    unexplained_ms: float  # the client's added time in the phase less the causes' added times
     p_value: float
     reason: str
     contributions: list[Contribution]
@@ -233,6 +233,14 @@ class Verdict:
     causes: list[Cause] = field(default_factory=list)
     # what the Go runtime changed of itself in the phase ("GOMAXPROCS at api 4 -> 2 (...)")
     runtime: list[str] = field(default_factory=list)
+    # the client's added mean outside the phase's window: a backlog the phase left, draining after
+    # its end (negative: one it took over from the phase before); the probes' figures for the phase
+    # cannot hold it, so the shares are of the rest (client_added_in_phase_ms)
+    carried_ms: float = 0.0
+
+    @property
+    def client_added_in_phase_ms(self) -> float:
+        return self.client_added_mean_ms - self.carried_ms
 
     @property
     def fault_causes(self) -> list[Cause]:
@@ -261,12 +269,12 @@ class Verdict:
                 inside = f" (inside {', '.join(outer)})" if outer else ""
                 text = (
                     f"{head}, absorbed by {self.layer} at {self.target}{inside}, "
-                    f"{self.explained:.0%} explained ({self.added_ms:+.1f} ms per request)"
+                    f"{self.explained:.0%} explained ({self.added_ms:+.1f} ms per request{self._of()})"
                 )
             else:
                 text = (
                     f"{head}, absorbed by {len(primary)} causes: {_listed(primary)}; "
-                    f"{self.explained:.0%} explained"
+                    f"{self.explained:.0%} explained{self._of()}"
                 )
             others = [
                 c
@@ -279,6 +287,15 @@ class Verdict:
         if self.status is Status.NO_CHANGE:
             return f"{head}, no significant change ({self.reason})"
         return f"{head}, {self.status.upper()}: {self.reason}"
+
+    def _of(self) -> str:
+        """What the explained share is of, when the phase's window does not hold the whole mean."""
+        if self.carried_ms <= 0.1 * abs(self.client_added_mean_ms):
+            return ""
+        return (
+            f", of {self.client_added_in_phase_ms:+.1f} ms in the phase; "
+            f"{self.carried_ms:+.1f} ms after it, its backlog draining"
+        )
 
 
 def _listed(causes: list[Cause]) -> str:

@@ -278,7 +278,7 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
         )
         if group
     }
-    client = v.client_added_mean_ms
+    client = v.client_added_in_phase_ms  # what the causes' parts are of
     scale_max = max([client, *(c.added_ms for c in rows), 0.5]) * 1.05
     left, right, row_h = 200.0, WIDTH - 170.0, 26.0
     height = 30 + row_h * (len(rows) + 1) + 22 * len(captions) + 24
@@ -318,7 +318,8 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
             "bar-unexplained",
             f"unexplained {rest:.2f} ms per request",
         )
-        svg.text(x(client) + 6, y + 17, f"{client:+.1f} ms · {v.explained:.0%} explained", "value")
+        where = " in the phase" if client != v.client_added_mean_ms else ""
+        svg.text(x(client) + 6, y + 17, f"{client:+.1f} ms{where} · {v.explained:.0%} explained", "value")
     else:
         title = f"client added {client:.2f} ms per request"
         svg.rect(left, y + 4, max(x(client) - left, 1.0), row_h - 8, "bar-client bar", title)
