@@ -37,7 +37,15 @@ from chaoslab.load.records import Request, quantile
 from chaoslab.probes.base import LAYER, Stall
 from chaoslab.probes.network import DEPENDENCY_METRICS
 from chaoslab.probes.set import Snapshot
-from chaoslab.report.model import Cause, CauseKind, Contribution, FaultRef, LayerRow, Verdict
+from chaoslab.report.model import (
+    CARRIED_WORTH_SAYING,
+    Cause,
+    CauseKind,
+    Contribution,
+    FaultRef,
+    LayerRow,
+    Verdict,
+)
 from chaoslab.scenario.model import Status
 
 P_SIGNIFICANT = 0.001
@@ -85,6 +93,7 @@ class PhaseData:
     # (in_window); None: the phase's own latencies (its requests all ended inside it)
     window_s: float | None = None
 
+    @functools.cached_property
     def client_s(self) -> float:
         """Seconds of client time per successful request, counted as the layers' are: inside the
         phase's window, per request of the phase."""
@@ -216,7 +225,7 @@ def verdict(
     added_mean = _client_added_mean(base, cur)
     # what the layers can hold: the client's time inside the phase's window (a backlog the phase
     # leaves drains after it, where no probe's figures for the phase reach)
-    in_phase = cur.client_s() - base.client_s()
+    in_phase = cur.client_s - base.client_s
     carried = added_mean - in_phase
     p = shift_p(b, f)  # ranks, tail or mean: packet loss moves the tail and the mean alone
     contributions = _contributions(base, cur, in_phase)
@@ -348,7 +357,7 @@ def phase_causes(
 ) -> list[Cause]:
     """The phase's causes (chaoslab/analysis/causes.py), each tied to the faults it matches,
     faults' causes first, by share."""
-    client_ms = (cur.client_s() - base.client_s()) * 1000
+    client_ms = (cur.client_s - base.client_s) * 1000
     nodes = {
         (Layer(c.layer), c.target): causes.Node(
             Layer(c.layer),
@@ -389,9 +398,6 @@ def _main_cause(
         if cause is not None and (cause.kind is CauseKind.FAULT or not any(c.faults for c in found)):
             return cause
     return found[0]  # faults' causes first, by share
-
-
-CARRIED_WORTH_SAYING = 0.1  # of the client's added mean
 
 
 def _carried_words(carried: float, added_mean: float) -> str:

@@ -187,7 +187,7 @@ def _verdict_card(report: Report, v: Verdict) -> str:
         )
         carried = (
             f"; {v.carried_ms:+.1f} ms after the phase, its backlog draining"
-            if v.carried_ms > 0.1 * abs(v.client_added_mean_ms)
+            if v.carried_worth_saying
             else ""
         )
         meter = (

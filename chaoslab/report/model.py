@@ -12,6 +12,8 @@ from chaoslab.scenario.model import Status
 
 SCHEMA = "chaoslab.report/2"
 SCHEMA_V1 = "chaoslab.report/1"  # before verdicts had causes
+# a verdict says what lay outside its phase's window from this share of the client's added mean
+CARRIED_WORTH_SAYING = 0.1
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,13 @@ class Verdict:
         return self.client_added_mean_ms - self.carried_ms
 
     @property
+    def carried_worth_saying(self) -> bool:
+        """A backlog drained after the phase held a tenth of the client's added mean or more."""
+        return self.carried_ms > 0 and self.carried_ms >= CARRIED_WORTH_SAYING * abs(
+            self.client_added_mean_ms
+        )
+
+    @property
     def fault_causes(self) -> list[Cause]:
         return [c for c in self.causes if c.kind is CauseKind.FAULT]
 
@@ -290,7 +299,7 @@ class Verdict:
 
     def _of(self) -> str:
         """What the explained share is of, when the phase's window does not hold the whole mean."""
-        if self.carried_ms <= 0.1 * abs(self.client_added_mean_ms):
+        if not self.carried_worth_saying:
             return ""
         return (
             f", of {self.client_added_in_phase_ms:+.1f} ms in the phase; "
