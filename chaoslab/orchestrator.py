@@ -379,7 +379,8 @@ def _analyse(
         for r in runs:
             r.snap = {k: h for k, h in r.snap.items() if (k[0], k[1]) not in observer.lost}
     trapped = any(c.traps for c in observer.costs)
-    records = load.records
+    records = sorted(load.records, key=lambda q: q.due)  # once: each window below bisects it
+    longest = max((q.end - q.due for q in records), default=0.0)
     by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
     for req in records:
         for r in runs:
@@ -392,7 +393,7 @@ def _analyse(
             by_phase[r.spec.name],
             r.snap,
             stalls.held(records, r.start, r.end),
-            attribution.in_window(records, r.start, r.end),
+            attribution.in_window(records, r.start, r.end, longest),
         )
         for r in runs
     }

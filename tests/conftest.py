@@ -53,7 +53,7 @@ def story(res: ScenarioRun | subprocess.CompletedProcess[str]) -> str:
     keep, tables = ("phase ", "expect ", "warning"), ("causes", "client (")
     lines, table = [], False
     for line in res.stdout.splitlines():
-        table = line.startswith(tables) or (table and line[:1] in "┏┃┡│└")
+        table = line.startswith(tables) or (table and line[:1] != "" and line[:1] in "┏┃┡│└")
         if table or line.startswith(keep) or (line.startswith("probe ") and " costs " in line):
             lines.append(line)
     return "\n".join(lines) + "\n--- stderr ---\n" + res.stderr[-3000:]

@@ -168,14 +168,15 @@ def test_pause_is_absorbed_by_cpu_through_its_stall() -> None:
 
 
 def test_the_client_time_in_a_window_counts_every_request_in_flight_there_from_its_due_time() -> None:
-    reqs = [
+    reqs = [  # by due time
         Request(999.5, 999.6, 1000.5, 200, "work", ""),  # due before, ends inside: 0.5 s
         Request(1000.2, 1000.2, 1000.4, 200, "work", ""),  # inside: 0.2 s
+        Request(1000.3, 1000.3, 1000.9, 0, "work", "timeout"),  # failed, as the layers see it: 0.6 s
         Request(1000.8, 1000.8, 1002.0, 200, "work", ""),  # ends after: 0.2 s
-        Request(1000.3, 1000.3, 1000.9, 0, "work", "timeout"),  # failed: not counted
         Request(1001.5, 1001.5, 1001.6, 200, "work", ""),  # due after: nothing
     ]
-    assert in_window(reqs, 1000.0, 1001.0) == pytest.approx(0.9)
+    assert in_window(reqs, 1000.0, 1001.0) == pytest.approx(1.5)
+    assert in_window(reqs, 1000.0, 1001.0, longest=1.2) == pytest.approx(1.5)
 
 
 def test_a_backlog_draining_after_the_phase_is_carried_and_the_shares_are_of_the_rest() -> None:
@@ -189,6 +190,11 @@ def test_a_backlog_draining_after_the_phase_is_carried_and_the_shares_are_of_the
         for i in range(500)
     ]
     base_s, slow_s = in_window(base, 990, 1000), in_window(slow, 1000, 1010)
+    # by hand: request i ends at 1000.004 + 0.024 i, after 1010 from i = 417 on, where the window
+    # holds only 10 - 0.02 i of it
+    assert base_s == pytest.approx(500 * 0.004)
+    inside = sum(0.004 + 0.004 * i for i in range(417)) + sum(10 - 0.02 * i for i in range(417, 500))
+    assert slow_s == pytest.approx(inside)
     # the cpu layer holds all the client's added time inside the window (a stall, weighed by
     # every request in flight), none after it: the window's end is where its figures stop
     held = slow_s - base_s
@@ -202,13 +208,35 @@ def test_a_backlog_draining_after_the_phase_is_carried_and_the_shares_are_of_the
     assert v.explained == pytest.approx(1.0, abs=0.01)
     mean_added = sum(r.latency for r in slow) / 500 - 0.004
     assert v.client_added_mean_ms == pytest.approx(mean_added * 1000, abs=0.01)
+    assert v.in_phase_ms == pytest.approx(held / 500 * 1000, abs=0.01)
     assert v.carried_ms == pytest.approx((mean_added - held / 500) * 1000, abs=0.01)
     assert 0.15 < v.carried_ms / v.client_added_mean_ms < 0.2
-    assert "after the phase's end" in v.reason and "after it, its backlog draining" in v.sentence()
+    assert (
+        f"of {v.in_phase_ms:+.1f} ms in the phase; {v.carried_ms:+.1f} ms after the phase's end"
+        in v.sentence()
+    )
     # measured against the whole mean, the same cause would explain only the window's part
     whole = verdict_of(PhaseData("baseline", base, {}, quiet), PhaseData("limited", slow, {}, ticks), check)
-    assert whole.carried_ms == 0.0
+    assert whole.carried_ms == 0.0 and whole.carried_words() == ""
     assert whole.explained == pytest.approx(1 - v.carried_ms / v.client_added_mean_ms, abs=0.01)
+
+
+def test_the_client_time_of_a_phase_counts_its_failed_requests_as_the_layers_do() -> None:
+    # a phase of failures (a killed target): 10 requests succeed, 490 fail at once; the phase
+    # before's drain (one request in flight 1 s into the window) weighs on all 500, as a layer
+    # that saw it would
+    drain = Request(999.0, 999.0, 1001.0, 200, "work", "")
+    ok = [Request(1000 + i, 1000 + i, 1000 + i + 0.005, 200, "work", "") for i in range(10)]
+    failed = [
+        Request(1000 + i * 0.02, 1000 + i * 0.02, 1000 + i * 0.02 + 0.001, 0, "work", "refused")
+        for i in range(490)
+    ]
+    reqs = sorted([drain, *ok, *failed], key=lambda r: r.due)
+    window = in_window(reqs, 1000, 1010)
+    assert window == pytest.approx(1.0 + 10 * 0.005 + 490 * 0.001)
+    phase = PhaseData("killed", ok + failed, {}, {}, window)
+    assert phase.client_s == pytest.approx(window / 500)  # not / 10: the drain is not 100 ms a request
+    assert phase.mean_s == pytest.approx((10 * 0.005 + 490 * 0.001) / 500)
 
 
 def test_a_slow_minority_of_events_is_significant_through_the_tail() -> None:

@@ -53,7 +53,7 @@ def test_a_version_1_report_reads_as_version_2_with_its_layer_as_its_one_cause()
     data.update(xds=[], errors=[], sweeps=[])
     for phase in data["phases"]:
         phase.update(changes=[], gomaxprocs={})
-    data["verdicts"][0].update(runtime=[], carried_ms=0.0)
+    data["verdicts"][0].update(runtime=[], in_phase_ms=None, carried_ms=0.0)
     if data.get("generator"):
         data["generator"].update(per_worker=[], wait_by_phase={})
     for e in data["expectations"]:

@@ -4,7 +4,10 @@ it is, or listed as a side effect.
 
 Per-request shares make layers comparable: a layer's share in a phase is the total time
 its probe recorded there divided by the client requests of the phase. Shares add up along
-a request path (medians do not), so `explained = added share / client added mean`.
+a request path (medians do not), so `explained = added share / client added share`, the
+client's share counted the same way: its request-seconds inside the phase's window (from each
+request's due time) per request of the phase. A backlog the phase leaves drains after its end,
+outside every probe's figures for it: that part of the client's mean is `carried`.
 
 A stall of a whole target (frozen, or starved of CPU: threads waiting to run and none
 running) is not one event's worth of time: every request in flight waits it out. Its share
@@ -26,6 +29,7 @@ import bisect
 import functools
 import itertools
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -38,7 +42,6 @@ from chaoslab.probes.base import LAYER, Stall
 from chaoslab.probes.network import DEPENDENCY_METRICS
 from chaoslab.probes.set import Snapshot
 from chaoslab.report.model import (
-    CARRIED_WORTH_SAYING,
     Cause,
     CauseKind,
     Contribution,
@@ -95,12 +98,18 @@ class PhaseData:
 
     @functools.cached_property
     def client_s(self) -> float:
-        """Seconds of client time per successful request, counted as the layers' are: inside the
-        phase's window, per request of the phase."""
-        ok = [r.latency for r in self.requests if r.ok]
-        if not ok:
+        """Seconds of client time per request, counted as the layers' are: inside the phase's
+        window, of every request (failed ones too), per request of the phase."""
+        n = len(self.requests)
+        if not n:
             return 0.0
-        return (sum(ok) if self.window_s is None else self.window_s) / len(ok)
+        return (sum(r.latency for r in self.requests) if self.window_s is None else self.window_s) / n
+
+    @functools.cached_property
+    def mean_s(self) -> float:
+        """The mean latency of the phase's requests, failed ones too (what client_s is beside)."""
+        n = len(self.requests)
+        return sum(r.latency for r in self.requests) / n if n else 0.0
 
     @property
     def stall_s(self) -> dict[LayerKey, float]:
@@ -169,13 +178,15 @@ class Stalls:
         return out
 
 
-def in_window(requests: list[Request], start: float, end: float) -> float:
-    """Request-seconds of successful requests inside [start, end], each from its due time."""
-    reqs = sorted((r for r in requests if r.ok), key=lambda r: r.due)
-    dues = [r.due for r in reqs]
-    longest = max((r.end - r.due for r in reqs), default=0.0)
-    lo, hi = bisect.bisect_left(dues, start - longest), bisect.bisect_left(dues, end)
-    return sum(max(0.0, min(r.end, end) - max(r.due, start)) for r in reqs[lo:hi])
+def in_window(by_due: list[Request], start: float, end: float, longest: float | None = None) -> float:
+    """Request-seconds of the requests (sorted by due time) inside [start, end], each from its
+    due time; `longest`, the longest latency among them, if known."""
+    if longest is None:
+        longest = max((r.end - r.due for r in by_due), default=0.0)
+    key = operator.attrgetter("due")
+    lo = bisect.bisect_left(by_due, start - longest, key=key)
+    hi = bisect.bisect_left(by_due, end, key=key)
+    return sum(max(0.0, min(r.end, end) - max(r.due, start)) for r in by_due[lo:hi])
 
 
 def layer_rows(data: PhaseData) -> list[LayerRow]:
@@ -224,9 +235,10 @@ def verdict(
     added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
     added_mean = _client_added_mean(base, cur)
     # what the layers can hold: the client's time inside the phase's window (a backlog the phase
-    # leaves drains after it, where no probe's figures for the phase reach)
+    # leaves drains after it, where no probe's figures for the phase reach); the rest, of every
+    # request's mean, is carried
     in_phase = cur.client_s - base.client_s
-    carried = added_mean - in_phase
+    carried = (cur.mean_s - base.mean_s) - in_phase
     p = shift_p(b, f)  # ranks, tail or mean: packet loss moves the tail and the mean alone
     contributions = _contributions(base, cur, in_phase)
 
@@ -252,10 +264,11 @@ def verdict(
             _ms(added_mean),
             _ms(max(0.0, rest)),
             p,
-            reason + _carried_words(carried, added_mean),
+            reason,
             contributions,
             found or [],
             carried_ms=_ms(carried),
+            in_phase_ms=_ms(in_phase),
         )
 
     for check in checks:
@@ -345,7 +358,7 @@ def verdict(
             f"the client slowed down but its causes ({', '.join(f'{c.name} {c.share:.0%}' for c in found)}) "
             f"explain {explained:.0%} of it, under half"
         )
-    return make(Status.INCONCLUSIVE, str(Layer.CLIENT), None, added_mean, 1.0, reason, found)
+    return make(Status.INCONCLUSIVE, str(Layer.CLIENT), None, in_phase, 1.0, reason, found)
 
 
 def phase_causes(
@@ -398,21 +411,6 @@ def _main_cause(
         if cause is not None and (cause.kind is CauseKind.FAULT or not any(c.faults for c in found)):
             return cause
     return found[0]  # faults' causes first, by share
-
-
-def _carried_words(carried: float, added_mean: float) -> str:
-    """The reason's note on client time outside the phase's window, when it is worth saying."""
-    if added_mean <= 0 or abs(carried) < CARRIED_WORTH_SAYING * added_mean:
-        return ""
-    if carried > 0:
-        return (
-            f"; {carried * 1000:.1f} ms of the client's added mean came after the phase's end, as the "
-            "backlog it left drained, outside its window: the shares are of the rest"
-        )
-    return (
-        f"; {-carried * 1000:.1f} ms more than its own requests' added mean was spent in the phase's "
-        "window by requests of the phase before it (its backlog): the shares are of all of it"
-    )
 
 
 def _client_added_mean(base: PhaseData, cur: PhaseData) -> float:

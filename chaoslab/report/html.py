@@ -185,11 +185,7 @@ def _verdict_card(report: Report, v: Verdict) -> str:
             f'{c.share:.0%}"></i>'
             for c, w in _meter(v)
         )
-        carried = (
-            f"; {v.carried_ms:+.1f} ms after the phase, its backlog draining"
-            if v.carried_worth_saying
-            else ""
-        )
+        carried = f"; {v.carried_words()}" if v.carried_words() else ""
         meter = (
             f'<div class="explained"><span class="meter">{segments}</span>'
             f"<span><b>{v.explained:.0%}</b> of the client's added time explained "

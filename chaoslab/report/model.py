@@ -12,8 +12,10 @@ from chaoslab.scenario.model import Status
 
 SCHEMA = "chaoslab.report/2"
 SCHEMA_V1 = "chaoslab.report/1"  # before verdicts had causes
-# a verdict says what lay outside its phase's window from this share of the client's added mean
+# a verdict says what lay outside its phase's window from this share of the client's added mean,
+# and this many ms
 CARRIED_WORTH_SAYING = 0.1
+CARRIED_FLOOR_MS = 2.0
 
 
 @dataclass(frozen=True)
@@ -235,21 +237,28 @@ class Verdict:
     causes: list[Cause] = field(default_factory=list)
     # what the Go runtime changed of itself in the phase ("GOMAXPROCS at api 4 -> 2 (...)")
     runtime: list[str] = field(default_factory=list)
-    # the client's added mean outside the phase's window: a backlog the phase left, draining after
-    # its end (negative: one it took over from the phase before); the probes' figures for the phase
-    # cannot hold it, so the shares are of the rest (client_added_in_phase_ms)
+    # The client's added time as the layers' is counted: inside the phase's window, every
+    # request's, per request of the phase (None in older reports: the added mean). The shares
+    # (`explained`, the causes', the contributions') are of it.
+    in_phase_ms: float | None = None
+    # the rest of the client's added mean (every request's): a backlog the phase left, draining
+    # after its end, where no probe's figures for the phase reach (negative: a backlog of the
+    # phase before, drained inside this one)
     carried_ms: float = 0.0
 
     @property
     def client_added_in_phase_ms(self) -> float:
-        return self.client_added_mean_ms - self.carried_ms
+        return self.client_added_mean_ms if self.in_phase_ms is None else self.in_phase_ms
 
-    @property
-    def carried_worth_saying(self) -> bool:
-        """A backlog drained after the phase held a tenth of the client's added mean or more."""
-        return self.carried_ms > 0 and self.carried_ms >= CARRIED_WORTH_SAYING * abs(
-            self.client_added_mean_ms
-        )
+    def carried_words(self) -> str:
+        """The carried time in words, when it is worth saying (a tenth of the client's added
+        mean, and 2 ms, or more) on a verdict that has shares: "" otherwise."""
+        floor = max(CARRIED_WORTH_SAYING * abs(self.client_added_mean_ms), CARRIED_FLOOR_MS)
+        if self.status is Status.NO_CHANGE or not self.causes or abs(self.carried_ms) < floor:
+            return ""
+        if self.carried_ms > 0:
+            return f"{self.carried_ms:+.1f} ms after the phase's end, its backlog draining"
+        return f"{self.carried_ms:+.1f} ms: the phase before's backlog, drained inside this one"
 
     @property
     def fault_causes(self) -> list[Cause]:
@@ -299,12 +308,8 @@ class Verdict:
 
     def _of(self) -> str:
         """What the explained share is of, when the phase's window does not hold the whole mean."""
-        if not self.carried_worth_saying:
-            return ""
-        return (
-            f", of {self.client_added_in_phase_ms:+.1f} ms in the phase; "
-            f"{self.carried_ms:+.1f} ms after it, its backlog draining"
-        )
+        carried = self.carried_words()
+        return f", of {self.client_added_in_phase_ms:+.1f} ms in the phase; {carried}" if carried else ""
 
 
 def _listed(causes: list[Cause]) -> str:

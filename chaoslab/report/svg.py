@@ -318,7 +318,7 @@ def attribution(v: Verdict, declared: Sequence[tuple[str, str]]) -> str:
             "bar-unexplained",
             f"unexplained {rest:.2f} ms per request",
         )
-        where = " in the phase" if client != v.client_added_mean_ms else ""
+        where = " in the phase" if v.carried_words() else ""
         svg.text(x(client) + 6, y + 17, f"{client:+.1f} ms{where} · {v.explained:.0%} explained", "value")
     else:
         title = f"client added {client:.2f} ms per request"
