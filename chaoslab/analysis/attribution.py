@@ -92,24 +92,18 @@ class PhaseData:
     requests: list[Request]
     snap: Snapshot
     stall_ticks: dict[LayerKey, list[float]] = field(default_factory=dict)  # request-seconds per tick
-    # the client's request-seconds inside the phase's window, of every request in flight there
-    # (in_window); None: the phase's own latencies (its requests all ended inside it)
+    # the client's request-seconds inside the phase's window, of every successful request in
+    # flight there (in_window); None: the phase's own latencies (its requests all ended inside it)
     window_s: float | None = None
 
     @functools.cached_property
     def client_s(self) -> float:
-        """Seconds of client time per request, counted as the layers' are: inside the phase's
-        window, of every request (failed ones too), per request of the phase."""
-        n = len(self.requests)
-        if not n:
+        """Seconds of client time per successful request (as the client's mean counts them),
+        counted as the layers' are: inside the phase's window, per request of the phase."""
+        ok = [r.latency for r in self.requests if r.ok]
+        if not ok:
             return 0.0
-        return (sum(r.latency for r in self.requests) if self.window_s is None else self.window_s) / n
-
-    @functools.cached_property
-    def mean_s(self) -> float:
-        """The mean latency of the phase's requests, failed ones too (what client_s is beside)."""
-        n = len(self.requests)
-        return sum(r.latency for r in self.requests) / n if n else 0.0
+        return (sum(ok) if self.window_s is None else self.window_s) / len(ok)
 
     @property
     def stall_s(self) -> dict[LayerKey, float]:
@@ -179,14 +173,14 @@ class Stalls:
 
 
 def in_window(by_due: list[Request], start: float, end: float, longest: float | None = None) -> float:
-    """Request-seconds of the requests (sorted by due time) inside [start, end], each from its
-    due time; `longest`, the longest latency among them, if known."""
+    """Request-seconds of the successful requests (of a list sorted by due time) inside
+    [start, end], each from its due time; `longest`, the longest latency in the list, if known."""
     if longest is None:
         longest = max((r.end - r.due for r in by_due), default=0.0)
     key = operator.attrgetter("due")
     lo = bisect.bisect_left(by_due, start - longest, key=key)
     hi = bisect.bisect_left(by_due, end, key=key)
-    return sum(max(0.0, min(r.end, end) - max(r.due, start)) for r in by_due[lo:hi])
+    return sum(max(0.0, min(r.end, end) - max(r.due, start)) for r in by_due[lo:hi] if r.ok)
 
 
 def layer_rows(data: PhaseData) -> list[LayerRow]:
@@ -235,10 +229,9 @@ def verdict(
     added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
     added_mean = _client_added_mean(base, cur)
     # what the layers can hold: the client's time inside the phase's window (a backlog the phase
-    # leaves drains after it, where no probe's figures for the phase reach); the rest, of every
-    # request's mean, is carried
+    # leaves drains after it, where no probe's figures for the phase reach); the rest is carried
     in_phase = cur.client_s - base.client_s
-    carried = (cur.mean_s - base.mean_s) - in_phase
+    carried = added_mean - in_phase
     p = shift_p(b, f)  # ranks, tail or mean: packet loss moves the tail and the mean alone
     contributions = _contributions(base, cur, in_phase)
 

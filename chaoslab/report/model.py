@@ -237,13 +237,13 @@ class Verdict:
     causes: list[Cause] = field(default_factory=list)
     # what the Go runtime changed of itself in the phase ("GOMAXPROCS at api 4 -> 2 (...)")
     runtime: list[str] = field(default_factory=list)
-    # The client's added time as the layers' is counted: inside the phase's window, every
-    # request's, per request of the phase (None in older reports: the added mean). The shares
-    # (`explained`, the causes', the contributions') are of it.
+    # The client's added time as the layers' is counted: inside the phase's window, per request
+    # of the phase (None in older reports: the added mean). The shares (`explained`, the
+    # causes', the contributions') are of it.
     in_phase_ms: float | None = None
-    # the rest of the client's added mean (every request's): a backlog the phase left, draining
-    # after its end, where no probe's figures for the phase reach (negative: a backlog of the
-    # phase before, drained inside this one)
+    # the rest of the client's added mean: a backlog the phase left, draining after its end,
+    # where no probe's figures for the phase reach (negative: a backlog of the phase before,
+    # drained inside this one)
     carried_ms: float = 0.0
 
     @property
