@@ -145,14 +145,11 @@ class Stalls:
         if not ticks or (not self.stalls and not self.samples):
             return {}
         reqs = sorted(requests, key=lambda r: r.due)
-        dues = [r.due for r in reqs]
         longest = max((r.end - r.due for r in reqs), default=0.0)
 
         def overlap(a: float, b: float) -> float:
-            """Request-seconds in flight during [a, b]."""
-            lo = bisect.bisect_left(dues, a - longest)
-            hi = bisect.bisect_left(dues, b)
-            return sum(max(0.0, min(r.end, b) - max(r.due, a)) for r in reqs[lo:hi])
+            """Request-seconds in flight during [a, b], failed requests' too."""
+            return in_window(reqs, a, b, longest, ok_only=False)
 
         by_time = dict(self.samples)
         keys = {k for _, values in self.samples for k in values} | {
@@ -172,15 +169,18 @@ class Stalls:
         return out
 
 
-def in_window(by_due: list[Request], start: float, end: float, longest: float | None = None) -> float:
-    """Request-seconds of the successful requests (of a list sorted by due time) inside
-    [start, end], each from its due time; `longest`, the longest latency in the list, if known."""
+def in_window(
+    by_due: list[Request], start: float, end: float, longest: float | None = None, ok_only: bool = True
+) -> float:
+    """Request-seconds of the successful requests (every one unless `ok_only`) of a list sorted
+    by due time inside [start, end], each from its due time; `longest`, the longest latency in
+    the list, if known."""
     if longest is None:
         longest = max((r.end - r.due for r in by_due), default=0.0)
     key = operator.attrgetter("due")
     lo = bisect.bisect_left(by_due, start - longest, key=key)
     hi = bisect.bisect_left(by_due, end, key=key)
-    return sum(max(0.0, min(r.end, end) - max(r.due, start)) for r in by_due[lo:hi] if r.ok)
+    return sum(max(0.0, min(r.end, end) - max(r.due, start)) for r in by_due[lo:hi] if r.ok or not ok_only)
 
 
 def layer_rows(data: PhaseData) -> list[LayerRow]:
