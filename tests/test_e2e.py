@@ -140,9 +140,15 @@ def test_sigkill_mid_fault_then_recover_leaves_nothing(tmp_path: Path) -> None:
     time.sleep(1)
     assert leftovers(), "a killed run should leave its targets for recover to find"
     # the injector saw its parent die and restored the target's instruction by itself
-    with Path(f"/proc/{target_pid}/mem").open("rb") as mem:
-        mem.seek(addr)
-        assert mem.read(1)[0] == orig
+    deadline = time.monotonic() + 10
+    while True:
+        with Path(f"/proc/{target_pid}/mem").open("rb") as mem:
+            mem.seek(addr)
+            now = mem.read(1)[0]
+        if now == orig or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert now == orig
     first = chaoslab("recover")
     assert first.returncode == 0, first.stderr
     assert "deleted network namespace" in first.stdout

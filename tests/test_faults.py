@@ -300,6 +300,9 @@ def test_sigkill_mid_fault_then_recover_twice(
         assert target_tracer(pid) == 0
     if kind == "network":
         # the delayer is gone; the rules stay in the target's namespace for recover
+        deadline = time.monotonic() + 10
+        while running("nfqdelay") and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert not running("nfqdelay")
     first = chaoslab("recover")
     assert first.returncode == 0, first.stderr

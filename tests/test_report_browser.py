@@ -221,7 +221,10 @@ def test_live_page_during_a_run(tmp_path: Path) -> None:
             check_verdicts(page, report)
             assert page.console_errors() == []
             assert all(u.startswith(url) for u in page.requests()), page.requests()
-            assert len(page.requests()) > 10  # it polled
+            polls = [u for u in page.requests() if u.endswith("/fragment")]
+            assert len(polls) >= 2, page.requests()  # it polled: the starve phase, then the final page
+            page.pump(3)  # three of its poll intervals: the final page polls no more
+            assert [u for u in page.requests() if u.endswith("/fragment")] == polls
     finally:
         if p.poll() is None:
             p.terminate()

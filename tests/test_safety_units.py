@@ -101,15 +101,15 @@ def fake(tmp_path: Path) -> Iterator[FakeRun]:
 def test_the_watchdog_undoes_a_fault_when_the_heartbeat_stops(fake: FakeRun) -> None:
     for _ in range(10):  # a second of heartbeats: nothing happens
         fake.beat()
+        stopped = time.monotonic()  # the silence runs from the last beat
         time.sleep(0.1)
     assert fake.limit == CpuLimit(20000, 100000)
-    stopped = time.monotonic()
     tripped, *_, done = fake.events_until("done")
     took = time.monotonic() - stopped
     assert tripped["event"] == "tripped" and tripped["condition"] == "switch"
     assert "no heartbeat from chaoslab" in tripped["reason"]
     assert fake.limit == CpuLimit(-1, 100000)
-    assert 0.8 <= took < 2.0  # within the bound (2 s): 1 s of silence, then the undo
+    assert 0.95 <= took < 3.0  # 1 s of silence, then the undo (2 s bound; the undo's own time below)
     assert done["revert_s"] < 2.0 and set(done["reverts"]) == {"cpu on api"}
     assert journal.pending(fake.journal.path) == []  # marked undone in the journal
     # chaoslab runs again and ends the run: the watchdog exits

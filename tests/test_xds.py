@@ -221,6 +221,11 @@ def test_a_sync_expectation_needs_a_control_plane() -> None:
 # -- real runs -------------------------------------------------------------------------
 
 
+# A push to ACK takes a few ms here; the bound is a busy machine's (one stalled scheduling
+# of Envoy or the control plane is tens of ms), far below a push that is lost or retried
+SYNC_MS = 200
+
+
 def _failover_checks(run: ScenarioRun) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     report = run.report
@@ -230,7 +235,7 @@ def _failover_checks(run: ScenarioRun) -> None:
     # the kill: the control plane's checks withdraw api-b in the kill phase, Envoy ACKs it
     down = by_why["health: api-b down"]
     assert down["phase"] == "kill-b" and down["changed"] == ["endpoints"]
-    assert down["sync_ms"] is not None and 0 < down["sync_ms"] < 50
+    assert down["sync_ms"] is not None and 0 < down["sync_ms"] < SYNC_MS
     [ack] = down["acks"]
     assert ack["type"] == "endpoints" and ack["ack_ms"] == down["sync_ms"] and ack["sent_ms"] <= ack["ack_ms"]
     kill = report["phases"][1]["faults"][0]
@@ -259,9 +264,9 @@ def _failover_checks(run: ScenarioRun) -> None:
     # endpoints cross it once (the ACK goes back on Envoy's side, undelayed), and the report
     # names that fault as what slowed the sync
     slowed = next(v for v in rows if v["phase"] == "slow-link" and v["why"].startswith("change"))
-    assert 100 <= slowed["sync_ms"] < 100 + 50, slowed
+    assert 100 <= slowed["sync_ms"] < 100 + SYNC_MS, slowed
     assert slowed["slowed_by"].startswith("network fault on mesh's link to edge"), slowed
-    assert slowed["typical_ms"] < 50
+    assert slowed["typical_ms"] < SYNC_MS
     assert all(not v["slowed_by"] for v in rows if v["phase"] != "slow-link")
     # a dead instance is not a dead service, a control plane's link is not the requests' path:
     # Envoy served from api-a, and neither phase is INVALID for lack of the fault's events
@@ -275,7 +280,7 @@ def _failover_checks(run: ScenarioRun) -> None:
     assert change["target"] == "mesh" and change["what"] == "api -> [api-a]" and not change["error"]
     moved = next(v for v in rows if v["version"] == change["versions"]["edge"])
     assert moved["why"] == "change: api -> [api-a]" and moved["phase"] == "drain-b"
-    assert moved["sync_ms"] is not None and moved["sync_ms"] < 50
+    assert moved["sync_ms"] is not None and moved["sync_ms"] < SYNC_MS
     assert any(v["why"].startswith("restore") and v["sync_ms"] is not None for v in rows)
     app = {
         (r["phase"], r["target"]): r["count"]
@@ -291,6 +296,8 @@ def _failover_checks(run: ScenarioRun) -> None:
     assert kinds.count("version") == 7 and "nack" not in kinds
 
 
+@pytest.mark.privileged
+@pytest.mark.e2e
 @pytest.mark.usefixtures("clean_machine")
 def test_a_killed_instance_is_withdrawn_and_the_sync_is_timed(
     scenario_run: Callable[..., ScenarioRun],
@@ -298,6 +305,8 @@ def test_a_killed_instance_is_withdrawn_and_the_sync_is_timed(
     _failover_checks(scenario_run("xds_failover"))
 
 
+@pytest.mark.privileged
+@pytest.mark.e2e
 @pytest.mark.usefixtures("clean_machine", "docker_engine")
 def test_the_same_failover_on_the_docker_runtime(scenario_run: Callable[..., ScenarioRun]) -> None:
     run = scenario_run("xds_failover", "docker")
@@ -383,6 +392,8 @@ def test_bad_resilience_settings_are_named_by_their_path(change: tuple[str, str]
     assert any(expected in p for p in found), found
 
 
+@pytest.mark.privileged
+@pytest.mark.e2e
 @pytest.mark.usefixtures("clean_machine")
 def test_a_slow_dependency_behind_a_breaker_retries_and_neither(
     scenario_run: Callable[..., ScenarioRun],

@@ -88,6 +88,10 @@ class Watchdog:
         return self._faults
 
     def run(self, heartbeat: int) -> int:
+        # The undo's code is loaded before the watch begins: a stuck machine is when the switch
+        # trips, and importing every fault's module then would eat the bound's undo allowance.
+        import chaoslab.recover  # noqa: F401
+
         emit("armed", pid=os.getpid(), silence_s=self.silence)
         log(f"armed for pid {self.chaoslab}: faults undone after {self.silence:g} s without a heartbeat")
         while True:
