@@ -2,9 +2,9 @@
 
 Log-linear buckets over nanoseconds: values below 2^b ns have their own bucket, above
 that each power of two is split into 2^b equal sub-buckets. Quantiles interpolate inside a
-bucket, so their error is below half a bucket width. The probes use b = 3 (8 sub-buckets,
-under 6.25%: cheap to keep in a BPF map); the client's latencies use b = 10
-(`FineHistogram`: 1024 sub-buckets, under 0.05%, three significant digits like
+bucket, so their error is below a bucket's width (about half of it on average). The probes use
+b = 3 (8 sub-buckets, within 12.5%: cheap to keep in a BPF map); the client's latencies use b = 10
+(`FineHistogram`: 1024 sub-buckets, within 0.1% (a bucket), three significant digits like
 HdrHistogram's default), since every request's exact time is known.
 """
 
@@ -114,6 +114,6 @@ class Histogram:
 
 @dataclass
 class FineHistogram(Histogram):
-    """The client's latencies: 1024 sub-buckets per power of two (under 0.05% error)."""
+    """The client's latencies: 1024 sub-buckets per power of two (within 0.1%: a bucket)."""
 
     sub_bits: ClassVar[int] = 10

@@ -68,7 +68,7 @@ class _Tally:
 class RunProgress:
     """The run so far, binned by due time: fed by the load's tail threads, read by the run loop.
 
-    Quantiles come from histograms (under 0.05% error); the final report's are exact."""
+    Quantiles come from histograms (within 0.1%), as the final report's do."""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx

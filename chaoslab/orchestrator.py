@@ -22,6 +22,7 @@ from rich.console import Console
 from chaoslab import goruntime
 from chaoslab.analysis import attribution, errors, sweep, xds
 from chaoslab.analysis import client as client_view
+from chaoslab.analysis.tally import RunTally
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError
 from chaoslab.expectations import check_all
@@ -31,7 +32,6 @@ from chaoslab.journal import Journal, pending
 from chaoslab.layers import Layer
 from chaoslab.live import LiveView
 from chaoslab.load.grpc_schema import GrpcSchemas
-from chaoslab.load.records import Request, latency_histogram
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
 from chaoslab.probes.choose import choose
@@ -380,33 +380,28 @@ def _analyse(
             r.snap = {k: h for k, h in r.snap.items() if (k[0], k[1]) not in observer.lost}
     trapped = any(c.traps for c in observer.costs)
     records = sorted(load.records, key=lambda q: q.due)  # once: each window below bisects it
-    longest = max((q.end - q.due for q in records), default=0.0)
-    by_phase: dict[str, list[Request]] = {r.spec.name: [] for r in runs}
-    for req in records:
-        for r in runs:
-            if r.start <= req.due < r.end:
-                by_phase[r.spec.name].append(req)
-                break
+    tally = RunTally([(r.spec.name, r.start, r.end) for r in runs], load.t0 or runs[0].start, load.names)
+    tally.add_all(records)
     data = {
         r.spec.name: attribution.PhaseData(
             r.spec.name,
-            by_phase[r.spec.name],
+            tally.by_phase[r.spec.name],
             r.snap,
             stalls.held(records, r.start, r.end),
-            attribution.in_window(records, r.start, r.end, longest),
+            attribution.in_window(records, r.start, r.end, tally.longest_s),
         )
         for r in runs
     }
     base = data[runs[0].spec.name]
-    client = [client_view.client_row(r.spec.name, by_phase[r.spec.name], r.end - r.start) for r in runs]
+    client = [client_view.client_row(r.spec.name, tally.by_phase[r.spec.name], r.end - r.start) for r in runs]
     protocols = {q.name: q.protocol for q in ctx.scenario.load.requests}
     per_name = [
         row
         for r in runs
-        for row in client_view.by_name(r.spec.name, by_phase[r.spec.name], r.end - r.start, protocols)
+        for row in client_view.by_name(r.spec.name, tally.by_name, r.end - r.start, protocols)
     ]
     spans = [(r.spec.name, r.scheduled, r.end) for r in runs]  # the timeline shows the schedule
-    timeline, second_hists = client_view.seconds(records, load.t0 or runs[0].start, spans)
+    timeline, second_hists = client_view.seconds(tally.by_second, tally.t0, spans)
     per_worker = load.workers(runs[-1].end - runs[0].start, runs[-1].end)
     generator = client_view.generator(
         str(ctx.scenario.load.model),
@@ -442,8 +437,8 @@ def _analyse(
     drift = None
     if len(quiet) >= 2:
         drift = attribution.drift(
-            by_phase[quiet[0].spec.name],
-            by_phase[quiet[-1].spec.name],
+            tally.by_phase[quiet[0].spec.name],
+            tally.by_phase[quiet[-1].spec.name],
             quiet[0].spec.name,
             quiet[-1].spec.name,
         )
@@ -463,7 +458,7 @@ def _analyse(
         timeline=timeline,
         generator=generator,
         histograms={
-            "phases": {r.spec.name: latency_histogram(by_phase[r.spec.name]).to_json() for r in runs},
+            "phases": {r.spec.name: tally.by_phase[r.spec.name].latency.to_json() for r in runs},
             "seconds": second_hists,
         },
         unmeasured=[

@@ -7,6 +7,7 @@ import pytest
 from chaoslab.analysis.attribution import FaultCheck, PhaseData, Stalls, drift, in_window
 from chaoslab.analysis.attribution import verdict as verdict_of
 from chaoslab.analysis.stats import mann_whitney_hist, mann_whitney_p
+from chaoslab.analysis.tally import Tally
 from chaoslab.hist import Histogram, bucket_of
 from chaoslab.layers import Layer
 from chaoslab.load.records import Request
@@ -20,6 +21,10 @@ def requests(latencies: list[float], start: float = 1000.0) -> list[Request]:
         Request(start + i * 0.02, start + i * 0.02, start + i * 0.02 + lat, 200, "work", "")
         for i, lat in enumerate(latencies)
     ]
+
+
+def tally(latencies: list[float]) -> Tally:
+    return Tally.of(requests(latencies))
 
 
 def lat(rng: random.Random, n: int, median: float) -> list[float]:
@@ -36,7 +41,9 @@ def snapshot(n: int, entropy_each: float, reads: int, tls_extra: float, proxy_ex
 def verdict(
     name: str, base: list[Request], base_snap: Snapshot, reqs: list[Request], snap: Snapshot, checks: list
 ):  # type: ignore[no-untyped-def]
-    return verdict_of(PhaseData("baseline", base, base_snap), PhaseData(name, reqs, snap), checks)
+    return verdict_of(
+        PhaseData("baseline", Tally.of(base), base_snap), PhaseData(name, Tally.of(reqs), snap), checks
+    )
 
 
 def test_mann_whitney_separates_shifted_samples_only() -> None:
@@ -115,10 +122,8 @@ def test_slowdown_no_layer_explains_is_inconclusive() -> None:
 
 def test_drift_between_baseline_and_recovery_is_reported() -> None:
     rng = random.Random(8)
-    assert (
-        drift(requests(lat(rng, 300, 0.004)), requests(lat(rng, 300, 0.004)), "baseline", "recovery") is None
-    )
-    text = drift(requests(lat(rng, 300, 0.004)), requests(lat(rng, 300, 0.009)), "baseline", "recovery")
+    assert drift(tally(lat(rng, 300, 0.004)), tally(lat(rng, 300, 0.004)), "baseline", "recovery") is None
+    text = drift(tally(lat(rng, 300, 0.004)), tally(lat(rng, 300, 0.009)), "baseline", "recovery")
     assert text is not None and "the baseline drifted" in text
 
 
@@ -155,13 +160,13 @@ def test_pause_is_absorbed_by_cpu_through_its_stall() -> None:
     rng = random.Random(10)
     base_reqs = requests(lat(rng, 200, 0.004))
     slow = requests([x + 0.5 for x in lat(rng, 200, 0.004)])
-    base = PhaseData("baseline", base_reqs, {}, {(Layer.CPU, "api"): [0.0001] * 20})
-    cur = PhaseData("paused", slow, {}, {(Layer.CPU, "api"): [200 * 0.5 / 20] * 20})
+    base = PhaseData("baseline", Tally.of(base_reqs), {}, {(Layer.CPU, "api"): [0.0001] * 20})
+    cur = PhaseData("paused", Tally.of(slow), {}, {(Layer.CPU, "api"): [200 * 0.5 / 20] * 20})
     v = verdict_of(base, cur, [FaultCheck(Layer.CPU, "api", None, True, "frozen")])
     assert v.status is Status.ABSORBED, v.reason
     assert (v.layer, v.target) == ("cpu", "api")
     assert v.explained == pytest.approx(1.0, abs=0.05)  # each of the 200 requests held 0.5 s
-    idle = PhaseData("paused", slow, {}, {(Layer.CPU, "api"): [0.0001] * 20})
+    idle = PhaseData("paused", Tally.of(slow), {}, {(Layer.CPU, "api"): [0.0001] * 20})
     v2 = verdict_of(base, idle, [FaultCheck(Layer.CPU, "api", None, True, "frozen")])
     assert v2.status is Status.INVALID
     assert "no significant added time" in v2.reason
@@ -202,7 +207,9 @@ def test_a_backlog_draining_after_the_phase_is_carried_and_the_shares_are_of_the
     quiet = {(Layer.CPU, "api"): [1e-6] * 50}
     check = [FaultCheck(Layer.CPU, "api", None, True, "limited")]
     v = verdict_of(
-        PhaseData("baseline", base, {}, quiet, base_s), PhaseData("limited", slow, {}, ticks, slow_s), check
+        PhaseData("baseline", Tally.of(base), {}, quiet, base_s),
+        PhaseData("limited", Tally.of(slow), {}, ticks, slow_s),
+        check,
     )
     assert v.status is Status.ABSORBED, v.reason
     assert v.explained == pytest.approx(1.0, abs=0.01)
@@ -216,7 +223,11 @@ def test_a_backlog_draining_after_the_phase_is_carried_and_the_shares_are_of_the
         in v.sentence()
     )
     # measured against the whole mean, the same cause would explain only the window's part
-    whole = verdict_of(PhaseData("baseline", base, {}, quiet), PhaseData("limited", slow, {}, ticks), check)
+    whole = verdict_of(
+        PhaseData("baseline", Tally.of(base), {}, quiet),
+        PhaseData("limited", Tally.of(slow), {}, ticks),
+        check,
+    )
     assert whole.carried_ms == 0.0 and whole.carried_words() == ""
     assert whole.explained == pytest.approx(1 - v.carried_ms / v.client_added_mean_ms, abs=0.01)
 
@@ -236,14 +247,14 @@ def test_a_slow_minority_of_events_is_significant_through_the_tail() -> None:
 
 def test_a_change_in_the_tail_alone_is_a_change_of_the_phase() -> None:
     # packet loss: one request in ten waits for a 200 ms retransmission, the rest as before
-    from chaoslab.analysis.stats import shift_p
+    from chaoslab.analysis.stats import hist_shift_p
 
     rng = random.Random(12)
     base = lat(rng, 300, 0.002)
     lossy = [x + (0.2 if i % 10 == 0 else 0.0) for i, x in enumerate(lat(rng, 300, 0.002))]
     assert mann_whitney_p(base, lossy) > 0.001  # the ranks barely move
-    assert shift_p(base, lossy) < 1e-6
-    assert shift_p(base, lat(rng, 300, 0.002)) > 0.001
+    assert hist_shift_p(tally(base).latency, tally(lossy).latency) < 1e-6
+    assert hist_shift_p(tally(base).latency, tally(lat(rng, 300, 0.002)).latency) > 0.001
 
     def net(values: list[float]) -> Snapshot:
         return {(Layer.NETWORK, "api", LAYER): Histogram.of(int(x * 1e9) for x in values)}

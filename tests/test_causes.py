@@ -11,6 +11,7 @@ import pytest
 from chaoslab.analysis.attribution import FaultCheck, PhaseData
 from chaoslab.analysis.attribution import verdict as verdict_of
 from chaoslab.analysis.causes import Nesting, Node
+from chaoslab.analysis.tally import Tally
 from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
 from chaoslab.probes.base import LAYER
@@ -55,7 +56,7 @@ def phase(
     stalls: dict[tuple[Layer, str], list[float]] | None = None,
 ) -> PhaseData:
     rng = random.Random(seed)
-    return PhaseData(name, requests([x + added for x in lat(rng, N, 0.004)]), snap, stalls or {})
+    return PhaseData(name, Tally.of(requests([x + added for x in lat(rng, N, 0.004)])), snap, stalls or {})
 
 
 BASE = phase("baseline", 0.0, stack(), 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from chaoslab.analysis import client
+from chaoslab.analysis.tally import RunTally, Tally
 from chaoslab.hist import FineHistogram
 from chaoslab.load.records import (
     READY,
@@ -152,11 +153,11 @@ def test_generator_is_flagged_for_cpu_or_idle_late_sends() -> None:
         Request(i * 0.01, i * 0.01 + (0.02 if i < 10 else 0), i * 0.01 + 0.03, 200, "a", "", True)
         for i in range(100)
     ]
-    row = client.client_row("p", reqs, 1.0)
+    row = client.client_row("p", Tally.of(reqs), 1.0)
     assert row.generator_late == 10 and row.late == 10
     flagged = client.generator("open", 1, [row], {"p": (0.2, 0.3)})
     assert flagged.saturated and "sent late" in flagged.reasons[0]
-    on_time = [client.client_row("p", reqs[10:], 1.0)]
+    on_time = [client.client_row("p", Tally.of(reqs[10:]), 1.0)]
     busy_cpu = client.generator("open", 1, on_time, {"p": (0.95, None)})
     assert busy_cpu.saturated and "0.95 cores" in busy_cpu.reasons[0]
     # below 0.9 cores, but its threads waited for a CPU the targets held: it could not run more
@@ -171,13 +172,17 @@ def test_generator_is_flagged_for_cpu_or_idle_late_sends() -> None:
     assert not unknown.saturated and unknown.wait_by_phase == {}
 
 
-def test_client_row_has_exact_quantiles_and_errors_by_kind() -> None:
+def test_client_row_has_three_significant_digits_and_errors_by_kind() -> None:
     reqs = [Request(0, 0, (i + 1) / 1000, 200, "a", "") for i in range(1000)]
     reqs += [Request(0, 0, 1, 0, "a", "grpc-UNAVAILABLE"), Request(0, 0, 1, 503, "a", "http-503")]
-    row = client.client_row("p", reqs, 2.0)
-    assert (row.p50_ms, row.p99_ms, row.max_ms) == (500.5, 990.01, 1000.0)
-    assert row.p999_ms == pytest.approx(999.001)
+    row = client.client_row("p", Tally.of(reqs), 2.0)
+    # the quantiles at HdrHistogram's rank (q * n: the 500th of 1,000 values), to three
+    # significant digits; the maximum exact
+    for got, value in ((row.p50_ms, 500), (row.p99_ms, 990), (row.p999_ms, 999)):
+        assert got == pytest.approx(value, rel=0.001), (got, value)
+    assert row.max_ms == 1000.0
     assert row.errors_by_kind == {"grpc-UNAVAILABLE": 1, "http-503": 1} and row.rate == 501.0
+    assert row.requests == 1002 and row.errors == 2
 
 
 def test_fine_histogram_keeps_three_significant_digits() -> None:
@@ -191,7 +196,9 @@ def test_fine_histogram_keeps_three_significant_digits() -> None:
 
 def test_timeline_groups_by_second_of_due_time() -> None:
     reqs = [Request(100 + i * 0.1, 100 + i * 0.1, 100 + i * 0.1 + 0.002, 200, "a", "") for i in range(30)]
-    rows, hists = client.seconds(reqs, 100.0, [("a", 100.0, 102.0), ("b", 102.0, 103.0)])
+    run = RunTally([], 100.0)
+    run.add_all(reqs)
+    rows, hists = client.seconds(run.by_second, 100.0, [("a", 100.0, 102.0), ("b", 102.0, 103.0)])
     assert [(r.second, r.phase, r.requests) for r in rows] == [(0, "a", 10), (1, "a", 10), (2, "b", 10)]
     assert len(hists) == 3
 

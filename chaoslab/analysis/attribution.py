@@ -18,7 +18,7 @@ A phase's client latencies, and a layer's events, changed when they shifted (Man
 when more of them lie beyond the baseline's p99 (a change confined to a few events, like one
 slow syscall among many or one request in ten waiting for a retransmission, moves no ranks),
 or when their mean rose beyond its standard error (Welch's, with the pooled variance's error
-when that is larger): Bonferroni over the three (stats.shift_p); for stalls, when the per-tick
+when that is larger): Bonferroni over the three (stats.hist_shift_p); for stalls, when the per-tick
 held time shifted (Mann-Whitney over ticks). Fewer than 5 events or ticks on a side cannot
 decide (30 for the mean).
 """
@@ -34,10 +34,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from chaoslab.analysis import causes
-from chaoslab.analysis.stats import hist_shift_p, mann_whitney_p, shift_p
+from chaoslab.analysis.stats import hist_shift_p, mann_whitney_hist, mann_whitney_p
+from chaoslab.analysis.tally import Tally
 from chaoslab.hist import Histogram
 from chaoslab.layers import DEPTH, Layer
-from chaoslab.load.records import Request, quantile
+from chaoslab.load.records import Request
 from chaoslab.probes.base import LAYER, Stall
 from chaoslab.probes.network import DEPENDENCY_METRICS
 from chaoslab.probes.set import Snapshot
@@ -86,10 +87,11 @@ class FaultCheck:
 
 @dataclass
 class PhaseData:
-    """What one phase measured: the client's requests, the probes' histograms, the stalls."""
+    """What one phase measured: the client's requests (their tally), the probes' histograms,
+    the stalls."""
 
     name: str
-    requests: list[Request]
+    client: Tally
     snap: Snapshot
     stall_ticks: dict[LayerKey, list[float]] = field(default_factory=dict)  # request-seconds per tick
     # the client's request-seconds inside the phase's window, of every successful request in
@@ -100,10 +102,10 @@ class PhaseData:
     def client_s(self) -> float:
         """Seconds of client time per successful request (as the client's mean counts them),
         counted as the layers' are: inside the phase's window, per request of the phase."""
-        ok = [r.latency for r in self.requests if r.ok]
+        ok = self.client.ok
         if not ok:
             return 0.0
-        return (sum(ok) if self.window_s is None else self.window_s) / len(ok)
+        return (self.client.ok_s if self.window_s is None else self.window_s) / ok
 
     @property
     def stall_s(self) -> dict[LayerKey, float]:
@@ -116,13 +118,13 @@ class PhaseData:
 
     def metric_share(self, key: LayerKey, metric: str) -> float:
         """Seconds of one metric of a layer per client request."""
-        n = len(self.requests)
+        n = self.client.requests
         h = self.snap.get((key[0], key[1], metric), Histogram())
         return h.sum_ns / 1e9 / n if n else 0.0
 
     def share(self, key: LayerKey) -> float:
         """Seconds of this layer per client request."""
-        n = len(self.requests)
+        n = self.client.requests
         h = self.layers.get(key, Histogram())
         return (h.sum_ns / 1e9 + sum(self.stall_ticks.get(key, []))) / n if n else 0.0
 
@@ -185,7 +187,7 @@ def in_window(
 
 def layer_rows(data: PhaseData) -> list[LayerRow]:
     """The layer as a whole first, then its metrics, for every (layer, target) measured."""
-    n = len(data.requests)
+    n = data.client.requests
     rows = []
     ordered = sorted(
         data.snap.items(),
@@ -224,15 +226,16 @@ def verdict(
     them cannot be traced, so its phase is inconclusive rather than credited to an outer layer.
     `calls`: each target's links, the targets it calls (default: a proxy calls every other
     target), for the nesting of layers across targets."""
-    b = sorted(r.latency for r in base.requests if r.ok)
-    f = sorted(r.latency for r in cur.requests if r.ok)
-    added_p50 = quantile(f, 0.5) - quantile(b, 0.5)
+    b, f = base.client, cur.client
+    added_p50 = f.quantile_s(0.5) - b.quantile_s(0.5)
     added_mean = _client_added_mean(base, cur)
     # what the layers can hold: the client's time inside the phase's window (a backlog the phase
     # leaves drains after it, where no probe's figures for the phase reach); the rest is carried
     in_phase = cur.client_s - base.client_s
     carried = added_mean - in_phase
-    p = shift_p(b, f)  # ranks, tail or mean: packet loss moves the tail and the mean alone
+    p = hist_shift_p(
+        b.latency, f.latency
+    )  # ranks, tail or mean: packet loss moves the tail and the mean alone
     contributions = _contributions(base, cur, in_phase)
 
     def make(
@@ -289,11 +292,11 @@ def verdict(
         problem = _not_observed(check, base, cur, contributions)
         if problem:
             return make(Status.INVALID, str(check.layer), check.target, 0.0, 0.0, problem)
-    if len(b) < 5 or len(f) < 5:
+    if b.ok < 5 or f.ok < 5:
         return make(
-            Status.INCONCLUSIVE, None, None, 0.0, 0.0, f"too few requests ({len(b)} baseline, {len(f)} here)"
+            Status.INCONCLUSIVE, None, None, 0.0, 0.0, f"too few requests ({b.ok} baseline, {f.ok} here)"
         )
-    floor = max(MIN_ADDED_S, MIN_ADDED_FRACTION * quantile(b, 0.5))
+    floor = max(MIN_ADDED_S, MIN_ADDED_FRACTION * b.quantile_s(0.5))
     if p >= P_SIGNIFICANT or max(added_p50, added_mean) < floor:
         return make(
             Status.NO_CHANGE,
@@ -408,9 +411,7 @@ def _main_cause(
 
 def _client_added_mean(base: PhaseData, cur: PhaseData) -> float:
     """Seconds the client's mean latency (successful requests) rose by."""
-    b = [r.latency for r in base.requests if r.ok]
-    f = [r.latency for r in cur.requests if r.ok]
-    return (sum(f) / len(f) if f else 0.0) - (sum(b) / len(b) if b else 0.0)
+    return cur.client.mean_s - base.client.mean_s
 
 
 def depth(c: Contribution, base: PhaseData, cur: PhaseData) -> float:
@@ -439,7 +440,7 @@ def _contributions(base: PhaseData, cur: PhaseData, client_added: float) -> list
             # a layer whose events only the phase has (reclaim under a memory limit): no event
             # got slower, events appeared; the chance that all of them fall in this phase's
             # requests if they came at one rate across both phases
-            p = appeared_p(hf.count, len(base.requests), len(cur.requests))
+            p = appeared_p(hf.count, base.client.requests, cur.client.requests)
         if key in cur.stall_ticks or key in base.stall_ticks:
             # and a shift of the stalls' held time per tick: a layer measured both ways (the cpu
             # layer: run-queue waits as events, throttling and freezes as sampled stalls) counts
@@ -501,15 +502,13 @@ def _not_observed(
     return ""
 
 
-def drift(first: list[Request], last: list[Request], first_name: str, last_name: str) -> str | None:
+def drift(first: Tally, last: Tally, first_name: str, last_name: str) -> str | None:
     """Say so when the baseline and the final fault-free phase disagree."""
-    a = sorted(r.latency for r in first if r.ok)
-    b = sorted(r.latency for r in last if r.ok)
-    if len(a) < 5 or len(b) < 5:
+    if first.ok < 5 or last.ok < 5:
         return None
-    shift = quantile(b, 0.5) - quantile(a, 0.5)
-    floor = max(MIN_ADDED_S, MIN_ADDED_FRACTION * quantile(a, 0.5))
-    if mann_whitney_p(a, b) < P_SIGNIFICANT and abs(shift) >= floor:
+    shift = last.quantile_s(0.5) - first.quantile_s(0.5)
+    floor = max(MIN_ADDED_S, MIN_ADDED_FRACTION * first.quantile_s(0.5))
+    if mann_whitney_hist(first.latency.buckets, last.latency.buckets) < P_SIGNIFICANT and abs(shift) >= floor:
         return f"{last_name} p50 differs from {first_name} by {shift * 1000:+.1f} ms: the baseline drifted"
     return None
 

@@ -1,17 +1,19 @@
 """The client's side of the report: per phase, per request name, per second, and whether
 the load generator itself kept up.
 
-Quantiles are exact (every request's times are known); the histograms saved with the
-report are FineHistograms (three significant digits), not Locust's rounded buckets.
+Every figure comes from the requests' tallies (analysis/tally.py): quantiles from
+FineHistograms (three significant digits, at the rank q * n, as HdrHistogram's), maxima and
+means exact; the histograms saved with the report are the same FineHistograms, not Locust's
+rounded buckets.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
-from chaoslab.load.records import PARTS, Request, latency_histogram, quantile
+from chaoslab.analysis.tally import Tally
+from chaoslab.hist import FineHistogram
+from chaoslab.load.records import PARTS
 from chaoslab.report.model import ClientRow, GeneratorRecord, SecondRow, WorkerRow
 
 # A Locust process at this share of a core is saturated: its Python code (every user's, on one
@@ -27,78 +29,74 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-def client_row(
-    phase: str, reqs: Sequence[Request], duration: float, name: str = "", protocol: str = ""
-) -> ClientRow:
-    lat = sorted(r.latency for r in reqs if r.ok)
-    errors = Counter(r.error for r in reqs if not r.ok)
-    sent = sorted(max(r.late, 0.0) for r in reqs if r.idle)
-    answer = sorted(r.end - r.sent for r in reqs if r.ok)
-    parts = [p for p in (r.parts() for r in reqs if r.ok) if p is not None]
-    by_part = [sorted(column) for column in zip(*parts, strict=True)] if parts else []
+def _q(h: FineHistogram, q: float) -> float:
+    return _ms(h.quantile_ns(q) / 1e9)
+
+
+def client_row(phase: str, t: Tally, duration: float, name: str = "", protocol: str = "") -> ClientRow:
+    errors = sum(t.errors.values())
     return ClientRow(
         phase=phase,
-        requests=len(reqs),
-        errors=sum(errors.values()),
-        rate=round(len(reqs) / duration, 2) if duration > 0 else 0.0,
-        p50_ms=_ms(quantile(lat, 0.5)),
-        p90_ms=_ms(quantile(lat, 0.9)),
-        p99_ms=_ms(quantile(lat, 0.99)),
-        max_ms=_ms(lat[-1] if lat else 0.0),
-        late=sum(1 for r in reqs if r.is_late),
-        errors_by_kind=dict(errors),
-        p999_ms=_ms(quantile(lat, 0.999)),
+        requests=t.requests,
+        errors=errors,
+        rate=round(t.requests / duration, 2) if duration > 0 else 0.0,
+        p50_ms=_q(t.latency, 0.5),
+        p90_ms=_q(t.latency, 0.9),
+        p99_ms=_q(t.latency, 0.99),
+        max_ms=_ms(t.max_s),
+        late=t.late,
+        errors_by_kind=dict(t.errors),
+        p999_ms=_q(t.latency, 0.999),
         name=name,
         protocol=protocol,
-        generator_late=sum(1 for r in reqs if r.generator_late),
-        sent_p50_ms=_ms(quantile(sent, 0.5)),
-        sent_p99_ms=_ms(quantile(sent, 0.99)),
-        answer_p50_ms=_ms(quantile(answer, 0.5)),
-        answer_p99_ms=_ms(quantile(answer, 0.99)),
-        split_requests=len(parts),
-        split_ms={k: round(math.fsum(v) / len(v) * 1000, 4) for k, v in zip(PARTS, by_part, strict=False)},
-        split_p50_ms={k: _ms(quantile(v, 0.5)) for k, v in zip(PARTS, by_part, strict=False)},
-        split_p99_ms={k: _ms(quantile(v, 0.99)) for k, v in zip(PARTS, by_part, strict=False)},
+        generator_late=t.generator_late,
+        sent_p50_ms=_q(t.sent, 0.5),
+        sent_p99_ms=_q(t.sent, 0.99),
+        answer_p50_ms=_q(t.answer, 0.5),
+        answer_p99_ms=_q(t.answer, 0.99),
+        split_requests=t.split_requests,
+        split_ms={k: round(v * 1000, 4) for k, v in t.split_mean_s().items()},
+        split_p50_ms={k: _q(h, 0.5) for k, h in zip(PARTS, t.parts, strict=True)} if t.split_requests else {},
+        split_p99_ms={k: _q(h, 0.99) for k, h in zip(PARTS, t.parts, strict=True)}
+        if t.split_requests
+        else {},
     )
 
 
 def by_name(
-    phase: str, reqs: Sequence[Request], duration: float, protocols: Mapping[str, str]
+    phase: str, tallies: Mapping[tuple[str, str], Tally], duration: float, protocols: Mapping[str, str]
 ) -> list[ClientRow]:
-    groups: dict[str, list[Request]] = {name: [] for name in protocols}
-    for r in reqs:
-        groups.setdefault(r.name, []).append(r)
-    return [client_row(phase, g, duration, name, protocols.get(name, "")) for name, g in groups.items()]
+    """The phase's rows per request name: the load's mix in order, then any other name."""
+    names = list(protocols) + sorted({n for p, n in tallies if p == phase} - set(protocols))
+    return [
+        client_row(phase, tallies.get((phase, name), Tally()), duration, name, protocols.get(name, ""))
+        for name in names
+    ]
 
 
 def seconds(
-    records: Sequence[Request], t0: float, phases: Sequence[tuple[str, float, float]]
+    by_second: Mapping[int, Tally], t0: float, phases: Sequence[tuple[str, float, float]]
 ) -> tuple[list[SecondRow], list[Mapping[str, object]]]:
     """Per second from t0 (by due time): a row and the second's latency histogram."""
-    groups: dict[int, list[Request]] = defaultdict(list)
-    for r in records:
-        if r.due >= t0:
-            groups[math.floor(r.due - t0)].append(r)
     rows: list[SecondRow] = []
     hists: list[Mapping[str, object]] = []
-    for sec in sorted(groups):
-        reqs = groups[sec]
-        lat = sorted(r.latency for r in reqs if r.ok)
+    for sec in sorted(by_second):
+        t = by_second[sec]
         at = t0 + sec
         phase = next((name for name, start, end in phases if start <= at < end), "")
         rows.append(
             SecondRow(
                 second=sec,
                 phase=phase,
-                requests=len(reqs),
-                errors=sum(1 for r in reqs if not r.ok),
-                late=sum(1 for r in reqs if r.is_late),
-                p50_ms=_ms(quantile(lat, 0.5)),
-                p99_ms=_ms(quantile(lat, 0.99)),
-                max_ms=_ms(lat[-1] if lat else 0.0),
+                requests=t.requests,
+                errors=sum(t.errors.values()),
+                late=t.late,
+                p50_ms=_q(t.latency, 0.5),
+                p99_ms=_q(t.latency, 0.99),
+                max_ms=_ms(t.max_s),
             )
         )
-        hists.append({"second": sec, **latency_histogram(reqs).to_json()})
+        hists.append({"second": sec, **t.latency.to_json()})
     return rows, hists
 
 

@@ -54,17 +54,12 @@ def mann_whitney_hist(a: Mapping[Value, int], b: Mapping[Value, int]) -> float:
     return math.erfc(abs(z) / math.sqrt(2))
 
 
-def shift_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """p-value that b shifted from a: in its ranks (either way), in its tail alone or in its
-    mean (higher), Bonferroni over the three tests. 10% of requests slower by a 200 ms
-    retransmission move no rank that matters; they put a tenth of the phase above the
-    baseline's p99, and their 200 ms move the mean far more than its standard error."""
-    ca, cb = Counter(a), Counter(b)
-    return min(1.0, 3 * min(mann_whitney_p(a, b), tail_shift_p(ca, cb), mean_shift_p(ca, cb)))
-
-
 def hist_shift_p(a: Histogram, b: Histogram) -> float:
-    """`shift_p` on two histograms, a bucket's events at its middle for the mean."""
+    """p-value that b shifted from a: in its ranks (either way), in its tail alone or in its
+    mean (higher), Bonferroni over the three tests; a bucket's events at its middle for the
+    mean. 10% of requests slower by a 200 ms retransmission move no rank that matters; they put
+    a tenth of the phase above the baseline's p99, and their 200 ms move the mean far more than
+    its standard error."""
 
     def values(h: Histogram) -> dict[float, int]:
         return {sum(bucket_bounds(k, h.sub_bits)) / 2: c for k, c in h.buckets.items()}

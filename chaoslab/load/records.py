@@ -29,8 +29,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaoslab.hist import FineHistogram
-
 LATE_TOLERANCE = 0.010  # a request sent this much after its due time counts as late
 
 REQUEST = struct.Struct("<BdddHHHB")  # kind 0, due, sent, end, status, mix index, error, idle
@@ -214,7 +212,3 @@ def quantile(sorted_values: list[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def latency_histogram(requests: list[Request]) -> FineHistogram:
-    return FineHistogram.of(int(r.latency * 1e9) for r in requests if r.ok)
