@@ -63,7 +63,7 @@ def one_round(
         raise
     finally:
         load.stop()
-    done = [r for r in load.records if t0 <= r.sent < t0 + seconds]
+    done = [r for batch in load.read_records() for r in batch if t0 <= r.sent < t0 + seconds]
     failed = [r for r in done if not r.ok]
     if failed:
         sys.exit(f"{len(failed)} calls failed, e.g. {failed[0].error}")

@@ -64,7 +64,7 @@ def chaoslab_rate(
         time.sleep(max(t0 + seconds + 0.5 - time.time(), 0))
     finally:
         load.stop()
-    done = [r for r in load.records if t0 <= r.sent < t0 + seconds and r.ok]
+    done = [r for batch in load.read_records() for r in batch if t0 <= r.sent < t0 + seconds and r.ok]
     return len(done) / seconds
 
 

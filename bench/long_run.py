@@ -9,6 +9,7 @@ two phases of half the length each) at each length, one after the other, and pri
   - the time from the last phase's end to the process's exit (load stopped, probes
     detached, the analysis, the report written);
   - the size of the records files the run keeps;
+  - the most request records alive in the run's process at once (counted every 0.5 s);
 then the ratios long/short. Flat memory means a ratio near 1 at a rate the generator keeps.
 
     sudo .venv/bin/python bench/long_run.py [--lengths 60,600] [--rate 1500] [--probes]
@@ -104,6 +105,7 @@ class Row:
     after_load_s: float
     records_bytes: int
     saturated: bool
+    held: int  # the most requests alive in the run's process at once (chaoslab/diag.py)
 
 
 def one_run(length: int, rate: int, probes: bool, tmp: Path) -> Row:
@@ -113,6 +115,7 @@ def one_run(length: int, rate: int, probes: bool, tmp: Path) -> Row:
     out = tmp / f"out-{length}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "chaoslab", "run", str(path), "--out", str(out)],
+        env={**os.environ, "CHAOSLAB_COUNT_REQUESTS": str(tmp / f"held-{length}.json")},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=REPO,
@@ -143,6 +146,7 @@ def one_run(length: int, rate: int, probes: bool, tmp: Path) -> Row:
         ended - last_phase_done if last_phase_done else float("nan"),
         records,
         bool(report["generator"]["saturated"]),
+        json.loads((tmp / f"held-{length}.json").read_text())["max"],
     )
 
 
@@ -163,8 +167,8 @@ def main() -> int:
             mib = ", ".join(f"{name} {peak / 2**20:.0f} MiB" for name, peak in sorted(row.roles.items()))
             print(
                 f"{length:5d} s: {row.requests} requests; peak {mib}; after the load "
-                f"{row.after_load_s:.1f} s; records {row.records_bytes / 2**20:.1f} MiB"
-                + ("; GENERATOR SATURATED" if row.saturated else ""),
+                f"{row.after_load_s:.1f} s; records {row.records_bytes / 2**20:.1f} MiB; "
+                f"at most {row.held} requests alive" + ("; GENERATOR SATURATED" if row.saturated else ""),
                 flush=True,
             )
     a, b = rows
@@ -178,6 +182,7 @@ def main() -> int:
     run_a, run_b = a.roles.get("chaoslab run", 0), b.roles.get("chaoslab run", 0)
     grow = (run_b - run_a) / max(1, b.requests - a.requests)
     print(f"| the run's growth, bytes a request | | {grow:.0f} | |")
+    print(f"| requests alive at most | {a.held} | {b.held} | {b.held / max(1, a.held):.2f} |")
     x, y = a.after_load_s, b.after_load_s
     print(f"| after the load, s | {x:.2f} | {y:.2f} | {y / x:.2f} |")
     x, y = a.records_bytes / 2**20, b.records_bytes / 2**20

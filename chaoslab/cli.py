@@ -282,6 +282,7 @@ def _run(
     err: Console,
     crash: Crash,
 ) -> int:
+    from chaoslab.diag import count_requests_from_env
     from chaoslab.orchestrator import execute, new_run
     from chaoslab.report.render import print_report
     from chaoslab.report.writers import REPORT_WRITERS, write
@@ -301,6 +302,7 @@ def _run(
     ctx = new_run(scenario, out_dir, say, err)
     crash.dir = out_dir
     clean = False
+    counted = count_requests_from_env()
     try:
         if page is not None:
             page.follow(ctx)
@@ -318,6 +320,7 @@ def _run(
         if page is not None and not clean:
             page.close()
     files = write(report, REPORT_WRITERS.values(), out_dir)
+    counted()
     print_report(report, out, None)
     out.print(f"report: {', '.join(str(f) for f in files)}", highlight=False)
     if page is not None:

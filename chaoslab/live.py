@@ -200,8 +200,11 @@ class LiveView:
         ctx.events.subscribe("requests", self._on_requests)
 
     def _on_requests(self, batch: list[Request]) -> None:
+        horizon = time.time() - WINDOW
         with self._recent_lock:
             self.recent.extend(batch)
+            while self.recent and self.recent[0].end < horizon:  # rendered or not, the window's only
+                self.recent.popleft()
         self.progress.add(batch)
 
     def begin(self, t0: float, probes: list[str]) -> None:

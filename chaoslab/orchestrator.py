@@ -154,12 +154,12 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         ctx.say(f"load: {scenario.load.describe()}, to {to}")
         if stops.active:
             ctx.say(f"stop conditions: {'; '.join(scenario.abort.describe())}")
-        watch = RunWatch(targets, probes, stops, switch, lambda: load.records, ctx.say)
+        watch = RunWatch(targets, probes, stops, switch, lambda: (load.done, load.done_s), ctx.say)
         phases, abort = _run_phases(ctx, t0, faults, watch, live, signals, load, Meshes(targets))
         load.stop()
         stalls = attribution.Stalls(probes.stalls(), probes.samples)
         observer = Observer(
-            probes.costs(len(load.records), sum(r.latency for r in load.records)),
+            probes.costs(load.done, load.done_s),
             scenario.probe_budget,
             {(p.layer, t): lost for p, lost in probes.lost.items() for t in p.index.values()},
             choice.left_out,
@@ -262,8 +262,7 @@ def _run_phases(
         run.snap = {k: h - before.get(k, Histogram()) for k, h in after.items()}
         runs.append(run)
         if len(runs) == 1:
-            n = sum(1 for r in load.records if run.start <= r.due < run.end)
-            watch.stops.set_baseline(run.snap, n)
+            watch.stops.set_baseline(run.snap, load.count_due(run.start, run.end))
         live.phase_done(_phase_record(run))
         late = run.start - start
         ctx.say(
@@ -379,18 +378,26 @@ def _analyse(
         for r in runs:
             r.snap = {k: h for k, h in r.snap.items() if (k[0], k[1]) not in observer.lost}
     trapped = any(c.traps for c in observer.costs)
-    records = sorted(load.records, key=lambda q: q.due)  # once: each window below bisects it
+    # One pass over the records on disk, a chunk at a time: into the client's tallies and the
+    # request-seconds in flight in each phase's window and each stall's ticks (the phases'
+    # windows are all known now, so each request is counted where it belongs, in any order)
     tally = RunTally([(r.spec.name, r.start, r.end) for r in runs], load.t0 or runs[0].start, load.names)
-    tally.add_all(records)
+    flight = attribution.InFlight(
+        [(r.start, r.end) for r in runs], [span for r in runs for span in stalls.spans(r.start, r.end)]
+    )
+    for batch in load.read_records():
+        for req in batch:
+            tally.add(req)
+            flight.add(req)
     data = {
         r.spec.name: attribution.PhaseData(
             r.spec.name,
             tally.by_phase[r.spec.name],
             r.snap,
-            stalls.held(records, r.start, r.end),
-            attribution.in_window(records, r.start, r.end, tally.longest_s),
+            stalls.held(flight, r.start, r.end),
+            flight.window_s[i],
         )
-        for r in runs
+        for i, r in enumerate(runs)
     }
     base = data[runs[0].spec.name]
     client = [client_view.client_row(r.spec.name, tally.by_phase[r.spec.name], r.end - r.start) for r in runs]

@@ -15,13 +15,12 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from chaoslab.context import RunContext
 from chaoslab.errors import TargetError
 from chaoslab.faults import Fault
 from chaoslab.live import LiveView
-from chaoslab.load.records import Request
 from chaoslab.probes import ProbeSet
 from chaoslab.safety.stop import Abort, StopConditions
 from chaoslab.safety.switch import Switch
@@ -40,14 +39,15 @@ class RunWatch:
         probes: ProbeSet,
         stops: StopConditions,
         switch: Switch,
-        records: Callable[[], Sequence[Request]] = list,
+        done: Callable[[], tuple[int, float]] = lambda: (0, 0.0),
         say: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.targets = targets
         self.probes = probes
         self.stops = stops
         self.switch = switch
-        self.records = records  # the load's so far: the probes' cost is policed against their time
+        # the load's requests so far and the seconds they took: the probes' cost is policed against them
+        self.done = done
         self.say = say
 
     def tick(self, live: LiveView | None = None) -> None:
@@ -63,7 +63,7 @@ class RunWatch:
                     "see its log in the run's work directory",
                 )
         self.probes.sample()
-        for line in self.probes.police(self.records()):
+        for line in self.probes.police(*self.done()):
             self.say(line)
         if (trip := self.stops.check(self.probes)) is not None:
             raise Abort(trip)

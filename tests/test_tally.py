@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 
 import pytest
 
@@ -54,7 +55,6 @@ def test_a_phase_is_its_names_together_and_a_request_is_in_one_phase_by_due_time
     # the gap between fault and recovery is in no phase, but in its second
     assert sum(t.requests for t in run.by_phase.values()) == 2900
     assert run.by_second[20].requests == 100 and sum(t.requests for t in run.by_second.values()) == 3000
-    assert run.longest_s == max(r.latency for r in reqs)
 
 
 def test_a_tally_holds_its_quantiles_to_three_significant_digits_and_its_mean_exactly() -> None:
@@ -93,3 +93,14 @@ def test_the_inlined_record_is_the_histograms_own() -> None:
     values = [0.0, 1e-9, 5e-7, 1.023e-6, 1.024e-6, 0.0037, 0.25, 12.5]
     t = Tally.of(Request(0.0, 0.0, v, 200, "a", "") for v in values)
     assert t.latency.buckets == FineHistogram.of(int(v * 1e9) for v in values).buckets
+
+
+def test_the_baseline_count_takes_its_edge_bins_in_part() -> None:
+    from chaoslab.load.runner import DUE_BIN, due_in
+
+    dues = [1000 + i / 200 for i in range(2000)]  # 10 s at 200 requests/s
+    bins: Counter[int] = Counter(int(d / DUE_BIN) for d in dues)
+    for start, end in ((1000.0, 1010.0), (1001.03, 1004.57), (1002.5, 1002.55), (1011.0, 1012.0)):
+        exact = sum(1 for d in dues if start <= d < end)
+        assert due_in(bins, start, end) == pytest.approx(exact, abs=1.0), (start, end)
+    assert due_in(bins, 1005.0, 1005.0) == 0.0

@@ -29,7 +29,6 @@ import bisect
 import functools
 import itertools
 import math
-import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -95,7 +94,7 @@ class PhaseData:
     snap: Snapshot
     stall_ticks: dict[LayerKey, list[float]] = field(default_factory=dict)  # request-seconds per tick
     # the client's request-seconds inside the phase's window, of every successful request in
-    # flight there (in_window); None: the phase's own latencies (its requests all ended inside it)
+    # flight there (InFlight.window_s); None: the phase's own latencies (its requests all ended inside it)
     window_s: float | None = None
 
     @functools.cached_property
@@ -140,30 +139,41 @@ class Stalls:
         self.stalls = stalls
         self.samples = samples
 
-    def held(self, requests: list[Request], start: float, end: float) -> dict[LayerKey, list[float]]:
-        """Request-seconds held by stalls in each tick of [start, end]."""
+    def _ticks(self, start: float, end: float) -> list[tuple[float, float]]:
         times = [t for t, _ in self.samples if start - 0.05 <= t <= end + 0.05]
-        ticks = [(a, b) for a, b in itertools.pairwise(times) if b > a]
+        return [(a, b) for a, b in itertools.pairwise(times) if b > a]
+
+    def spans(self, start: float, end: float) -> list[tuple[float, float]]:
+        """What `held` weighs by the requests in flight: each tick of [start, end], and the part
+        of a tick each stall held."""
+        if not self.stalls and not self.samples:
+            return []
+        ticks = self._ticks(start, end)
+        frozen = [
+            (max(a, s.start), min(b, s.end))
+            for a, b in ticks
+            for _, s in self.stalls
+            if s.start < b and s.end > a
+        ]
+        return ticks + frozen
+
+    def held(self, flight: InFlight, start: float, end: float) -> dict[LayerKey, list[float]]:
+        """Request-seconds held by stalls in each tick of [start, end]; `flight` measured the
+        requests in flight over this phase's `spans`."""
+        ticks = self._ticks(start, end)
         if not ticks or (not self.stalls and not self.samples):
             return {}
-        reqs = sorted(requests, key=lambda r: r.due)
-        longest = max((r.end - r.due for r in reqs), default=0.0)
-
-        def overlap(a: float, b: float) -> float:
-            """Request-seconds in flight during [a, b], failed requests' too."""
-            return in_window(reqs, a, b, longest, ok_only=False)
-
         by_time = dict(self.samples)
         keys = {k for _, values in self.samples for k in values} | {
             (layer, s.target) for layer, s in self.stalls
         }
         out: dict[LayerKey, list[float]] = {k: [] for k in keys}
         for a, b in ticks:
-            in_flight = overlap(a, b) / (b - a)
+            in_flight = flight.span_s(a, b) / (b - a)
             for key in keys:
                 starved = by_time[b].get(key, 0.0) - by_time[a].get(key, 0.0)
                 frozen = sum(
-                    overlap(max(a, s.start), min(b, s.end))
+                    flight.span_s(max(a, s.start), min(b, s.end))
                     for layer, s in self.stalls
                     if (layer, s.target) == key and s.start < b and s.end > a
                 )
@@ -171,18 +181,47 @@ class Stalls:
         return out
 
 
-def in_window(
-    by_due: list[Request], start: float, end: float, longest: float | None = None, ok_only: bool = True
-) -> float:
-    """Request-seconds of the successful requests (every one unless `ok_only`) of a list sorted
-    by due time inside [start, end], each from its due time; `longest`, the longest latency in
-    the list, if known."""
-    if longest is None:
-        longest = max((r.end - r.due for r in by_due), default=0.0)
-    key = operator.attrgetter("due")
-    lo = bisect.bisect_left(by_due, start - longest, key=key)
-    hi = bisect.bisect_left(by_due, end, key=key)
-    return sum(max(0.0, min(r.end, end) - max(r.due, start)) for r in by_due[lo:hi] if r.ok or not ok_only)
+class InFlight:
+    """Request-seconds in flight, counted one request at a time (the requests need not be kept),
+    each request from its due time to its end: inside each phase's window, of the successful
+    requests (the client's time the layers are weighed against), and inside each of `spans` (the
+    stalls' ticks and their frozen parts), of every request, failed ones too."""
+
+    def __init__(
+        self, windows: Iterable[tuple[float, float]], spans: Iterable[tuple[float, float]] = ()
+    ) -> None:
+        self.windows = list(windows)
+        self.window_s = [0.0] * len(self.windows)
+        self.spans = sorted(set(spans))
+        self._starts = [a for a, _ in self.spans]
+        self._widest = max((b - a for a, b in self.spans), default=0.0)
+        self._span_s = [0.0] * len(self.spans)
+        self._index = {span: i for i, span in enumerate(self.spans)}
+
+    def add(self, r: Request) -> None:
+        due, end = r.due, r.end
+        if not r.error:
+            for i, (a, b) in enumerate(self.windows):
+                inside = min(end, b) - max(due, a)
+                if inside > 0:
+                    self.window_s[i] += inside
+        if self.spans:
+            starts, spans, seconds = self._starts, self.spans, self._span_s
+            i = bisect.bisect_left(starts, due - self._widest)
+            while i < len(starts) and starts[i] < end:
+                a, b = spans[i]
+                inside = min(end, b) - max(due, a)
+                if inside > 0:
+                    seconds[i] += inside
+                i += 1
+
+    def add_all(self, requests: Iterable[Request]) -> None:
+        for r in requests:
+            self.add(r)
+
+    def span_s(self, a: float, b: float) -> float:
+        """Request-seconds in flight during [a, b], one of the spans, failed requests' too."""
+        return self._span_s[self._index[(a, b)]]
 
 
 def layer_rows(data: PhaseData) -> list[LayerRow]:

@@ -136,7 +136,6 @@ class RunTally:
     names: Sequence[str] = ()
     by_name: dict[tuple[str, str], Tally] = field(default_factory=dict)
     by_second: dict[int, Tally] = field(default_factory=dict)
-    longest_s: float = 0.0  # the longest request's latency, failed ones too
 
     def __post_init__(self) -> None:
         for phase, _, _ in self.phases:
@@ -144,8 +143,6 @@ class RunTally:
                 self.by_name[(phase, name)] = Tally()
 
     def add(self, r: Request) -> None:
-        if r.end - r.due > self.longest_s:
-            self.longest_s = r.end - r.due
         if r.due >= self.t0:
             sec = math.floor(r.due - self.t0)
             t = self.by_second.get(sec)

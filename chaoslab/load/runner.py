@@ -8,6 +8,7 @@ records). Every process is journaled and stopped on every exit path.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -17,7 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ CPU_SAMPLE = 0.5  # seconds between samples of the generator's CPU time
 # seconds for the remote workers to answer their requests in flight and send their last records
 # (each waits 5 s at most for those in flight)
 FINISH_TIMEOUT = 10.0
+READ_CHUNK = 1 << 16  # bytes of a records file read at a time for the analysis (about 4,000 requests)
+DUE_BIN = 0.1  # seconds: the bins of due times the baseline's request count comes from (10 a second)
 # A worker silent this long before the load's end (or its timeout, if longer) dropped out of the run.
 DROP_GAP = 3.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -49,12 +53,27 @@ def base_of(protocol: str, target: str) -> str:
     return f"{protocol}:{target}"
 
 
+def due_in(bins: Mapping[int, int], start: float, end: float) -> float:
+    """Requests due in [start, end), of counts by due time in DUE_BIN bins: a bin at an edge
+    counts for the share of it inside, as if its requests were due evenly across it."""
+    lo, hi = start / DUE_BIN, end / DUE_BIN
+    total = 0.0
+    for b, c in bins.items():
+        share = min(b + 1, hi) - max(b, lo)
+        if share > 0:
+            total += c * share
+    return total
+
+
 @dataclass
 class LoadRunner:
     ctx: RunContext
     targets: dict[str, RunningTarget]
-    records: list[Request] = field(default_factory=list)
     t0: float | None = None
+    # the requests recorded so far (their records stay in the workers' files: read_records), and
+    # the seconds they took, from their due times
+    done: int = 0
+    done_s: float = 0.0
     # (epoch s, pid, CPU seconds used so far) for each Locust process
     # (time, pid, the process's CPU seconds, its threads' seconds runnable but waiting for a CPU:
     # None where the kernel has no schedstat)
@@ -71,6 +90,9 @@ class LoadRunner:
     late: dict[int, int] = field(default_factory=dict)  # of those, sent late by a free user
     last_due: dict[int, float] = field(default_factory=dict)  # each worker's last request's due time
     joined: list[dict[str, object]] = field(default_factory=list)
+    # requests by due time in DUE_BIN bins, until count_due is first asked (the baseline's count)
+    _due_bins: Counter[int] | None = field(default_factory=Counter)
+    _counting: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.grpc = self.schemas or GrpcSchemas(self.ctx)
@@ -427,6 +449,22 @@ class LoadRunner:
         """The load's mix in order: a record names its request by its index here."""
         return [r.name for r in self.spec.requests]
 
+    def read_records(self) -> Iterator[list[Request]]:
+        """Every request the run recorded, worker by worker, a chunk of its file at a time: the
+        analysis's one pass over them, in a memory that does not grow with the run."""
+        for i in range(self.spec.all_workers):
+            stream = RecordStream(self.names)
+            with contextlib.suppress(FileNotFoundError), self.records_path(i).open("rb") as fh:
+                while chunk := fh.read(READ_CHUNK):
+                    yield stream.feed(chunk)
+
+    def count_due(self, start: float, end: float) -> float:
+        """The requests recorded so far that were due in [start, end) (due_in); asked once, for
+        the baseline, after which the bins are no longer kept."""
+        with self._counting:
+            bins, self._due_bins = self._due_bins, None
+        return due_in(bins or {}, start, end)
+
     def _ready(self) -> int:
         ready = 0
         for i in range(self.spec.all_workers):
@@ -443,7 +481,12 @@ class LoadRunner:
                 chunk = fh.read()
                 if chunk:
                     batch = stream.feed(chunk)
-                    self.records.extend(batch)
+                    took = sum(r.end - r.due for r in batch)
+                    with self._counting:  # one tail thread per worker
+                        self.done += len(batch)
+                        self.done_s += took
+                        if self._due_bins is not None:
+                            self._due_bins.update(int(r.due / DUE_BIN) for r in batch)
                     self.per_worker[worker] += len(batch)
                     self.late[worker] += sum(1 for r in batch if r.generator_late)
                     if batch:

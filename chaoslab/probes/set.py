@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from chaoslab.errors import ChaoslabError, PreflightError
 from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
-from chaoslab.load.records import Request
 from chaoslab.probes.base import Probe, Stall
 from chaoslab.probes.cost import NO_TRAPS, TrapCost, Usage, other_run_cost, target_runs, trap_cost, usage
 from chaoslab.probes.stats import STATS
@@ -203,22 +202,22 @@ class ProbeSet:
         with self._lock:
             return {p: self._usage(p) for p in self.probes if p.obj is not None}
 
-    def police(self, records: Sequence[Request]) -> list[str]:
-        """The kill switch, called on every tick with the load's records so far: a probe whose
-        cost over the last second passed the budget's limit, as a share of the time the requests
-        of that second took, is detached, its layer lost from now on; one over the warning level
-        is reported once."""
+    def police(self, done: int, done_s: float) -> list[str]:
+        """The kill switch, called on every tick with the load's requests so far and the seconds
+        they took: a probe whose cost over the last second passed the budget's limit, as a share
+        of the time the requests of that second took, is detached, its layer lost from now on; one
+        over the warning level is reported once."""
         now = time.time()
         if self._last is None:
-            self._last = (now, len(records), 0.0, self.usage())
+            self._last = (now, done, done_s, self.usage())
             return []
-        then, seen, _, before = self._last
-        if now - then < POLICE_EVERY or len(records) - seen < POLICE_MIN_REQUESTS:
+        then, seen, seen_s, before = self._last
+        if now - then < POLICE_EVERY or done - seen < POLICE_MIN_REQUESTS:
             return []
-        fresh = records[seen:]
-        latency = sum(r.latency for r in fresh)
+        fresh = done - seen
+        latency = done_s - seen_s
         current = self.usage()
-        self._last = (now, len(records), latency, current)
+        self._last = (now, done, done_s, current)
         trap = self.trap_cost()
         out = []
         for probe, use in current.items():
@@ -226,7 +225,7 @@ class ProbeSet:
             share = paid / latency if latency > 0 else 0.0
             where = ", ".join(probe.index.values())
             said = (
-                f"{paid / len(fresh) * 1e6:.0f} µs per request over the last {now - then:.1f} s, "
+                f"{paid / fresh * 1e6:.0f} µs per request over the last {now - then:.1f} s, "
                 f"{share:.0%} of the requests' time"
             )
             if share > self.budget.limit:

@@ -164,7 +164,7 @@ class StopConditions:
                     out.hist = out.hist + tally.hist
         return out
 
-    def set_baseline(self, snap: Snapshot, requests: int) -> None:
+    def set_baseline(self, snap: Snapshot, requests: float) -> None:
         """The baseline phase's layer times: `added` compares the window with them."""
         if requests:
             self._baseline = _shares(snap, requests)
@@ -248,7 +248,7 @@ class StopConditions:
         )
 
 
-def _shares(snap: Snapshot, requests: int) -> dict[tuple[str, str], float]:
+def _shares(snap: Snapshot, requests: float) -> dict[tuple[str, str], float]:
     """Seconds of each layer (as a whole) per client request, by (layer, target)."""
     return {
         (str(layer), target): h.sum_ns / 1e9 / requests

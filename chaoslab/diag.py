@@ -1,0 +1,52 @@
+"""Diagnostics that a test or a bench turns on from the environment.
+
+CHAOSLAB_COUNT_REQUESTS=FILE: for the run's whole life (load, phases, analysis, report), a
+thread counts every half second the request records (load.records.Request) alive in the
+process, among the objects the garbage collector tracks, and keeps FILE holding the largest
+count and every sample, as JSON. A run that kept every request would count them all by its
+end; one that counts them as they come holds a few batches at a time, however long it runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+EVERY = 0.5  # seconds between counts
+
+
+def count_requests_from_env() -> Callable[[], None]:
+    """Start counting when the environment asks for it; returns what stops it (a last count)."""
+    path = os.environ.get("CHAOSLAB_COUNT_REQUESTS")
+    if not path:
+        return lambda: None
+    from chaoslab.load.records import Request
+
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def count() -> None:
+        n = sum(1 for o in gc.get_objects() if type(o) is Request)
+        samples.append((round(time.time(), 2), n))
+        tmp = Path(path + ".tmp")
+        tmp.write_text(json.dumps({"max": max(c for _, c in samples), "samples": samples}))
+        tmp.replace(path)
+
+    def loop() -> None:
+        while not stop.wait(EVERY):
+            count()
+
+    thread = threading.Thread(target=loop, name="count-requests", daemon=True)
+    thread.start()
+
+    def done() -> None:
+        stop.set()
+        thread.join()
+        count()
+
+    return done

@@ -1,0 +1,62 @@
+"""A run's memory does not grow with its length: the requests are counted as they come and
+read back from their files for the analysis, a chunk at a time, never all kept."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from chaoslab.load.records import read_records
+from tests.conftest import chaoslab, story
+
+SCENARIO = """\
+name: held-requests
+targets:
+  api: {{service: go-api}}
+load: {{protocol: http, target: api, path: /healthz, rate: {rate}/s, concurrency: 32}}
+phases:
+  - {{name: first, duration: {half}s}}
+  - {{name: second, duration: {half}s}}
+"""
+RATE = 300
+
+
+def held(tmp: Path, seconds: int) -> tuple[int, int, dict]:
+    """The largest number of requests alive in the run's process, the requests it recorded,
+    and its report."""
+    path = tmp / f"held-{seconds}.yaml"
+    path.write_text(SCENARIO.format(rate=RATE, half=seconds // 2))
+    out, counts = tmp / f"out-{seconds}", tmp / f"count-{seconds}.json"
+    res = chaoslab(
+        "run", str(path), "--out", str(out), env={**os.environ, "CHAOSLAB_COUNT_REQUESTS": str(counts)}
+    )
+    assert res.returncode == 0, story(res)
+    report = json.loads((out / "report.json").read_text())
+    recorded = sum(len(read_records(f)) for f in (out / "work").glob("requests-*.bin"))
+    samples = json.loads(counts.read_text())
+    assert len(samples["samples"]) >= seconds, samples  # counted all along, the analysis too
+    return samples["max"], recorded, report
+
+
+@pytest.mark.privileged
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_the_requests_alive_in_a_run_do_not_grow_with_its_length(tmp_path: Path) -> None:
+    short_max, short_n, short = held(tmp_path, 8)
+    long_max, long_n, long = held(tmp_path, 32)
+    assert long_n > 3.5 * short_n > 3.5 * 0.9 * 8 * RATE, (short_n, long_n)
+    # the live line's last seconds and the batches in hand: the same at both lengths, and far
+    # from every request (a run that kept them all counts long_n at its end)
+    assert long_max <= 1.5 * short_max + 300, (short_max, long_max)
+    assert long_max < long_n / 4, (long_max, long_n)
+    # with the probes on, and every request in the report: read back from the files
+    assert long["probes"] and long["layers"], long["probes"]
+    for report, n in ((short, short_n), (long, long_n)):
+        rows = [c for c in report["client"] if not c["name"]]
+        in_phases = sum(c["requests"] for c in rows)
+        assert 0.95 * n <= in_phases <= n, (in_phases, n)  # a few fall between phases
+        timeline = sum(s["requests"] for s in report["timeline"])
+        assert timeline == n, (timeline, n)
