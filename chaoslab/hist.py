@@ -117,3 +117,12 @@ class FineHistogram(Histogram):
     """The client's latencies: 1024 sub-buckets per power of two (within 0.1%: a bucket)."""
 
     sub_bits: ClassVar[int] = 10
+
+
+@dataclass
+class TimelineHistogram(Histogram):
+    """A second of the client's timeline: 32 sub-buckets per power of two (within 3%). A second
+    at 1,500 requests/s fills about 150 buckets (5 KB) where a FineHistogram fills 1,100 (74 KB):
+    the timeline is what grows with a run's length."""
+
+    sub_bits: ClassVar[int] = 5

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.text import Text
 
 from chaoslab.context import RunContext
-from chaoslab.hist import FineHistogram
+from chaoslab.hist import FineHistogram, Histogram, TimelineHistogram
 from chaoslab.load.records import Request, quantile
 from chaoslab.load.runner import LoadRunner
 from chaoslab.report.model import (
@@ -48,7 +48,7 @@ class _Tally:
     late: int = 0
     generator_late: int = 0
     max_ms: float = 0.0
-    hist: FineHistogram = field(default_factory=FineHistogram)
+    hist: Histogram = field(default_factory=FineHistogram)  # a second's: TimelineHistogram
 
     def add(self, r: Request) -> None:
         self.requests += 1
@@ -97,7 +97,10 @@ class RunProgress:
             for r in batch:
                 if r.due < self.t0:
                     continue
-                self.seconds.setdefault(math.floor(r.due - self.t0), _Tally()).add(r)
+                sec = math.floor(r.due - self.t0)
+                if sec not in self.seconds:
+                    self.seconds[sec] = _Tally(hist=TimelineHistogram())
+                self.seconds[sec].add(r)
                 spec = next((s for s, a, b in self._spans if a <= r.due < b), None)
                 if spec is not None:
                     self.phases.setdefault(spec.name, _Tally()).add(r)

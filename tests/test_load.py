@@ -200,7 +200,7 @@ def test_timeline_groups_by_second_of_due_time() -> None:
     run.add_all(reqs)
     rows, hists = client.seconds(run.by_second, 100.0, [("a", 100.0, 102.0), ("b", 102.0, 103.0)])
     assert [(r.second, r.phase, r.requests) for r in rows] == [(0, "a", 10), (1, "a", 10), (2, "b", 10)]
-    assert len(hists) == 3
+    assert len(hists) == 3 and {h["sub_bits"] for h in hists} == {5}
 
 
 # --- the load section's validation --------------------------------------------------------

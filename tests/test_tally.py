@@ -83,6 +83,7 @@ def test_a_second_of_the_timeline_keeps_counts_and_latencies_only() -> None:
     second = run.by_second[0]
     assert not second.detail and second.requests == 100 and second.latency.count == 90
     assert second.sent.count == 0 and second.split_requests == 0
+    assert second.latency.sub_bits == 5  # a TimelineHistogram: what grows with a run's length is small
     # a request due before t0 is in no second
     early = RunTally([], 1015.0)
     early.add_all(run_requests())

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from chaoslab.analysis.tally import Tally
-from chaoslab.hist import FineHistogram
+from chaoslab.hist import Histogram
 from chaoslab.load.records import PARTS
 from chaoslab.report.model import ClientRow, GeneratorRecord, SecondRow, WorkerRow
 
@@ -29,7 +29,7 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-def _q(h: FineHistogram, q: float) -> float:
+def _q(h: Histogram, q: float) -> float:
     return _ms(h.quantile_ns(q) / 1e9)
 
 

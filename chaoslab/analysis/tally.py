@@ -16,14 +16,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from chaoslab.hist import FineHistogram
+from chaoslab.hist import FineHistogram, Histogram, TimelineHistogram
 from chaoslab.load.records import LATE_TOLERANCE, PARTS, SPLIT_PARTS, Request
 
 FINE = FineHistogram.sub_bits
 SUB = 1 << FINE
 
 
-def _record(h: FineHistogram, seconds: float) -> None:
+def _record(h: Histogram, seconds: float) -> None:
     """FineHistogram.record of a time in seconds, inlined: the tally's hot path."""
     ns = int(seconds * 1e9)
     if ns < SUB:
@@ -45,7 +45,8 @@ class Tally:
     generator_late: int = 0  # ... by a user that was free (the generator's own delay)
     ok_s: float = 0.0  # the successful requests' latencies, summed
     max_s: float = 0.0  # the longest successful request
-    latency: FineHistogram = field(default_factory=FineHistogram)  # successful requests, from due
+    # successful requests, from due (a second of the timeline's: a TimelineHistogram)
+    latency: Histogram = field(default_factory=FineHistogram)
     # False: counts and latencies only (a second of the timeline); True: the sends, the answers
     # and the parts too (a phase's or a request name's row)
     detail: bool = True
@@ -79,9 +80,10 @@ class Tally:
         self.ok_s += latency
         if latency > self.max_s:
             self.max_s = latency
-        _record(self.latency, latency)
         if not self.detail:
+            self.latency.record(int(latency * 1e9))
             return
+        _record(self.latency, latency)
         _record(self.answer, r.end - r.sent)
         if r.split is not None:
             connect, tls, send, wait = SPLIT_PARTS.unpack(r.split)
@@ -147,7 +149,7 @@ class RunTally:
             sec = math.floor(r.due - self.t0)
             t = self.by_second.get(sec)
             if t is None:
-                t = self.by_second[sec] = Tally(detail=False)
+                t = self.by_second[sec] = Tally(detail=False, latency=TimelineHistogram())
             t.add(r)
         for phase, start, end in self.phases:
             if start <= r.due < end:
