@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from chaoslab.live import WINDOW
 from chaoslab.load.records import read_records
+from chaoslab.load.runner import READ_CHUNK
 from tests.conftest import chaoslab, story
 
 SCENARIO = """\
@@ -48,15 +50,18 @@ def test_the_requests_alive_in_a_run_do_not_grow_with_its_length(tmp_path: Path)
     short_max, short_n, short = held(tmp_path, 8)
     long_max, long_n, long = held(tmp_path, 32)
     assert long_n > 3.5 * short_n > 3.5 * 0.9 * 8 * RATE, (short_n, long_n)
-    # the live line's last seconds and the batches in hand: the same at both lengths, and far
-    # from every request (a run that kept them all counts long_n at its end)
-    assert long_max <= 1.5 * short_max + 300, (short_max, long_max)
-    assert long_max < long_n / 4, (long_max, long_n)
+    # what a run holds at once does not depend on its length: the live line's last seconds, the
+    # tail's batches, and the analysis's chunk of a records file (8 bytes a request or more
+    # deflated); a run that kept them all counts long_n at its end
+    bound = 1.5 * WINDOW * RATE + READ_CHUNK / 8
+    assert short_max <= bound and long_max <= bound, (short_max, long_max, bound)
+    assert bound < long_n / 2, (bound, long_n)
     # with the probes on, and every request in the report: read back from the files
     assert long["probes"] and long["layers"], long["probes"]
     for report, n in ((short, short_n), (long, long_n)):
         rows = [c for c in report["client"] if not c["name"]]
         in_phases = sum(c["requests"] for c in rows)
         assert 0.95 * n <= in_phases <= n, (in_phases, n)  # a few fall between phases
+        # the timeline counts from t0 (a worker's first due time can round a hair before it)
         timeline = sum(s["requests"] for s in report["timeline"])
-        assert timeline == n, (timeline, n)
+        assert n - 3 <= timeline <= n, (timeline, n)

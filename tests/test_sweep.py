@@ -183,12 +183,19 @@ def test_a_delay_sweep_draws_the_curve_and_finds_the_breaking_point(
     [sweep] = r["sweeps"]
     values = sweep["values"]
     assert [v["value"] for v in values] == ["1ms", "2ms", "4ms", "8ms", "16ms", "32ms", "64ms"]
-    # up to 32 ms the client pays the delay once per request: a monotone curve, network at
-    # api the absorber at every value the verdict can tell from noise
-    answered = values[:-1]
+    # From 64 ms the route's 50 ms timeout answers every request with a 504, and from 32 ms
+    # when one request there passes 50 ms: Envoy resets the upstream connection of a request it
+    # timed out, and every request after it pays the delayed handshake too (twice the delay),
+    # times out and resets again. Either way the absorber changes to the timeout's errors.
+    timed_out = [v["value"] for v in values if v["error_rate"] > 0.9]
+    assert timed_out in (["32ms", "64ms"], ["64ms"]), [(v["value"], v["error_rate"]) for v in values]
+    first = timed_out[0]
+    # below it the client pays the delay once per request: a monotone curve, network at api the
+    # absorber at every value the verdict can tell from noise
+    answered = values[: len(values) - len(timed_out)]
     p50 = [v["p50_ms"] for v in answered]
     assert p50 == sorted(p50), p50
-    assert p50[-1] - p50[0] > 25
+    assert p50[-1] - p50[0] > 12
     for v in answered:
         assert v["error_rate"] == 0, v
         if v["status"] == "absorbed":
@@ -196,16 +203,15 @@ def test_a_delay_sweep_draws_the_curve_and_finds_the_breaking_point(
             assert v["explained"] >= 0.8, v
         else:  # too small to tell from the baseline's noise: only the first values
             assert v["status"] == "no-change" and v["x"] <= 0.002, v
-    assert [v["status"] for v in values[3:6]] == ["absorbed"] * 3
-    # 30 ms at p99 breaks at 32 ms (the client pays 32 ms and more)
+    assert [v["status"] for v in answered[3:]] == ["absorbed"] * len(answered[3:])
+    # 30 ms at p99 breaks at 32 ms (the client pays 32 ms and more, or its requests time out)
     assert sweep["breaking_point"] == "32ms", sweep
-    assert "client p99" in sweep["breaking_reason"] and sweep["through"] == "8ms"
-    # at 64 ms the route's 50 ms timeout answers every request with a 504: the absorber changes
-    last = values[-1]
-    assert last["error_rate"] > 0.9 and last["absorber"] == "errors at edge (UT)", last
+    assert sweep["through"] == "8ms", sweep
+    for v in values[len(answered) :]:
+        assert v["absorber"] == "errors at edge (UT)", v
     assert sweep["absorbers"][-2:] == [
-        ["network at api", sweep["absorbers"][-2][1], "32ms"],
-        ["errors at edge (UT)", "64ms", "64ms"],
+        ["network at api", sweep["absorbers"][-2][1], answered[-1]["value"]],
+        ["errors at edge (UT)", first, "64ms"],
     ]
     # every answer reached the access log, the last phase's too
     rows = {(e["phase"]): e for e in r["errors"]}
@@ -217,7 +223,7 @@ def test_a_delay_sweep_draws_the_curve_and_finds_the_breaking_point(
     results = [e for e in r["expectations"] if e["sweep"] == "delay"]
     assert [e["required"] for e in results] == [True] * 4 + [False] * 3
     assert [e["held"] for e in results] == [True] * 5 + [False] * 2
-    assert "from 64ms: errors at edge (UT)" in res.stdout and "breaks at 32ms" in res.stdout
+    assert f"from {first}: errors at edge (UT)" in res.stdout and "breaks at 32ms" in res.stdout
     # the curve survives the report's JSON, and every writer draws it
     report = read_report(res.out)
     assert report.sweeps[0].breaking_point == "32ms" and len(sweep_tables(report)) == 2

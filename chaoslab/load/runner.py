@@ -42,7 +42,7 @@ CPU_SAMPLE = 0.5  # seconds between samples of the generator's CPU time
 # seconds for the remote workers to answer their requests in flight and send their last records
 # (each waits 5 s at most for those in flight)
 FINISH_TIMEOUT = 10.0
-READ_CHUNK = 1 << 16  # bytes of a records file read at a time for the analysis (about 4,000 requests)
+READ_CHUNK = 1 << 14  # bytes of a records file read at a time for the analysis (about 1,000 requests)
 DUE_BIN = 0.1  # seconds: the bins of due times the baseline's request count comes from (10 a second)
 # A worker silent this long before the load's end (or its timeout, if longer) dropped out of the run.
 DROP_GAP = 3.0
