@@ -12,57 +12,30 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import deque
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from chaoslab.analysis.client import client_row, second_row
+from chaoslab.analysis.tally import Tally
 from chaoslab.context import RunContext
-from chaoslab.hist import FineHistogram, Histogram, TimelineHistogram
+from chaoslab.hist import TimelineHistogram
 from chaoslab.load.records import Request, quantile
 from chaoslab.load.runner import LoadRunner
 from chaoslab.report.model import (
     AbortRecord,
-    ClientRow,
     FaultRecord,
     LiveStatus,
     PhaseRecord,
     Report,
-    SecondRow,
 )
 from chaoslab.scenario.model import FaultSpec, PhaseSpec
 
 WINDOW = 3.0
 PLAIN_EVERY = 5.0
 PUBLISH_EVERY = 1.0  # seconds between two progress snapshots
-
-
-@dataclass
-class _Tally:
-    """Requests of one second or one phase, as they arrive."""
-
-    requests: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    late: int = 0
-    generator_late: int = 0
-    max_ms: float = 0.0
-    hist: Histogram = field(default_factory=FineHistogram)  # a second's: TimelineHistogram
-
-    def add(self, r: Request) -> None:
-        self.requests += 1
-        self.late += r.is_late
-        self.generator_late += r.generator_late
-        if r.ok:
-            ns = int(r.latency * 1e9)
-            self.hist.record(ns)
-            self.max_ms = max(self.max_ms, ns / 1e6)
-        else:
-            self.errors[r.error] += 1
-
-    def q(self, q: float) -> float:
-        return round(self.hist.quantile_ns(q) / 1e6, 3)
 
 
 class RunProgress:
@@ -74,8 +47,8 @@ class RunProgress:
         self.ctx = ctx
         self.t0 = 0.0
         self.probes: list[str] = []
-        self.seconds: dict[int, _Tally] = {}
-        self.phases: dict[str, _Tally] = {}
+        self.seconds: dict[int, Tally] = {}
+        self.phases: dict[str, Tally] = {}
         self.done: dict[str, PhaseRecord] = {}
         self.current: PhaseSpec | None = None
         self.active: list[str] = []
@@ -99,11 +72,11 @@ class RunProgress:
                     continue
                 sec = math.floor(r.due - self.t0)
                 if sec not in self.seconds:
-                    self.seconds[sec] = _Tally(hist=TimelineHistogram())
+                    self.seconds[sec] = Tally(detail=False, latency=TimelineHistogram())
                 self.seconds[sec].add(r)
                 spec = next((s for s, a, b in self._spans if a <= r.due < b), None)
                 if spec is not None:
-                    self.phases.setdefault(spec.name, _Tally()).add(r)
+                    self.phases.setdefault(spec.name, Tally(detail=False)).add(r)
 
     def snapshot(self, now: float) -> tuple[Report, LiveStatus]:
         """A partial report (phases planned and done, client rows and seconds so far; no
@@ -115,16 +88,16 @@ class RunProgress:
         ]
         with self._lock:
             client = [
-                _row(spec.name, self.phases[spec.name], min(now, end) - start)
+                client_row(spec.name, self.phases[spec.name], min(now, end) - start)
                 for spec, start, end in self._spans
                 if spec.name in self.phases and start <= now
             ]
             timeline = [  # whole seconds only: the current one is still filling
-                _second(sec, t, self._phase_at(self.t0 + sec))
+                second_row(sec, t, self._phase_at(self.t0 + sec))
                 for sec, t in sorted(self.seconds.items())
                 if self.t0 + sec + 1 <= now
             ]
-            hists = {name: t.hist.to_json() for name, t in self.phases.items()}
+            hists = {name: t.latency.to_json() for name, t in self.phases.items()}
         report = Report(
             scenario=self.ctx.scenario.name,
             run_id=self.ctx.run_id,
@@ -160,28 +133,6 @@ def _planned(spec: FaultSpec) -> FaultRecord:
     """A fault whose phase has not ended, as the scenario gives it: no receipt yet."""
     params = {k: v for k, v in vars(spec).items() if k not in {"kind", "target", "path"}}
     return FaultRecord(spec.kind, spec.target, params, "", False, "the receipt comes when the phase ends")
-
-
-def _row(phase: str, t: _Tally, seconds: float) -> ClientRow:
-    return ClientRow(
-        phase=phase,
-        requests=t.requests,
-        errors=sum(t.errors.values()),
-        rate=round(t.requests / seconds, 2) if seconds > 0 else 0.0,
-        p50_ms=t.q(0.5),
-        p90_ms=t.q(0.9),
-        p99_ms=t.q(0.99),
-        max_ms=round(t.max_ms, 3),
-        late=t.late,
-        errors_by_kind=dict(t.errors),
-        p999_ms=t.q(0.999),
-        generator_late=t.generator_late,
-    )
-
-
-def _second(sec: int, t: _Tally, phase: str) -> SecondRow:
-    errors = sum(t.errors.values())
-    return SecondRow(sec, phase, t.requests, errors, t.late, t.q(0.5), t.q(0.99), round(t.max_ms, 3))
 
 
 class LiveView:

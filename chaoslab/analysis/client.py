@@ -83,21 +83,22 @@ def seconds(
     for sec in sorted(by_second):
         t = by_second[sec]
         at = t0 + sec
-        phase = next((name for name, start, end in phases if start <= at < end), "")
-        rows.append(
-            SecondRow(
-                second=sec,
-                phase=phase,
-                requests=t.requests,
-                errors=sum(t.errors.values()),
-                late=t.late,
-                p50_ms=_q(t.latency, 0.5),
-                p99_ms=_q(t.latency, 0.99),
-                max_ms=_ms(t.max_s),
-            )
-        )
+        rows.append(second_row(sec, t, next((name for name, start, end in phases if start <= at < end), "")))
         hists.append({"second": sec, **t.latency.to_json()})
     return rows, hists
+
+
+def second_row(sec: int, t: Tally, phase: str) -> SecondRow:
+    return SecondRow(
+        second=sec,
+        phase=phase,
+        requests=t.requests,
+        errors=sum(t.errors.values()),
+        late=t.late,
+        p50_ms=_q(t.latency, 0.5),
+        p99_ms=_q(t.latency, 0.99),
+        max_ms=_ms(t.max_s),
+    )
 
 
 def generator(
