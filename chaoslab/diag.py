@@ -5,6 +5,11 @@ thread counts every half second the request records (load.records.Request) alive
 process, among the objects the garbage collector tracks, and keeps FILE holding the largest
 count and every sample, as JSON. A run that kept every request would count them all by its
 end; one that counts them as they come holds a few batches at a time, however long it runs.
+
+CHAOSLAB_RECOUNT=FILE: the analysis counts the run's requests again, in one pass over its
+records after the run, and writes FILE: whether the counts made as the run went (analysis/
+settle.py) had every span, and where they differ from the recount (JSON). The report is built
+from the recount then.
 """
 
 from __future__ import annotations
@@ -50,3 +55,11 @@ def count_requests_from_env() -> Callable[[], None]:
         count()
 
     return done
+
+
+def recount_path() -> str:
+    return os.environ.get("CHAOSLAB_RECOUNT", "")
+
+
+def write_recount(path: str, complete: bool, differences: list[str]) -> None:
+    Path(path).write_text(json.dumps({"complete": complete, "differences": differences}, indent=1))

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from chaoslab import goruntime
-from chaoslab.analysis import attribution, errors, sweep, xds
+from chaoslab import diag, goruntime
+from chaoslab.analysis import attribution, errors, settle, sweep, xds
 from chaoslab.analysis import client as client_view
+from chaoslab.analysis.settle import Settler
 from chaoslab.analysis.tally import RunTally
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError
@@ -147,17 +148,24 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         live = LiveView(ctx, load, ctx.console)
         stack.callback(live.close)
         probe_lines = [f"{p.layer}: {p.describe()}" for p in probes.probes]
-        t0 = load.start()
+        settler = Settler(load.names)
+        ctx.events.subscribe("requests", settler.add)
+        t0 = settler.tally.t0 = load.start()
         live.begin(t0, probe_lines)
         stops.start()
         to = ", ".join(sorted({r.target for r in scenario.load.requests}))
         ctx.say(f"load: {scenario.load.describe()}, to {to}")
         if stops.active:
             ctx.say(f"stop conditions: {'; '.join(scenario.abort.describe())}")
-        watch = RunWatch(targets, probes, stops, switch, lambda: (load.done, load.done_s), ctx.say)
+        watch = RunWatch(targets, probes, stops, switch, lambda: (load.done, load.done_s), ctx.say, settler)
         phases, abort = _run_phases(ctx, t0, faults, watch, live, signals, load, Meshes(targets))
         load.stop()
-        stalls = attribution.Stalls(probes.stalls(), probes.samples)
+        read = time.time()
+        settler.finish(probes.samples, probes.stall_state()[1], read)
+        gone = {(p.layer, t) for p in probes.lost for t in p.index.values()}
+        stalls = attribution.Stalls(
+            [(layer, s) for layer, s in settler.stalls() if (layer, s.target) not in gone], probes.samples
+        )
         observer = Observer(
             probes.costs(load.done, load.done_s),
             scenario.probe_budget,
@@ -165,7 +173,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
             choice.left_out,
         )
         return _analyse(
-            ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable, abort, observer
+            ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable, abort, observer, settler
         )
     finally:
         signals.shield()
@@ -212,6 +220,8 @@ def _run_phases(
                 run = PhaseRun(
                     spec, max(start, settled, time.time() if spec.faults else 0.0), scheduled=start
                 )
+                if watch.settler is not None:
+                    watch.settler.open_phase(spec.name, run.start, end)
                 before = probes.snapshot()
                 live.phase(spec.name, start, spec.duration, [f.describe() for f in active.faults])
                 for change in sorted(spec.changes, key=lambda c: c.at):
@@ -235,6 +245,8 @@ def _run_phases(
                 run.gomaxprocs = goruntime.read_all(watch.targets.values())
                 watch.wait_until(end, live)
                 run.end = end
+                if watch.settler is not None:
+                    watch.settler.close_phase(spec.name, run.start, run.end)
             except Abort as abort:
                 # Every active fault at once, timed from the trip; the load stops next.
                 tripped = abort.trip, active.revert_all(at_once=True, since=abort.trip.mono)
@@ -247,6 +259,8 @@ def _run_phases(
             if run is None:  # tripped before its faults were all in place
                 run = PhaseRun(spec, max(start, settled), scheduled=start)
             run.end, run.aborted = max(run.start, trip.at), True
+            if watch.settler is not None:
+                watch.settler.close_phase(spec.name, run.start, run.end)
             run.snap = {k: h - before.get(k, Histogram()) for k, h in after.items()} if before else {}
             if not run.faults:
                 unchecked = Verification(False, "the phase was aborted before its faults were checked", "")
@@ -354,6 +368,22 @@ class Observer:
     left_out: dict[tuple[Layer, str], str] = field(default_factory=dict)
 
 
+def _count(
+    runs: list[PhaseRun], load: LoadRunner, stalls: attribution.Stalls
+) -> tuple[RunTally, attribution.InFlight]:
+    """One pass over the records on disk, a chunk at a time: into the client's tallies and the
+    request-seconds in flight in each phase's window and each stall's ticks (the phases' windows
+    are all known now, so each request is counted where it belongs, in any order)."""
+    windows = [(r.start, r.end) for r in runs]
+    tally = RunTally([(r.spec.name, r.start, r.end) for r in runs], load.t0 or runs[0].start, load.names)
+    flight = attribution.InFlight(windows, [span for a, b in windows for span in stalls.spans(a, b)])
+    for batch in load.read_records():
+        for req in batch:
+            tally.add(req)
+            flight.add(req)
+    return tally, flight
+
+
 def _analyse(
     ctx: RunContext,
     runtime: str,
@@ -364,6 +394,7 @@ def _analyse(
     unmeasured: dict[tuple[Layer, str], str],
     abort: AbortRecord | None = None,
     observer: Observer | None = None,
+    settler: Settler | None = None,
 ) -> Report:
     observer = observer or Observer()
     if observer.lost:
@@ -378,17 +409,22 @@ def _analyse(
         for r in runs:
             r.snap = {k: h for k, h in r.snap.items() if (k[0], k[1]) not in observer.lost}
     trapped = any(c.traps for c in observer.costs)
-    # One pass over the records on disk, a chunk at a time: into the client's tallies and the
-    # request-seconds in flight in each phase's window and each stall's ticks (the phases'
-    # windows are all known now, so each request is counted where it belongs, in any order)
-    tally = RunTally([(r.spec.name, r.start, r.end) for r in runs], load.t0 or runs[0].start, load.names)
-    flight = attribution.InFlight(
-        [(r.start, r.end) for r in runs], [span for r in runs for span in stalls.spans(r.start, r.end)]
-    )
-    for batch in load.read_records():
-        for req in batch:
-            tally.add(req)
-            flight.add(req)
+    windows = [(r.start, r.end) for r in runs]
+    recount = diag.recount_path()
+    if settler is not None and settler.complete(stalls, windows) and not recount:
+        # counted while the run went on (analysis/settle.py)
+        tally, flight = settler.tally, settler.flight
+    else:
+        if settler is not None and not recount:
+            ctx.say("note: the run's requests are counted again from its records (a stall was missed live)")
+        tally, flight = _count(runs, load, stalls)
+        if recount and settler is not None:
+            needed = [span for a, b in windows for span in stalls.spans(a, b)]
+            diag.write_recount(
+                recount,
+                settler.complete(stalls, windows),
+                settle.differences((settler.tally, settler.flight), (tally, flight), needed),
+            )
     data = {
         r.spec.name: attribution.PhaseData(
             r.spec.name,

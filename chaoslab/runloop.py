@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from chaoslab.analysis.settle import Settler
 from chaoslab.context import RunContext
 from chaoslab.errors import TargetError
 from chaoslab.faults import Fault
@@ -41,8 +42,11 @@ class RunWatch:
         switch: Switch,
         done: Callable[[], tuple[int, float]] = lambda: (0, 0.0),
         say: Callable[[str], None] = lambda line: None,
+        settler: Settler | None = None,
     ) -> None:
         self.targets = targets
+        # the analysis filled as the run goes: told on every tick that passed its checks
+        self.settler = settler
         self.probes = probes
         self.stops = stops
         self.switch = switch
@@ -51,6 +55,7 @@ class RunWatch:
         self.say = say
 
     def tick(self, live: LiveView | None = None) -> None:
+        began = time.time()
         self.switch.beat()
         if (trip := self.switch.check()) is not None:
             raise Abort(trip)
@@ -67,6 +72,10 @@ class RunWatch:
             self.say(line)
         if (trip := self.stops.check(self.probes)) is not None:
             raise Abort(trip)
+        if self.settler is not None:
+            read = time.time()
+            ongoing, ended = self.probes.stall_state()
+            self.settler.advance(began, self.probes.samples, ongoing, ended, read)
         if live is not None:
             live.tick()
 

@@ -40,6 +40,7 @@ class ScenarioRun:
     stdout: str
     stderr: str
     out: Path
+    recount: dict | None = None  # CHAOSLAB_RECOUNT's file, when the run wrote one
 
     @property
     def report(self) -> dict:
@@ -76,8 +77,20 @@ def run_scenario(name: str, base: Path, runtime: str = "") -> ScenarioRun:
             path = base / f"{name.replace('/', '-')}.yaml"
             path.write_text(short_variant(REPO / f"{name}.yaml"))
         args = ("--runtime", runtime) if runtime else ()
-        res = chaoslab("run", str(path), *args, "--out", str(out))
-        _runs[(name, runtime)] = ScenarioRun(res.returncode, res.stdout, res.stderr, out)
+        # every shared run also counts its requests after the run, to check the counts made as it
+        # went (chaoslab/analysis/settle.py): any difference fails the tests that read the run
+        base.mkdir(parents=True, exist_ok=True)
+        recount = base / f"{name.replace('/', '-')}-{runtime or 'default'}.recount.json"
+        res = chaoslab(
+            "run", str(path), *args, "--out", str(out), env={**os.environ, "CHAOSLAB_RECOUNT": str(recount)}
+        )
+        found = json.loads(recount.read_text()) if recount.exists() else None
+        _runs[(name, runtime)] = ScenarioRun(res.returncode, res.stdout, res.stderr, out, found)
+    run = _runs[(name, runtime)]
+    found = run.recount
+    assert found is None or (found["complete"] and not found["differences"]), (
+        f"the counts made as the run went differ from a recount after it: {found}"
+    )
     return _runs[(name, runtime)]
 
 

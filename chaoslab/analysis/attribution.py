@@ -185,18 +185,50 @@ class InFlight:
     """Request-seconds in flight, counted one request at a time (the requests need not be kept),
     each request from its due time to its end: inside each phase's window, of the successful
     requests (the client's time the layers are weighed against), and inside each of `spans` (the
-    stalls' ticks and their frozen parts), of every request, failed ones too."""
+    stalls' ticks and their frozen parts), of every request, failed ones too.
+
+    Windows and spans may also be opened before their end is known (`window`, `open_span`) and
+    closed later: as long as every request added ends before the end they are given, the counts
+    are the same as with the whole interval known from the start (settle.Settler relies on it)."""
 
     def __init__(
-        self, windows: Iterable[tuple[float, float]], spans: Iterable[tuple[float, float]] = ()
+        self, windows: Iterable[tuple[float, float]] = (), spans: Iterable[tuple[float, float]] = ()
     ) -> None:
         self.windows = list(windows)
         self.window_s = [0.0] * len(self.windows)
-        self.spans = sorted(set(spans))
-        self._starts = [a for a, _ in self.spans]
-        self._widest = max((b - a for a, b in self.spans), default=0.0)
-        self._span_s = [0.0] * len(self.spans)
-        self._index = {span: i for i, span in enumerate(self.spans)}
+        self._spans: list[tuple[float, float]] = []  # closed, by start
+        self._starts: list[float] = []
+        self._widest = 0.0
+        self._span_s: dict[tuple[float, float], float] = {}
+        self._open: dict[object, list[float]] = {}  # key: [start, seconds so far]
+        for span in spans:
+            self.add_span(span)
+
+    def window(self, start: float) -> int:
+        """A window whose end is not known yet (close_window gives it): its index."""
+        self.windows.append((start, math.inf))
+        self.window_s.append(0.0)
+        return len(self.windows) - 1
+
+    def close_window(self, i: int, end: float) -> None:
+        self.windows[i] = (self.windows[i][0], end)
+
+    def add_span(self, span: tuple[float, float], seconds: float = 0.0) -> None:
+        if span in self._span_s:  # (two stalls of a tick may freeze the same part of it)
+            return
+        i = bisect.bisect(self._spans, span)
+        self._spans.insert(i, span)
+        self._starts.insert(i, span[0])
+        self._widest = max(self._widest, span[1] - span[0])
+        self._span_s[span] = seconds
+
+    def open_span(self, key: object, start: float) -> None:
+        self._open.setdefault(key, [start, 0.0])
+
+    def close_span(self, key: object, end: float) -> None:
+        start, seconds = self._open.pop(key)
+        if end > start:
+            self.add_span((start, end), seconds)
 
     def add(self, r: Request) -> None:
         due, end = r.due, r.end
@@ -205,23 +237,30 @@ class InFlight:
                 inside = min(end, b) - max(due, a)
                 if inside > 0:
                     self.window_s[i] += inside
-        if self.spans:
-            starts, spans, seconds = self._starts, self.spans, self._span_s
+        if self._spans:
+            starts, spans, seconds = self._starts, self._spans, self._span_s
             i = bisect.bisect_left(starts, due - self._widest)
             while i < len(starts) and starts[i] < end:
-                a, b = spans[i]
+                a, b = span = spans[i]
                 inside = min(end, b) - max(due, a)
                 if inside > 0:
-                    seconds[i] += inside
+                    seconds[span] += inside
                 i += 1
+        for held in self._open.values():
+            inside = end - max(due, held[0])
+            if inside > 0:
+                held[1] += inside
 
     def add_all(self, requests: Iterable[Request]) -> None:
         for r in requests:
             self.add(r)
 
+    def has_span(self, a: float, b: float) -> bool:
+        return (a, b) in self._span_s
+
     def span_s(self, a: float, b: float) -> float:
         """Request-seconds in flight during [a, b], one of the spans, failed requests' too."""
-        return self._span_s[self._index[(a, b)]]
+        return self._span_s[(a, b)]
 
 
 def layer_rows(data: PhaseData) -> list[LayerRow]:

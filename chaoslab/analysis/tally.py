@@ -133,16 +133,34 @@ class RunTally:
     `phases`: (name, start, end) of each phase's window of due times; a request due outside
     every window is in none (but in its second)."""
 
-    phases: Sequence[tuple[str, float, float]]
+    phases: list[tuple[str, float, float]]
     t0: float
     names: Sequence[str] = ()
     by_name: dict[tuple[str, str], Tally] = field(default_factory=dict)
     by_second: dict[int, Tally] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.phases = list(self.phases)
         for phase, _, _ in self.phases:
-            for name in self.names:
-                self.by_name[(phase, name)] = Tally()
+            self._names(phase)
+
+    def _names(self, phase: str) -> None:
+        for name in self.names:
+            self.by_name.setdefault((phase, name), Tally())
+
+    def open(self, phase: str, start: float) -> None:
+        """A phase whose end is not known yet: every request added until `close` must end
+        before that end (settle.Settler holds the others back)."""
+        self.phases.append((phase, start, math.inf))
+        self._names(phase)
+
+    def close(self, phase: str, start: float, end: float) -> None:
+        """The phase's end; a phase never opened (aborted before it began) is added whole."""
+        if self.phases and self.phases[-1] == (phase, start, math.inf):
+            self.phases[-1] = (phase, start, end)
+        else:
+            self.phases.append((phase, start, end))
+            self._names(phase)
 
     def add(self, r: Request) -> None:
         if r.due >= self.t0:

@@ -154,6 +154,10 @@ class Probe(ABC):
         """Process-wide stalls seen since attach (most probes have none)."""
         return []
 
+    def ongoing(self) -> list[tuple[str, float]]:
+        """The stalls in progress, (target, start): each is in `stalls` once it ends."""
+        return []
+
     def stalled_seconds(self) -> dict[str, float]:
         """Cumulative seconds each target was stalled as a whole, sampled while the run goes on."""
         return {}

@@ -35,6 +35,9 @@ class CpuProbe(Probe):
         # (a restarted container has a new cgroup whose counters start at 0)
         self._last: dict[str, tuple[int, int]] = {}
         self._earlier: dict[str, tuple[int, int]] = {}
+        # epoch seconds at CLOCK_MONOTONIC 0 (bpf_ktime_get_ns), taken once: a freeze read in
+        # progress and read again once it ended has the same start to the last bit
+        self._wall = time.time() - time.monotonic()
 
     @classmethod
     def applies_to(cls, target: RunningTarget) -> bool:
@@ -65,10 +68,25 @@ class CpuProbe(Probe):
             out[name] = (stalled + (max(0, now_ns - since) if since else 0)) / 1e9
         return out
 
+    def ongoing(self) -> list[tuple[str, float]]:
+        """The freezes in progress: (target, start), started and not yet ended (`stalls` has
+        them once they end)."""
+        if self.obj is None:
+            return []
+        out = []
+        for index, name in self.index.items():
+            raw = self.obj.lookup_bytes("freezes", index, 24)
+            if raw is None:
+                continue
+            since, threads, recorded = struct.unpack("<QqQ", raw)
+            if since and threads > 0 and not recorded:
+                out.append((name, since / 1e9 + self._wall))
+        return out
+
     def stalls(self) -> list[Stall]:
         if self.obj is None:
             return []
-        wall = time.time() - time.monotonic()  # bpf_ktime_get_ns is CLOCK_MONOTONIC
+        wall = self._wall  # bpf_ktime_get_ns is CLOCK_MONOTONIC
         out = []
         for slot in range(STALL_SLOTS):
             raw = self.obj.lookup_bytes("stalls", slot, 24)

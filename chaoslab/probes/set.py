@@ -159,6 +159,12 @@ class ProbeSet:
     def stalls(self) -> list[tuple[Layer, Stall]]:
         return [(p.layer, s) for p in self.probes for s in p.stalls()]
 
+    def stall_state(self) -> tuple[list[tuple[Layer, str, float]], list[tuple[Layer, Stall]]]:
+        """The stalls in progress (layer, target, start), then those ended: read in that order,
+        so that a stall that ends between the two reads is in the second."""
+        ongoing = [(p.layer, target, start) for p in self.probes for target, start in p.ongoing()]
+        return ongoing, self.stalls()
+
     def _edge(self, on: bool) -> None:
         """The kernel's statistics go on or off (called by the sampler, in its thread)."""
         now = time.monotonic()
