@@ -21,7 +21,6 @@ from rich.text import Text
 from chaoslab.analysis.client import client_row, second_row
 from chaoslab.analysis.tally import Tally
 from chaoslab.context import RunContext
-from chaoslab.hist import TimelineHistogram
 from chaoslab.load.records import Request, quantile
 from chaoslab.load.runner import LoadRunner
 from chaoslab.report.model import (
@@ -30,6 +29,7 @@ from chaoslab.report.model import (
     LiveStatus,
     PhaseRecord,
     Report,
+    SecondRow,
 )
 from chaoslab.scenario.model import FaultSpec, PhaseSpec
 
@@ -55,6 +55,7 @@ class RunProgress:
         self.abort = ""  # the condition that tripped, in words
         self._lock = threading.Lock()
         self._spans: list[tuple[PhaseSpec, float, float]] = []
+        self._rows: dict[int, SecondRow] = {}  # the seconds' rows drawn so far
 
     def begin(self, t0: float, probes: list[str]) -> None:
         self.t0, self.probes = t0, probes
@@ -64,16 +65,19 @@ class RunProgress:
             offset += spec.duration
 
     def add(self, batch: list[Request]) -> None:
-        if not self._spans:
-            return
+        if not self._spans or not self.ctx.events.subscribed("progress"):
+            return  # no live page reads the progress: nothing to keep
         with self._lock:
+            rows = self._rows
             for r in batch:
                 if r.due < self.t0:
                     continue
                 sec = math.floor(r.due - self.t0)
                 if sec not in self.seconds:
-                    self.seconds[sec] = Tally(detail=False, latency=TimelineHistogram())
+                    self.seconds[sec] = Tally.second()
                 self.seconds[sec].add(r)
+                if sec in rows:  # a late request for a second already drawn
+                    del rows[sec]
                 spec = next((s for s, a, b in self._spans if a <= r.due < b), None)
                 if spec is not None:
                     self.phases.setdefault(spec.name, Tally(detail=False)).add(r)
@@ -92,11 +96,14 @@ class RunProgress:
                 for spec, start, end in self._spans
                 if spec.name in self.phases and start <= now
             ]
-            timeline = [  # whole seconds only: the current one is still filling
-                second_row(sec, t, self._phase_at(self.t0 + sec))
-                for sec, t in sorted(self.seconds.items())
-                if self.t0 + sec + 1 <= now
-            ]
+            timeline = []  # whole seconds only: the current one is still filling
+            for sec, t in sorted(self.seconds.items()):
+                if self.t0 + sec + 1 > now:
+                    continue
+                row = self._rows.get(sec)
+                if row is None:  # each second's row is made once (again if a late request came)
+                    row = self._rows[sec] = second_row(sec, t, self._phase_at(self.t0 + sec))
+                timeline.append(row)
             hists = {name: t.latency.to_json() for name, t in self.phases.items()}
         report = Report(
             scenario=self.ctx.scenario.name,

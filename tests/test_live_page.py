@@ -29,8 +29,14 @@ from tests.conftest import SCENARIOS
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def progress() -> RunProgress:
-    ctx = types.SimpleNamespace(scenario=load_scenario(SCENARIOS / "short_entropy.yaml"), run_id="r" * 32)
+def progress(page: bool = True) -> RunProgress:
+    """A run's progress, with a live page following it (or none)."""
+    events = EventBus()
+    if page:
+        events.subscribe("progress", lambda **_: None)
+    ctx = types.SimpleNamespace(
+        scenario=load_scenario(SCENARIOS / "short_entropy.yaml"), run_id="r" * 32, events=events
+    )
     return RunProgress(ctx)  # type: ignore[arg-type]
 
 
@@ -55,6 +61,18 @@ def test_progress_bins_requests_by_due_time_into_seconds_and_phases() -> None:
     assert report.phases[1].faults[0].kind == "entropy" and not report.phases[1].faults[0].mechanism
     assert (status.phase, status.faults, status.final) == ("starve", ["entropy on api"], False)
     assert status.elapsed == pytest.approx(1.6)
+    # a second's row is drawn once, and again when a late request comes for it
+    p.add([Request(t0 + 0.5, t0 + 0.5, t0 + 9.7, 200, "default", "")])
+    again, _ = p.snapshot(now=t0 + 9.8)
+    assert again.timeline[0].requests == 41 and again.timeline[0].max_ms == pytest.approx(9200, rel=0.01)
+    assert again.timeline[1] is report.timeline[1]
+
+
+def test_with_no_live_page_the_progress_keeps_nothing() -> None:
+    p = progress(page=False)
+    p.begin(1000.0, [])
+    p.add([Request(1000 + i / 40, 1000 + i / 40, 1000.01 + i / 40, 200, "default", "") for i in range(400)])
+    assert p.seconds == {} and p.phases == {}
 
 
 def test_the_live_line_renders_while_the_tail_threads_add_requests() -> None:

@@ -58,6 +58,12 @@ class Tally:
     parts: list[FineHistogram] = field(default_factory=lambda: [FineHistogram() for _ in PARTS])
 
     @classmethod
+    def second(cls) -> Tally:
+        """A second of the timeline: counts and latencies only (no sends, answers or parts),
+        in a TimelineHistogram: what a run holds for each second of its length."""
+        return cls(latency=TimelineHistogram(), detail=False, part_s=[], parts=[])
+
+    @classmethod
     def of(cls, requests: Iterable[Request]) -> Tally:
         t = cls()
         for r in requests:
@@ -167,7 +173,7 @@ class RunTally:
             sec = math.floor(r.due - self.t0)
             t = self.by_second.get(sec)
             if t is None:
-                t = self.by_second[sec] = Tally(detail=False, latency=TimelineHistogram())
+                t = self.by_second[sec] = Tally.second()
             t.add(r)
         for phase, start, end in self.phases:
             if start <= r.due < end:
