@@ -8,8 +8,8 @@ end; one that counts them as they come holds a few batches at a time, however lo
 
 CHAOSLAB_RECOUNT=FILE: the analysis counts the run's requests again, in one pass over its
 records after the run, and writes FILE: whether the counts made as the run went (analysis/
-settle.py) had every span, and where they differ from the recount (JSON). The report is built
-from the recount then.
+settle.py) had every span, where they differ from the recount, and how many requests they held
+back (JSON). The report is built from the recount then.
 """
 
 from __future__ import annotations
@@ -61,5 +61,12 @@ def recount_path() -> str:
     return os.environ.get("CHAOSLAB_RECOUNT", "")
 
 
-def write_recount(path: str, complete: bool, differences: list[str]) -> None:
-    Path(path).write_text(json.dumps({"complete": complete, "differences": differences}, indent=1))
+def write_recount(path: str, complete: bool, differences: list[str], held_most: int, at_end: int) -> None:
+    """`held_most`, `at_end`: the most requests the live counts held back at once, and those
+    held when the run ended (the end's share of the counting)."""
+    Path(path).write_text(
+        json.dumps(
+            {"complete": complete, "differences": differences, "held_most": held_most, "at_end": at_end},
+            indent=1,
+        )
+    )

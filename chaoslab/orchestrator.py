@@ -424,6 +424,8 @@ def _analyse(
                 recount,
                 settler.complete(stalls, windows),
                 settle.differences((settler.tally, settler.flight), (tally, flight), needed),
+                settler.held_most,
+                settler.at_end,
             )
     data = {
         r.spec.name: attribution.PhaseData(

@@ -60,6 +60,7 @@ class Settler:
         self.flight = InFlight()
         self.horizon = -math.inf
         self.held_most = 0  # the most requests held back at once
+        self.at_end = 0  # the requests held when the run ended: what `finish` counts
         self._lock = threading.Lock()
         self._held: list[Request] = []
         self._until: float | None = None  # the open phase's scheduled end; None: no phase open
@@ -128,6 +129,7 @@ class Settler:
             self._learn(samples, [], ended, read)
             self._until = None
             self.horizon = math.inf
+            self.at_end = len(self._held)
             self._release()
 
     def complete(self, stalls: Stalls, windows: Iterable[tuple[float, float]]) -> bool:
