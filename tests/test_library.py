@@ -127,5 +127,13 @@ def test_an_allocating_load_under_a_cpu_limit_shows_its_mark_assists(
     [v] = r["verdicts"]
     gc = next(c for c in v["contributions"] if (c["layer"], c["target"]) == ("gc", "api"))
     # a share of the client's added time, which the CPU limit's queueing makes huge and
-    # variable (p50 +3.3 s in one CI run, where gc's +301 ms a request was 9.1% of it)
-    assert gc["significant"] and gc["explained"] > 0.05 and gc["added_ms"] > 100, gc
+    # variable: gc's added time was +301 ms a request where the client's p50 rose 3.3 s (9.1%
+    # of it), +137 ms where it rose 89 ms, and +13.6 ms where it rose 1.6 ms (49%): against the
+    # gc layer's own baseline, not a fixed figure
+    base = next(
+        x
+        for x in r["layers"]
+        if (x["phase"], x["layer"], x["target"], x["metric"]) == ("baseline", "gc", "api", "")
+    )
+    assert gc["significant"] and gc["explained"] > 0.05, gc
+    assert gc["added_ms"] > 5 * base["per_request_ms"], (gc, base)

@@ -20,7 +20,7 @@ Why that is exact:
 
 `finish` takes the final bounds and counts what is left. Should a span the analysis needs be
 missing (a freeze the live reads never saw, with the probe's 64 slots overrun), `complete` says
-so and the orchestrator counts the run again from its records on disk, as before.
+so and the orchestrator counts the run again, in one pass over its records on disk.
 """
 
 from __future__ import annotations
