@@ -192,3 +192,18 @@ def test_a_span_the_live_reads_never_saw_sends_the_analysis_back_to_the_records(
     assert settler.complete(Stalls([], samples), [(T0, T0 + 2)])
     assert not settler.complete(missed, [(T0, T0 + 2)])
     assert not settler.complete(Stalls([], samples), [(T0, T0 + 2.5)])  # not the phases counted
+
+
+def test_a_phase_aborted_before_it_opened_is_counted_whole() -> None:
+    settler = Settler(NAMES, T0)
+    settler.open_phase("baseline", T0, T0 + 1)
+    settler.advance(T0 + 1, [], [], [], T0 + 1)
+    settler.close_phase("baseline", T0, T0 + 1)
+    settler.close_phase("fault", T0 + 1.2, T0 + 1.5)  # tripped while its faults were applied
+    reqs = [Request(T0 + i / 100, T0 + i / 100, T0 + i / 100 + 0.01, 200, "a", "") for i in range(200)]
+    settler.add(reqs)
+    settler.finish([], [], T0 + 3)
+    windows = [(T0, T0 + 1), (T0 + 1.2, T0 + 1.5)]
+    assert settler.complete(Stalls([], []), windows)
+    assert [t.requests for t in settler.tally.by_phase.values()] == [100, 30]
+    assert settler.flight.window_s == pytest.approx([100 * 0.01, 30 * 0.01])

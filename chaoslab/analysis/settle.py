@@ -95,13 +95,10 @@ class Settler:
 
     def close_phase(self, name: str, start: float, end: float) -> None:
         with self._lock:
-            if self._until is not None:
-                self.tally.close(name, start, end)
-                self.flight.close_window(self._window, end)
-            else:  # aborted before its faults were in place: never opened
-                self.tally.close(name, start, end)
-                self.flight.windows.append((start, end))
-                self.flight.window_s.append(0.0)
+            if self._until is None:  # aborted before its faults were in place: never opened
+                self._window = self.flight.window(start)
+            self.tally.close(name, start, end)
+            self.flight.close_window(self._window, end)
             self._until = None
 
     def advance(
