@@ -149,6 +149,14 @@ static __always_inline void enqueue(__u32 target, __u32 tid, __u64 now)
 	bpf_map_update_elem(&queued, &tid, &now, BPF_ANY);
 }
 
+static __always_inline void dequeue(__u32 target, __u32 tid)
+{
+	struct cpu_state *st;
+
+	if (bpf_map_delete_elem(&queued, &tid) == 0 && (st = cpu_state(target)))
+		__sync_fetch_and_add(&st->waiting, -1);
+}
+
 static __always_inline int runnable(struct task_struct *p)
 {
 	__u32 tid = BPF_CORE_READ(p, pid);
@@ -239,11 +247,18 @@ int switch_(struct bpf_raw_tracepoint_args *ctx)
 	}
 	if (prev_target) {
 		tid = BPF_CORE_READ(prev, pid);
-		if (preempt || state == TASK_RUNNING)
+		if (preempt || state == TASK_RUNNING) {
 			enqueue(*prev_target, tid, now);
-		else if ((state & TASK_FROZEN) ||
-			 ((state & TASK_INTERRUPTIBLE) && (BPF_CORE_READ(prev, jobctl) & JOBCTL_TRAP_FREEZE)))
-			freeze_begin(*prev_target, tid, now);
+		} else {
+			/* going to sleep: not waiting for a CPU, whatever a wakeup said while it
+			 * still ran (sched_wakeup fires for a thread woken before it got off its
+			 * CPU, ttwu_runnable); left queued, it would count as waiting until it
+			 * next ran, and its target as starved whenever none of its threads ran */
+			dequeue(*prev_target, tid);
+			if ((state & TASK_FROZEN) ||
+			    ((state & TASK_INTERRUPTIBLE) && (BPF_CORE_READ(prev, jobctl) & JOBCTL_TRAP_FREEZE)))
+				freeze_begin(*prev_target, tid, now);
+		}
 		update_stall(*prev_target, now);
 	}
 	if (!target)
@@ -252,10 +267,7 @@ int switch_(struct bpf_raw_tracepoint_args *ctx)
 	since = bpf_map_lookup_elem(&queued, &tid);
 	if (since) {
 		hist_record_metric(*target, M_RUNQ, now - *since);
-		bpf_map_delete_elem(&queued, &tid);
-		st = cpu_state(*target);
-		if (st)
-			__sync_fetch_and_add(&st->waiting, -1);
+		dequeue(*target, tid);
 	}
 	if (bpf_map_lookup_elem(&frozen, &tid))
 		freeze_end(*target, tid, now);

@@ -1,12 +1,15 @@
 """Probes on this machine: every layer's program loads and finds what it needs, a stripped
-Go binary is refused with a clear message, and the overhead benchmark runs."""
+Go binary is refused with a clear message, the cpu layer's stall state settles when its
+target sleeps, and the overhead benchmark runs."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,6 +22,7 @@ from chaoslab.layers import Layer
 from chaoslab.probes import PROBES
 from chaoslab.probes.gofunc import APP_FUNCTION, ENDS, AppProbe, GoFunctionProbe
 from chaoslab.probes.network import FROM_TARGET, NetworkProbe
+from chaoslab.probes.sched import CpuProbe
 from chaoslab.probes.syscalls import HOLD, WAITS, SyscallProbe, syscall_table
 from tests.conftest import REPO, chaoslab
 
@@ -178,3 +182,42 @@ def test_overhead_benchmark_runs_and_prints_its_ratios() -> None:
     (ends, ends_us), (rets, rets_us) = app["uprobes"], app["RET uprobes"]
     assert ends > 50 and rets > 50, res.stdout
     assert abs(ends_us - rets_us) <= max(10.0, 0.5 * rets_us), res.stdout
+
+
+# Many 1 ns sleeps (a timer slack of 1 ns): the timer often fires before the thread got off
+# its CPU, and the kernel traces a wakeup of a thread that still runs (ttwu_runnable); then
+# the thread sleeps for good.
+SLEEPER = """
+import ctypes, threading, time
+ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK
+for _ in range(100_000):
+    time.sleep(1e-9)
+print("asleep", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_target_asleep_is_not_starved_whatever_woke_it_while_it_ran() -> None:
+    """A wakeup traced while the thread still ran, then a sleep: the thread is not waiting for a
+    CPU. Counted as waiting, its target was "starved" for as long as it slept (every request
+    in flight weighed by it), which put the cpu layer above an entropy fault's own layer."""
+    probe = CpuProbe()
+    with subprocess.Popen([sys.executable, "-c", SLEEPER], stdout=subprocess.PIPE, text=True) as sleeper:
+        try:
+            obj = probe.load()
+            obj.add_target(sleeper.pid, 0)
+            probe.index[0] = "sleeper"
+            probe.attach(obj, [])
+            assert sleeper.stdout is not None
+            assert sleeper.stdout.readline() == "asleep\n"
+            time.sleep(0.3)
+            before = probe.stalled_seconds()["sleeper"]
+            time.sleep(1.0)
+            raw = obj.lookup_bytes("stalled", 0, 32)
+            assert raw is not None
+            waiting, _running, since, _stalled = struct.unpack("<qqQQ", raw)
+            assert (waiting, since) == (0, 0), "a sleeping target counted as waiting for a CPU"
+            assert probe.stalled_seconds()["sleeper"] == before
+        finally:
+            sleeper.kill()
+            probe.close()
