@@ -2,7 +2,7 @@
 /*
  * proxy: a proxy's request time on its downstream connections, from syscalls.
  *
- * A downstream connection is a socket the target got from accept4(). A request
+ * A downstream connection is a socket the target got from accept4() or accept(). A request
  * starts when a read (recvfrom, read, readv) on it returns data while no request
  * is open on it, and ends at the next write (sendto, write, writev) on it: the
  * proxy's whole handling of the request, its upstream time included. Envoy uses
@@ -46,8 +46,7 @@ struct {
 	__type(value, __u32); /* its fd */
 } reading SEC(".maps");
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int accept_exit(struct sys_exit_ctx *ctx)
+static __always_inline int accepted(struct sys_exit_ctx *ctx)
 {
 	struct conn_key key;
 	__u64 idle = 0;
@@ -59,6 +58,12 @@ int accept_exit(struct sys_exit_ctx *ctx)
 	bpf_map_update_elem(&downstream, &key, &idle, BPF_ANY);
 	return 0;
 }
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int accept4_exit(struct sys_exit_ctx *ctx) { return accepted(ctx); }
+/* plain accept(): glibc's accept() on x86-64 and a server that never asks for accept4's flags */
+SEC("tracepoint/syscalls/sys_exit_accept")
+int accept_exit(struct sys_exit_ctx *ctx) { return accepted(ctx); }
 
 SEC("tracepoint/syscalls/sys_enter_close")
 int close_enter(struct sys_enter_ctx *ctx)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import ClassVar
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import pytest
 
@@ -22,9 +24,13 @@ from chaoslab.layers import Layer
 from chaoslab.probes import PROBES
 from chaoslab.probes.gofunc import APP_FUNCTION, ENDS, AppProbe, GoFunctionProbe
 from chaoslab.probes.network import FROM_TARGET, NetworkProbe
+from chaoslab.probes.proxy import SocketAppProbe, accepted_sockets, seed
 from chaoslab.probes.sched import CpuProbe
 from chaoslab.probes.syscalls import HOLD, WAITS, SyscallProbe, syscall_table
 from tests.conftest import REPO, chaoslab
+
+if TYPE_CHECKING:
+    from chaoslab.targets.base import RunningTarget
 
 pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("clean_machine")]
 
@@ -220,4 +226,65 @@ def test_a_target_asleep_is_not_starved_whatever_woke_it_while_it_ran() -> None:
             assert probe.stalled_seconds()["sleeper"] == before
         finally:
             sleeper.kill()
+            probe.close()
+
+
+# A server that answers each read on its one connection with a write; it takes the connection
+# with accept(2) when asked (glibc's accept() on x86-64 is the accept syscall), else accept4.
+ACCEPTER = """
+import ctypes, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+print(listener.getsockname()[1], flush=True)
+if sys.argv[1] == "accept":
+    fd = libc.accept(listener.fileno(), None, None)
+    assert fd >= 0, ctypes.get_errno()
+else:
+    fd = listener.accept()[0].detach()
+print("accepted", flush=True)
+while data := os.read(fd, 100):
+    os.write(fd, b"ok:" + data)
+"""
+
+
+@pytest.mark.parametrize(
+    ("call", "connect_first"),
+    [("accept", False), ("accept4", True)],
+    ids=["accept-syscall", "accepted-before-attach"],
+)
+def test_a_servers_requests_count_on_every_accepted_connection(call: str, connect_first: bool) -> None:
+    """A connection the server took with accept(2), or one it held before the probe attached
+    (a keep-alive client or a pool opened at start-up, /proc read at attach), has its requests
+    in the app layer, as one accepted with accept4 afterwards has."""
+    probe = SocketAppProbe()
+    argv = [sys.executable, "-c", ACCEPTER, call]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as server:
+        client = None
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            if connect_first:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                assert server.stdout.readline() == "accepted\n"
+            obj = probe.load()
+            obj.add_target(server.pid, 0)
+            probe.index[0] = "server"
+            probe.attach(obj, [cast("RunningTarget", SimpleNamespace(name="server", pid=server.pid))])
+            if connect_first:
+                assert len(accepted_sockets(server.pid)) == 1
+                assert seed(obj, server.pid) == 0, "the attach registered it already"
+            if client is None:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            for i in range(5):
+                client.sendall(b"%d" % i)
+                assert client.recv(100) == b"ok:%d" % i
+            # a read already waiting when the probe attached is not seen: the first request of a
+            # connection held before the attach is not counted, the next ones are
+            assert probe.snapshot()[("server", "")].count == (4 if connect_first else 5)
+        finally:
+            if client is not None:
+                client.close()
+            server.kill()
             probe.close()

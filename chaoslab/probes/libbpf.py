@@ -260,6 +260,15 @@ class BpfObject:
         if lib().bpf_map_update_elem(self.map_fd(map_name), ctypes.byref(k), v, 0) != 0:
             raise _fail(f"{self.path.name}: cannot update map {map_name}")
 
+    def insert_new(self, map_name: str, key: bytes, value: bytes) -> bool:
+        """Add `key` to a hash map unless it is there already (BPF_NOEXIST); True if added."""
+        k, v = ctypes.create_string_buffer(key, len(key)), ctypes.create_string_buffer(value, len(value))
+        return int(lib().bpf_map_update_elem(self.map_fd(map_name), k, v, 1)) == 0
+
+    def delete(self, map_name: str, key: bytes) -> bool:
+        k = ctypes.create_string_buffer(key, len(key))
+        return int(lib().bpf_map_delete_elem(self.map_fd(map_name), k)) == 0
+
     def lookup_u64(self, map_name: str, key: int) -> int:
         k, v = ctypes.c_uint32(key), ctypes.c_uint64()
         if lib().bpf_map_lookup_elem(self.map_fd(map_name), ctypes.byref(k), ctypes.byref(v)) != 0:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import struct
+from pathlib import Path
+
 from chaoslab.layers import Layer
 from chaoslab.probes.base import Probe
 from chaoslab.probes.libbpf import BpfObject
@@ -11,7 +15,7 @@ from chaoslab.targets.base import RunningTarget
 class ProxyProbe(Probe):
     layer = Layer.PROXY
     program = "proxy"
-    mechanism = "syscall tracepoints (accept4, recvfrom/read, sendto/write), filtered by PID in BPF"
+    mechanism = "syscall tracepoints (accept4/accept, recvfrom/read, sendto/write), filtered by PID in BPF"
 
     @classmethod
     def applies_to(cls, target: RunningTarget) -> bool:
@@ -19,6 +23,8 @@ class ProxyProbe(Probe):
 
     def attach(self, obj: BpfObject, targets: list[RunningTarget]) -> None:
         obj.attach_all()
+        for t in targets:
+            seed(obj, t.pid)
 
 
 class SocketAppProbe(ProxyProbe):
@@ -29,9 +35,56 @@ class SocketAppProbe(ProxyProbe):
     layer = Layer.APP
     mechanism = (
         "syscall tracepoints: a request read on an accepted socket to the response write "
-        "(accept4, recvfrom/read/readv, sendto/write/writev), filtered by PID in BPF"
+        "(accept4/accept, recvfrom/read/readv, sendto/write/writev), filtered by PID in BPF"
     )
 
     @classmethod
     def applies_to(cls, target: RunningTarget) -> bool:
         return not target.service.proxy and target.go is None
+
+
+LISTEN, ESTABLISHED = "0A", "01"  # TCP states in /proc/net/tcp
+
+
+def accepted_sockets(pid: int) -> list[int]:
+    """The fds of `pid` that are connections it accepted (established TCP sockets whose local
+    port is one it listens on), read from /proc: those it held before the probe attached."""
+    try:
+        fds = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                fds[link[8:-1]] = int(fd)
+    except OSError:  # gone, or not ours to read: nothing to seed
+        return []
+    listening: set[str] = set()
+    established: dict[str, str] = {}  # inode -> local port
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and f[9] in fds:
+                port = f[1].rsplit(":", 1)[1]
+                if f[3] == LISTEN:
+                    listening.add(port)
+                elif f[3] == ESTABLISHED:
+                    established[f[9]] = port
+    return sorted(fds[inode] for inode, port in established.items() if port in listening)
+
+
+def seed(obj: BpfObject, pid: int) -> int:
+    """Register the connections `pid` accepted before the probe attached, as accept4 would have
+    (a client's keep-alive connection or a pool opened at start-up is otherwise never seen: a
+    service whose callers reuse one would show no requests). Returns how many."""
+    added = []
+    for fd in accepted_sockets(pid):
+        if obj.insert_new("downstream", struct.pack("<II", pid, fd), struct.pack("<Q", 0)):
+            added.append(fd)  # else accepted (or closed and reused) since the attach: its own entry
+    still = set(accepted_sockets(pid))
+    for fd in added:
+        if fd not in still:  # closed meanwhile: its number may be a file's next
+            obj.delete("downstream", struct.pack("<II", pid, fd))
+    return len(still.intersection(added))
