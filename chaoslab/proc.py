@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 KILL_WAIT = 3.0
@@ -172,3 +173,20 @@ def descendants(pid: int) -> set[int]:
         frontier = {p for p, pp in parent.items() if pp in frontier and p not in out}
         out |= frontier
     return out
+
+
+LISTEN, ESTABLISHED = "0A", "01"  # TCP states in /proc/net/tcp
+
+
+def tcp_sockets(pid: int) -> Iterator[tuple[str, int, str]]:
+    """(inode, local port, state) of every TCP socket, IPv4 and IPv6, in the network namespace
+    of `pid` (its /proc/PID/net/tcp and tcp6); a table it cannot read is skipped."""
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 9:
+                yield f[9], int(f[1].rsplit(":", 1)[1], 16), f[3]

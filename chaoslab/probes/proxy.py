@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import struct
-from pathlib import Path
 
 from chaoslab.layers import Layer
 from chaoslab.probes.base import Probe
 from chaoslab.probes.libbpf import BpfObject
+from chaoslab.proc import ESTABLISHED, LISTEN, tcp_sockets
 from chaoslab.targets.base import RunningTarget
 
 
@@ -43,9 +43,6 @@ class SocketAppProbe(ProxyProbe):
         return not target.service.proxy and target.go is None
 
 
-LISTEN, ESTABLISHED = "0A", "01"  # TCP states in /proc/net/tcp
-
-
 def accepted_sockets(pid: int) -> list[int]:
     """The fds of `pid` that are connections it accepted (established TCP sockets whose local
     port is one it listens on), read from /proc: those it held before the probe attached."""
@@ -57,22 +54,9 @@ def accepted_sockets(pid: int) -> list[int]:
                 fds[link[8:-1]] = int(fd)
     except OSError:  # gone, or not ours to read: nothing to seed
         return []
-    listening: set[str] = set()
-    established: dict[str, str] = {}  # inode -> local port
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) > 9 and f[9] in fds:
-                port = f[1].rsplit(":", 1)[1]
-                if f[3] == LISTEN:
-                    listening.add(port)
-                elif f[3] == ESTABLISHED:
-                    established[f[9]] = port
-    return sorted(fds[inode] for inode, port in established.items() if port in listening)
+    mine = [(inode, port, state) for inode, port, state in tcp_sockets(pid) if inode in fds]
+    listening = {port for _, port, state in mine if state == LISTEN}
+    return sorted(fds[i] for i, port, state in mine if state == ESTABLISHED and port in listening)
 
 
 def seed(obj: BpfObject, pid: int) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from chaoslab import proc
 from chaoslab.context import RunContext
 from chaoslab.errors import TargetError
-from chaoslab.proc import run
+from chaoslab.proc import LISTEN, run, tcp_sockets
 from chaoslab.scenario.model import AttachSpec, TargetSpec
 from chaoslab.targets import netns
 from chaoslab.targets.base import HOST, RunningTarget, WatchedProcess
@@ -32,7 +32,6 @@ from chaoslab.targets.netns import Link
 from chaoslab.targets.services import Service
 
 HOST_NETNS = ""  # RunningTarget.netns of a target in the host's own network namespace
-LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
 
 @dataclass(frozen=True)
@@ -84,17 +83,7 @@ def _by_name(name: str) -> list[int]:
 
 def _listening_inodes(pid: int, port: int) -> set[str]:
     """Socket inodes listening on `port` in the network namespace of `pid`."""
-    out = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) > 9 and f[3] == LISTEN and int(f[1].rsplit(":", 1)[1], 16) == port:
-                out.add(f[9])
-    return out
+    return {inode for inode, local, state in tcp_sockets(pid) if state == LISTEN and local == port}
 
 
 def _by_port(port: int) -> list[int]:
