@@ -128,6 +128,19 @@ class Page:
                 out.append(str(p["entry"].get("text")))
         return out
 
+    def failed_loads(self) -> list[tuple[str, str]]:
+        """(url, error) of every request that got no response."""
+        urls = {
+            e["params"]["requestId"]: e["params"]["request"]["url"]
+            for e in self.events
+            if e.get("method") == "Network.requestWillBeSent"
+        }
+        return [
+            (urls.get(e["params"]["requestId"], "?"), str(e["params"].get("errorText")))
+            for e in self.events
+            if e.get("method") == "Network.loadingFailed"
+        ]
+
     def requests(self) -> list[str]:
         return [
             e["params"]["request"]["url"]

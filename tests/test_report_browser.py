@@ -219,7 +219,13 @@ def test_live_page_during_a_run(tmp_path: Path) -> None:
             assert p.returncode == 0, err.read_text()[-3000:]
             report = json.loads((out / "report.json").read_text())
             check_verdicts(page, report)
-            assert page.console_errors() == []
+            # The run adds and removes network interfaces (its targets' veth pairs), and
+            # Chromium aborts what is in flight when the host's network changes. The page
+            # must take that as a hiccup: try again, and still end on the final report.
+            changed = "net::ERR_NETWORK_CHANGED"
+            failed = page.failed_loads()
+            assert all(u == url + "fragment" and e == changed for u, e in failed), failed
+            assert [e for e in page.console_errors() if not e.endswith(changed)] == []
             assert all(u.startswith(url) for u in page.requests()), page.requests()
             polls = [u for u in page.requests() if u.endswith("/fragment")]
             assert len(polls) >= 2, page.requests()  # it polled: the starve phase, then the final page
