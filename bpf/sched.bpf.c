@@ -29,15 +29,19 @@
 
 enum { M_RUNQ = 1, M_FROZEN = 2 };
 
+/* Plain hashes, not LRU: `waiting` and a freeze's `threads` count their entries, and an LRU
+ * map may evict an entry (before it is full, on a machine with many CPUs: each CPU keeps
+ * free nodes of its own), which would leave a count that never comes down. A full hash
+ * refuses the new entry, and the count does not take it either. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);   /* tid */
 	__type(value, __u64); /* runnable since, ns */
 } queued SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);  /* tid */
 	__type(value, __u8); /* frozen */
@@ -141,12 +145,13 @@ static __always_inline void enqueue(__u32 target, __u32 tid, __u64 now)
 {
 	struct cpu_state *st;
 
-	if (bpf_map_lookup_elem(&queued, &tid) == 0) {
+	if (bpf_map_update_elem(&queued, &tid, &now, BPF_NOEXIST) == 0) {
 		st = cpu_state(target);
 		if (st)
 			__sync_fetch_and_add(&st->waiting, 1);
+		return;
 	}
-	bpf_map_update_elem(&queued, &tid, &now, BPF_ANY);
+	bpf_map_update_elem(&queued, &tid, &now, BPF_EXIST); /* queued again: from now */
 }
 
 static __always_inline void dequeue(__u32 target, __u32 tid)
@@ -188,8 +193,8 @@ static __always_inline void freeze_begin(__u32 target, __u32 tid, __u64 now)
 	struct freeze *f = bpf_map_lookup_elem(&freezes, &target);
 	__u8 one = 1;
 
-	bpf_map_update_elem(&frozen, &tid, &one, BPF_ANY);
-	if (!f)
+	/* counted once per thread, and only if kept: freeze_end uncounts what it finds */
+	if (bpf_map_update_elem(&frozen, &tid, &one, BPF_NOEXIST) != 0 || !f)
 		return;
 	if (f->threads <= 0) { /* the target's first thread frozen: a new freeze */
 		f->since = now;
