@@ -4,8 +4,11 @@ workers, and throughput that scales with a second worker."""
 
 from __future__ import annotations
 
+import ast
 import itertools
+import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -453,3 +456,55 @@ def test_open_model_stall_benchmark_prints_recorded_against_implied() -> None:
     ratios = dict(re.findall(r"^(p50|p99|max)\s+recorded .* ratio ([\d.]+)   \|", res.stdout, re.M))
     assert set(ratios) == {"p50", "p99", "max"}, res.stdout
     assert all(0.8 < float(r) < 1.2 for r in ratios.values()), res.stdout
+
+
+WIRES = """
+import chaoslab.load.locustfile as L
+for r in L.MIX:
+    w = r.wire
+    print(repr((w.key, w.server_name, w.data)))
+"""
+
+
+def test_an_http_request_is_built_once_as_the_bytes_it_is_sent_as(tmp_path: Path) -> None:
+    def request(name: str, base: str, path: str, method: str = "GET", headers: dict | None = None,
+                body: str = "") -> dict:  # fmt: skip
+        return {"name": name, "protocol": base.split(":")[0], "base": base, "weight": 1, "path": path,
+                "method": method, "headers": headers or {}, "body": body, "status": 200}  # fmt: skip
+
+    config = {
+        "model": "open", "start": 1, "stages": [], "duration": 1, "think": 0, "spawn_rate": 1,
+        "timeout": 5, "workers": 1, "local_workers": 1, "max_requests": 1, "split": True,
+        "urls": {"https:api": "https://10.1.1.2:8443", "http:v6": "http://[::1]:8080",
+                 "https:named": "https://api.example:443"},
+        "host": "https://10.1.1.2:8443", "records": str(tmp_path / "r-{worker}.bin"),
+        "go": str(tmp_path / "go"), "ca": {}, "warmup": {},
+        "requests": [
+            request("get", "https:api", "/work?x=1&y=2"),
+            request("post", "http:v6", "/p", "POST", {"host": "example.org", "X-A": "1"}, "h\u00e9"),
+            request("named", "https:named", "", "DELETE"),
+        ],
+    }  # fmt: skip
+    path = tmp_path / "load.json"
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "CHAOSLAB_LOAD_CONFIG": str(path), "CHAOSLAB_ROLE": "master"}
+    res = subprocess.run([sys.executable, "-c", WIRES], capture_output=True, text=True, env=env, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    get, post, named = (ast.literal_eval(line) for line in res.stdout.splitlines())
+    assert get == (
+        ("10.1.1.2", 8443, True),
+        None,  # no SNI for an address
+        b"GET /work?x=1&y=2 HTTP/1.1\r\nHost: 10.1.1.2:8443\r\nUser-Agent: chaoslab\r\n\r\n",
+    )
+    # the scenario's own Host wins, whatever its case; a body has its length in bytes
+    assert post == (
+        ("::1", 8080, False),
+        None,
+        b"POST /p HTTP/1.1\r\nhost: example.org\r\nUser-Agent: chaoslab\r\nX-A: 1\r\n"
+        b"Content-Length: 3\r\n\r\nh\xc3\xa9",
+    )
+    assert named == (
+        ("api.example", 443, True),
+        "api.example",
+        b"DELETE / HTTP/1.1\r\nHost: api.example:443\r\nUser-Agent: chaoslab\r\n\r\n",
+    )

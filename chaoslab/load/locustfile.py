@@ -18,7 +18,9 @@ late because the generator itself was slow, not because every user was busy.
 
 Closed model: each user sends, waits for the response, thinks, and sends again.
 
-Protocols: HTTP and HTTPS through Locust's FastHttpUser; gRPC (`grpc` over TLS, verified
+Protocols: HTTP/1.1 and HTTPS on each user's kept connection, each request sent as bytes built
+once and its response parsed by geventhttpclient's C parser (a redirect it does not expect is
+followed by Locust's FastHttpUser client); gRPC (`grpc` over TLS, verified
 with the target's CA, or `grpc-plain`) through grpcio's generic calls, with no generated
 code: the run has compiled the protos (or asked the server by reflection) into descriptor
 sets, from which this process builds each request once (chaoslab/load/protos.py); tcp
@@ -31,7 +33,6 @@ and written in 64 KiB blocks, flushed at least every 0.2 s for the run's tail.
 """
 
 import atexit
-import collections
 import contextlib
 import errno
 import itertools
@@ -41,8 +42,10 @@ import random
 import socket
 import time
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import gevent
+from gevent import ssl as _ssl
 from geventhttpclient import connectionpool as _connectionpool
 from geventhttpclient import response as _response
 from locust import FastHttpUser, LoadTestShape, events, task
@@ -78,6 +81,9 @@ _sleep = sleeper()  # to a due time, to the tens of microseconds (chaoslab/load/
 _tcp_connect = _connectionpool.ConnectionPool._connect_socket
 _tls_connect = _connectionpool.SSLConnectionPool._connect_socket
 _response_init = _response.HTTPSocketPoolResponse.__init__
+_HttpResponse = _response.HTTPSocketResponse
+_ConnectionClosed = _response.HTTPConnectionClosed
+_create_connection = gevent.socket.create_connection
 
 
 def _timed_connect(self, sock, address):
@@ -208,19 +214,13 @@ GRPC = {r["name"]: GrpcMethod(r["grpc"], _POOLS) for r in REQUESTS if r.get("grp
 TCP = {r["name"]: TcpExchange(r["tcp"]) for r in REQUESTS if r.get("tcp")}
 
 
-# The status the HTTP client takes as valid: the one most HTTP requests of the mix expect.
-# Those requests are judged by the client itself, as plain Locust's are; the others are
-# marked by hand.
-_EXPECTED = collections.Counter(r["status"] for r in REQUESTS if r["protocol"] in ("http", "https"))
-HTTP_STATUS = _EXPECTED.most_common(1)[0][0] if _EXPECTED else None
-
-
 class Req:
     """A request of the mix with what sending it needs looked up once: its URL (HTTP), and
     the name of the user's method that sends it."""
 
     __slots__ = (
-        "base", "body", "headers", "index", "method", "name", "path", "send", "split", "status", "url"
+        "base", "body", "headers", "index", "method", "name", "path", "send", "split", "status",
+        "url", "wire",
     )  # fmt: skip
 
     def __init__(self, index, r):
@@ -230,14 +230,56 @@ class Req:
         self.send = _SENDERS[r["protocol"]]
         # HTTP's client is timed in parts (connect, TLS, ...), when the run reads them
         self.split = self.send == "_http" and bool(CONFIG.get("split"))
-        if self.send == "_http" and r["status"] != HTTP_STATUS:
-            self.send = "_http_caught"
         self.path = r.get("path")
         self.method = r.get("method")
         self.headers = r.get("headers") or None
         self.body = r.get("body") or None
         self.status = r.get("status")
         self.url = CONFIG["urls"][self.base] + self.path if self.path is not None else None
+        self.wire = Wire(self.url, self.method, self.headers, self.body) if self.send == "_http" else None
+
+
+class Wire:
+    """An HTTP/1.1 request as the bytes it is sent as, built once, and where it goes: sent on
+    the user's kept connection to its (host, port, TLS) with no per-request work but the
+    send and the response's parsing (geventhttpclient's C parser)."""
+
+    __slots__ = ("data", "host", "key", "method", "port", "server_name", "tls")
+
+    def __init__(self, url, method, headers, body):
+        u = urlsplit(url)
+        self.tls = u.scheme == "https"
+        self.host = u.hostname
+        self.port = u.port or (443 if self.tls else 80)
+        self.key = (self.host, self.port, self.tls)
+        self.method = method.upper()
+        # SNI only for a name: an address is not one (RFC 6066)
+        self.server_name = None if _is_address(self.host) else self.host
+        data = body.encode() if isinstance(body, str) else (body or b"")
+        fields = {"host": ("Host", u.netloc), "user-agent": ("User-Agent", USER_AGENT)}
+        for name, value in (headers or {}).items():
+            fields[name.lower()] = (name, value)  # the scenario's own win
+        if data or self.method in ("POST", "PUT", "PATCH"):
+            fields["content-length"] = ("Content-Length", str(len(data)))
+        target = (u.path or "/") + ("?" + u.query if u.query else "")
+        head = f"{self.method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.values())
+        self.data = (head + "\r\n").encode() + data
+
+
+def _is_address(host):
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return True
+    except OSError:
+        return False
+
+
+USER_AGENT = "chaoslab"
+# As Locust's FastHttpUser (insecure by default): the load does not verify HTTPS certificates.
+_TLS = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+_TLS.check_hostname = False
+_TLS.verify_mode = _ssl.CERT_NONE
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 _SENDERS = {"https": "_http", "http": "_http", "grpc": "_grpc", "grpc-plain": "_grpc", "tcp": "_tcp"}
@@ -377,13 +419,13 @@ def _grpc_error(exc):
     return f"grpc-{code.name}" if code is not None else type(exc).__name__
 
 
-def _fire(kind, name, sent, error):
-    """Locust's own statistics (FastHttpUser fires its own for HTTP)."""
+def _fire(kind, name, sent, error, length=0):
+    """Locust's own statistics."""
     events.request.fire(
         request_type=kind,
         name=name,
         response_time=(_now() - sent) * 1000,
-        response_length=0,
+        response_length=length,
         exception=RuntimeError(error) if error else None,
         context={},
     )
@@ -435,11 +477,9 @@ class ChaoslabUser(FastHttpUser):
         self.channels = {}
         self.calls = {}  # request name -> grpcio's callable on this user's channel
         self.socks = {}  # base -> this user's kept tcp connection
+        self.conns = {}  # (host, port, TLS) -> this user's kept HTTP connection
         # request -> this user's bound method that sends it
         self.senders = {req: getattr(self, req.send) for req in MIX}
-        if HTTP_STATUS is not None:
-            # Locust's client takes only this status as a success (redirects are followed first)
-            self.client.client.valid_response_codes = frozenset((HTTP_STATUS,))
         for base in sorted({r["base"] for r in REQUESTS}):
             self._connect(base)
         RUN.ready()
@@ -453,7 +493,7 @@ class ChaoslabUser(FastHttpUser):
     def on_stop(self):
         for ch in self.channels.values():
             ch.close()
-        for sock in self.socks.values():
+        for sock in (*self.socks.values(), *self.conns.values()):
             sock.close()
 
     def _connect(self, base):
@@ -491,14 +531,25 @@ class ChaoslabUser(FastHttpUser):
             grpc.channel_ready_future(ch).result(timeout=min(TIMEOUT, 10))
 
     def _http_warmup(self, base, url):
+        """Open this user's connection with the untimed request the run chose for it (its
+        target's health path, or the first request's)."""
+        w = Wire(url + CONFIG["warmup"][base], "GET", None, None)
         for _ in range(50):
+            sock = self.conns.pop(w.key, None)
             try:
-                with self.client.get(url + CONFIG["warmup"][base], name="warmup", catch_response=True) as r:
-                    if r.status_code:
-                        r.success()
-                        return
+                if sock is None:
+                    sock = self._http_open(w, None)
+                sock.sendall(w.data)
+                resp = _HttpResponse(sock, method="GET")
+                resp.read()
+                if resp.should_close():
+                    sock.close()
+                else:
+                    self.conns[w.key] = sock
+                return
             except Exception:
-                pass
+                if sock is not None:
+                    sock.close()
             gevent.sleep(0.1)
 
     @task
@@ -540,40 +591,91 @@ class ChaoslabUser(FastHttpUser):
             gevent.sleep(THINK)
 
     def _http(self, req, sent):
-        """An HTTP request whose expected status is the one the client takes as valid
-        (HTTP_STATUS): Locust's statistics judge it as the record does, with no context
-        manager around the response."""
+        """An HTTP request on this user's kept connection to its (host, port, TLS), opened if
+        there is none; sent again once on a new connection if a kept one turns out closed
+        (the server closed it while idle). A redirect the request does not expect is followed
+        by Locust's client."""
+        w = req.wire
+        m = _MARKS.get(_getcurrent())
+        sock = self.conns.pop(w.key, None)
+        resp = body = None
         try:
-            resp = self.client.request(req.method, req.url, name=req.name, headers=req.headers, data=req.body)
+            while True:
+                kept = sock is not None
+                if not kept:
+                    sock = self._http_open(w, m)
+                try:
+                    sock.sendall(w.data)
+                    if m is not None:
+                        written = _now()
+                    resp = _HttpResponse(sock, method=w.method)
+                    if m is not None:
+                        m[3] = _now()
+                        m[2] += m[3] - written
+                    body = resp.read()
+                    break
+                except (_ConnectionClosed, BrokenPipeError, ConnectionResetError):
+                    sock.close()
+                    sock = None
+                    if not kept or resp is not None:
+                        raise
         except Exception as exc:
-            return 0, type(exc).__name__
-        status = resp.status_code or 0
-        if status == req.status:
-            return status, ""
-        return status, _http_error(status, resp)
+            if sock is not None:
+                sock.close()
+            error = type(exc).__name__
+            _fire(w.method, req.name, sent, error)
+            return 0, error
+        if resp.should_close():
+            sock.close()
+        else:
+            self.conns[w.key] = sock
+        status = resp.status_code
+        if status in _REDIRECTS and status != req.status and "location" in resp:
+            return self._http_redirect(req, urljoin(req.url, resp["location"]), status)
+        error = "" if status == req.status else f"http-{status}"
+        _fire(w.method, req.name, sent, error, len(body))
+        return status, error
 
-    def _http_caught(self, req, sent):
-        """An HTTP request expecting another status: its response is marked in Locust's
-        statistics by hand."""
-        status, error = 0, ""
+    def _http_open(self, w, m):
+        """A new connection for `w`: TCP (with TCP_NODELAY, as curl and Go's net/http open
+        theirs) and TLS, each timed into the request's marks."""
+        t = time.perf_counter()
+        try:
+            sock = _create_connection((w.host, w.port), timeout=TIMEOUT)
+        finally:  # a refused address is connect time too
+            if m is not None:
+                m[0] += time.perf_counter() - t
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if w.tls:
+            t = time.perf_counter()
+            try:
+                sock = _TLS.wrap_socket(sock, server_hostname=w.server_name)
+            except BaseException:
+                sock.close()
+                raise
+            finally:
+                if m is not None:
+                    m[1] += time.perf_counter() - t
+        return sock
+
+    def _http_redirect(self, req, url, status):
+        """Follow a redirect as Locust's client does (303, and 301/302 of a POST, become a GET);
+        the request's status is the last response's."""
+        method = "GET" if status == 303 or (status in (301, 302) and req.method == "POST") else req.method
+        body = req.body if method == req.method else None
         try:
             with self.client.request(
-                req.method,
-                req.url,
-                name=req.name,
-                headers=req.headers,
-                data=req.body,
-                catch_response=True,
+                method, url, name=req.name, headers=req.headers, data=body, catch_response=True
             ) as resp:
-                status = resp.status_code or 0
-                if status != req.status:
-                    error = _http_error(status, resp)
-                    resp.failure(error)
-                else:
+                got = resp.status_code or 0
+                if got == req.status:
                     resp.success()
+                    return got, ""
+                error = _http_error(got, resp)
+                resp.failure(error)
+                return got, error
         except Exception as exc:
-            error = type(exc).__name__
-        return status, error
+            return 0, type(exc).__name__
 
     def _grpc(self, req, sent):
         m, call = GRPC[req.name], self.calls[req.name]
