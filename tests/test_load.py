@@ -466,7 +466,38 @@ for r in L.MIX:
 """
 
 
-def test_an_http_request_is_built_once_as_the_bytes_it_is_sent_as(tmp_path: Path) -> None:
+SEND = """
+import socket
+import gevent
+from gevent import socket as gsocket
+import chaoslab.load.locustfile as L
+for size in (100, 4 << 20):  # one send takes it all; many sends, the buffer full between them
+    a, b = gsocket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
+    got = bytearray()
+    def read():
+        while len(got) < len(data):
+            chunk = b.recv(65536)
+            if not chunk:
+                break
+            got.extend(chunk)
+    reader = gevent.spawn(read)
+    L._send(a, data)
+    reader.join(timeout=30)
+    print(len(data), bytes(got) == data)
+"""
+
+
+def test_a_request_is_sent_whole_in_one_send_or_many(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", SEND], capture_output=True, text=True, env=_wires_env(tmp_path), cwd=REPO
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["100", "True", str(4 << 20), "True"]
+
+
+def _wires_env(tmp_path: Path) -> dict[str, str]:
     def request(name: str, base: str, path: str, method: str = "GET", headers: dict | None = None,
                 body: str = "") -> dict:  # fmt: skip
         return {"name": name, "protocol": base.split(":")[0], "base": base, "weight": 1, "path": path,
@@ -487,7 +518,11 @@ def test_an_http_request_is_built_once_as_the_bytes_it_is_sent_as(tmp_path: Path
     }  # fmt: skip
     path = tmp_path / "load.json"
     path.write_text(json.dumps(config))
-    env = {**os.environ, "CHAOSLAB_LOAD_CONFIG": str(path), "CHAOSLAB_ROLE": "master"}
+    return {**os.environ, "CHAOSLAB_LOAD_CONFIG": str(path), "CHAOSLAB_ROLE": "master"}
+
+
+def test_an_http_request_is_built_once_as_the_bytes_it_is_sent_as(tmp_path: Path) -> None:
+    env = _wires_env(tmp_path)
     res = subprocess.run([sys.executable, "-c", WIRES], capture_output=True, text=True, env=env, cwd=REPO)
     assert res.returncode == 0, res.stderr
     get, post, named = (ast.literal_eval(line) for line in res.stdout.splitlines())

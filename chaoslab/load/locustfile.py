@@ -431,6 +431,15 @@ def _fire(kind, name, sent, error, length=0):
     )
 
 
+def _send(sock, data):
+    """`sock.sendall(data)`, but one `send` when it takes all the bytes, as it does for a request
+    that fits the socket's buffer: gevent's `sendall` reads SO_SNDBUF and the clock first on
+    every call, time that lands in the request's latency."""
+    n = sock.send(data)
+    if n < len(data):
+        sock.sendall(memoryview(data)[n:])
+
+
 def _address(url):
     """(host, port) of a `host:port` or `[v6]:port` address."""
     host, _, port = url.rpartition(":")
@@ -605,7 +614,7 @@ class ChaoslabUser(FastHttpUser):
                 if not kept:
                     sock = self._http_open(w, m)
                 try:
-                    sock.sendall(w.data)
+                    _send(sock, w.data)
                     if m is not None:
                         written = _now()
                     resp = _HttpResponse(sock, method=w.method)
