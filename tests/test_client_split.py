@@ -46,7 +46,7 @@ def _mean_latency_ms(res: ScenarioRun, phase: str) -> float:
 @pytest.mark.privileged
 @pytest.mark.e2e
 @pytest.mark.usefixtures("clean_machine")
-def test_an_entropy_fault_lands_in_the_tls_handshake_of_new_connections(
+def test_an_entropy_fault_lands_in_the_tls_handshake_and_a_syn_delay_in_connect(
     scenario_run: Callable[[str], ScenarioRun],
 ) -> None:
     res = scenario_run("split_tls")
@@ -67,6 +67,16 @@ def test_an_entropy_fault_lands_in_the_tls_handshake_of_new_connections(
     assert part == "tls" and share > 0.9 and added > 10, (added, part, share)
     assert starve.split_ms["wait"] - base.split_ms["wait"] < 0.1 * added
     assert "% in TLS" in " ".join(res.stdout.split())
+    # 20 ms on each of the service's SYN-ACKs, nothing on the rest of its packets: all of it
+    # in connect, none in the handshake's or the request's round trips
+    change = rows["syn"].split_change(base)
+    assert change is not None
+    added, part, share = change
+    assert part == "connect" and share > 0.9 and added == pytest.approx(20, rel=0.25), change
+    for other in ("tls", "wait"):
+        assert rows["syn"].split_ms[other] - base.split_ms[other] < 0.1 * added, rows["syn"].split_ms
+    [net] = [f for p in res.report["phases"] if p["name"] == "syn" for f in p["faults"]]
+    assert net["observed"] and "SYN packets only" in net["mechanism"], net
 
 
 @pytest.mark.privileged

@@ -191,6 +191,8 @@ def fault_problems(fault: str) -> list[str]:
         ("{kind: network, target: edge, delay: 1ms, local_port: 9901}", "9901 is a control port"),
         ("{kind: network, target: api, delay: 1ms, remote_port: 70000}", "must be between 1 and 65535"),
         ("{kind: network, target: api, delay: 1ms, direction: sideways}", "phases[1].faults[0].direction"),
+        ("{kind: network, target: api, delay: 1ms, packets: fin}", "faults[0].packets: must be one of"),
+        ("{kind: network, target: api, rate: 1mbit, packets: syn}", "faults[0].packets: a connection's"),
         ("{kind: cpu, target: api, cpus: 0}", "phases[1].faults[0].cpus: expected a number of CPUs"),
         ("{kind: cpu, target: api}", "phases[1].faults[0].cpus: is required"),
         ("{kind: syscall, target: api, syscall: wrte, delay: 1ms}", "unknown syscall 'wrte'"),

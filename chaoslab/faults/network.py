@@ -2,8 +2,10 @@
 
 Where the traffic is: the target's own links (its namespace's veth ends), all of them or
 the one to `peer`, in one `direction`, optionally only the traffic of one local or remote
-TCP port. Control traffic (health checks from the reserved source-port block, admin ports)
-is always exempt.
+TCP port, and optionally only the packets that open TCP connections (`packets: syn`: SYN and
+SYN-ACK, so a delay lands in the connect of new connections and kept ones are untouched, a
+blackhole or reset refuses new connections only). Control traffic (health checks from the
+reserved source-port block, admin ports) is always exempt.
 
 Mechanisms, picked at preflight:
 - the kernel has sch_netem: one netem qdisc does delay/jitter/loss/duplicate/reorder/
@@ -47,6 +49,10 @@ from chaoslab.targets.netns import Link
 MAX_DELAY = 10.0
 DIRECTIONS = ("egress", "ingress")
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+PACKETS = ("all", "syn")
+# u32: the TCP flags byte (13 past the TCP header, after an IP header of 20 bytes: the same
+# assumption as tc's own 'match ip sport'), its SYN bit
+SYN_U32 = ("match", "u8", "0x02", "0x02", "at", "33")
 NETEM_ONLY = ("duplicate", "reorder", "corrupt")
 EFFECTS = ("delay", "loss", "rate", "blackhole", "reset", *NETEM_ONLY)
 RTT_SAMPLES = 6
@@ -59,6 +65,7 @@ class NetworkSpec(FaultSpec):
     peer: str = ""  # a linked target, or "host"; empty: every link
     local_port: int = 0
     remote_port: int = 0
+    packets: str = "all"  # or "syn": only the packets that open connections (SYN, SYN-ACK)
     delay: float = 0.0
     jitter: float = 0.0
     distribution: str = "uniform"
@@ -92,6 +99,7 @@ class NetworkFault(Fault):
             peer=fields.name("peer"),
             local_port=port("local_port"),
             remote_port=port("remote_port"),
+            packets=fields.choice("packets", PACKETS, "all"),
             delay=fields.duration("delay", positive=False),
             jitter=fields.duration("jitter", positive=False),
             distribution=fields.choice("distribution", DISTRIBUTIONS, "uniform"),
@@ -119,6 +127,12 @@ class NetworkFault(Fault):
             p.add(fields.at("jitter"), "jitter varies a delay", "add 'delay:'")
         if spec.reorder and not spec.delay:
             p.add(fields.at("reorder"), "reordering sends some packets ahead of delayed ones", "add 'delay:'")
+        if spec.packets == "syn" and (spec.rate or any(getattr(spec, k) for k in NETEM_ONLY)):
+            p.add(
+                fields.at("packets"),
+                "a connection's opening packets are too few to shape, duplicate, reorder or corrupt",
+                "use packets: syn with delay, jitter, loss, blackhole or reset",
+            )
         if fields.has("distribution") and not spec.jitter:
             p.add(fields.at("distribution"), "a distribution shapes the jitter", "add 'jitter:'")
         return spec
@@ -250,8 +264,10 @@ class NetworkFault(Fault):
             ports = f"{port}:{last}" if last != port else str(port)
             rules.append(Rule("control", ("-p", "tcp", f"--{side}", ports, "-j", "RETURN")))
         match: tuple[str, ...] = ()
-        if self._ports():
+        if self._ports() or s.packets == "syn":
             match = ("-p", "tcp", *(a for side, port in self._ports() for a in (f"--{side}", str(port))))
+            if s.packets == "syn":
+                match += ("--tcp-flags", "SYN", "SYN")
         rules.append(Rule("seen", match))
         if s.loss and not self.netem:
             rules.append(
@@ -310,9 +326,12 @@ class NetworkFault(Fault):
             ("match", "ip", side, str(port), hex(mask)) for side, port, mask in self._control_ports()
         )
         ports = self._ports()
-        match = (("match", "ip", "protocol", "6", "0xff") if ports else ()) + tuple(
+        syn = self.spec.packets == "syn"
+        match = (("match", "ip", "protocol", "6", "0xff") if ports or syn else ()) + tuple(
             a for side, port in ports for a in ("match", "ip", side, str(port), "0xffff")
         )
+        if syn:
+            match += SYN_U32
         # One tree per interface: a container's links share its eth0. The packets leave
         # through it towards the peer's address (egress) or the target's (ingress, shaped on
         # the peer's side).
@@ -366,7 +385,8 @@ class NetworkFault(Fault):
         if s.reset:
             parts.append("iptables REJECT tcp-reset (reset)")
         where = ", ".join(f"{link.local_if} (to {peer} {link.peer_ip})" for peer, link in self.links.items())
-        return f"{'; '.join(parts)}; {s.direction} on {where}"
+        only = " (SYN packets only)" if s.packets == "syn" else ""
+        return f"{'; '.join(parts)}; {s.direction}{only} on {where}"
 
     # -- life cycle ------------------------------------------------------------------------
 
