@@ -13,12 +13,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import statistics
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from chaoslab.faults.net.tc import ShapingTree
+from chaoslab.faults.network import SYN_U32
+from chaoslab.targets import netns
 from tests.conftest import REPO, chaoslab
 
 pytestmark = [pytest.mark.kernel_lane, pytest.mark.privileged, pytest.mark.e2e]
@@ -175,3 +182,100 @@ def test_kernel_faults_on_cgroup_v2(in_guest: None, clean_machine: None, runtime
     else:  # the engine enables what its containers need by itself: chaoslab changes nothing there
         assert '"cgroup_controllers"' not in journal
     assert not [d for d in CGROUP_ROOT.iterdir() if d.name.startswith("chaoslab-")]
+
+
+ECHO = """
+import socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.99.0.2", 9000))
+s.listen(64)
+def serve(c):
+    while d := c.recv(64):
+        c.sendall(d)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+def test_netem_behind_the_syn_match_delays_connects_not_kept_connections(in_guest: None) -> None:
+    """`packets: syn` with sch_netem: the u32 match on the TCP flags byte sends only the SYN-ACKs
+    to the netem class, so new connections' connects pay the delay and a kept connection's round
+    trips do not."""
+
+    def sh(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True)
+
+    def times() -> tuple[float, float]:
+        """Median ms of 5 connects, and of 5 round trips on one kept connection, from lane-a."""
+
+        def there() -> tuple[float, float]:
+            connects, trips = [], []
+            for _ in range(5):
+                t = time.perf_counter()
+                socket.create_connection(("10.99.0.2", 9000), timeout=5).close()
+                connects.append(time.perf_counter() - t)
+            with socket.create_connection(("10.99.0.2", 9000), timeout=5) as c:
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for _ in range(5):
+                    t = time.perf_counter()
+                    c.sendall(b"x")
+                    c.recv(64)
+                    trips.append(time.perf_counter() - t)
+            return statistics.median(connects) * 1000, statistics.median(trips) * 1000
+
+        return netns.call_in("lane-a", there)
+
+    tree = ShapingTree(
+        "lane-b",
+        "vb",
+        ("netem", "limit", "100000", "delay", "100000us"),
+        (),
+        (("match", "ip", "dst", "10.99.0.1/32", "match", "ip", "protocol", "6", "0xff", *SYN_U32),),
+    )
+    echo = None
+    try:
+        sh("ip", "netns", "add", "lane-a")
+        sh("ip", "netns", "add", "lane-b")
+        sh(
+            "ip",
+            "link",
+            "add",
+            "va",
+            "netns",
+            "lane-a",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vb",
+            "netns",
+            "lane-b",
+        )
+        for ns, dev, addr in (("lane-a", "va", "10.99.0.1/24"), ("lane-b", "vb", "10.99.0.2/24")):
+            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        echo = subprocess.Popen(["ip", "netns", "exec", "lane-b", sys.executable, "-c", ECHO])
+        deadline = time.monotonic() + 30
+        while True:  # the echo server is up when a connect gets through
+            try:
+                before = times()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the echo server did not start"
+                time.sleep(0.2)
+        tree.create()
+        during = times()
+        stats = tree.leaf_stats()
+        tree.remove()
+        after = times()
+    finally:
+        if echo is not None:
+            echo.kill()
+            echo.wait()
+        for ns in ("lane-a", "lane-b"):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    record("netem-syn", {"before_ms": before, "during_ms": during, "after_ms": after, "leaf": stats})
+    assert during[0] - before[0] > 90, (before, during)  # each connect waits for its SYN-ACK
+    assert during[1] < 50 and after[0] < 50, (before, during, after)  # kept traffic, and reverted
+    assert 5 <= stats.get("packets", 0) <= 8, stats  # the SYN-ACKs (and maybe a retransmitted one)
