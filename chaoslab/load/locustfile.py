@@ -20,7 +20,7 @@ Closed model: each user sends, waits for the response, thinks, and sends again.
 
 Protocols: HTTP/1.1 and HTTPS on each user's kept connection, each request sent as bytes built
 once and its response parsed by geventhttpclient's C parser (a redirect it does not expect is
-followed by Locust's FastHttpUser client); gRPC (`grpc` over TLS, verified
+followed the same way, as Locust's client follows one); gRPC (`grpc` over TLS, verified
 with the target's CA, or `grpc-plain`) through grpcio's generic calls, with no generated
 code: the run has compiled the protos (or asked the server by reflection) into descriptor
 sets, from which this process builds each request once (chaoslab/load/protos.py); tcp
@@ -46,9 +46,8 @@ from urllib.parse import urljoin, urlsplit
 
 import gevent
 from gevent import ssl as _ssl
-from geventhttpclient import connectionpool as _connectionpool
 from geventhttpclient import response as _response
-from locust import FastHttpUser, LoadTestShape, events, task
+from locust import LoadTestShape, User, events, task
 from locust.exception import StopUser
 
 from chaoslab.load import remote as _remote
@@ -56,74 +55,10 @@ from chaoslab.load.clock import sleeper
 from chaoslab.load.records import READY, REQUEST, SPLIT, RecordWriter, error_entry
 from chaoslab.load.schedule import Profile
 
-# Every HTTP connection with TCP_NODELAY, as curl, browsers and Go's net/http open theirs:
-# without it a new TLS connection's request waited for the server's delayed ACK of the
-# handshake's last flight (Nagle), about 40 ms per new connection here.
-_tcp_socket = _connectionpool.ConnectionPool._create_tcp_socket
-
-
-def _nodelay_socket(self, family, socktype, protocol):
-    sock = _tcp_socket(self, family, socktype, protocol)
-    if family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-_connectionpool.ConnectionPool._create_tcp_socket = _nodelay_socket
-
-# The parts of an HTTP request's time, marked by the user's greenlet as the client goes:
-# [connect s, TLS handshake s, waits for a response's head s, last response head read (run
-# clock)]. A kept connection has no connect or handshake; a request the client sends again on
-# a new connection adds up its connects, and a redirect followed adds up its waits.
-_MARKS = {}
-_getcurrent = gevent.getcurrent
 _sleep = sleeper()  # to a due time, to the tens of microseconds (chaoslab/load/clock.py)
-_tcp_connect = _connectionpool.ConnectionPool._connect_socket
-_tls_connect = _connectionpool.SSLConnectionPool._connect_socket
-_response_init = _response.HTTPSocketPoolResponse.__init__
 _HttpResponse = _response.HTTPSocketResponse
 _ConnectionClosed = _response.HTTPConnectionClosed
 _create_connection = gevent.socket.create_connection
-
-
-def _timed_connect(self, sock, address):
-    t = time.perf_counter()
-    try:
-        return _tcp_connect(self, sock, address)
-    finally:  # an address refused before the next is tried is connect time too
-        m = _MARKS.get(_getcurrent())
-        if m is not None:
-            m[0] += time.perf_counter() - t
-
-
-def _timed_handshake(self, sock, address):
-    """The TCP connect (timed by _timed_connect, called through super()) and the handshake."""
-    m = _MARKS.get(_getcurrent())
-    connect, t = (m[0] if m is not None else 0.0), time.perf_counter()
-    sock = _tls_connect(self, sock, address)
-    if m is not None:
-        m[1] += time.perf_counter() - t - (m[0] - connect)
-    return sock
-
-
-def _timed_response(self, *args, **kw):
-    """The response's head is read as it is made: the request is written before, its head read
-    after."""
-    m = _MARKS.get(_getcurrent())
-    if m is None:
-        _response_init(self, *args, **kw)
-        return
-    written = _now()
-    try:
-        _response_init(self, *args, **kw)
-    finally:
-        m[3] = _now()
-        m[2] += m[3] - written
-
-
-_connectionpool.ConnectionPool._connect_socket = _timed_connect
-_connectionpool.SSLConnectionPool._connect_socket = _timed_handshake
-_response.HTTPSocketPoolResponse.__init__ = _timed_response
 
 ROLE = os.environ.get("CHAOSLAB_ROLE", "local")
 # A remote worker (`chaoslab worker`) has no run directory: it joins the run through the
@@ -244,10 +179,13 @@ class Wire:
     the user's kept connection to its (host, port, TLS) with no per-request work but the
     send and the response's parsing (geventhttpclient's C parser)."""
 
-    __slots__ = ("data", "host", "key", "method", "port", "server_name", "tls")
+    __slots__ = ("data", "host", "key", "method", "port", "server_name", "tls", "url")
 
     def __init__(self, url, method, headers, body):
+        self.url = url
         u = urlsplit(url)
+        if u.scheme not in ("http", "https"):
+            raise UnsupportedRedirect(f"not an HTTP URL: {url}")
         self.tls = u.scheme == "https"
         self.host = u.hostname
         self.port = u.port or (443 if self.tls else 80)
@@ -266,6 +204,30 @@ class Wire:
         self.data = (head + "\r\n").encode() + data
 
 
+class UnsupportedRedirect(Exception):
+    """A redirect to somewhere this client does not go (another scheme than HTTP's)."""
+
+
+class TooManyRedirects(Exception):
+    pass
+
+
+_ERROR_NAMES = {TooManyRedirects: "http-too-many-redirects", UnsupportedRedirect: "http-redirect-unsupported"}
+
+
+def _redirected(req, w, status, location):
+    """The request a redirect asks for: to `location` (relative to where `w` went); 303, and
+    301/302 of a POST, become a GET without the body, as in Locust's client; another origin
+    is not sent the request's Authorization."""
+    method = "GET" if status == 303 or (status in (301, 302) and w.method == "POST") else w.method
+    body = req.body if method == req.wire.method else None
+    url = urljoin(w.url, location)
+    to = Wire(url, method, req.headers, body)
+    if to.key != w.key and any(k.lower() == "authorization" for k in req.headers or ()):
+        to = Wire(url, method, {k: v for k, v in req.headers.items() if k.lower() != "authorization"}, body)
+    return to
+
+
 def _is_address(host):
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
@@ -280,6 +242,7 @@ _TLS = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
 _TLS.check_hostname = False
 _TLS.verify_mode = _ssl.CERT_NONE
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
+MAX_REDIRECTS = 30  # as Locust's FastHttpUser
 
 
 _SENDERS = {"https": "_http", "http": "_http", "grpc": "_grpc", "grpc-plain": "_grpc", "tcp": "_tcp"}
@@ -473,20 +436,23 @@ def _exchange(sock, t, deadline):
     return "", closed
 
 
-class ChaoslabUser(FastHttpUser):
+class ChaoslabUser(User):
     # The schedule (open) or the think time (closed) paces requests, not Locust.
     def wait_time(self):
         return 0
 
-    network_timeout = TIMEOUT
-    connection_timeout = TIMEOUT
-    host = CONFIG["host"]  # the HTTP client's default; every request names its full URL
+    host = CONFIG["host"]  # shown by Locust; every request names its full URL
 
     def on_start(self):
         self.channels = {}
         self.calls = {}  # request name -> grpcio's callable on this user's channel
         self.socks = {}  # base -> this user's kept tcp connection
         self.conns = {}  # (host, port, TLS) -> this user's kept HTTP connection
+        # The parts of the HTTP request in flight, marked as the client goes, or None when it is
+        # not timed in parts: [connect s, TLS handshake s, waits for a response's head s, the
+        # last response head read (run clock)]. A request sent again on a new connection adds
+        # up its connects, a redirect followed its waits.
+        self.marks = None
         # request -> this user's bound method that sends it
         self.senders = {req: getattr(self, req.send) for req in MIX}
         for base in sorted({r["base"] for r in REQUESTS}):
@@ -544,22 +510,11 @@ class ChaoslabUser(FastHttpUser):
         target's health path, or the first request's)."""
         w = Wire(url + CONFIG["warmup"][base], "GET", None, None)
         for _ in range(50):
-            sock = self.conns.pop(w.key, None)
             try:
-                if sock is None:
-                    sock = self._http_open(w, None)
-                sock.sendall(w.data)
-                resp = _HttpResponse(sock, method="GET")
-                resp.read()
-                if resp.should_close():
-                    sock.close()
-                else:
-                    self.conns[w.key] = sock
+                self._http_exchange(w, None)
                 return
             except Exception:
-                if sock is not None:
-                    sock.close()
-            gevent.sleep(0.1)
+                gevent.sleep(0.1)
 
     @task
     def fire(self):
@@ -582,32 +537,42 @@ class ChaoslabUser(FastHttpUser):
             idle = True
         req = _ONLY or _choices(MIX, cum_weights=_CUM_WEIGHTS)[0]
         run.inflight += 1
-        if req.split:
-            me = _getcurrent()
-            marks = _MARKS[me] = [0.0, 0.0, 0.0, 0.0]
-            try:
-                status, error = self.senders[req](req, sent)
-                end = _now()
-            finally:  # a user stopped mid-request (GreenletExit) leaves nothing behind
-                del _MARKS[me]
-        else:
-            marks = None
-            status, error = self.senders[req](req, sent)
-            end = _now()
+        marks = self.marks = [0.0, 0.0, 0.0, 0.0] if req.split else None
+        status, error = self.senders[req](req, sent)
+        end = _now()
         run.record(due, sent, end, status, req, error, idle, marks)
         run.inflight -= 1
         if THINK > 0:
             gevent.sleep(THINK)
 
     def _http(self, req, sent):
-        """An HTTP request on this user's kept connection to its (host, port, TLS), opened if
-        there is none; sent again once on a new connection if a kept one turns out closed
-        (the server closed it while idle). A redirect the request does not expect is followed
-        by Locust's client."""
-        w = req.wire
-        m = _MARKS.get(_getcurrent())
+        """An HTTP request, and the redirects it does not expect followed as Locust's client
+        follows them: on this user's kept connections, its status the last response's."""
+        w, m = req.wire, self.marks
+        try:
+            resp, body = self._http_exchange(w, m)
+            hops = 0
+            while (status := resp.status_code) in _REDIRECTS and status != req.status and "location" in resp:
+                if hops == MAX_REDIRECTS:
+                    raise TooManyRedirects()
+                hops += 1
+                w = _redirected(req, w, status, resp["location"])
+                resp, body = self._http_exchange(w, m)
+        except Exception as exc:
+            error = _ERROR_NAMES.get(type(exc)) or type(exc).__name__
+            _fire(req.wire.method, req.name, sent, error)
+            return 0, error
+        error = "" if status == req.status else f"http-{status}"
+        _fire(req.wire.method, req.name, sent, error, len(body))
+        return status, error
+
+    def _http_exchange(self, w, m):
+        """`w` sent on this user's kept connection to its (host, port, TLS), opened if there is
+        none, and its response read: (response, body). Sent again once on a new connection if a
+        kept one turns out closed (the server closed it while idle). The connection is kept
+        for the next request unless the response closes it."""
         sock = self.conns.pop(w.key, None)
-        resp = body = None
+        resp = None
         try:
             while True:
                 kept = sock is not None
@@ -628,22 +593,15 @@ class ChaoslabUser(FastHttpUser):
                     sock = None
                     if not kept or resp is not None:
                         raise
-        except Exception as exc:
+        except BaseException:
             if sock is not None:
                 sock.close()
-            error = type(exc).__name__
-            _fire(w.method, req.name, sent, error)
-            return 0, error
+            raise
         if resp.should_close():
             sock.close()
         else:
             self.conns[w.key] = sock
-        status = resp.status_code
-        if status in _REDIRECTS and status != req.status and "location" in resp:
-            return self._http_redirect(req, urljoin(req.url, resp["location"]), status)
-        error = "" if status == req.status else f"http-{status}"
-        _fire(w.method, req.name, sent, error, len(body))
-        return status, error
+        return resp, body
 
     def _http_open(self, w, m):
         """A new connection for `w`: TCP (with TCP_NODELAY, as curl and Go's net/http open
@@ -666,25 +624,6 @@ class ChaoslabUser(FastHttpUser):
                 if m is not None:
                     m[1] += time.perf_counter() - t
         return sock
-
-    def _http_redirect(self, req, url, status):
-        """Follow a redirect as Locust's client does (303, and 301/302 of a POST, become a GET);
-        the request's status is the last response's."""
-        method = "GET" if status == 303 or (status in (301, 302) and req.method == "POST") else req.method
-        body = req.body if method == req.method else None
-        try:
-            with self.client.request(
-                method, url, name=req.name, headers=req.headers, data=body, catch_response=True
-            ) as resp:
-                got = resp.status_code or 0
-                if got == req.status:
-                    resp.success()
-                    return got, ""
-                error = _http_error(got, resp)
-                resp.failure(error)
-                return got, error
-        except Exception as exc:
-            return 0, type(exc).__name__
 
     def _grpc(self, req, sent):
         m, call = GRPC[req.name], self.calls[req.name]
