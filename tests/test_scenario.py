@@ -230,3 +230,21 @@ def test_plan_prints_commands_and_applies_nothing(tmp_path: Path) -> None:
     assert ("netem" in res.stdout) or ("NFQUEUE" in res.stdout and "nfqdelay" in res.stdout)
     assert "cpu.cfs_quota_us" in res.stdout or "cpu.max" in res.stdout
     assert not list(Path("/run/netns").glob("chaoslab-RUNID-*")) if Path("/run/netns").exists() else True
+
+
+def test_plan_of_a_syn_only_fault_matches_the_syn_flag(tmp_path: Path) -> None:
+    s = tmp_path / "s.yaml"
+    s.write_text(
+        GOOD.replace(
+            "{kind: entropy, target: api, delay: 40ms}",
+            "{kind: network, target: api, delay: 5ms, packets: syn}",
+        )
+    )
+    res = chaoslab("plan", str(s))
+    assert res.returncode == 0, res.stderr
+    assert "(SYN packets only)" in res.stdout
+    rules = [line for line in res.stdout.splitlines() if "chaoslab:seen" in line or "chaoslab:delay" in line]
+    if "NFQUEUE" in res.stdout:
+        assert len(rules) == 2 and all("-p tcp --tcp-flags SYN SYN" in r for r in rules), rules
+    else:  # netem: the u32 filter on the TCP flags byte
+        assert "match u8 0x02 0x02 at 33" in res.stdout, res.stdout
