@@ -441,13 +441,25 @@ def test_grpc_by_proto_file_and_by_reflection_against_the_go_api(
 def test_an_http_mix_against_a_third_party_server(scenario_run: Callable[[str], ScenarioRun]) -> None:
     """Each HTTP request is sent as bytes built once on the user's kept connection: a GET, a POST
     with its body, a HEAD, redirects followed (a 303 turns a POST into a GET, /get answers
-    nothing else; a 307 sends the POST and its body again, /post wants them), an expected 404
-    all answer as the scenario says; an unexpected 500 is an error named by its status, and so
-    is a chain of 31 redirects, one more than the client follows."""
+    nothing else; a 307 sends the POST and its body again, /post wants them), a chunked body,
+    a 204 and a 304, an expected 404 all answer as the scenario says; an unexpected 500 is an
+    error named by its status, and so is a chain of 31 redirects, one more than the client
+    follows."""
     res = scenario_run("http_mix")
     assert res.returncode == 0, story(res)
     rows = {c["name"]: c for c in res.report["requests"] if c["phase"] == "baseline"}
-    for name in ("get", "post", "head", "moved", "see-other", "again", "missing"):
+    for name in (
+        "get",
+        "post",
+        "head",
+        "moved",
+        "see-other",
+        "again",
+        "chunked",
+        "no-content",
+        "not-modified",
+        "missing",
+    ):
         assert rows[name]["requests"] >= 20 and rows[name]["errors"] == 0, rows[name]
     for name, error in (("wrong", "http-500"), ("chain", "http-too-many-redirects")):
         row = rows[name]
@@ -455,7 +467,7 @@ def test_an_http_mix_against_a_third_party_server(scenario_run: Callable[[str], 
     # a kept connection: no connect on a request's clock past the warm-up, redirects followed
     # on it too (the same origin)
     split = {name: row["split_ms"] for name, row in rows.items()}
-    for name in ("get", "post", "moved", "see-other", "again"):
+    for name in ("get", "post", "moved", "see-other", "again", "chunked", "no-content", "not-modified"):
         assert split[name]["connect"] == 0, split
     assert split["moved"]["wait"] > split["get"]["wait"], "a redirect followed waits for two responses"
 

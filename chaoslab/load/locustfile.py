@@ -19,7 +19,7 @@ late because the generator itself was slow, not because every user was busy.
 Closed model: each user sends, waits for the response, thinks, and sends again.
 
 Protocols: HTTP/1.1 and HTTPS on each user's kept connection, each request sent as bytes built
-once and its response parsed by geventhttpclient's C parser (a redirect it does not expect is
+once and its response read by a few bytes operations (chaoslab/load/http1.py; a redirect it does not expect is
 followed the same way, as Locust's client follows one); gRPC (`grpc` over TLS, verified
 with the target's CA, or `grpc-plain`) through grpcio's generic calls, with no generated
 code: the run has compiled the protos (or asked the server by reflection) into descriptor
@@ -46,18 +46,16 @@ from urllib.parse import urljoin, urlsplit
 
 import gevent
 from gevent import ssl as _ssl
-from geventhttpclient import response as _response
 from locust import LoadTestShape, User, events, task
 from locust.exception import StopUser
 
 from chaoslab.load import remote as _remote
 from chaoslab.load.clock import sleeper
+from chaoslab.load.http1 import BadResponse, ConnectionClosed, Reader
 from chaoslab.load.records import READY, REQUEST, SPLIT, RecordWriter, error_entry
 from chaoslab.load.schedule import Profile
 
 _sleep = sleeper()  # to a due time, to the tens of microseconds (chaoslab/load/clock.py)
-_HttpResponse = _response.HTTPSocketResponse
-_ConnectionClosed = _response.HTTPConnectionClosed
 _create_connection = gevent.socket.create_connection
 
 ROLE = os.environ.get("CHAOSLAB_ROLE", "local")
@@ -177,7 +175,7 @@ class Req:
 class Wire:
     """An HTTP/1.1 request as the bytes it is sent as, built once, and where it goes: sent on
     the user's kept connection to its (host, port, TLS) with no per-request work but the
-    send and the response's parsing (geventhttpclient's C parser)."""
+    send and the response's reading (chaoslab/load/http1.py)."""
 
     __slots__ = ("data", "host", "key", "method", "port", "server_name", "tls", "url")
 
@@ -212,7 +210,12 @@ class TooManyRedirects(Exception):
     pass
 
 
-_ERROR_NAMES = {TooManyRedirects: "http-too-many-redirects", UnsupportedRedirect: "http-redirect-unsupported"}
+_ERROR_NAMES = {
+    TooManyRedirects: "http-too-many-redirects",
+    UnsupportedRedirect: "http-redirect-unsupported",
+    BadResponse: "http-bad-response",
+    ConnectionClosed: "http-closed",
+}
 
 
 def _redirected(req, w, status, location):
@@ -368,13 +371,6 @@ events.test_stop.add_listener(_flush_all)
 events.quitting.add_listener(_flush_all)
 if RUN.out is not None:
     atexit.register(RUN.out.finish)
-
-
-def _http_error(status, resp):
-    """What went wrong with an HTTP response that has not the expected status."""
-    if status:
-        return f"http-{status}"
-    return type(resp.error).__name__ if resp.error else "no-response"
 
 
 def _grpc_error(exc):
@@ -550,58 +546,60 @@ class ChaoslabUser(User):
         follows them: on this user's kept connections, its status the last response's."""
         w, m = req.wire, self.marks
         try:
-            resp, body = self._http_exchange(w, m)
+            resp = self._http_exchange(w, m)
             hops = 0
-            while (status := resp.status_code) in _REDIRECTS and status != req.status and "location" in resp:
+            while (
+                (status := resp.status) in _REDIRECTS and status != req.status and "location" in resp.headers
+            ):
                 if hops == MAX_REDIRECTS:
                     raise TooManyRedirects()
                 hops += 1
-                w = _redirected(req, w, status, resp["location"])
-                resp, body = self._http_exchange(w, m)
+                w = _redirected(req, w, status, resp.headers["location"])
+                resp = self._http_exchange(w, m)
         except Exception as exc:
             error = _ERROR_NAMES.get(type(exc)) or type(exc).__name__
             _fire(req.wire.method, req.name, sent, error)
             return 0, error
         error = "" if status == req.status else f"http-{status}"
-        _fire(req.wire.method, req.name, sent, error, len(body))
+        _fire(req.wire.method, req.name, sent, error, len(resp.body))
         return status, error
 
     def _http_exchange(self, w, m):
         """`w` sent on this user's kept connection to its (host, port, TLS), opened if there is
-        none, and its response read: (response, body). Sent again once on a new connection if a
+        none, and its response read (chaoslab/load/http1.py). Sent again once on a new connection if a
         kept one turns out closed (the server closed it while idle). The connection is kept
         for the next request unless the response closes it."""
         sock = self.conns.pop(w.key, None)
-        resp = None
         try:
             while True:
                 kept = sock is not None
                 if not kept:
                     sock = self._http_open(w, m)
+                reader = Reader(sock)
                 try:
                     _send(sock, w.data)
                     if m is not None:
                         written = _now()
-                    resp = _HttpResponse(sock, method=w.method)
+                    reader.head()
                     if m is not None:
                         m[3] = _now()
                         m[2] += m[3] - written
-                    body = resp.read()
+                    resp = reader.body(w.method)
                     break
-                except (_ConnectionClosed, BrokenPipeError, ConnectionResetError):
+                except (ConnectionClosed, BrokenPipeError, ConnectionResetError):
                     sock.close()
                     sock = None
-                    if not kept or resp is not None:
+                    if not kept or reader.status:
                         raise
         except BaseException:
             if sock is not None:
                 sock.close()
             raise
-        if resp.should_close():
+        if resp.close:
             sock.close()
         else:
             self.conns[w.key] = sock
-        return resp, body
+        return resp
 
     def _http_open(self, w, m):
         """A new connection for `w`: TCP (with TCP_NODELAY, as curl and Go's net/http open
