@@ -49,14 +49,15 @@ from gevent import ssl as _ssl
 from locust import LoadTestShape, User, events, task
 from locust.exception import StopUser
 
+from chaoslab.load import http1
 from chaoslab.load import remote as _remote
 from chaoslab.load.clock import sleeper
-from chaoslab.load.http1 import BadResponse, ConnectionClosed, Reader
 from chaoslab.load.records import READY, REQUEST, SPLIT, RecordWriter, error_entry
 from chaoslab.load.schedule import Profile
 
 _sleep = sleeper()  # to a due time, to the tens of microseconds (chaoslab/load/clock.py)
 _create_connection = gevent.socket.create_connection
+_read = http1.read
 
 ROLE = os.environ.get("CHAOSLAB_ROLE", "local")
 # A remote worker (`chaoslab worker`) has no run directory: it joins the run through the
@@ -213,8 +214,8 @@ class TooManyRedirects(Exception):
 _ERROR_NAMES = {
     TooManyRedirects: "http-too-many-redirects",
     UnsupportedRedirect: "http-redirect-unsupported",
-    BadResponse: "http-bad-response",
-    ConnectionClosed: "http-closed",
+    http1.BadResponse: "http-bad-response",
+    http1.ConnectionClosed: "http-closed",
 }
 
 
@@ -548,13 +549,14 @@ class ChaoslabUser(User):
         try:
             resp = self._http_exchange(w, m)
             hops = 0
-            while (
-                (status := resp.status) in _REDIRECTS and status != req.status and "location" in resp.headers
-            ):
+            while (status := resp.status) in _REDIRECTS and status != req.status:
+                location = resp.field("location")
+                if location is None:
+                    break
                 if hops == MAX_REDIRECTS:
                     raise TooManyRedirects()
                 hops += 1
-                w = _redirected(req, w, status, resp.headers["location"])
+                w = _redirected(req, w, status, location)
                 resp = self._http_exchange(w, m)
         except Exception as exc:
             error = _ERROR_NAMES.get(type(exc)) or type(exc).__name__
@@ -566,30 +568,29 @@ class ChaoslabUser(User):
 
     def _http_exchange(self, w, m):
         """`w` sent on this user's kept connection to its (host, port, TLS), opened if there is
-        none, and its response read (chaoslab/load/http1.py). Sent again once on a new connection if a
-        kept one turns out closed (the server closed it while idle). The connection is kept
-        for the next request unless the response closes it."""
+        none, and its response read (chaoslab/load/http1.py). Sent again once on a new
+        connection if a kept one turns out closed (the server closed it while idle). The
+        connection is kept for the next request unless the response closes it."""
         sock = self.conns.pop(w.key, None)
         try:
             while True:
                 kept = sock is not None
                 if not kept:
                     sock = self._http_open(w, m)
-                reader = Reader(sock)
                 try:
                     _send(sock, w.data)
                     if m is not None:
                         written = _now()
-                    reader.head()
+                    resp = _read(sock, w.method, _now)
                     if m is not None:
-                        m[3] = _now()
+                        m[3] = resp.head_at
                         m[2] += m[3] - written
-                    resp = reader.body(w.method)
                     break
-                except (ConnectionClosed, BrokenPipeError, ConnectionResetError):
+                except (http1.ConnectionClosed, BrokenPipeError, ConnectionResetError):
+                    # nothing of the response came: a kept connection the server closed
                     sock.close()
                     sock = None
-                    if not kept or reader.status:
+                    if not kept:
                         raise
         except BaseException:
             if sock is not None:
