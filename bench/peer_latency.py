@@ -12,7 +12,7 @@ sent in (the run's phase windows), and the bench prints per phase:
 Both tools share the machine's cores and the target: compare the ratios, not the absolute
 numbers.
 
-    sudo .venv/bin/python bench/peer_latency.py [--rate 50] [--seconds 20] [--delay 30] [--jitter 10]
+    sudo .venv/bin/python bench/peer_latency.py [--rate 50] [--seconds 60] [--delay 30] [--jitter 10]
 """
 
 from __future__ import annotations
@@ -64,7 +64,12 @@ def wait_for(path: Path, run: subprocess.Popen[str], timeout: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=int, default=50, help="requests/s, for each tool")
-    ap.add_argument("--seconds", type=int, default=20, help="length of each of the three phases")
+    ap.add_argument(
+        "--seconds",
+        type=int,
+        default=60,
+        help="length of each of the three phases (3,000 requests at 50/s: a p99 of 30)",
+    )
     ap.add_argument("--delay", type=int, default=30, help="the fault's delay, ms")
     ap.add_argument("--jitter", type=int, default=10, help="the fault's jitter, ms")
     args = ap.parse_args()
