@@ -19,9 +19,9 @@ late because the generator itself was slow, not because every user was busy.
 Closed model: each user sends, waits for the response, thinks, and sends again.
 
 Protocols: HTTP/1.1 and HTTPS on each user's kept connection, each request sent as bytes built
-once and its response read by a few bytes operations (chaoslab/load/http1.py; a redirect it does not expect is
-followed the same way, as Locust's client follows one); gRPC (`grpc` over TLS, verified
-with the target's CA, or `grpc-plain`) through grpcio's generic calls, with no generated
+once and its response read by a few bytes operations (chaoslab/load/http1.py); a redirect it
+does not expect is followed the same way, as Locust's client follows one. gRPC (`grpc` over
+TLS, verified with the target's CA, or `grpc-plain`) through grpcio's generic calls, with no generated
 code: the run has compiled the protos (or asked the server by reflection) into descriptor
 sets, from which this process builds each request once (chaoslab/load/protos.py); tcp
 through gevent's sockets: bytes sent, a reply read until `expect`, `read` bytes, or the
