@@ -215,36 +215,32 @@ def test_wrte_suggests_write() -> None:
     assert "did you mean 'write'" in p
 
 
-def test_plan_prints_commands_and_applies_nothing(tmp_path: Path) -> None:
+def plan(tmp_path: Path, faults: str) -> str:
+    """What `chaoslab plan` prints for GOOD with `faults` in its fault phase."""
     s = tmp_path / "s.yaml"
-    s.write_text(
-        GOOD.replace(
-            "{kind: entropy, target: api, delay: 40ms}",
-            "{kind: network, target: api, delay: 40ms, peer: edge}, {kind: cpu, target: edge, cpus: 0.5}",
-        )
-    )
+    s.write_text(GOOD.replace("{kind: entropy, target: api, delay: 40ms}", faults))
     res = chaoslab("plan", str(s))
     assert res.returncode == 0, res.stderr
-    assert "network on api (phases[1].faults[0])" in res.stdout
-    assert "mechanism:" in res.stdout and "revert:" in res.stdout
-    assert ("netem" in res.stdout) or ("NFQUEUE" in res.stdout and "nfqdelay" in res.stdout)
-    assert "cpu.cfs_quota_us" in res.stdout or "cpu.max" in res.stdout
+    return res.stdout
+
+
+def test_plan_prints_commands_and_applies_nothing(tmp_path: Path) -> None:
+    out = plan(
+        tmp_path,
+        "{kind: network, target: api, delay: 40ms, peer: edge}, {kind: cpu, target: edge, cpus: 0.5}",
+    )
+    assert "network on api (phases[1].faults[0])" in out
+    assert "mechanism:" in out and "revert:" in out
+    assert ("netem" in out) or ("NFQUEUE" in out and "nfqdelay" in out)
+    assert "cpu.cfs_quota_us" in out or "cpu.max" in out
     assert not list(Path("/run/netns").glob("chaoslab-RUNID-*")) if Path("/run/netns").exists() else True
 
 
 def test_plan_of_a_syn_only_fault_matches_the_syn_flag(tmp_path: Path) -> None:
-    s = tmp_path / "s.yaml"
-    s.write_text(
-        GOOD.replace(
-            "{kind: entropy, target: api, delay: 40ms}",
-            "{kind: network, target: api, delay: 5ms, packets: syn}",
-        )
-    )
-    res = chaoslab("plan", str(s))
-    assert res.returncode == 0, res.stderr
-    assert "(SYN packets only)" in res.stdout
-    rules = [line for line in res.stdout.splitlines() if "chaoslab:seen" in line or "chaoslab:delay" in line]
-    if "NFQUEUE" in res.stdout:
+    out = plan(tmp_path, "{kind: network, target: api, delay: 5ms, packets: syn}")
+    assert "(SYN packets only)" in out
+    rules = [line for line in out.splitlines() if "chaoslab:seen" in line or "chaoslab:delay" in line]
+    if "NFQUEUE" in out:
         assert len(rules) == 2 and all("-p tcp --tcp-flags SYN SYN" in r for r in rules), rules
     else:  # netem: the u32 filter on the TCP flags byte
-        assert "match u8 0x02 0x02 at 33" in res.stdout, res.stdout
+        assert "match u8 0x02 0x02 at 33" in out, out
