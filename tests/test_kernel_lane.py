@@ -185,10 +185,10 @@ def test_kernel_faults_on_cgroup_v2(in_guest: None, clean_machine: None, runtime
 
 
 ECHO = """
-import socket, threading
+import socket, sys, threading
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("10.99.0.2", 9000))
+s.bind((sys.argv[1], 9000))
 s.listen(64)
 def serve(c):
     while d := c.recv(64):
@@ -201,10 +201,8 @@ while True:
 def test_netem_behind_the_syn_match_delays_connects_not_kept_connections(in_guest: None) -> None:
     """`packets: syn` with sch_netem: the u32 match on the TCP flags byte sends only the SYN-ACKs
     to the netem class, so new connections' connects pay the delay and a kept connection's round
-    trips do not."""
-
-    def sh(*argv: str) -> None:
-        subprocess.run(argv, check=True, capture_output=True)
+    trips do not. Two namespaces and their veth, made as a run makes its targets' links."""
+    a, b = netns.peer_link("lane-a", "lane-b", "v", netns.free_subnet_index(), 0)
 
     def times() -> tuple[float, float]:
         """Median ms of 5 connects, and of 5 round trips on one kept connection, from lane-a."""
@@ -213,9 +211,9 @@ def test_netem_behind_the_syn_match_delays_connects_not_kept_connections(in_gues
             connects, trips = [], []
             for _ in range(5):
                 t = time.perf_counter()
-                socket.create_connection(("10.99.0.2", 9000), timeout=5).close()
+                socket.create_connection((b.local_ip, 9000), timeout=5).close()
                 connects.append(time.perf_counter() - t)
-            with socket.create_connection(("10.99.0.2", 9000), timeout=5) as c:
+            with socket.create_connection((b.local_ip, 9000), timeout=5) as c:
                 c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 for _ in range(5):
                     t = time.perf_counter()
@@ -228,34 +226,17 @@ def test_netem_behind_the_syn_match_delays_connects_not_kept_connections(in_gues
 
     tree = ShapingTree(
         "lane-b",
-        "vb",
+        b.local_if,
         ("netem", "limit", "100000", "delay", "100000us"),
         (),
-        (("match", "ip", "dst", "10.99.0.1/32", "match", "ip", "protocol", "6", "0xff", *SYN_U32),),
+        (("match", "ip", "dst", f"{a.local_ip}/32", "match", "ip", "protocol", "6", "0xff", *SYN_U32),),
     )
     echo = None
     try:
-        sh("ip", "netns", "add", "lane-a")
-        sh("ip", "netns", "add", "lane-b")
-        sh(
-            "ip",
-            "link",
-            "add",
-            "va",
-            "netns",
-            "lane-a",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vb",
-            "netns",
-            "lane-b",
-        )
-        for ns, dev, addr in (("lane-a", "va", "10.99.0.1/24"), ("lane-b", "vb", "10.99.0.2/24")):
-            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-        echo = subprocess.Popen(["ip", "netns", "exec", "lane-b", sys.executable, "-c", ECHO])
+        netns.create("lane-a")
+        netns.create("lane-b")
+        netns.create_peer_link("lane-a", a)
+        echo = subprocess.Popen([*netns.enter_argv("lane-b"), sys.executable, "-c", ECHO, b.local_ip])
         deadline = time.monotonic() + 30
         while True:  # the echo server is up when a connect gets through
             try:
@@ -273,8 +254,8 @@ def test_netem_behind_the_syn_match_delays_connects_not_kept_connections(in_gues
         if echo is not None:
             echo.kill()
             echo.wait()
-        for ns in ("lane-a", "lane-b"):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        netns.delete("lane-a")
+        netns.delete("lane-b")
     record("netem-syn", {"before_ms": before, "during_ms": during, "after_ms": after, "leaf": stats})
     assert during[0] - before[0] > 90, (before, during)  # each connect waits for its SYN-ACK
     assert during[1] < 50 and after[0] < 50, (before, during, after)  # kept traffic, and reverted
