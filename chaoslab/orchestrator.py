@@ -134,8 +134,14 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         ctx.events.subscribe("target_restarted", probes.retarget)
         for line in probes.attach(scenario.required_probes):
             ctx.say(line)
-        if choice.left_out:
-            left = ", ".join(f"{layer} at {t}" for layer, t in sorted(choice.left_out))
+        far = sorted({t.name for t in targets.values() if t.remote})
+        if far:
+            ctx.say(
+                f"no probes at {', '.join(far)}: on a remote engine a probe attaches on the engine's "
+                "host, through a helper this version does not start (the client's figures only there)"
+            )
+        if near := [(layer, t) for layer, t in choice.left_out if t not in far]:
+            left = ", ".join(f"{layer} at {t}" for layer, t in sorted(near))
             ctx.say(
                 f"probes not attached, as nothing in the scenario needs them and their uprobes trap the "
                 f"target: {left} (list a layer in probes: to have it)"
@@ -172,9 +178,11 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
             {(p.layer, t): lost for p, lost in probes.lost.items() for t in p.index.values()},
             choice.left_out,
         )
-        return _analyse(
+        report = _analyse(
             ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable, abort, observer, settler
         )
+        report.engine = runtime.where
+        return report
     finally:
         signals.shield()
         stack.close()

@@ -68,17 +68,20 @@ def _undo_fault(e: Entry) -> list[str]:
 
 def _undo_docker(e: Entry) -> list[str]:
     """A container or a Docker network of the run, removed by name."""
-    from chaoslab.targets import containers
+    from chaoslab.targets import containers, engines
 
     what, remove = {
         "container": ("container", containers.remove_container),
         "docker_network": ("Docker network", containers.remove_network),
     }[e.kind]
     name = str(e.data.get("name"))
-    with containers.reachable() as engine:
+    url = str(e.data.get("engine") or "")
+    where = engines.Engine(url, url, engines.tls_for(url)) if url else engines.resolve()
+    on = f" on the {where}" if url else ""
+    with containers.reachable(where) as engine:
         if engine is None:
-            return [f"{what} {name}: Docker is not reachable, left as is"]
-        return [f"removed {what} {name}"] if remove(engine, name) else []
+            return [f"{what} {name}{on}: the {where} is not reachable, left as is"]
+        return [f"removed {what} {name}{on}"] if remove(engine, name) else []
 
 
 UNDO: dict[str, Callable[[Entry], list[str]]] = {

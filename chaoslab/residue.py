@@ -126,20 +126,27 @@ def _host_inode() -> int:
 
 
 def _docker(live: Live) -> list[str]:
-    """Containers (any state) and networks labelled with a chaoslab run; none without Docker."""
-    from chaoslab.targets import containers
+    """Containers (any state) and networks labelled with a chaoslab run, on the default engine
+    and every engine a run here used; none on an engine that does not answer."""
+    from chaoslab.targets import containers, engines
 
-    with containers.reachable() as engine:
-        if engine is None:
-            return []
-        found, networks = containers.labelled(engine)
-    return [
-        f"container {c.name} ({c.status})" for c in found if not containers.live(c.labels, live.run_ids)
-    ] + [
-        f"Docker network {n.name}"
-        for n in networks
-        if not containers.live(n.attrs.get("Labels"), live.run_ids)
-    ]
+    out = []
+    for i, where in enumerate(engines.every()):
+        on = f" on the {where}" if i else ""
+        with containers.reachable(where) as engine:
+            if engine is None:
+                continue
+            found, networks = containers.labelled(engine)
+        out += [
+            f"container {c.name} ({c.status}){on}"
+            for c in found
+            if not containers.live(c.labels, live.run_ids)
+        ] + [
+            f"Docker network {n.name}{on}"
+            for n in networks
+            if not containers.live(n.attrs.get("Labels"), live.run_ids)
+        ]
+    return out
 
 
 def leftovers(runs: Collection[RunInfo] | None = None) -> list[str]:

@@ -96,3 +96,58 @@ def service_there(far: FarHost, tmp_path: Path) -> tuple[subprocess.Popen[bytes]
             time.sleep(0.05)
     svc.kill()
     raise AssertionError("go-api did not start in the far namespace")
+
+
+ENGINE_PORT = 2375
+
+
+@contextmanager
+def engine_there(far: FarHost, root: Path) -> Iterator[str]:
+    """A Docker engine of its own on the far host, standing in for a remote one: its own data
+    root, exec root and sockets under `root`, its API on the far host's address over TCP (the
+    way a remote engine is reached), its containers in the far host's network namespace and
+    under a cgroup parent of their own. Yields its URL; stopped and struck off chaoslab's list
+    of engines on the way out."""
+    from chaoslab.targets import engines
+
+    root.mkdir(parents=True, exist_ok=True)
+    url = f"tcp://{far.there}:{ENGINE_PORT}"
+    # nsenter --net, not `ip netns exec`: the latter mounts a /sys of its own, hiding the cgroups
+    argv = ["nsenter", f"--net=/run/netns/{far.ns}", "dockerd", "--data-root", str(root / "data")]
+    argv += ["--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid")]
+    argv += ["-H", f"unix://{root / 'docker.sock'}", "-H", url, "--tls=false"]
+    parent = f"far-engine-{far.ns}"
+    argv += ["--cgroup-parent", f"/{parent}", "--bip", "10.252.0.1/24"]
+    with (root / "dockerd.log").open("wb") as log:
+        daemon = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _down(url):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                tail = (root / "dockerd.log").read_text()[-2000:]
+                raise AssertionError(f"the far host's dockerd did not start: {tail}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(10)
+        engines.forget(url)
+        for hierarchy in Path("/sys/fs/cgroup").glob(f"*/{parent}"):  # v1: one per controller
+            for d in sorted((p for p in hierarchy.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                d.rmdir()
+            hierarchy.rmdir()
+
+
+def _down(url: str) -> bool:
+    from chaoslab.errors import PreflightError
+    from chaoslab.targets import engines
+
+    try:
+        engines.client(engines.Engine(url, url)).close()
+    except PreflightError:
+        return True
+    return False

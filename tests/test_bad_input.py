@@ -509,3 +509,36 @@ def test_fuzzed_scenarios_are_accepted_or_refused_never_crash(
             if code == 2:
                 break
     assert seen[2] > 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("ftp://h:1", "scheme 'ftp' is not one of"),
+        ("tcp://host", "needs the port"),
+        ("tcp://:2375", "names no host"),
+        ("tcp://h:99999", "port is not a number"),
+        ("unix://", "needs the socket's path"),
+        ("'no such/context'", "neither a URL"),
+        ("''", "it is empty"),
+    ],
+)
+def test_a_bad_engine_is_refused_with_the_forms_it_takes(value: str, expected: str) -> None:
+    found = one(BASE.replace("targets:", f"runtime: docker\nengine: {value}\ntargets:"))
+    assert found.startswith("engine:") and expected in found, found
+    assert "tcp://HOST:2375" in found  # the fix: the forms an engine is given in
+
+
+def test_an_engine_on_the_local_runtime_is_refused() -> None:
+    found = one(BASE.replace("targets:", "engine: tcp://10.0.0.5:2375\ntargets:"))
+    assert found.startswith("engine:") and "use runtime: docker" in found, found
+
+
+@pytest.mark.parametrize(
+    "value", ["tcp://10.0.0.5:2375", "ssh://ops@build-7", "unix:///run/d.sock", "staging"]
+)
+def test_an_engine_is_a_url_or_a_context_name(value: str) -> None:
+    assert (
+        parse_scenario(BASE.replace("targets:", f"runtime: docker\nengine: {value}\ntargets:")).engine
+        == value
+    )

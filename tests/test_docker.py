@@ -128,7 +128,8 @@ def test_killed_container_is_restarted_and_probes_follow(scenario_run: Callable[
 def test_docker_missing_is_a_preflight_error_and_nothing_is_applied(tmp_path: Path) -> None:
     res = run_without_docker("short_entropy", "docker", tmp_path)
     assert res.returncode == 3, res.stderr[-3000:]
-    assert "Docker is not reachable" in res.stderr and "runtime: local" in res.stderr
+    assert "Docker engine unix:///nonexistent/docker.sock is not reachable" in res.stderr
+    assert "runtime: local" in res.stderr
     assert journal.pending(tmp_path / "journal.jsonl") == []
     assert leftovers() == []
 

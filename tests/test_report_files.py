@@ -50,7 +50,7 @@ def test_a_version_1_report_reads_as_version_2_with_its_layer_as_its_one_cause()
     data["schema"] = "chaoslab.report/2"
     data["verdicts"][0]["causes"] = [dataclasses.asdict(cause)]
     data.update(observer=[], observer_budget=0.0, trap_us=0.0, trap_emulated_us=0.0, left_out=[])
-    data.update(xds=[], errors=[], sweeps=[])
+    data.update(xds=[], errors=[], sweeps=[], engine="")
     for phase in data["phases"]:
         phase.update(changes=[], gomaxprocs={})
     data["verdicts"][0].update(runtime=[], in_phase_ms=None, carried_ms=0.0)

@@ -97,6 +97,14 @@ def choose(
 ) -> Choice:
     choice = Choice()
     types = tuple(probe_types)
+    for t in targets.values():
+        if t.remote:
+            for layer in sorted({cls.layer for cls in types}):
+                choice.left_out[(layer, t.name)] = (
+                    f"it runs on the remote {t.remote}: a probe attaches on its host, through a "
+                    "helper this version does not start"
+                )
+    targets = {n: t for n, t in targets.items() if not t.remote}
     if scenario.probes is not None:
         for cls in types:
             for t in targets.values():

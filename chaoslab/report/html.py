@@ -67,7 +67,8 @@ def report_main(report: Report, live: LiveStatus | None = None) -> str:
     out = [
         f'<main id="report" data-final="{int(final)}">',
         f"<h1>chaoslab · {escape(report.scenario)} {pill}</h1>",
-        f'<p class="sub">run {escape(report.run_id[:12])} · {escape(report.runtime)} runtime · '
+        f'<p class="sub">run {escape(report.run_id[:12])} · {escape(report.runtime)} runtime'
+        f"{escape(' on the ' + report.engine if report.engine else '')} · "
         f"{words.utc(report.started)} · {words.span(report):.0f} s · "
         f"{sum(c.requests for c in report.client)} requests</p>",
     ]

@@ -74,6 +74,7 @@ def render(report: Report) -> str:
     for name, value in (
         ("run_id", report.run_id),
         ("runtime", report.runtime),
+        *((("engine", report.engine),) if report.engine else ()),
         ("schema", report.schema),
         ("passed", str(report.passed).lower()),
     ):

@@ -22,7 +22,8 @@ def render(report: Report) -> str:
     lines = [
         f"### chaoslab `{report.scenario}`: {MARK[report.passed]} {words.outcome(report)}",
         "",
-        f"Run `{report.run_id[:8]}` on the {report.runtime} runtime, {words.utc(report.started)}, "
+        f"Run `{report.run_id[:8]}` on the {report.runtime} runtime"
+        f"{' on the ' + report.engine if report.engine else ''}, {words.utc(report.started)}, "
         f"{words.span(report):.0f} s.",
         "",
         *([f"**{report.abort.sentence()}**", ""] if report.abort else []),

@@ -558,6 +558,8 @@ class Report:
     xds: list[XdsVersion] = field(default_factory=list)
     # Where the errors came from: each Envoy's answers per phase (its response flags, retries).
     errors: list[ErrorRow] = field(default_factory=list)
+    # The remote Docker engine the targets ran on ("" on this machine).
+    engine: str = ""
     # Each sweep's curve over its values, and its breaking point.
     sweeps: list[SweepRecord] = field(default_factory=list)
     schema: str = SCHEMA

@@ -88,7 +88,7 @@ class _Health(threading.Thread):
         t = self.target
         while not self.halt.is_set():
             started = time.monotonic()
-            answer = check(t.service.health, t.ip, t.ca, timeout=HEALTH_TIMEOUT)
+            answer = check(t.service.health, t.ip, t.ca, HEALTH_TIMEOUT, t.reach(t.service.health.port))
             if answer:
                 self.last = answer
                 if self.failing_since is None:

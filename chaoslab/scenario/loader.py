@@ -84,6 +84,7 @@ class _Reader:
         name = top.name("name", required=True)
         description = top.get("description", _text, "")
         runtime = top.choice("runtime", RUNTIMES, "local")
+        engine = self.engine(top, runtime)
         base = source.resolve().parent if source else Path.cwd()
         targets = parse_targets(top, self.problems, base, runtime)
         load = parse_load(top, targets, self.problems, base)
@@ -112,7 +113,30 @@ class _Reader:
             switch,
             budget,
             tuple(x.spec for x in self.sweeps),
+            engine,
         )
+
+    def engine(self, top: Fields, runtime: str) -> str:
+        """`engine:`, the Docker engine the containers run on: a URL or a Docker context."""
+        from chaoslab.targets.engines import problem
+
+        if not top.has("engine"):
+            return ""
+        value = top.string("engine")
+        why = problem(value) if value else "it is empty"
+        if why is not None:
+            self.problems.add(
+                "engine",
+                f"{why}: {value!r}",
+                "give the engine's URL (tcp://HOST:2375, ssh://user@HOST, unix:///var/run/docker.sock) "
+                "or a context that `docker context ls` shows",
+            )
+            return ""
+        if runtime == "local":
+            self.problems.add(
+                "engine", "an engine runs the Docker runtime's containers", "use runtime: docker (or auto)"
+            )
+        return value
 
     def probes(self, top: Fields) -> tuple[tuple[str, ...] | None, tuple[str, ...], ProbeBudget]:
         """`probes: [layers]`, or `probes: {layers: [...], required: [...], budget: 50us, limit: 1ms}`:

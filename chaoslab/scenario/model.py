@@ -552,6 +552,8 @@ class Scenario:
     switch: SwitchSpec = SwitchSpec()
     probe_budget: ProbeBudget = ProbeBudget()
     sweeps: tuple[SweepSpec, ...] = ()
+    # The Docker engine the containers run on ("": DOCKER_HOST, then the local socket).
+    engine: str = ""
 
     @property
     def duration(self) -> float:

@@ -96,6 +96,10 @@ class RunningTarget:
     # Where it was launched (its linked targets as it reaches them): what its config files
     # were written for, and are written for again when a run changes them.
     launch: Launch | None = None
+    # On a remote Docker engine (its description; "" on this machine): reached only through the
+    # engine's API and the ports it publishes on its host (`published`: port -> host port).
+    remote: str = ""
+    published: dict[int, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -113,7 +117,7 @@ class RunningTarget:
     def go(self) -> GoBinary | None:
         """What its executable is, when it is a Go program (None for any other, or when its
         executable cannot be known yet: an image's, before its container runs)."""
-        if self.proc is None and self.binary is None:
+        if (self.proc is None and self.binary is None) or self.remote:
             return None
         return go_binary(self.exe)
 
@@ -121,10 +125,14 @@ class RunningTarget:
     def url(self) -> str:
         return self.url_for("https")
 
+    def reach(self, port: int) -> int:
+        """The port where this host reaches the target's `port` (another when it is published)."""
+        return self.published.get(port, port)
+
     def url_for(self, protocol: str) -> str:
         """Where the load reaches this target with `protocol` (http and https: a URL; gRPC and
         tcp: host:port)."""
-        port = self.service.port(protocol)
+        port = self.reach(self.service.port(protocol))
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         return f"{protocol}://{host}:{port}" if protocol in ("http", "https") else f"{host}:{port}"
 

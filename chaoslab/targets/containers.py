@@ -22,8 +22,12 @@ and networks labelled with a run that is no longer alive.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
+import subprocess
+import tarfile
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -35,10 +39,11 @@ from chaoslab.errors import PreflightError, TargetError
 from chaoslab.proc import run
 from chaoslab.safety import locks
 from chaoslab.scenario.model import Scenario, TargetSpec
-from chaoslab.targets import attach, certs, images, netns
+from chaoslab.targets import attach, certs, engines, images, netns
 from chaoslab.targets.base import HOST, RunningTarget, WatchedProcess
 from chaoslab.targets.certs import Certs
 from chaoslab.targets.cgroup import Cgroup
+from chaoslab.targets.engines import Engine
 from chaoslab.targets.health import wait_healthy
 from chaoslab.targets.local import start_order
 from chaoslab.targets.netns import Link
@@ -53,71 +58,39 @@ LABEL_TARGET = "org.chaoslab.target"
 # The chaoslab process that made it, "pid@start time": its run is live while that process runs,
 # whatever run index a sweeping chaoslab reads (another state directory, a test's own).
 LABEL_OWNER = "org.chaoslab.owner"
+# The boot of the machine whose chaoslab made it: another machine's owner PID means nothing here.
+LABEL_HOST = "org.chaoslab.host"
 STOP_TIMEOUT = 3
 
 
-def client() -> DockerClient:
-    """A client of a running engine, or a PreflightError that says what to do."""
-    try:
-        import docker.errors
-        from docker.client import DockerClient
-    except ImportError as exc:
-        raise PreflightError(
-            "the Docker runtime needs the Docker SDK for Python",
-            "pip install docker (the set-up script does)",
-        ) from exc
-    hint = (
-        "install Docker (apt-get install docker.io) and start it (`dockerd &`, the set-up script "
-        "does), or use runtime: local"
-    )
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if host.startswith("unix://"):
-        # asked first, and closed: the SDK leaves its socket open when nothing listens
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(10)
-                s.connect(host.removeprefix("unix://"))
-        except OSError as exc:
-            raise PreflightError(f"Docker is not reachable: {host}: {exc.strerror or exc}", hint) from exc
-    try:
-        c = DockerClient.from_env(timeout=60)
-    except docker.errors.DockerException as exc:
-        raise PreflightError(f"Docker is not reachable: {exc}", hint) from exc
-    try:
-        c.ping()
-    except docker.errors.DockerException as exc:
-        c.close()
-        raise PreflightError(f"Docker is not reachable: {exc}", hint) from exc
-    return c
+def client(engine: Engine | None = None) -> DockerClient:
+    """A client of a running engine (default: DOCKER_HOST, then the local socket), or a
+    PreflightError that names it and says what to do."""
+    return engines.client(engine or engines.resolve())
 
 
-def unavailable() -> str | None:
+def unavailable(engine: Engine | None = None) -> str | None:
     """Why the Docker runtime cannot run here, or None when it can (for `runtime: auto`)."""
     try:
-        client().close()
+        client(engine).close()
     except PreflightError as exc:
         return exc.message
     return None
 
 
 @contextlib.contextmanager
-def reachable() -> Iterator[DockerClient | None]:
+def reachable(engine: Engine | None = None) -> Iterator[DockerClient | None]:
     """A client when an engine answers, None otherwise (recover and the residue check); closed
     on leaving."""
-    try:
-        engine = client()
-    except PreflightError:
-        yield None
-        return
-    with contextlib.closing(engine):
-        yield engine
+    with engines.reachable(engine or engines.resolve()) as c:
+        yield c
 
 
 @contextlib.contextmanager
-def connected() -> Iterator[DockerClient]:
+def connected(engine: Engine | None = None) -> Iterator[DockerClient]:
     """client(), closed on leaving."""
-    with contextlib.closing(client()) as engine:
-        yield engine
+    with contextlib.closing(client(engine)) as c:
+        yield c
 
 
 class ContainerProcess(WatchedProcess):
@@ -135,6 +108,54 @@ class ContainerProcess(WatchedProcess):
     def exit_code(self) -> int:
         status = int(self._docker.api.wait(self.id, timeout=10)["StatusCode"])
         return -(status - 128) if status > 128 else status
+
+
+class EngineProcess:
+    """A container's main process on a remote engine, known only through the engine's API
+    (its PID is the engine host's, and means nothing here). Asked at most every POLL_EVERY."""
+
+    POLL_EVERY = 0.5
+
+    def __init__(self, docker: DockerClient, container_id: str, pid: int) -> None:
+        self._docker = docker
+        self.id = container_id
+        self._pid = pid
+        self.returncode: int | None = None
+        self._asked = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def poll(self) -> int | None:
+        import docker.errors
+
+        now = time.monotonic()
+        if self.returncode is not None or now - self._asked < self.POLL_EVERY:
+            return self.returncode
+        self._asked = now
+        try:
+            state = self._docker.api.inspect_container(self.id)["State"]
+        except docker.errors.NotFound:
+            self.returncode = -1
+            return self.returncode
+        except docker.errors.DockerException:
+            return None  # the engine did not answer this time: not taken for an exit
+        if not state.get("Running") or int(state.get("Pid") or 0) != self._pid:
+            status = int(state.get("ExitCode") or 0)
+            self.returncode = -(status - 128) if status > 128 else status
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        self._docker.api.kill(self.id, signal=int(sig))
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while (code := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"container {self.id[:12]}", timeout or 0)
+            time.sleep(0.1)
+        return code
 
 
 def free_subnet_index(docker: DockerClient) -> int:
@@ -211,6 +232,16 @@ class DockerRuntime:
         self.tags: dict[str, str] = {}  # target -> image tag
         self._seq: dict[str, int] = {}  # target -> journal entry of its container
         self._ca: dict[str, Path | None] = {}
+        self.engine = Engine("", engines.LOCAL)
+        self.address = ""  # a remote engine's host, as an address (where its ports are published)
+
+    @property
+    def remote(self) -> bool:
+        return self.engine.remote
+
+    @property
+    def where(self) -> str:
+        return str(self.engine) if self.remote else ""
 
     def preflight(self) -> None:
         if os.geteuid() != 0:
@@ -218,19 +249,57 @@ class DockerRuntime:
                 "the Docker runtime needs root (namespaces, cgroups, BPF)", "run chaoslab with sudo"
             )
         netns.preflight()
-        self.docker = client()
+        self.engine = engines.resolve(self.ctx.scenario.engine)
+        if self.remote:
+            self._refuse_on_remote()
+            self.address = _address(self.engine)
+        self.docker = client(self.engine)
+        if self.remote:
+            self.ctx.say(f"targets on the remote {self.engine}, published on {self.address}")
+        engines.remember(self.engine)  # before anything is put on it
         for t in self.ctx.scenario.targets.values():
             if t.kind == "program":
                 raise PreflightError(
                     f"target {t.name}: a program runs on the local runtime",
                     "use runtime: local, or build it into an image (image: or build:)",
                 )
-            if t.kind == "service":
-                builtin = Service(t).builtin
-                assert builtin is not None
-                self.tags[t.name] = images.ensure(self.docker, builtin)
-            elif t.kind == "image":
-                self.tags[t.name] = images.ensure_user(self.docker, t)
+            try:
+                if t.kind == "service":
+                    builtin = Service(t).builtin
+                    assert builtin is not None
+                    self.tags[t.name] = images.ensure(self.docker, builtin)
+                elif t.kind == "image":
+                    self.tags[t.name] = images.ensure_user(self.docker, t)
+            except PreflightError as exc:
+                if not self.remote:
+                    raise
+                raise PreflightError(f"on the {self.engine}: {exc.message}", exc.hint) from exc
+
+    def _refuse_on_remote(self) -> None:
+        """What cannot reach a remote engine's containers yet: faults and layer verdicts there
+        need chaoslab's helper on the engine's host."""
+        s = self.ctx.scenario
+        on_engine = {n for n, t in s.targets.items() if t.kind != "attach"}
+        why = (
+            "faults and probes reach a remote engine's containers only through a helper on its "
+            "host, which this version does not start"
+        )
+        for phase in s.phases:
+            for f in phase.faults:
+                if f.target in on_engine:
+                    raise PreflightError(
+                        f"{f.path}: target {f.target} runs on the remote {self.engine}: {why}",
+                        "run this scenario's faults on a local engine (leave engine: out), or keep the "
+                        "remote run to load and expectations on the client",
+                    )
+        for e in s.expect:
+            names_layer = e.absorbed_by or e.causes or e.cause
+            if names_layer and (e.target is None or e.target in on_engine):
+                raise PreflightError(
+                    f"{e.path}: a layer's verdict needs probes at {e.target or 'every target'}, "
+                    f"on the remote {self.engine}: {why}",
+                    "expect client figures there (client_p50_below, status, ...), or leave engine: out",
+                )
 
     def start(self, stack: ExitStack) -> dict[str, RunningTarget]:
         ctx, journal, docker = self.ctx, self.ctx.journal, self.docker
@@ -243,33 +312,47 @@ class DockerRuntime:
         specs = [t for t in start_order(dict(ctx.scenario.targets)) if t.kind != "attach"]
         if not specs:
             return running
-        labels = {LABEL_RUN: ctx.run_id, LABEL_OWNER: f"{os.getpid()}@{proc.start_time(os.getpid())}"}
+        labels = {
+            LABEL_RUN: ctx.run_id,
+            LABEL_OWNER: f"{os.getpid()}@{proc.start_time(os.getpid())}",
+            LABEL_HOST: boot_id(),
+        }
         network = f"chaoslab-{short}"
+        where = {"engine": self.engine.url} if self.remote else {}
         with locks.allocating():  # two runs starting at once must not pick the same subnet
             net = free_subnet_index(docker)
             ips, links = layout(ctx.scenario, short, net)
-            seq = journal.intent("docker_network", name=network)
+            seq = journal.intent("docker_network", name=network, **where)
             stack.callback(self._remove_network, network, seq)
+            options = (
+                {}
+                if self.remote
+                else {"com.docker.network.bridge.name": links[next(iter(links))][HOST].peer_if}
+            )
             docker.networks.create(
                 network,
                 driver="bridge",
                 ipam=_ipam(f"{NET}.{net}.0/24", f"{NET}.{net}.1"),
-                options={"com.docker.network.bridge.name": links[next(iter(links))][HOST].peer_if},
+                options=options,
                 labels=labels,
             )
         ns = names(ctx.scenario, short)
         work = ctx.work_dir.resolve()
-        tls = certs.make(work / "certs", sorted(ips.values()))
+        tls = certs.make(work / "certs", sorted({*ips.values(), *([self.address] if self.remote else [])}))
 
         for t in specs:
             service = Service(t)
             launch = _launch_for(t, ctx.scenario, ips, work, tls)
             name = ns[t.name]
-            seq = journal.intent("container", name=name, target=t.name)
+            seq = journal.intent("container", name=name, target=t.name, **where)
             self._seq[t.name] = seq
             stack.callback(self._remove, t.name, name, seq)
             ports = sorted({*service.ports.values(), *service.control_ports, *_health_port(service)})
             api = docker.api
+            # a local engine's containers see the work directory itself; a remote one's are given
+            # a copy of it at each start, and what they write there is copied back at the end
+            binds = {} if self.remote else {str(work): {"bind": str(work), "mode": "rw"}}
+            on = "0.0.0.0" if self.remote else "127.0.0.1"
             created = api.create_container(
                 self.tags[t.name],
                 command=_command(service, launch),
@@ -277,28 +360,32 @@ class DockerRuntime:
                 name=name,
                 labels={**labels, LABEL_TARGET: t.name},
                 ports=ports,
-                host_config=api.create_host_config(
-                    binds={str(work): {"bind": str(work), "mode": "rw"}},
-                    port_bindings={p: ("127.0.0.1", None) for p in ports},
-                ),
+                host_config=api.create_host_config(binds=binds, port_bindings={p: (on, None) for p in ports}),
                 networking_config=api.create_networking_config(
                     {network: api.create_endpoint_config(ipv4_address=ips[t.name])}
                 ),
             )
             journal.update(seq, id=created["Id"])
-            rt = RunningTarget(
-                t, service, None, ips[t.name], name, Cgroup(name, ()), links[t.name], in_container=True
-            )
+            ip = self.address if self.remote else ips[t.name]
+            rt = RunningTarget(t, service, None, ip, name, Cgroup(name, ()), links[t.name], in_container=True)
+            rt.remote = str(self.engine) if self.remote else ""
             rt.ca = service.client_ca(tls)
             rt.restarter = self._restart
             rt.launch = launch
-            ns_seq = journal.intent("netns", name=name)
-            stack.callback(self._delete_ns, name, ns_seq)
+            if not self.remote:
+                ns_seq = journal.intent("netns", name=name)
+                stack.callback(self._delete_ns, name, ns_seq)
             took = self._launch(rt, created["Id"])
-            published = ", ".join(f"{p}->127.0.0.1:{h}" for p, h in self._published(created["Id"]).items())
+            published = self._published(created["Id"])
+            rt.published = {p: int(h) for p, h in published.items()} if self.remote else {}
             ctx.say(
-                f"target {t.name}: {t.what} container {name} (pid {rt.pid}) at {rt.ip}, "
-                f"published {published} (healthy in {took:.1f}s)"
+                f"target {t.name}: {t.what} container {name} (pid {rt.pid}"
+                + (f" on {self.engine.host}" if self.remote else "")
+                + f") at {ips[t.name]}, published "
+                + ", ".join(
+                    f"{p}->{on if not self.remote else self.address}:{h}" for p, h in published.items()
+                )
+                + f" (healthy in {took:.1f}s)"
             )
             running[t.name] = rt
         return running
@@ -306,17 +393,34 @@ class DockerRuntime:
     def _launch(self, rt: RunningTarget, container_id: str) -> float:
         """Start the container, name its namespace, find its cgroup, wait until healthy."""
         api = self.docker.api
+        if self.remote:
+            _put_files(api, container_id, _given(self.ctx.work_dir.resolve(), self.ctx.scenario.targets))
         api.start(container_id)
         pid = int(api.inspect_container(container_id)["State"]["Pid"])
         if pid <= 0:
-            raise TargetError(f"container {rt.netns} exited at once", f"see `docker logs {rt.netns}`")
-        rt.proc = ContainerProcess(self.docker, container_id, pid)
-        self.ctx.journal.update(self._seq[rt.name], pid=pid, start_time=proc.start_time(pid))
-        netns.delete(rt.netns)  # a restarted container has a new namespace
-        run(["ip", "netns", "attach", rt.netns, str(pid)])
-        rt.cgroup = Cgroup.of_process(pid, rt.netns)
+            raise TargetError(
+                f"container {rt.netns} exited at once" + (f" on the {self.engine}" if self.remote else ""),
+                f"see `docker logs {rt.netns}`",
+            )
+        if self.remote:
+            rt.proc = EngineProcess(self.docker, container_id, pid)
+            self.ctx.journal.update(self._seq[rt.name], remote_pid=pid)
+            rt.published = {p: int(h) for p, h in self._published(container_id).items()}
+        else:
+            rt.proc = ContainerProcess(self.docker, container_id, pid)
+            self.ctx.journal.update(self._seq[rt.name], pid=pid, start_time=proc.start_time(pid))
+            netns.delete(rt.netns)  # a restarted container has a new namespace
+            run(["ip", "netns", "attach", rt.netns, str(pid)])
+            rt.cgroup = Cgroup.of_process(pid, rt.netns)
+        health = rt.service.health
         return wait_healthy(
-            f"target {rt.name}", rt.service.health, rt.ip, rt.ca, rt.alive, self._logs(container_id)
+            f"target {rt.name}",
+            health,
+            rt.ip,
+            rt.ca,
+            rt.alive,
+            self._logs(container_id),
+            rt.reach(health.port) if health.port else 0,
         )
 
     def _logs(self, container_id: str) -> Callable[[], str]:
@@ -336,7 +440,7 @@ class DockerRuntime:
 
     def _restart(self, rt: RunningTarget) -> float:
         """The runtime's supervisor: the same container started again (same address, new PID)."""
-        assert isinstance(rt.proc, ContainerProcess)
+        assert isinstance(rt.proc, ContainerProcess | EngineProcess)
         if rt.alive():
             self.docker.api.stop(rt.proc.id, timeout=STOP_TIMEOUT)
         took = self._launch(rt, rt.proc.id)
@@ -357,6 +461,9 @@ class DockerRuntime:
         log = self.ctx.work_dir / f"{target}.log"
         with contextlib.suppress(docker.errors.APIError, OSError):
             log.write_bytes(container.logs())
+        if self.remote:
+            with contextlib.suppress(docker.errors.APIError, OSError, tarfile.TarError):
+                _take_files(container, self.ctx.work_dir.resolve())
         container.remove(force=True)
         self.ctx.journal.undone(seq)
 
@@ -367,6 +474,74 @@ class DockerRuntime:
     def _remove_network(self, name: str, seq: int) -> None:
         remove_network(self.docker, name)
         self.ctx.journal.undone(seq)
+
+
+def _address(engine: Engine) -> str:
+    """The address of a remote engine's host (where its published ports are reached)."""
+    host = engine.host
+    if not host:
+        raise PreflightError(
+            f"the {engine} names no host to reach its containers at",
+            "give tcp://HOST:PORT or ssh://user@HOST",
+        )
+    try:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except OSError as exc:
+        raise PreflightError(
+            f"the {engine}: its host {host} cannot be resolved: {exc.strerror or exc}",
+            "check the name, or give its address",
+        ) from None
+
+
+def _given(work: Path, targets: Collection[str]) -> list[Path]:
+    """What a remote engine's container is given of the work directory at each of its starts:
+    the run's certificates and the files written for its targets (`<target>-...`: configs,
+    bootstraps, xDS resources), as they are then."""
+    files = [p for p in (work / "certs").rglob("*") if p.is_file()]
+    files += [p for t in targets for p in work.glob(f"{t}-*") if p.is_file()]
+    return sorted(set(files))
+
+
+def _put_files(api: Any, container_id: str, files: list[Path]) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for f in files:
+            with contextlib.suppress(OSError):
+                tar.add(f, arcname=str(f).lstrip("/"), recursive=False)
+    if not api.put_archive(container_id, "/", buf.getvalue()):
+        raise TargetError(
+            f"container {container_id[:12]}: the work directory's files could not be given to it",
+            "see the engine's log",
+        )
+
+
+def _take_files(container: Any, work: Path) -> None:
+    """Copy back what a remote container wrote in the work directory (an access log, events)
+    that is not here: files only, never over one of ours."""
+    stream, _ = container.get_archive(str(work))
+    buf = io.BytesIO(b"".join(stream))
+    with tarfile.open(fileobj=buf) as tar:
+        for m in tar.getmembers():
+            if not m.isfile() or m.size > 256 << 20:
+                continue
+            rel = Path(m.name).relative_to(work.name) if Path(m.name).parts[0] == work.name else None
+            if rel is None or ".." in rel.parts:
+                continue
+            out = work / rel
+            if out.exists():
+                continue
+            src = tar.extractfile(m)
+            if src is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(src.read())
+
+
+def boot_id() -> str:
+    """This machine's boot, as the kernel names it: labels say which machine's chaoslab made them."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _health_port(service: Service) -> list[int]:
@@ -410,6 +585,8 @@ def live(labels: dict[str, str] | None, live_runs: Collection[str]) -> bool:
     labels = labels or {}
     if labels.get(LABEL_RUN) in live_runs:
         return True
+    if labels.get(LABEL_HOST, boot_id()) != boot_id():
+        return True  # another machine's run: its own chaoslab recover judges it
     pid, _, started = labels.get(LABEL_OWNER, "").partition("@")
     if not (pid.isdigit() and started.isdigit()):
         return False
@@ -417,9 +594,21 @@ def live(labels: dict[str, str] | None, live_runs: Collection[str]) -> bool:
 
 
 def sweep(live_runs: set[str]) -> list[str]:
-    """Remove containers and networks of runs that are not alive (for `chaoslab recover`)."""
-    with reachable() as engine:
-        return [] if engine is None else _sweep(engine, live_runs)
+    """Remove containers and networks of runs that are not alive (for `chaoslab recover`), on
+    the default engine and every engine a run here used. A used engine found holding nothing of
+    chaoslab's is struck off the list."""
+    done = []
+    for i, where in enumerate(engines.every()):
+        on = f" on the {where}" if i else ""
+        with reachable(where) as engine:
+            if engine is None:
+                if i:
+                    done.append(f"the {where}, used by an earlier run, is not reachable: not swept")
+                continue
+            done += [f"{line}{on}" for line in _sweep(engine, live_runs)]
+            if i and labelled(engine) == ([], []):
+                engines.forget(where.url)
+    return done
 
 
 def _sweep(engine: DockerClient, live_runs: set[str]) -> list[str]:

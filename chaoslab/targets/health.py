@@ -113,18 +113,20 @@ def grpc_serving(host: str, port: int, service: str, ca: Path | None, secure: bo
     return "" if reply == b"\x08\x01" else f"gRPC health status {reply.hex() or 'UNKNOWN'}"
 
 
-def check(health: HealthSpec, host: str, ca: Path | None, timeout: float = 2.0) -> str:
-    """One health check of a target reached at `host`: '' when healthy, else what it answered."""
+def check(health: HealthSpec, host: str, ca: Path | None, timeout: float = 2.0, port: int = 0) -> str:
+    """One health check of a target reached at `host` (and `port`, when its health port is
+    published on another): '' when healthy, else what it answered."""
+    port = port or health.port
     try:
         if health.protocol in ("https", "http"):
             ctx = tls_context(ca) if health.protocol == "https" else None
-            url = f"{health.protocol}://{host}:{health.port}{health.path}"
+            url = f"{health.protocol}://{host}:{port}{health.path}"
             status = get_status(url, ctx, timeout)
             return "" if status == health.status else f"HTTP {status} (expected {health.status})"
         if health.protocol in ("grpc", "grpc-plain"):
-            return grpc_serving(host, health.port, health.service, ca, health.protocol == "grpc", timeout)
+            return grpc_serving(host, port, health.service, ca, health.protocol == "grpc", timeout)
         if health.protocol == "tcp":
-            tcp_connect(host, health.port, timeout)
+            tcp_connect(host, port, timeout)
         return ""
     except (OSError, http.client.HTTPException) as exc:
         return str(exc) or type(exc).__name__
@@ -137,6 +139,7 @@ def wait_healthy(
     ca: Path | None,
     alive: Callable[[], bool] | None = None,
     log: Callable[[], str] | None = None,
+    port: int = 0,
 ) -> float:
     """Check until healthy, for at most the health check's timeout; returns the seconds it took.
     A failure says what the target last answered and, when `log` gives them, its last log lines."""
@@ -147,7 +150,7 @@ def wait_healthy(
             raise TargetError(
                 f"{name} exited while starting{_tail(log)}", "see its log in the run's work directory"
             )
-        last = check(health, host, ca)
+        last = check(health, host, ca, port=port)
         if not last:
             return time.monotonic() - start
         if time.monotonic() - start > health.timeout:

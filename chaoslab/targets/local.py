@@ -102,6 +102,7 @@ def program_path(argv0: str, spec: TargetSpec) -> Path:
 
 class LocalRuntime:
     name = "local"
+    where = ""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx

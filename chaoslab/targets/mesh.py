@@ -89,7 +89,7 @@ class Meshes:
             assert e.launch is not None, "a started envoy knows where it was launched"
             body = envoy.generate(replace(e.spec, mesh=mesh), "resources", e.launch).encode()
             query = urllib.parse.urlencode({"node": e.name, "why": why})
-            url = f"http://{t.ip}:{t.spec.control_ports[0]}/resources?{query}"
+            url = f"http://{t.ip}:{t.reach(t.spec.control_ports[0])}/resources?{query}"
             req = urllib.request.Request(url, data=body, method="PUT")
             try:
                 with DIRECT.open(req, timeout=PUT_TIMEOUT) as resp:

@@ -1,0 +1,262 @@
+"""Targets on a remote Docker engine, reached the way one is (`engine: tcp://HOST:2375`).
+
+No second machine exists here: the remote engine is a dockerd of its own (data root, exec root,
+socket, cgroup parent) in a network namespace with its own veth link and address, its API
+reached over TCP on that address, its containers' ports published there (tests/farhost.py).
+chaoslab treats it as any engine not behind a unix socket: it never touches its containers'
+processes, namespaces or cgroups from this machine, only the engine's API and the published
+ports. Faults and probes there need a helper on the engine's host; until it exists they are
+refused (faults) or left out, said why (probes), and the client's figures are the run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from chaoslab import journal
+from chaoslab.residue import leftovers
+from chaoslab.targets import containers, engines
+from tests.conftest import REPO, SCENARIOS, ScenarioRun, chaoslab
+from tests.farhost import FarHost, engine_there, far_host
+from tests.test_e2e import start_run
+
+if TYPE_CHECKING:
+    from docker.client import DockerClient
+
+pytestmark = [pytest.mark.privileged]
+
+
+@pytest.fixture(scope="module")
+def far() -> Iterator[FarHost]:
+    with far_host() as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def far_engine(far: FarHost) -> Iterator[str]:
+    """The far host's engine, for the module (its images are built there once, by the first run)."""
+    root = Path(f"/var/tmp/chaoslab-far-engine-{far.ns}")
+    try:
+        with engine_there(far, root) as url:
+            yield url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def far_client(far_engine: str) -> Iterator[DockerClient]:
+    with containers.connected(engines.Engine(far_engine, far_engine)) as c:
+        yield c
+
+
+def on_engine(scenario: Path, url: str, out: Path) -> Path:
+    """The scenario, set to run its containers on the engine at `url`."""
+    text = scenario.read_text()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{scenario.stem}-remote.yaml"
+    path.write_text(f"runtime: docker\nengine: {url}\n" + text)
+    return path
+
+
+def of_chaoslab(engine: DockerClient) -> list[str]:
+    found, networks = containers.labelled(engine)
+    return [c.name for c in found] + [n.name for n in networks]
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine", "docker_engine")
+def test_a_scenario_on_the_remote_engine_reaches_the_local_engines_verdict(
+    tmp_path: Path,
+    far: FarHost,
+    far_engine: str,
+    far_client: DockerClient,
+    docker_engine: DockerClient,
+    scenario_run: Callable[..., ScenarioRun],
+) -> None:
+    out = tmp_path / "out"
+    path = on_engine(SCENARIOS / "short_control.yaml", far_engine, tmp_path)
+    res = chaoslab("run", str(path), "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    r = json.loads((out / "report.json").read_text())
+    assert r["runtime"] == "docker" and r["engine"] == f"Docker engine {far_engine}"
+    # the targets ran there, published on its address, and the load reached them there
+    assert f"targets on the remote Docker engine {far_engine}, published on {far.there}" in res.stderr
+    assert f"8443->{far.there}:" in res.stderr and f"10443->{far.there}:" in res.stderr
+    rows = {row["phase"]: row for row in r["client"] if not row["name"]}
+    assert rows["control"]["requests"] > 300 and rows["control"]["errors"] == 0
+    # the same verdict as on the local engine (the shared run of the Docker matrix)
+    local = scenario_run("short_control", "docker").report
+    assert (
+        [(v["phase"], v["status"]) for v in r["verdicts"]]
+        == [(v["phase"], v["status"]) for v in local["verdicts"]]
+        == [("control", "no-change")]
+    )
+    assert all(e["held"] for e in r["expectations"])
+    # no probe there, and the report says why, per layer and target
+    assert r["layers"] == [] and not any(p.startswith(("proxy:", "network:")) for p in r["probes"])
+    far_left = {(u["layer"], u["target"]) for u in r["left_out"] if "remote Docker engine" in u["reason"]}
+    assert {("network", "api"), ("proxy", "edge"), ("app", "api")} <= far_left
+    # what the containers wrote in the work directory came back: Envoy's access log, its log
+    log = out / "work" / "envoy-edge-access.jsonl"
+    assert log.exists() and len(log.read_text().splitlines()) >= rows["control"]["requests"]
+    assert "listening" in (out / "work" / "api.log").read_text()
+    # nothing of the run is left on either engine, nor journaled as pending; the engine is known
+    assert of_chaoslab(far_client) == [] and of_chaoslab(docker_engine) == []
+    assert journal.pending(out / "journal.jsonl") == []
+    assert far_engine in engines.used()
+    entries = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    assert {e["data"].get("engine") for e in entries if e.get("kind") in ("container", "docker_network")} == {
+        far_engine
+    }
+    assert not any(e.get("kind") == "netns" for e in entries)  # nothing of it in this host's namespaces
+
+
+def started_there(out: Path, path: Path, far_client: DockerClient) -> tuple[subprocess.Popen[str], int]:
+    """The run, once its containers on the far engine serve the load: (it, its watchdog's PID)."""
+    p = start_run(out, path)
+    deadline = time.monotonic() + 120
+    while len(containers.labelled(far_client)[0]) < 2 or not (out / "work" / "load-t0").exists():
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1][-3000:]
+        time.sleep(0.2)
+    time.sleep(2)
+    [info] = [i for i in journal.live_runs() if i.pid == p.pid]
+    assert info.watchdog_pid > 0
+    return p, info.watchdog_pid
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_a_killed_run_s_watchdog_removes_its_containers_from_the_remote_engine(
+    tmp_path: Path, far_engine: str, far_client: DockerClient
+) -> None:
+    out = tmp_path / "out"
+    p, watchdog = started_there(
+        out, on_engine(SCENARIOS / "short_control.yaml", far_engine, tmp_path), far_client
+    )
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while (of_chaoslab(far_client) or Path(f"/proc/{watchdog}").exists()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{watchdog}").exists(), "the watchdog outlived its run"
+    assert of_chaoslab(far_client) == []  # the dead man's switch reached the engine in the journal
+    assert journal.pending(out / "journal.jsonl") == []
+    assert leftovers() == []
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_containers_left_there_are_named_by_the_residue_check_and_removed_by_recover(
+    tmp_path: Path, far_engine: str, far_client: DockerClient
+) -> None:
+    """chaoslab and its watchdog both killed (a machine that lost power keeps the remote
+    engine's containers): the residue check names them there, `recover` removes them."""
+    out = tmp_path / "out"
+    path = on_engine(SCENARIOS / "short_control.yaml", far_engine, tmp_path)
+    p, watchdog = started_there(out, path, far_client)
+    os.kill(watchdog, signal.SIGKILL)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=30)
+    left = leftovers()
+    on = f"on the Docker engine {far_engine}"
+    assert len([x for x in left if x.startswith("container ") and on in x]) == 2, left
+    assert [x for x in left if x.startswith("Docker network ") and on in x], left
+    res = chaoslab("recover", timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    said = res.stdout + res.stderr
+    assert "removed container chaoslab-" in said and on in said, said
+    assert of_chaoslab(far_client) == [] and leftovers() == []
+
+
+@pytest.mark.usefixtures("clean_machine")
+def test_an_engine_that_does_not_answer_is_named_and_nothing_is_applied(tmp_path: Path, far: FarHost) -> None:
+    url = f"tcp://{far.there}:2999"  # the far host runs nothing there
+    path = on_engine(SCENARIOS / "short_control.yaml", url, tmp_path)
+    t0 = time.monotonic()
+    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
+    assert res.returncode == 3, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert f"Docker engine {url} is not reachable: Connection refused" in res.stderr, res.stderr[-2000:]
+    assert far.there in res.stderr and time.monotonic() - t0 < 60
+    assert url not in engines.used()  # nothing was put there: recover has nothing to look for
+    assert journal.pending(tmp_path / "out" / "journal.jsonl") == []
+    assert leftovers() == []
+
+
+@pytest.mark.usefixtures("clean_machine")
+def test_an_image_that_cannot_be_built_there_is_named_with_the_engine(
+    tmp_path: Path, far_engine: str, far_client: DockerClient
+) -> None:
+    context = tmp_path / "broken"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY missing-file /\n")
+    scenario = tmp_path / "broken.yaml"
+    scenario.write_text(
+        (SCENARIOS / "short_control.yaml")
+        .read_text()
+        .replace("api: {service: go-api}", f"api: {{build: {context}, ports: {{https: 8443}}}}")
+    )
+    path = on_engine(scenario, far_engine, tmp_path)
+    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"), timeout=300)
+    assert res.returncode == 3, res.stderr[-3000:]
+    assert f"on the Docker engine {far_engine}: building image" in res.stderr, res.stderr[-2000:]
+    assert "missing-file" in res.stderr and "Traceback" not in res.stderr
+    assert of_chaoslab(far_client) == [] and leftovers() == []
+
+
+@pytest.mark.usefixtures("clean_machine")
+def test_a_fault_on_the_remote_engine_is_refused_before_anything_is_applied(
+    tmp_path: Path, far_engine: str, far_client: DockerClient
+) -> None:
+    path = on_engine(SCENARIOS / "cpu_limit.yaml", far_engine, tmp_path)
+    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
+    assert res.returncode == 3, res.stderr[-3000:]
+    assert "phases[1].faults[0]: target api runs on the remote Docker engine" in res.stderr, res.stderr[
+        -2000:
+    ]
+    assert "leave engine: out" in res.stderr and "Traceback" not in res.stderr
+    assert of_chaoslab(far_client) == [] and leftovers() == []
+    assert not subprocess.run(
+        ["docker", "-H", far_engine, "ps", "-aq"], capture_output=True, text=True
+    ).stdout
+
+
+def test_a_docker_context_names_the_engine_with_its_address(far_engine: str, tmp_path: Path) -> None:
+    """`engine: NAME` is read from the Docker context store, as `docker --context NAME` does."""
+    home = tmp_path / "home"
+    env = {**os.environ, "HOME": str(home)}
+    made = subprocess.run(
+        ["docker", "context", "create", "far-test", "--docker", f"host={far_engine}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    probe = (
+        "from chaoslab.targets import engines, containers\n"
+        "e = engines.resolve('far-test')\n"
+        "print(e.url, e.remote, e.host)\n"
+        "with containers.connected(e) as c: print(c.version()['Version'])\n"
+        "import os; os.environ['DOCKER_CONTEXT'] = 'far-test'\n"
+        "print(engines.resolve().url)\n"
+        "try: engines.resolve('no-such-context')\n"
+        "except Exception as exc: print(type(exc).__name__, exc.message)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    url_line, version, current, missing = res.stdout.splitlines()
+    assert url_line == f"{far_engine} True {far_engine.split('//')[1].split(':')[0]}"
+    assert version
+    assert current == far_engine  # DOCKER_CONTEXT is taken as the docker command takes it
+    assert missing.startswith("PreflightError engine: Docker context 'no-such-context' cannot be read")
