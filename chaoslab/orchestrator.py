@@ -35,7 +35,7 @@ from chaoslab.live import LiveView
 from chaoslab.load.grpc_schema import GrpcSchemas
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
-from chaoslab.probes.choose import choose
+from chaoslab.probes.choose import choose, far_layers
 from chaoslab.probes.cost import trap_cost
 from chaoslab.probes.libbpf import map_sizes
 from chaoslab.probes.set import Lost, Snapshot
@@ -140,8 +140,8 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
                 f"no probes at {', '.join(far)}: on a remote engine a probe attaches on the engine's "
                 "host, through a helper this version does not start (the client's figures only there)"
             )
-        if near := [(layer, t) for layer, t in choice.left_out if t not in far]:
-            left = ", ".join(f"{layer} at {t}" for layer, t in sorted(near))
+        if choice.left_out:
+            left = ", ".join(f"{layer} at {t}" for layer, t in sorted(choice.left_out))
             ctx.say(
                 f"probes not attached, as nothing in the scenario needs them and their uprobes trap the "
                 f"target: {left} (list a layer in probes: to have it)"
@@ -178,8 +178,9 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
             {(p.layer, t): lost for p, lost in probes.lost.items() for t in p.index.values()},
             choice.left_out,
         )
+        unmeasured = {**probes.unavailable, **far_layers(targets)}
         report = _analyse(
-            ctx, runtime.name, phases, load, stalls, probe_lines, probes.unavailable, abort, observer, settler
+            ctx, runtime.name, phases, load, stalls, probe_lines, unmeasured, abort, observer, settler
         )
         report.engine = runtime.where
         return report

@@ -29,7 +29,8 @@ from chaoslab.residue import leftovers
 from chaoslab.targets import containers, engines
 from tests.conftest import REPO, SCENARIOS, ScenarioRun, chaoslab
 from tests.farhost import FarHost, engine_there, far_host
-from tests.test_e2e import start_run
+from tests.test_bad_input import unwrap
+from tests.test_e2e import start_run, wait_for_fault
 
 if TYPE_CHECKING:
     from docker.client import DockerClient
@@ -105,7 +106,7 @@ def test_a_scenario_on_the_remote_engine_reaches_the_local_engines_verdict(
     assert all(e["held"] for e in r["expectations"])
     # no probe there, and the report says why, per layer and target
     assert r["layers"] == [] and not any(p.startswith(("proxy:", "network:")) for p in r["probes"])
-    far_left = {(u["layer"], u["target"]) for u in r["left_out"] if "remote Docker engine" in u["reason"]}
+    far_left = {(u["layer"], u["target"]) for u in r["unmeasured"] if "remote Docker engine" in u["reason"]}
     assert {("network", "api"), ("proxy", "edge"), ("app", "api")} <= far_left
     # what the containers wrote in the work directory came back: Envoy's access log, its log
     log = out / "work" / "envoy-edge-access.jsonl"
@@ -222,10 +223,10 @@ def test_a_fault_on_the_remote_engine_is_refused_before_anything_is_applied(
     path = on_engine(SCENARIOS / "cpu_limit.yaml", far_engine, tmp_path)
     res = chaoslab("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
     assert res.returncode == 3, res.stderr[-3000:]
-    assert "phases[1].faults[0]: target api runs on the remote Docker engine" in res.stderr, res.stderr[
-        -2000:
-    ]
-    assert "leave engine: out" in res.stderr and "Traceback" not in res.stderr
+    said = unwrap(res.stderr)
+    assert "phases[1].faults[0]: a cpu fault at api, which runs on the remote Docker engine" in said, said
+    assert "leave engine: out" in said and "the engine's API does (process)" in said
+    assert "Traceback" not in said
     assert of_chaoslab(far_client) == [] and leftovers() == []
     assert not subprocess.run(
         ["docker", "-H", far_engine, "ps", "-aq"], capture_output=True, text=True
@@ -260,3 +261,70 @@ def test_a_docker_context_names_the_engine_with_its_address(far_engine: str, tmp
     assert version
     assert current == far_engine  # DOCKER_CONTEXT is taken as the docker command takes it
     assert missing.startswith("PreflightError engine: Docker context 'no-such-context' cannot be read")
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+@pytest.mark.parametrize("action", ["pause", "kill"])
+def test_a_process_fault_there_acts_through_the_engine_and_is_reverted(
+    tmp_path: Path, far_engine: str, far_client: DockerClient, action: str
+) -> None:
+    """Pause (the engine's freezer) and kill (the engine's signal, then the runtime's restart
+    through it), as Pumba does them: verified by what the engine reports, undone at the end."""
+    out = tmp_path / "out"
+    res = chaoslab(
+        "run", str(on_engine(SCENARIOS / f"{action}.yaml", far_engine, tmp_path)), "--out", str(out)
+    )
+    assert res.returncode in (0, 1), res.stderr[-4000:]
+    r = json.loads((out / "report.json").read_text())
+    [f] = r["phases"][1]["faults"]
+    assert f["observed"], f["detail"]
+    rows = {row["phase"]: row for row in r["client"] if not row["name"]}
+    [v] = r["verdicts"]
+    layer = "cpu" if action == "pause" else "app"
+    assert (v["status"], v["layer"], v["target"]) == ("inconclusive", layer, "api")
+    assert (
+        f"the fault's layer, {layer} at api, was not measured: api runs on the remote Docker engine"
+        in v["reason"]
+    )
+    if action == "pause":
+        assert "the engine says paused" in f["detail"] and f["measured"]["cpu_ms_while_paused"] < 1.0
+        # the load waited out the freeze: the paused phase's p99 holds most of its 2 s
+        assert rows["paused"]["p99_ms"] > 1000 and rows["baseline"]["p99_ms"] < 100
+    else:
+        # the engine reports 137 for SIGKILL; the runtime gives it as Popen would: -9
+        assert f["measured"]["exit_code"] == -9 and f["measured"]["healthy_after_ms"] < 10_000
+        assert "container restarted" in res.stderr
+    assert rows["recovery"]["errors"] == 0 and rows["recovery"]["requests"] > 100
+    assert journal.pending(out / "journal.jsonl") == []
+    assert of_chaoslab(far_client) == [] and leftovers() == []
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_a_pause_there_outliving_its_run_is_undone_by_the_watchdog_through_the_engine(
+    tmp_path: Path, far_engine: str, far_client: DockerClient
+) -> None:
+    out = tmp_path / "out"
+    long_pause = tmp_path / "long_pause.yaml"
+    long_pause.write_text(
+        (SCENARIOS / "long_fault.yaml")
+        .read_text()
+        .replace("{kind: entropy, target: api, delay: 3ms}", "{kind: process, target: api, action: pause}")
+    )
+    p = start_run(out, on_engine(long_pause, far_engine, tmp_path))
+    fault = wait_for_fault(out, p)
+    assert fault["action"] == "pause" and fault["engine"] == far_engine
+    api = far_client.api.inspect_container(fault["container"])
+    assert api["State"]["Paused"]
+    [watchdog] = [i.watchdog_pid for i in journal.live_runs() if i.pid == p.pid]
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while (of_chaoslab(far_client) or Path(f"/proc/{watchdog}").exists()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert of_chaoslab(far_client) == []  # unpaused, then removed with the rest of the run
+    assert journal.pending(out / "journal.jsonl") == []
+    lines = [json.loads(x) for x in (out / "journal.jsonl").read_text().splitlines()]
+    [seq] = [x["seq"] for x in lines if x.get("op") == "intent" and x.get("kind") == "fault"]
+    assert any(x.get("op") == "undone" and x["seq"] == seq for x in lines)

@@ -90,6 +90,9 @@ class Fault(ABC):
         from chaoslab import proc
 
         t = self.target
+        if t.container is not None:  # on a remote engine: its PID is the engine host's
+            where = f"{t.container.engine.url}/{t.container.id}"
+            return {f"container:{where}": f"target {t.name} (container {t.container.name} on the {t.remote})"}
         return {f"process:{t.pid}@{proc.start_time(t.pid)}": f"target {t.name} (pid {t.pid})"}
 
     def expected_layer(self) -> Layer:
@@ -123,6 +126,10 @@ class Fault(ABC):
 
     def describe(self) -> str:
         return f"{self.kind} on {self.spec.target}"
+
+    # The kind acts on a remote Docker engine's container through the engine's API alone (no
+    # helper on the engine's host): the runtime lets it at such a target.
+    through_engine = False
 
 
 def own_cgroup(target: RunningTarget, what: str) -> None:

@@ -3,12 +3,15 @@
 pause freezes the target's cgroup (v2 cgroup.freeze, v1 freezer.state): every thread stops
 at once, the kernel keeps answering TCP handshakes, nothing is served. Verified by the
 freezer's own state and by the CPU time the target's threads used while frozen (none).
-Revert thaws; `recover` thaws a cgroup a killed run left frozen.
+Revert thaws; `recover` thaws a cgroup a killed run left frozen. On a remote Docker engine
+the engine freezes it (`docker pause`, the same freezer on its host), verified by the
+engine's state and its CPU counter, thawed with `docker unpause`.
 
 kill sends a signal (KILL by default) and waits for the process to exit. With
 `restart: true` (the default) the runtime starts it again at once, like a supervisor or
 an orchestrator would, and the fault measures how long it took to be healthy; with
-`restart: false` the target stays down for the phase and is started again on revert.
+`restart: false` the target stays down for the phase and is started again on revert. On a
+remote engine the engine sends the signal (`docker kill --signal`) and starts it again.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class ProcessFault(Fault):
     kind = "process"
     layer = Layer.APP
     spec: ProcessSpec
+    through_engine = True
 
     @classmethod
     def parse(cls, fields: Fields, kind: str, target: str) -> FaultSpec:
@@ -88,13 +92,14 @@ class ProcessFault(Fault):
 
     def __init__(self, spec: FaultSpec, target: RunningTarget) -> None:
         super().__init__(spec, target)
-        self.freezer = freezer_file(target.cgroup.dirs)
+        self.container = target.container  # on a remote engine: paused through its API
+        self.freezer = Path() if self.container is not None else freezer_file(target.cgroup.dirs)
         self.applied = False
         self.cpu_at_freeze = 0
         self.killed: dict[str, float] = {}
 
     def locks(self) -> dict[str, str]:
-        if self.spec.action != "pause":
+        if self.spec.action != "pause" or self.container is not None:
             return super().locks()
         where = self.freezer.parent
         return super().locks() | {f"cgroup:{where}": f"the cgroup of {self.target.name} ({where})"}
@@ -102,7 +107,7 @@ class ProcessFault(Fault):
     def preflight(self) -> None:
         if os.geteuid() != 0:
             raise PreflightError("process faults need root", "run chaoslab with sudo")
-        if self.spec.action == "pause" and not self.freezer.exists():
+        if self.spec.action == "pause" and self.container is None and not self.freezer.exists():
             raise PreflightError(
                 f"no freezer for {self.target.name}: {self.freezer} is missing",
                 "cgroup v1: mount the freezer controller; v2: kernel 5.2 or newer",
@@ -116,6 +121,13 @@ class ProcessFault(Fault):
             )
 
     def plan(self) -> list[str]:
+        if self.spec.action == "pause" and self.container is not None:
+            name = self.container.name
+            return [
+                f"mechanism: the engine's pause (its cgroup freezer), through the {self.target.remote}'s API",
+                f"docker pause {name}",
+                f"revert: docker unpause {name}",
+            ]
         if self.spec.action == "pause":
             on, off = ("1", "0") if self.freezer.name == "cgroup.freeze" else ("FROZEN", "THAWED")
             return [
@@ -130,6 +142,8 @@ class ProcessFault(Fault):
         ]
 
     def journal_record(self) -> dict[str, object]:
+        if self.container is not None:
+            return {"action": self.spec.action, "pid": self.target.pid, **self.container.record}
         return {"action": self.spec.action, "freezer": str(self.freezer), "pid": self.target.pid}
 
     def apply(self, note: Callable[..., None]) -> None:
@@ -140,6 +154,11 @@ class ProcessFault(Fault):
             self._kill()
 
     def _freeze(self) -> None:
+        if self.container is not None:
+            self.container.pause(True, FREEZE_TIMEOUT)
+            self.target.down_expected = True
+            self.cpu_at_freeze = self.container.cpu_ns()
+            return
         set_frozen(self.freezer, True)
         deadline = time.monotonic() + FREEZE_TIMEOUT
         while (state := frozen_state(self.freezer)) != "FROZEN":
@@ -172,6 +191,14 @@ class ProcessFault(Fault):
             t.down_expected = False
 
     def verify(self) -> Verification:
+        if self.spec.action == "pause" and self.container is not None:
+            paused = self.container.paused()
+            used = (self.container.cpu_ns() - self.cpu_at_freeze) / 1e6
+            detail = (
+                f"the engine says {'paused' if paused else 'running'}; it used {used:.3f} ms CPU while paused"
+            )
+            how = "the engine's pause (cgroup freezer on its host)"
+            return Verification(paused and used < 1.0, detail, how, {"cpu_ms_while_paused": round(used, 3)})
         if self.spec.action == "pause":
             state = frozen_state(self.freezer)
             used = (proc.schedstat(self.target.cgroup.pids())[0] - self.cpu_at_freeze) / 1e6
@@ -191,7 +218,9 @@ class ProcessFault(Fault):
     def revert(self) -> None:
         if not self.applied:
             return
-        if self.spec.action == "pause":
+        if self.spec.action == "pause" and self.container is not None:
+            self.container.pause(False, FREEZE_TIMEOUT)
+        elif self.spec.action == "pause":
             if self.freezer.exists():
                 set_frozen(self.freezer, False)
                 deadline = time.monotonic() + FREEZE_TIMEOUT
@@ -206,8 +235,31 @@ class ProcessFault(Fault):
 
     @classmethod
     def recover(cls, record: Mapping[str, object]) -> list[str]:
+        if record.get("engine"):
+            return cls._recover_there(record)
         path = Path(str(record.get("freezer", "")))
         if record.get("action") != "pause" or not path.exists() or frozen_state(path) == "THAWED":
             return []
         set_frozen(path, False)
         return [f"thawed {path.parent}"]
+
+    @classmethod
+    def _recover_there(cls, record: Mapping[str, object]) -> list[str]:
+        """A pause on a remote engine's container: unpaused through the engine."""
+        import docker.errors
+
+        from chaoslab.targets.containers import EngineContainer
+
+        if record.get("action") != "pause":
+            return []
+        with EngineContainer.of_record(record) as c:
+            name = record.get("container_name")
+            if c is None:
+                return [f"container {name}: its engine {record.get('engine')} is not reachable, left paused"]
+            try:
+                if not c.paused():
+                    return []
+                c.pause(False, FREEZE_TIMEOUT)
+            except docker.errors.NotFound:
+                return []
+            return [f"unpaused container {name} on the {c.engine}"]

@@ -97,14 +97,7 @@ def choose(
 ) -> Choice:
     choice = Choice()
     types = tuple(probe_types)
-    for t in targets.values():
-        if t.remote:
-            for layer in sorted({cls.layer for cls in types}):
-                choice.left_out[(layer, t.name)] = (
-                    f"it runs on the remote {t.remote}: a probe attaches on its host, through a "
-                    "helper this version does not start"
-                )
-    targets = {n: t for n, t in targets.items() if not t.remote}
+    targets = {n: t for n, t in targets.items() if not t.remote}  # unmeasured(): not here
     if scenario.probes is not None:
         for cls in types:
             for t in targets.values():
@@ -138,3 +131,20 @@ def choose(
                     f"list {cls.layer} in the scenario's probes: to measure it"
                 )
     return choice
+
+
+def far_layers(
+    targets: Mapping[str, RunningTarget], probe_types: Iterable[type[Probe]] = PROBES
+) -> dict[tuple[Layer, str], str]:
+    """(layer, target) -> why no probe measures it: every layer of a target on a remote Docker
+    engine, whose probes would attach on the engine's host."""
+    layers = sorted({cls.layer for cls in probe_types})
+    return {
+        (layer, t.name): (
+            f"{t.name} runs on the remote {t.remote}: its probes attach on that host, through a helper "
+            "this version does not start"
+        )
+        for t in targets.values()
+        if t.remote
+        for layer in layers
+    }

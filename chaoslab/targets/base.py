@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from chaoslab import proc
 from chaoslab.gobinary import GoBinary, go_binary
@@ -17,6 +17,9 @@ from chaoslab.scenario.model import TargetSpec
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.netns import Link
 from chaoslab.targets.services import Launch, Service
+
+if TYPE_CHECKING:
+    from chaoslab.targets.containers import EngineContainer
 
 # The peer name of a target's link to the host, where chaoslab and the load generator run.
 HOST = "host"
@@ -100,6 +103,7 @@ class RunningTarget:
     # engine's API and the ports it publishes on its host (`published`: port -> host port).
     remote: str = ""
     published: dict[int, int] = field(default_factory=dict)
+    container: EngineContainer | None = None  # on a remote engine: what its API does to it
 
     @property
     def name(self) -> str:

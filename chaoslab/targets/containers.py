@@ -28,7 +28,7 @@ import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,8 +154,62 @@ class EngineProcess:
         while (code := self.poll()) is None:
             if time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(f"container {self.id[:12]}", timeout or 0)
-            time.sleep(0.1)
+            time.sleep(0.02)
+            self._asked = 0.0  # waiting: asked each time
         return code
+
+
+class EngineContainer:
+    """A container on a remote engine, acted on through the engine's API: what a fault can do
+    to it without a helper on the engine's host (pause and unpause: the engine's freezer).
+    Made again from a journal record (`of_record`) by recover and the dead man's switch."""
+
+    def __init__(self, engine: Engine, docker: DockerClient, container_id: str, name: str) -> None:
+        self.engine = engine
+        self.docker = docker
+        self.id = container_id
+        self.name = name
+
+    @property
+    def record(self) -> dict[str, object]:
+        return {"engine": self.engine.url, "container": self.id, "container_name": self.name}
+
+    @classmethod
+    @contextlib.contextmanager
+    def of_record(cls, record: Mapping[str, object]) -> Iterator[EngineContainer | None]:
+        """The container a journal record names, None when its engine does not answer."""
+        url = str(record.get("engine", ""))
+        engine = Engine(url, url, engines.tls_for(url))
+        with reachable(engine) as docker:
+            yield (
+                None
+                if docker is None
+                else cls(engine, docker, str(record.get("container")), str(record.get("container_name")))
+            )
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.docker.api.inspect_container(self.id)["State"])
+
+    def paused(self) -> bool:
+        return bool(self.state().get("Paused"))
+
+    def pause(self, paused: bool, timeout: float) -> None:
+        """Pause (or unpause) it, and wait until the engine says it is."""
+        (self.docker.api.pause if paused else self.docker.api.unpause)(self.id)
+        deadline = time.monotonic() + timeout
+        while self.paused() != paused:
+            if time.monotonic() > deadline:
+                raise TargetError(
+                    f"container {self.name} on the {self.engine} is not {'paused' if paused else 'running'} "
+                    f"{timeout:g}s after the engine was asked",
+                    "see the engine's log",
+                )
+            time.sleep(0.02)
+
+    def cpu_ns(self) -> int:
+        """The CPU time its processes used so far, as the engine counts it (its cgroup's)."""
+        stats = self.docker.api.stats(self.id, stream=False, one_shot=True)
+        return int(((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0)
 
 
 def free_subnet_index(docker: DockerClient) -> int:
@@ -278,6 +332,8 @@ class DockerRuntime:
     def _refuse_on_remote(self) -> None:
         """What cannot reach a remote engine's containers yet: faults and layer verdicts there
         need chaoslab's helper on the engine's host."""
+        from chaoslab.faults import FAULT_KINDS
+
         s = self.ctx.scenario
         on_engine = {n for n, t in s.targets.items() if t.kind != "attach"}
         why = (
@@ -286,11 +342,13 @@ class DockerRuntime:
         )
         for phase in s.phases:
             for f in phase.faults:
-                if f.target in on_engine:
+                if f.target in on_engine and not FAULT_KINDS[f.kind].through_engine:
+                    there = sorted(k for k, c in FAULT_KINDS.items() if c.through_engine)
                     raise PreflightError(
-                        f"{f.path}: target {f.target} runs on the remote {self.engine}: {why}",
-                        "run this scenario's faults on a local engine (leave engine: out), or keep the "
-                        "remote run to load and expectations on the client",
+                        f"{f.path}: a {f.kind} fault at {f.target}, which runs on the remote "
+                        f"{self.engine}: {why}",
+                        f"run it on a local engine (leave engine: out); at a remote engine's targets a run "
+                        f"takes the faults the engine's API does ({', '.join(there)})",
                     )
         for e in s.expect:
             names_layer = e.absorbed_by or e.causes or e.cause
@@ -404,6 +462,7 @@ class DockerRuntime:
             )
         if self.remote:
             rt.proc = EngineProcess(self.docker, container_id, pid)
+            rt.container = EngineContainer(self.engine, self.docker, container_id, rt.netns)
             self.ctx.journal.update(self._seq[rt.name], remote_pid=pid)
             rt.published = {p: int(h) for p, h in self._published(container_id).items()}
         else:
