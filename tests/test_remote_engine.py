@@ -220,12 +220,12 @@ def test_an_image_that_cannot_be_built_there_is_named_with_the_engine(
 def test_a_fault_on_the_remote_engine_is_refused_before_anything_is_applied(
     tmp_path: Path, far_engine: str, far_client: DockerClient
 ) -> None:
-    path = on_engine(SCENARIOS / "cpu_limit.yaml", far_engine, tmp_path)
+    path = on_engine(SCENARIOS / "net_delay.yaml", far_engine, tmp_path)
     res = chaoslab("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
     assert res.returncode == 3, res.stderr[-3000:]
     said = unwrap(res.stderr)
-    assert "phases[1].faults[0]: a cpu fault at api, which runs on the remote Docker engine" in said, said
-    assert "leave engine: out" in said and "the engine's API does (process)" in said
+    assert "phases[1].faults[0]: a network fault at api, which runs on the remote Docker engine" in said, said
+    assert "leave engine: out" in said and "the engine's API does (cpu, process)" in said
     assert "Traceback" not in said
     assert of_chaoslab(far_client) == [] and leftovers() == []
     assert not subprocess.run(
@@ -328,3 +328,63 @@ def test_a_pause_there_outliving_its_run_is_undone_by_the_watchdog_through_the_e
     lines = [json.loads(x) for x in (out / "journal.jsonl").read_text().splitlines()]
     [seq] = [x["seq"] for x in lines if x.get("op") == "intent" and x.get("kind") == "fault"]
     assert any(x.get("op") == "undone" and x["seq"] == seq for x in lines)
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_a_cpu_limit_there_is_the_engine_s_and_its_throttling_is_read_back(
+    tmp_path: Path, far_engine: str, far_client: DockerClient
+) -> None:
+    out = tmp_path / "out"
+    res = chaoslab(
+        "run", str(on_engine(SCENARIOS / "cpu_limit.yaml", far_engine, tmp_path)), "--out", str(out)
+    )
+    assert res.returncode in (0, 1), res.stderr[-4000:]
+    r = json.loads((out / "report.json").read_text())
+    [f] = r["phases"][1]["faults"]
+    assert f["observed"] and f["mechanism"].startswith("the engine's CPU limit"), f
+    m = f["measured"]
+    # 0.1 CPU of a 0.1 s period: the container ran out of its 10 ms in most periods of the phase
+    assert m["nr_throttled"] >= 0.5 * m["nr_periods"] > 10 and m["cpu_ms"] < 0.2 * 8000, m
+    rows = {row["phase"]: row for row in r["client"] if not row["name"]}
+    assert rows["starved"]["p50_ms"] > 2 * rows["baseline"]["p50_ms"]
+    assert rows["recovery"]["p50_ms"] < 2 * rows["baseline"]["p50_ms"]  # the limit was put back
+    [v] = r["verdicts"]
+    assert (v["status"], v["layer"], v["target"]) == ("inconclusive", "cpu", "api")
+    assert journal.pending(out / "journal.jsonl") == []
+    assert of_chaoslab(far_client) == [] and leftovers() == []
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_a_cpu_limit_left_there_by_a_dead_run_is_put_back_by_recover(
+    tmp_path: Path, far_engine: str, far_client: DockerClient
+) -> None:
+    """chaoslab and its watchdog killed with the limit on: it stays (nothing on the engine's
+    host reverts by itself yet), the residue check names the containers, `recover` puts the
+    engine's own limit back before it removes them."""
+    out = tmp_path / "out"
+    long_limit = tmp_path / "long_limit.yaml"
+    long_limit.write_text(
+        (SCENARIOS / "long_fault.yaml")
+        .read_text()
+        .replace("{kind: entropy, target: api, delay: 3ms}", "{kind: cpu, target: api, cpus: 0.1}")
+    )
+    p = start_run(out, on_engine(long_limit, far_engine, tmp_path))
+    fault = wait_for_fault(out, p)
+    assert (fault["engine"], fault["quota_us"], fault["period_us"]) == (far_engine, 0, 0)  # none before
+    [watchdog] = [i.watchdog_pid for i in journal.live_runs() if i.pid == p.pid]
+    os.kill(watchdog, signal.SIGKILL)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=30)
+    host_config = far_client.api.inspect_container(fault["container"])["HostConfig"]
+    assert (host_config["CpuQuota"], host_config["CpuPeriod"]) == (10_000, 100_000)
+    assert any(x.startswith("container ") and far_engine in x for x in leftovers())
+    res = chaoslab("recover", timeout=120)
+    said = res.stdout + res.stderr
+    assert res.returncode == 0, said[-3000:]
+    assert (
+        f"restored the CPU limit of container {fault['container_name']} on the Docker engine {far_engine}"
+        in said
+    )
+    assert of_chaoslab(far_client) == [] and leftovers() == []

@@ -206,10 +206,28 @@ class EngineContainer:
                 )
             time.sleep(0.02)
 
+    def _cpu_stats(self) -> dict[str, Any]:
+        return dict(self.docker.api.stats(self.id, stream=False, one_shot=True).get("cpu_stats") or {})
+
     def cpu_ns(self) -> int:
         """The CPU time its processes used so far, as the engine counts it (its cgroup's)."""
-        stats = self.docker.api.stats(self.id, stream=False, one_shot=True)
-        return int(((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0)
+        return int((self._cpu_stats().get("cpu_usage") or {}).get("total_usage") or 0)
+
+    def throttling(self) -> dict[str, int]:
+        """Its cgroup's CFS counters, as the engine reads them: periods, throttled_periods,
+        throttled_time (ns)."""
+        data = self._cpu_stats().get("throttling_data") or {}
+        return {k: int(data.get(k) or 0) for k in ("periods", "throttled_periods", "throttled_time")}
+
+    def cpu_limit(self) -> tuple[int, int, int]:
+        """Its CPU limit as the engine holds it: (CpuQuota, CpuPeriod, NanoCpus), 0 for unset."""
+        hc = self.docker.api.inspect_container(self.id)["HostConfig"]
+        return int(hc.get("CpuQuota") or 0), int(hc.get("CpuPeriod") or 0), int(hc.get("NanoCpus") or 0)
+
+    def set_cpu_limit(self, quota_us: int, period_us: int) -> None:
+        """`docker update --cpu-quota --cpu-period`: the engine writes its cgroup's CFS bandwidth
+        (a quota of -1: no limit)."""
+        self.docker.api.update_container(self.id, cpu_quota=quota_us, cpu_period=period_us)
 
 
 def free_subnet_index(docker: DockerClient) -> int:
