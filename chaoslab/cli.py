@@ -252,8 +252,9 @@ def _plan(path: Path, runtime: str | None, out: Console) -> int:
     scenario = _load(path, runtime)
     with tempfile.TemporaryDirectory(prefix="chaoslab-plan-") as tmp:
         where, targets = plan_targets(scenario, Path(tmp))
+        far = next((t.remote for t in targets.values() if t.remote), "")
         out.print(
-            f"plan for {path} on this machine: runtime {where}, "
+            f"plan for {path} on this machine: runtime {where}{f' on the remote {far}' if far else ''}, "
             f"sch_netem {'available' if netem_available() else 'missing (fallbacks in use)'}; "
             "RUNID and <...> are filled in at run time",
             highlight=False,
@@ -266,7 +267,17 @@ def _plan(path: Path, runtime: str | None, out: Console) -> int:
                 highlight=False,
             )
             for spec in phase.faults:
-                fault = FAULT_KINDS[spec.kind](spec, targets[spec.target])
+                cls = FAULT_KINDS[spec.kind]
+                if targets[spec.target].remote and not cls.through_engine:
+                    out.print(
+                        f"  {spec.kind} on {spec.target} ({spec.path}): refused at run time, as "
+                        f"{spec.target} runs on the remote {targets[spec.target].remote} (README: Targets "
+                        "on another Docker engine)",
+                        highlight=False,
+                        markup=False,
+                    )
+                    continue
+                fault = cls(spec, targets[spec.target])
                 out.print(f"  {fault.describe()} ({spec.path})", highlight=False)
                 for line in fault.plan():
                     out.print(f"    {line}", highlight=False, markup=False)

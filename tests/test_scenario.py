@@ -244,3 +244,23 @@ def test_plan_of_a_syn_only_fault_matches_the_syn_flag(tmp_path: Path) -> None:
         assert len(rules) == 2 and all("-p tcp --tcp-flags SYN SYN" in r for r in rules), rules
     else:  # netem: the u32 filter on the TCP flags byte
         assert "match u8 0x02 0x02 at 33" in out, out
+
+
+def test_plan_on_a_remote_engine_names_it_and_the_faults_it_takes(tmp_path: Path) -> None:
+    """`chaoslab plan` connects to nothing: a remote engine's faults are planned as its API does
+    them, and the others said to be refused there."""
+    faults = (
+        "{kind: cpu, target: api, cpus: 0.5}, {kind: process, target: edge, action: pause}, "
+        "{kind: network, target: api, delay: 5ms}"
+    )
+    s = tmp_path / "s.yaml"
+    text = GOOD.replace("{kind: entropy, target: api, delay: 40ms}", faults)
+    s.write_text("runtime: docker\nengine: tcp://192.0.2.7:2375\n" + text)
+    res = chaoslab("plan", str(s), timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.replace("\n", " ")
+    assert "runtime docker on the remote Docker engine tcp://192.0.2.7:2375" in out
+    assert "docker update --cpu-period 100000 --cpu-quota 50000 chaoslab-RUNID-api" in out
+    assert "docker pause chaoslab-RUNID-edge" in out and "revert: docker unpause chaoslab-RUNID-edge" in out
+    assert "network on api (phases[1].faults[2]): refused at run time, as api runs on the remote" in out
+    assert "/sys/fs/cgroup" not in out and "nsenter" not in out and "iptables" not in out

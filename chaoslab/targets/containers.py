@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chaoslab import proc
 from chaoslab.context import RunContext
@@ -282,6 +282,7 @@ def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]
     """The targets as a Docker run would lay them out, with no container: for `chaoslab plan`."""
     ips, links = layout(scenario, "RUNID", 1)
     ns = names(scenario, "RUNID")
+    engine = planned_engine(scenario)
     out = {}
     for t in scenario.targets.values():
         if t.kind == "attach":
@@ -290,10 +291,25 @@ def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]
         service = Service(t)
         cgroup = Cgroup(ns[t.name], Cgroup.paths_for(f"docker/<id of {ns[t.name]}>"))
         rt = RunningTarget(t, service, None, ips[t.name], ns[t.name], cgroup, links[t.name])
-        if service.builtin is not None:
+        if engine.remote:
+            rt.ip, rt.cgroup, rt.remote = engine.host or "<engine host>", Cgroup(ns[t.name], ()), str(engine)
+            # planned: named only, its API never called
+            rt.container = EngineContainer(
+                engine, cast("DockerClient", None), f"<id of {ns[t.name]}>", ns[t.name]
+            )
+        elif service.builtin is not None:
             rt.binary = service.builtin.binary()
         out[t.name] = rt
     return out
+
+
+def planned_engine(scenario: Scenario) -> Engine:
+    """The engine a run of the scenario would use, read without connecting (a context that
+    cannot be read is taken as named: the run says what is wrong with it)."""
+    try:
+        return engines.resolve(scenario.engine)
+    except PreflightError:
+        return Engine(scenario.engine, scenario.engine)
 
 
 class DockerRuntime:
