@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaoslab import journal, proc
-from chaoslab.errors import ChaoslabError, UsageError
+from chaoslab.errors import ChaoslabError, TargetError, UsageError
 from chaoslab.faults import FAULT_KINDS
 from chaoslab.journal import Entry, indexed_runs, pending
 from chaoslab.safety import locks
@@ -76,11 +76,13 @@ def _undo_docker(e: Entry) -> list[str]:
     }[e.kind]
     name = str(e.data.get("name"))
     url = str(e.data.get("engine") or "")
-    where = engines.Engine(url, url, engines.tls_for(url)) if url else engines.resolve()
+    where = engines.reopen(url, str(e.data.get("engine_name") or "")) if url else engines.resolve()
     on = f" on the {where}" if url else ""
     with containers.reachable(where) as engine:
-        if engine is None:
-            return [f"{what} {name}{on}: the {where} is not reachable, left as is"]
+        if engine is None:  # kept pending: a later recover tries again
+            raise TargetError(
+                f"{what} {name}{on}: the {where} is not reachable", "run `chaoslab recover` again"
+            )
         return [f"removed {what} {name}{on}"] if remove(engine, name) else []
 
 

@@ -135,7 +135,7 @@ def engine_there(far: FarHost, root: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait(10)
-        engines.forget(url)
+        engines.forget(url, busy=lambda: False)  # its engine is gone, and with it all it held
         for hierarchy in Path("/sys/fs/cgroup").glob(f"*/{parent}"):  # v1: one per controller
             for d in sorted((p for p in hierarchy.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 d.rmdir()

@@ -518,6 +518,8 @@ def test_fuzzed_scenarios_are_accepted_or_refused_never_crash(
         ("tcp://host", "needs the port"),
         ("tcp://:2375", "names no host"),
         ("tcp://h:99999", "port is not a number"),
+        ("tcp://h:0", "port is not a number"),
+        ("'tcp://[::1:2375'", "the engine URL cannot be read"),
         ("unix://", "needs the socket's path"),
         ("'no such/context'", "neither a URL"),
         ("''", "it is empty"),
@@ -542,3 +544,38 @@ def test_an_engine_is_a_url_or_a_context_name(value: str) -> None:
         parse_scenario(BASE.replace("targets:", f"runtime: docker\nengine: {value}\ntargets:")).engine
         == value
     )
+
+
+def test_labels_of_another_machine_are_never_judged_dead_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote engine is shared: what another machine's chaoslab made is its to judge. On this
+    machine a label's owner, by PID and start time, is dead once that process is gone (also
+    after a reboot, when the start time no longer matches)."""
+    from chaoslab import proc
+    from chaoslab.targets import containers as c
+
+    me = f"{os.getpid()}@{proc.start_time(os.getpid())}"
+    gone = f"{os.getpid()}@{proc.start_time(os.getpid()) - 1}"  # this PID, an earlier process
+    here, elsewhere = c.machine_id(), "0" * 32
+    assert here and here != elsewhere
+    assert c.live({c.LABEL_RUN: "r", c.LABEL_OWNER: me, c.LABEL_HOST: here}, set())
+    assert not c.live({c.LABEL_RUN: "r", c.LABEL_OWNER: gone, c.LABEL_HOST: here}, set())
+    assert c.live({c.LABEL_RUN: "r", c.LABEL_OWNER: gone, c.LABEL_HOST: elsewhere}, set())
+    assert c.live({c.LABEL_RUN: "r", c.LABEL_OWNER: gone, c.LABEL_HOST: here}, {"r"})
+    assert not c.live({c.LABEL_RUN: "r", c.LABEL_OWNER: gone}, set())  # labels of before this field
+
+
+def test_the_list_of_engines_keeps_one_a_live_run_may_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaoslab.targets import engines
+
+    monkeypatch.setattr(engines, "KNOWN", tmp_path / "engines.json")
+    a, b = engines.Engine("far", "tcp://192.0.2.1:2375"), engines.Engine("", "ssh://ops@192.0.2.2")
+    engines.remember(a)
+    engines.remember(b)
+    assert engines.used() == {"tcp://192.0.2.1:2375": "far", "ssh://ops@192.0.2.2": ""}
+    assert not engines.forget(a.url, busy=lambda: True) and a.url in engines.used()
+    assert engines.forget(a.url, busy=lambda: False) and engines.used() == {b.url: ""}
+    assert not engines.forget(a.url, busy=lambda: False)  # not there: nothing to do
+    listed = [e.url for e in engines.every()]
+    assert listed[1:] == [b.url] and listed[0] != b.url

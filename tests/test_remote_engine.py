@@ -131,6 +131,11 @@ def started_there(out: Path, path: Path, far_client: DockerClient) -> tuple[subp
         assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1][-3000:]
         time.sleep(0.2)
     time.sleep(2)
+    for c in containers.labelled(far_client)[0]:  # published on the engine host's address alone
+        bindings = c.attrs["HostConfig"]["PortBindings"]
+        assert bindings and {b["HostIp"] for v in bindings.values() for b in v} == {
+            far_client.api.base_url.split("//")[1].split(":")[0]
+        }
     [info] = [i for i in journal.live_runs() if i.pid == p.pid]
     assert info.watchdog_pid > 0
     return p, info.watchdog_pid
@@ -181,9 +186,15 @@ def test_containers_left_there_are_named_by_the_residue_check_and_removed_by_rec
 
 
 @pytest.mark.usefixtures("clean_machine")
-def test_an_engine_that_does_not_answer_is_named_and_nothing_is_applied(tmp_path: Path, far: FarHost) -> None:
+@pytest.mark.parametrize("runtime", ["docker", "auto"])
+def test_an_engine_that_does_not_answer_is_named_and_nothing_is_applied(
+    tmp_path: Path, far: FarHost, runtime: str
+) -> None:
+    """`runtime: auto` with a named engine is that engine or nothing: never the targets run
+    here instead, unannounced."""
     url = f"tcp://{far.there}:2999"  # the far host runs nothing there
     path = on_engine(SCENARIOS / "short_control.yaml", url, tmp_path)
+    path.write_text(path.read_text().replace("runtime: docker", f"runtime: {runtime}"))
     t0 = time.monotonic()
     res = chaoslab("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
     assert res.returncode == 3, res.stderr[-3000:]
@@ -324,6 +335,18 @@ def test_a_pause_there_outliving_its_run_is_undone_by_the_watchdog_through_the_e
     while (of_chaoslab(far_client) or Path(f"/proc/{watchdog}").exists()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert of_chaoslab(far_client) == []  # unpaused, then removed with the rest of the run
+    # the engine's own account: the watchdog unpaused it (a removal alone kills it paused)
+    events = far_client.api.events(
+        since=int(time.time()) - 120,
+        until=int(time.time()),
+        decode=True,
+        filters={"container": fault["container"]},
+    )
+    assert [e["Action"] for e in events if e["Action"] in ("pause", "unpause", "destroy")] == [
+        "pause",
+        "unpause",
+        "destroy",
+    ]
     assert journal.pending(out / "journal.jsonl") == []
     lines = [json.loads(x) for x in (out / "journal.jsonl").read_text().splitlines()]
     [seq] = [x["seq"] for x in lines if x.get("op") == "intent" and x.get("kind") == "fault"]

@@ -267,8 +267,6 @@ def _recover_there(record: Mapping[str, object]) -> list[str]:
     back = engine_limit(CpuLimit(quota, period))
     with EngineContainer.of_record(record) as c:
         name = record.get("container_name")
-        if c is None:
-            return [f"container {name}: its engine {record.get('engine')} is not reachable, CPU limit left"]
         try:
             now = c.cpu_limit()[:2]
             if now == back or (back[0] == -1 and now[0] in (0, -1)):

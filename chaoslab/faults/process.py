@@ -254,8 +254,6 @@ class ProcessFault(Fault):
             return []
         with EngineContainer.of_record(record) as c:
             name = record.get("container_name")
-            if c is None:
-                return [f"container {name}: its engine {record.get('engine')} is not reachable, left paused"]
             try:
                 if not c.paused():
                     return []

@@ -126,9 +126,18 @@ def _ppid(pid: int) -> int:
 
 def _in_docker(a: AttachSpec) -> list[tuple[int, str]]:
     """(host PID, container name) of the running containers the selector names."""
-    from chaoslab.targets.containers import connected
+    from chaoslab.targets import engines
+    from chaoslab.targets.containers import connected, here
 
-    with connected() as engine:
+    engine_of = engines.resolve()
+    if engine_of.remote:
+        raise TargetError(
+            f"attach: a container is looked up on the {engine_of}, which is remote: its processes "
+            "are not this machine's, and attaching reaches a target's process here",
+            "run chaoslab on the engine's host (or point DOCKER_HOST at this machine's engine), or "
+            "let the run start the target there (engine:)",
+        )
+    with connected(engine_of) as engine:
         if a.container:
             import docker.errors
 
@@ -142,6 +151,7 @@ def _in_docker(a: AttachSpec) -> list[tuple[int, str]]:
         for c in found:
             pid = int(c.attrs.get("State", {}).get("Pid") or 0)
             if pid > 0:
+                here(engine_of, str(c.id), pid, str(c.name))
                 out.append((pid, str(c.name)))
         return out
 

@@ -33,7 +33,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from chaoslab import proc
+from chaoslab import journal, proc
 from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError, TargetError
 from chaoslab.proc import run
@@ -58,9 +58,11 @@ LABEL_TARGET = "org.chaoslab.target"
 # The chaoslab process that made it, "pid@start time": its run is live while that process runs,
 # whatever run index a sweeping chaoslab reads (another state directory, a test's own).
 LABEL_OWNER = "org.chaoslab.owner"
-# The boot of the machine whose chaoslab made it: another machine's owner PID means nothing here.
+# The machine whose chaoslab made it (/etc/machine-id): another machine's owner PID means
+# nothing here; on this one, a PID and start time of an earlier boot are a dead run's.
 LABEL_HOST = "org.chaoslab.host"
 STOP_TIMEOUT = 3
+POLL_TIMEOUT = 5  # seconds for a remote engine to say a container's state
 
 
 def client(engine: Engine | None = None) -> DockerClient:
@@ -161,8 +163,9 @@ class EngineProcess:
 
 class EngineContainer:
     """A container on a remote engine, acted on through the engine's API: what a fault can do
-    to it without a helper on the engine's host (pause and unpause: the engine's freezer).
-    Made again from a journal record (`of_record`) by recover and the dead man's switch."""
+    to it without a helper on the engine's host (the engine's pause, its CPU limit). Made again
+    from a journal record (`of_record`) by recover and the dead man's switch. An engine that
+    fails a call is a TargetError naming it (a container gone is the SDK's NotFound)."""
 
     def __init__(self, engine: Engine, docker: DockerClient, container_id: str, name: str) -> None:
         self.engine = engine
@@ -172,30 +175,50 @@ class EngineContainer:
 
     @property
     def record(self) -> dict[str, object]:
-        return {"engine": self.engine.url, "container": self.id, "container_name": self.name}
+        return {
+            "engine": self.engine.url,
+            "engine_name": self.engine.name,
+            "container": self.id,
+            "container_name": self.name,
+        }
 
     @classmethod
     @contextlib.contextmanager
-    def of_record(cls, record: Mapping[str, object]) -> Iterator[EngineContainer | None]:
-        """The container a journal record names, None when its engine does not answer."""
-        url = str(record.get("engine", ""))
-        engine = Engine(url, url, engines.tls_for(url))
+    def of_record(cls, record: Mapping[str, object]) -> Iterator[EngineContainer]:
+        """The container a journal record names; a TargetError when its engine does not
+        answer (the record stays pending: a later recover tries again)."""
+        engine = engines.reopen(str(record.get("engine", "")), str(record.get("engine_name") or ""))
         with reachable(engine) as docker:
-            yield (
-                None
-                if docker is None
-                else cls(engine, docker, str(record.get("container")), str(record.get("container_name")))
-            )
+            if docker is None:
+                raise TargetError(
+                    f"container {record.get('container_name')}: the {engine} is not reachable",
+                    "start it, or reach it from here, then run `chaoslab recover` again",
+                )
+            yield cls(engine, docker, str(record.get("container")), str(record.get("container_name")))
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        import docker.errors
+
+        try:
+            return fn(*args, **kw)
+        except docker.errors.NotFound:
+            raise
+        except Exception as exc:  # the SDK's errors, requests' (a lost connection) alike
+            raise TargetError(
+                f"container {self.name}: the {self.engine} failed to {what}: {engines.why(exc)}",
+                "see the engine's log; `chaoslab recover` undoes what is left once it answers",
+            ) from exc
 
     def state(self) -> dict[str, Any]:
-        return dict(self.docker.api.inspect_container(self.id)["State"])
+        return dict(self._call("say its state", self.docker.api.inspect_container, self.id)["State"])
 
     def paused(self) -> bool:
         return bool(self.state().get("Paused"))
 
     def pause(self, paused: bool, timeout: float) -> None:
         """Pause (or unpause) it, and wait until the engine says it is."""
-        (self.docker.api.pause if paused else self.docker.api.unpause)(self.id)
+        api = self.docker.api
+        self._call("pause it" if paused else "unpause it", api.pause if paused else api.unpause, self.id)
         deadline = time.monotonic() + timeout
         while self.paused() != paused:
             if time.monotonic() > deadline:
@@ -207,7 +230,8 @@ class EngineContainer:
             time.sleep(0.02)
 
     def _cpu_stats(self) -> dict[str, Any]:
-        return dict(self.docker.api.stats(self.id, stream=False, one_shot=True).get("cpu_stats") or {})
+        stats = self._call("give its stats", self.docker.api.stats, self.id, stream=False, one_shot=True)
+        return dict(stats.get("cpu_stats") or {})
 
     def cpu_ns(self) -> int:
         """The CPU time its processes used so far, as the engine counts it (its cgroup's)."""
@@ -221,13 +245,52 @@ class EngineContainer:
 
     def cpu_limit(self) -> tuple[int, int, int]:
         """Its CPU limit as the engine holds it: (CpuQuota, CpuPeriod, NanoCpus), 0 for unset."""
-        hc = self.docker.api.inspect_container(self.id)["HostConfig"]
+        hc = self._call("say its limits", self.docker.api.inspect_container, self.id)["HostConfig"]
         return int(hc.get("CpuQuota") or 0), int(hc.get("CpuPeriod") or 0), int(hc.get("NanoCpus") or 0)
 
     def set_cpu_limit(self, quota_us: int, period_us: int) -> None:
         """`docker update --cpu-quota --cpu-period`: the engine writes its cgroup's CFS bandwidth
         (a quota of -1: no limit)."""
-        self.docker.api.update_container(self.id, cpu_quota=quota_us, cpu_period=period_us)
+        update = self.docker.api.update_container
+        self._call("change its CPU limit", update, self.id, cpu_quota=quota_us, cpu_period=period_us)
+
+
+@contextlib.contextmanager
+def engine_errors(engine: Engine, what: str) -> Iterator[None]:
+    """An engine's failure (an API error, a lost connection) as a TargetError naming it."""
+    import docker.errors
+
+    try:
+        yield
+    except docker.errors.NotFound:
+        raise
+    except (docker.errors.DockerException, OSError, ValueError) as exc:
+        hint = "see the engine's log"
+        if "cannot assign requested address" in str(exc):
+            hint = f"{engine.host or 'the engine host'} is not an address of the engine's host: give its own"
+        raise TargetError(f"the {engine} failed to {what}: {engines.why(exc)}", hint) from exc
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in ("requests", "urllib3", "paramiko"):
+            raise
+        raise TargetError(
+            f"the {engine} failed to {what}: {engines.why(exc)}", "see the engine's log"
+        ) from exc
+
+
+def here(engine: Engine, container_id: str, pid: int, name: str) -> None:
+    """Check that a container's PID, as its engine gives it, is that container's process on this
+    machine (its cgroup names the container): an engine behind a forwarded socket, or in a VM,
+    gives PIDs of another kernel, which faults and probes must never take for this one's."""
+    try:
+        ours = container_id in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        ours = False
+    if not ours:
+        raise TargetError(
+            f"container {name}: the {engine} says its process is pid {pid}, which is not it on this "
+            "machine: the engine runs its containers on another kernel (a forwarded socket, a VM)",
+            "give the engine as remote (tcp://HOST:2375 or ssh://user@HOST, or a context with such a host)",
+        )
 
 
 def free_subnet_index(docker: DockerClient) -> int:
@@ -342,6 +405,9 @@ class DockerRuntime:
             self._refuse_on_remote()
             self.address = _address(self.engine)
         self.docker = client(self.engine)
+        # its containers' state is asked on every tick of the run: on a client of its own, with a
+        # short timeout, so an engine that stops answering cannot hold the run loop
+        self.poller = engines.client(self.engine, timeout=POLL_TIMEOUT) if self.remote else self.docker
         if self.remote:
             self.ctx.say(f"targets on the remote {self.engine}, published on {self.address}")
         engines.remember(self.engine)  # before anything is put on it
@@ -384,6 +450,12 @@ class DockerRuntime:
                         f"run it on a local engine (leave engine: out); at a remote engine's targets a run "
                         f"takes the faults the engine's API does ({', '.join(there)})",
                     )
+        if s.required_probes and not (set(s.targets) - on_engine):
+            raise PreflightError(
+                f"probes.required: {', '.join(s.required_probes)} must attach, and every target runs on the "
+                f"remote {self.engine}: {why}",
+                "leave probes.required out for a run there, or leave engine: out",
+            )
         for e in s.expect:
             names_layer = e.absorbed_by or e.causes or e.cause
             if names_layer and (e.target is None or e.target in on_engine):
@@ -396,6 +468,8 @@ class DockerRuntime:
     def start(self, stack: ExitStack) -> dict[str, RunningTarget]:
         ctx, journal, docker = self.ctx, self.ctx.journal, self.docker
         stack.callback(docker.close)  # last: every removal below uses it
+        if self.poller is not docker:
+            stack.callback(self.poller.close)
         short = ctx.short_id
         running: dict[str, RunningTarget] = {}
         for t in ctx.scenario.targets.values():
@@ -407,11 +481,12 @@ class DockerRuntime:
         labels = {
             LABEL_RUN: ctx.run_id,
             LABEL_OWNER: f"{os.getpid()}@{proc.start_time(os.getpid())}",
-            LABEL_HOST: boot_id(),
+            LABEL_HOST: machine_id(),
         }
         network = f"chaoslab-{short}"
-        where = {"engine": self.engine.url} if self.remote else {}
-        with locks.allocating():  # two runs starting at once must not pick the same subnet
+        where = {"engine": self.engine.url, "engine_name": self.engine.name} if self.remote else {}
+        with locks.allocating(), engine_errors(self.engine, f"create network {network}"):
+            # two runs starting at once must not pick the same subnet
             net = free_subnet_index(docker)
             ips, links = layout(ctx.scenario, short, net)
             seq = journal.intent("docker_network", name=network, **where)
@@ -441,22 +516,27 @@ class DockerRuntime:
             stack.callback(self._remove, t.name, name, seq)
             ports = sorted({*service.ports.values(), *service.control_ports, *_health_port(service)})
             api = docker.api
+            create = engine_errors(self.engine, f"create container {name}")
             # a local engine's containers see the work directory itself; a remote one's are given
             # a copy of it at each start, and what they write there is copied back at the end
             binds = {} if self.remote else {str(work): {"bind": str(work), "mode": "rw"}}
-            on = "0.0.0.0" if self.remote else "127.0.0.1"
-            created = api.create_container(
-                self.tags[t.name],
-                command=_command(service, launch),
-                environment=service.env(launch) or None,
-                name=name,
-                labels={**labels, LABEL_TARGET: t.name},
-                ports=ports,
-                host_config=api.create_host_config(binds=binds, port_bindings={p: (on, None) for p in ports}),
-                networking_config=api.create_networking_config(
-                    {network: api.create_endpoint_config(ipv4_address=ips[t.name])}
-                ),
-            )
+            # a remote engine's ports on the address chaoslab reaches its host at, not on all of them
+            on = self.address if self.remote else "127.0.0.1"
+            with create:
+                created = api.create_container(
+                    self.tags[t.name],
+                    command=_command(service, launch),
+                    environment=service.env(launch) or None,
+                    name=name,
+                    labels={**labels, LABEL_TARGET: t.name},
+                    ports=ports,
+                    host_config=api.create_host_config(
+                        binds=binds, port_bindings={p: (on, None) for p in ports}
+                    ),
+                    networking_config=api.create_networking_config(
+                        {network: api.create_endpoint_config(ipv4_address=ips[t.name])}
+                    ),
+                )
             journal.update(seq, id=created["Id"])
             ip = self.address if self.remote else ips[t.name]
             rt = RunningTarget(t, service, None, ip, name, Cgroup(name, ()), links[t.name], in_container=True)
@@ -484,6 +564,10 @@ class DockerRuntime:
 
     def _launch(self, rt: RunningTarget, container_id: str) -> float:
         """Start the container, name its namespace, find its cgroup, wait until healthy."""
+        with engine_errors(self.engine, f"start container {rt.netns}"):
+            return self._start(rt, container_id)
+
+    def _start(self, rt: RunningTarget, container_id: str) -> float:
         api = self.docker.api
         if self.remote:
             _put_files(api, container_id, _given(self.ctx.work_dir.resolve(), self.ctx.scenario.targets))
@@ -495,11 +579,12 @@ class DockerRuntime:
                 f"see `docker logs {rt.netns}`",
             )
         if self.remote:
-            rt.proc = EngineProcess(self.docker, container_id, pid)
+            rt.proc = EngineProcess(self.poller, container_id, pid)
             rt.container = EngineContainer(self.engine, self.docker, container_id, rt.netns)
             self.ctx.journal.update(self._seq[rt.name], remote_pid=pid)
             rt.published = {p: int(h) for p, h in self._published(container_id).items()}
         else:
+            here(self.engine, container_id, pid, rt.netns)
             rt.proc = ContainerProcess(self.docker, container_id, pid)
             self.ctx.journal.update(self._seq[rt.name], pid=pid, start_time=proc.start_time(pid))
             netns.delete(rt.netns)  # a restarted container has a new namespace
@@ -578,7 +663,8 @@ def _address(engine: Engine) -> str:
             "give tcp://HOST:PORT or ssh://user@HOST",
         )
     try:
-        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+        # IPv4: the health checks and the load's URLs take the address as it is
+        return str(socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
     except OSError as exc:
         raise PreflightError(
             f"the {engine}: its host {host} cannot be resolved: {exc.strerror or exc}",
@@ -629,12 +715,13 @@ def _take_files(container: Any, work: Path) -> None:
                 out.write_bytes(src.read())
 
 
-def boot_id() -> str:
-    """This machine's boot, as the kernel names it: labels say which machine's chaoslab made them."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
+def machine_id() -> str:
+    """This machine, as systemd and D-Bus name it: labels say which machine's chaoslab made them."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        with contextlib.suppress(OSError):
+            if found := Path(path).read_text().strip():
+                return found
+    return ""
 
 
 def _health_port(service: Service) -> list[int]:
@@ -678,7 +765,7 @@ def live(labels: dict[str, str] | None, live_runs: Collection[str]) -> bool:
     labels = labels or {}
     if labels.get(LABEL_RUN) in live_runs:
         return True
-    if labels.get(LABEL_HOST, boot_id()) != boot_id():
+    if labels.get(LABEL_HOST, machine_id()) != machine_id():
         return True  # another machine's run: its own chaoslab recover judges it
     pid, _, started = labels.get(LABEL_OWNER, "").partition("@")
     if not (pid.isdigit() and started.isdigit()):
@@ -700,7 +787,7 @@ def sweep(live_runs: set[str]) -> list[str]:
                 continue
             done += [f"{line}{on}" for line in _sweep(engine, live_runs)]
             if i and labelled(engine) == ([], []):
-                engines.forget(where.url)
+                engines.forget(where.url, busy=lambda: bool(journal.live_runs()))
     return done
 
 

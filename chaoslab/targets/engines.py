@@ -10,26 +10,28 @@ cgroups are this machine's, and faults and probes reach them directly. Any other
 even when it happens to run on this machine: chaoslab reaches its containers only through the
 engine's API and their published ports on the engine's host.
 
-Every engine a run is about to use is written to STATE_DIR/engines.json first, so that
-`chaoslab recover` and the residue check look for leftovers on each of them.
+Every engine a run is about to use is written to /var/lib/chaoslab/engines.json first (it
+outlives a reboot, as a remote engine's containers do), so that `chaoslab recover` and the
+residue check look for leftovers on each of them; the journal records each container's and
+network's engine, by URL and by the name it was given (a context's TLS is read from it again).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from chaoslab.errors import PreflightError
-from chaoslab.journal import STATE_DIR
 
 if TYPE_CHECKING:
     from docker.client import DockerClient
@@ -37,8 +39,9 @@ if TYPE_CHECKING:
 LOCAL = "unix:///var/run/docker.sock"
 SCHEMES = ("unix", "tcp", "ssh", "http", "https")
 CONTEXT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-KNOWN = STATE_DIR / "engines.json"
-TIMEOUT = 60
+KNOWN = Path(os.environ.get("CHAOSLAB_ENGINES", "/var/lib/chaoslab/engines.json"))
+TIMEOUT = 60  # an API call (a build's upload takes a while)
+ANSWER_TIMEOUT = 10  # the first answer: an engine that does not answer is told in seconds
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,10 @@ class Engine:
 def problem(value: str) -> str | None:
     """What is wrong with an `engine:` value, or None (the scenario's check: no network)."""
     if "://" in value:
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:  # an unclosed [IPv6 address
+            return f"the engine URL cannot be read: {exc}"
         if parts.scheme not in SCHEMES:
             return f"the engine URL's scheme {parts.scheme!r} is not one of {', '.join(SCHEMES)}"
         if parts.scheme == "unix":
@@ -74,6 +80,8 @@ def problem(value: str) -> str | None:
         try:
             port = parts.port
         except ValueError:
+            port = -1
+        if port is not None and not 1 <= port <= 65535:
             return "the engine URL's port is not a number from 1 to 65535"
         if not parts.hostname:
             return "the engine URL names no host"
@@ -151,10 +159,9 @@ def tls_for(url: str) -> object | None:
     return tls
 
 
-def client(engine: Engine) -> DockerClient:
+def client(engine: Engine, timeout: float = TIMEOUT) -> DockerClient:
     """A client of a running engine, or a PreflightError that names it and says what to do."""
     try:
-        import docker.errors
         from docker.client import DockerClient
     except ImportError as exc:
         raise PreflightError(
@@ -178,21 +185,22 @@ def client(engine: Engine) -> DockerClient:
                 s.connect(engine.url.removeprefix("unix://"))
         except OSError as exc:
             raise PreflightError(f"{engine} is not reachable: {exc.strerror or exc}", hint) from exc
+    try:  # the SDK asks the API's version at once, within the timeout given here
+        c = DockerClient(
+            base_url=engine.url, tls=engine.tls or False, timeout=ANSWER_TIMEOUT, use_ssh_client=True
+        )
+    except Exception as exc:  # the SDK's errors, requests' and paramiko's alike
+        raise PreflightError(f"{engine} is not reachable: {why(exc)}", hint) from exc
     try:
-        c = DockerClient(base_url=engine.url, tls=engine.tls or False, timeout=TIMEOUT, use_ssh_client=True)
-    except docker.errors.DockerException as exc:  # the SDK asks the API's version at once
-        raise PreflightError(f"{engine} is not reachable: {_why(exc)}", hint) from exc
-    try:
-        c.api.timeout = 10  # the first answer: an engine that does not answer is told in seconds
         c.ping()
-        c.api.timeout = TIMEOUT
+        c.api.timeout = timeout
     except Exception as exc:  # the SDK's errors, requests' and paramiko's alike
         c.close()
-        raise PreflightError(f"{engine} is not reachable: {_why(exc)}", hint) from exc
+        raise PreflightError(f"{engine} is not reachable: {why(exc)}", hint) from exc
     return c
 
 
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
     text = str(exc)
     for marker in ("Connection refused", "timed out", "No route to host", "Name or service not known"):
         if marker in text:
@@ -200,15 +208,38 @@ def _why(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def _listing() -> Iterator[dict[str, str]]:
+    """The list of engines, read and written under a lock (runs start, recover sweeps)."""
+    KNOWN.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(KNOWN.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        known = used()
+        before = dict(known)
+        yield known
+        if known != before:
+            tmp = KNOWN.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known, indent=1))
+            tmp.replace(KNOWN)
+    finally:
+        os.close(fd)
+
+
 def remember(engine: Engine) -> None:
     """Write the engine down before a run puts anything on it."""
-    known = used()
-    if engine.url in known:
-        return
-    KNOWN.parent.mkdir(parents=True, exist_ok=True)
-    tmp = KNOWN.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**known, engine.url: engine.name}, indent=1))
-    tmp.replace(KNOWN)
+    with _listing() as known:
+        known[engine.url] = engine.name
+
+
+def forget(url: str, busy: Callable[[], bool]) -> bool:
+    """Strike an engine off the list (it holds nothing of chaoslab's), unless `busy()` says a
+    live run may be about to put something there; under the list's lock."""
+    with _listing() as known:
+        if url not in known or busy():
+            return False
+        del known[url]
+    return True
 
 
 def used() -> dict[str, str]:
@@ -220,18 +251,23 @@ def used() -> dict[str, str]:
     return {str(k): str(v) for k, v in known.items()} if isinstance(known, dict) else {}
 
 
+def reopen(url: str, name: str = "") -> Engine:
+    """An engine a run used, at the URL it used (a context may point elsewhere since), with
+    the TLS its name gives (a context's certificates, else the environment's)."""
+    tls = tls_for(url)
+    if name and "://" not in name and name != "default":
+        with contextlib.suppress(PreflightError):
+            tls = _context(name).tls or tls
+    return Engine(name, url, tls)
+
+
 def every() -> list[Engine]:
     """The default engine and every one a run here has used (recover and the residue check)."""
     try:
         out = [resolve()]
     except PreflightError:  # a DOCKER_CONTEXT that cannot be read: the local socket still can
         out = [Engine("", LOCAL)]
-    for url, name in used().items():
-        if url != out[0].url:
-            try:
-                out.append(resolve(name) if name and "://" not in name else Engine(name, url, tls_for(url)))
-            except PreflightError:
-                out.append(Engine(name, url))
+    out += [reopen(url, name) for url, name in used().items() if url != out[0].url]
     return out
 
 
@@ -245,13 +281,3 @@ def reachable(engine: Engine) -> Iterator[DockerClient | None]:
         return
     with contextlib.closing(c):
         yield c
-
-
-def forget(url: str) -> None:
-    """Strike an engine off the list (it holds nothing of chaoslab's, or is gone for good)."""
-    known = used()
-    if known.pop(url, None) is None:
-        return
-    tmp = KNOWN.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known, indent=1))
-    tmp.replace(KNOWN)

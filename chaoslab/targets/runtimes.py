@@ -35,6 +35,8 @@ def resolve(name: str, say: Callable[[str], None] | None = None, engine: str = "
     """The runtime `name` stands for here (`auto`: docker if the engine answers, else local)."""
     if name != "auto":
         return name
+    if engine:  # named: it must answer (exit 3), never a quiet run of the targets here instead
+        return "docker"
     try:
         why = containers.unavailable(engines.resolve(engine))
     except PreflightError as exc:
