@@ -244,6 +244,41 @@ def test_a_fault_on_the_remote_engine_is_refused_before_anything_is_applied(
     ).stdout
 
 
+@pytest.mark.usefixtures("clean_machine")
+def test_required_probes_with_every_target_there_are_refused(tmp_path: Path, far_engine: str) -> None:
+    path = on_engine(SCENARIOS / "short_control.yaml", far_engine, tmp_path)
+    path.write_text(path.read_text() + "probes: {required: [proxy]}\n")
+    res = chaoslab("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
+    said = unwrap(res.stderr)
+    assert res.returncode == 3 and "Traceback" not in said, said[-3000:]
+    assert "probes.required: proxy must attach, and every target runs on the remote Docker engine" in said
+    assert leftovers() == []
+
+
+@pytest.mark.usefixtures("clean_machine")
+def test_attaching_to_a_container_of_a_remote_default_engine_is_refused(
+    tmp_path: Path, far_engine: str
+) -> None:
+    """DOCKER_HOST at a remote engine: its containers' PIDs are not this machine's, and attach
+    acts on a process here; refused, naming the engine, nothing applied."""
+    scenario = tmp_path / "attach.yaml"
+    scenario.write_text(
+        "name: attach-far\n"
+        "targets:\n"
+        "  svc: {attach: {container: some-service}, ports: {http: 8080}}\n"
+        "load: {protocol: http, target: svc, path: /, rate: 5/s}\n"
+        "phases:\n  - {name: baseline, duration: 2s}\n"
+    )
+    env = {**os.environ, "DOCKER_HOST": far_engine}
+    res = chaoslab("run", str(scenario), "--out", str(tmp_path / "out"), timeout=120, env=env)
+    said = unwrap(res.stderr)
+    assert res.returncode == 3 and "Traceback" not in said, said[-3000:]
+    assert f"attach: a container is looked up on the Docker engine {far_engine}, which is remote" in said, (
+        said
+    )
+    assert leftovers() == []
+
+
 def test_a_docker_context_names_the_engine_with_its_address(far_engine: str, tmp_path: Path) -> None:
     """`engine: NAME` is read from the Docker context store, as `docker --context NAME` does."""
     home = tmp_path / "home"
