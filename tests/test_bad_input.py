@@ -579,3 +579,15 @@ def test_the_list_of_engines_keeps_one_a_live_run_may_use(
     assert not engines.forget(a.url, busy=lambda: False)  # not there: nothing to do
     listed = [e.url for e in engines.every()]
     assert listed[1:] == [b.url] and listed[0] != b.url
+
+
+def test_an_engine_whose_container_pid_is_not_that_container_here_is_refused() -> None:
+    """A unix-socket engine on another kernel (a forwarded socket, a VM) gives PIDs of that
+    kernel: one that is not the container's process here is refused, never faulted."""
+    from chaoslab.errors import TargetError
+    from chaoslab.targets import containers, engines
+
+    engine = engines.Engine("", "unix:///var/run/forwarded.sock")
+    with pytest.raises(TargetError) as info:
+        containers.here(engine, "f" * 64, os.getpid(), "chaoslab-x-api")
+    assert "is not it on this machine" in info.value.message and "tcp://HOST:2375" in info.value.hint
