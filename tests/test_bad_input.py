@@ -573,6 +573,7 @@ def test_the_list_of_engines_keeps_one_a_live_run_may_use(
     a, b = engines.Engine("far", "tcp://192.0.2.1:2375"), engines.Engine("", "ssh://ops@192.0.2.2")
     engines.remember(a)
     engines.remember(b)
+    engines.remember(engines.Engine("", engines.LOCAL))  # always looked at: not listed
     assert engines.used() == {"tcp://192.0.2.1:2375": "far", "ssh://ops@192.0.2.2": ""}
     assert not engines.forget(a.url, busy=lambda: True) and a.url in engines.used()
     assert engines.forget(a.url, busy=lambda: False) and engines.used() == {b.url: ""}
@@ -591,3 +592,19 @@ def test_an_engine_whose_container_pid_is_not_that_container_here_is_refused() -
     with pytest.raises(TargetError) as info:
         containers.here(engine, "f" * 64, os.getpid(), "chaoslab-x-api")
     assert "is not it on this machine" in info.value.message and "tcp://HOST:2375" in info.value.hint
+
+
+def test_a_list_of_engines_that_cannot_be_written_stops_a_remote_run_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only /var/lib (a guest, an image): the local engine needs no entry and runs; a
+    remote one is refused before anything is put on it, with the fix."""
+    from chaoslab.errors import PreflightError
+    from chaoslab.targets import engines
+
+    (tmp_path / "ro").write_text("a file, not a directory")
+    monkeypatch.setattr(engines, "KNOWN", tmp_path / "ro" / "engines.json")
+    engines.remember(engines.Engine("", engines.LOCAL))
+    with pytest.raises(PreflightError) as info:
+        engines.remember(engines.Engine("", "tcp://192.0.2.1:2375"))
+    assert "cannot be written" in info.value.message and "CHAOSLAB_ENGINES" in info.value.hint

@@ -227,9 +227,19 @@ def _listing() -> Iterator[dict[str, str]]:
 
 
 def remember(engine: Engine) -> None:
-    """Write the engine down before a run puts anything on it."""
-    with _listing() as known:
-        known[engine.url] = engine.name
+    """Write a remote engine down before a run puts anything on it (the local engine needs no
+    entry: recover and the residue check always look at it). A list that cannot be written is
+    a PreflightError: a run there would leave what no recover could find."""
+    if not engine.remote:
+        return
+    try:
+        with _listing() as known:
+            known[engine.url] = engine.name
+    except OSError as exc:
+        raise PreflightError(
+            f"the list of engines chaoslab used cannot be written ({KNOWN}): {exc.strerror or exc}",
+            "make /var/lib/chaoslab writable, or point CHAOSLAB_ENGINES at a file that outlives a reboot",
+        ) from None
 
 
 def forget(url: str, busy: Callable[[], bool]) -> bool:
