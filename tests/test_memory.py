@@ -121,7 +121,8 @@ ATTACHED = """\
 name: memory-attached
 targets:
   api: {{attach: {{pid: {pid}}}, ports: {{http: {port}}}, health: {{http: /healthz}}}}
-load: {{protocol: http, target: api, path: "/work?work=20&read=128&alloc=262144", rate: 40/s, concurrency: 32}}
+load:
+  {{protocol: http, target: api, path: "/work?work=20&read=128&alloc=262144", rate: 40/s, concurrency: 32}}
 phases:
   - {{name: baseline, duration: 6s}}
   - {{name: squeezed, duration: 8s, faults: [{{kind: memory, target: api, limit: 40MiB}}]}}

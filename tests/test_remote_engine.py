@@ -123,6 +123,19 @@ def test_a_scenario_on_the_remote_engine_reaches_the_local_engines_verdict(
     assert not any(e.get("kind") == "netns" for e in entries)  # nothing of it in this host's namespaces
 
 
+def long_fault_there(out: Path, fault: str, url: str) -> tuple[subprocess.Popen[str], dict, int]:
+    """long_fault.yaml with `fault` for its long phase, run on the engine at `url` until the
+    fault is applied: (the run, the fault's journal record, its watchdog's PID)."""
+    scenario = out.parent / "long_fault_there.yaml"
+    scenario.write_text(
+        (SCENARIOS / "long_fault.yaml").read_text().replace("{kind: entropy, target: api, delay: 3ms}", fault)
+    )
+    p = start_run(out, on_engine(scenario, url, out.parent))
+    record = wait_for_fault(out, p)
+    [watchdog] = [i.watchdog_pid for i in journal.live_runs() if i.pid == p.pid]
+    return p, record, watchdog
+
+
 def started_there(out: Path, path: Path, far_client: DockerClient) -> tuple[subprocess.Popen[str], int]:
     """The run, once its containers on the far engine serve the load: (it, its watchdog's PID)."""
     p = start_run(out, path)
@@ -352,18 +365,10 @@ def test_a_pause_there_outliving_its_run_is_undone_by_the_watchdog_through_the_e
     tmp_path: Path, far_engine: str, far_client: DockerClient
 ) -> None:
     out = tmp_path / "out"
-    long_pause = tmp_path / "long_pause.yaml"
-    long_pause.write_text(
-        (SCENARIOS / "long_fault.yaml")
-        .read_text()
-        .replace("{kind: entropy, target: api, delay: 3ms}", "{kind: process, target: api, action: pause}")
-    )
-    p = start_run(out, on_engine(long_pause, far_engine, tmp_path))
-    fault = wait_for_fault(out, p)
+    p, fault, watchdog = long_fault_there(out, "{kind: process, target: api, action: pause}", far_engine)
     assert fault["action"] == "pause" and fault["engine"] == far_engine
     api = far_client.api.inspect_container(fault["container"])
     assert api["State"]["Paused"]
-    [watchdog] = [i.watchdog_pid for i in journal.live_runs() if i.pid == p.pid]
     p.send_signal(signal.SIGKILL)
     p.communicate(timeout=30)
     deadline = time.monotonic() + 30
@@ -422,16 +427,8 @@ def test_a_cpu_limit_left_there_by_a_dead_run_is_put_back_by_recover(
     host reverts by itself yet), the residue check names the containers, `recover` puts the
     engine's own limit back before it removes them."""
     out = tmp_path / "out"
-    long_limit = tmp_path / "long_limit.yaml"
-    long_limit.write_text(
-        (SCENARIOS / "long_fault.yaml")
-        .read_text()
-        .replace("{kind: entropy, target: api, delay: 3ms}", "{kind: cpu, target: api, cpus: 0.1}")
-    )
-    p = start_run(out, on_engine(long_limit, far_engine, tmp_path))
-    fault = wait_for_fault(out, p)
+    p, fault, watchdog = long_fault_there(out, "{kind: cpu, target: api, cpus: 0.1}", far_engine)
     assert (fault["engine"], fault["quota_us"], fault["period_us"]) == (far_engine, 0, 0)  # none before
-    [watchdog] = [i.watchdog_pid for i in journal.live_runs() if i.pid == p.pid]
     os.kill(watchdog, signal.SIGKILL)
     p.send_signal(signal.SIGKILL)
     p.communicate(timeout=30)
