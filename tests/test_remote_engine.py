@@ -70,6 +70,13 @@ def on_engine(scenario: Path, url: str, out: Path) -> Path:
     return path
 
 
+def nothing_left(out: Path, far_client: DockerClient) -> None:
+    """The run's journal has nothing pending; neither the far engine nor this machine holds
+    anything of chaoslab's."""
+    assert journal.pending(out / "journal.jsonl") == []
+    assert of_chaoslab(far_client) == [] and leftovers() == []
+
+
 def of_chaoslab(engine: DockerClient) -> list[str]:
     found, networks = containers.labelled(engine)
     return [c.name for c in found] + [n.name for n in networks]
@@ -355,8 +362,7 @@ def test_a_process_fault_there_acts_through_the_engine_and_is_reverted(
         assert f["measured"]["exit_code"] == -9 and f["measured"]["healthy_after_ms"] < 10_000
         assert "container restarted" in res.stderr
     assert rows["recovery"]["errors"] == 0 and rows["recovery"]["requests"] > 100
-    assert journal.pending(out / "journal.jsonl") == []
-    assert of_chaoslab(far_client) == [] and leftovers() == []
+    nothing_left(out, far_client)
 
 
 @pytest.mark.e2e
@@ -414,8 +420,7 @@ def test_a_cpu_limit_there_is_the_engine_s_and_its_throttling_is_read_back(
     assert rows["recovery"]["p50_ms"] < 2 * rows["baseline"]["p50_ms"]  # the limit was put back
     [v] = r["verdicts"]
     assert (v["status"], v["layer"], v["target"]) == ("inconclusive", "cpu", "api")
-    assert journal.pending(out / "journal.jsonl") == []
-    assert of_chaoslab(far_client) == [] and leftovers() == []
+    nothing_left(out, far_client)
 
 
 @pytest.mark.e2e
