@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import ExitStack
@@ -696,23 +698,23 @@ def _put_files(api: Any, container_id: str, files: list[Path]) -> None:
 
 def _take_files(container: Any, work: Path) -> None:
     """Copy back what a remote container wrote in the work directory (an access log, events)
-    that is not here: files only, never over one of ours."""
+    that is not here: files only, never over one of ours. Spooled through a temporary file and
+    copied in chunks: a long run's access log is not held in memory."""
     stream, _ = container.get_archive(str(work))
-    buf = io.BytesIO(b"".join(stream))
-    with tarfile.open(fileobj=buf) as tar:
-        for m in tar.getmembers():
-            if not m.isfile() or m.size > 256 << 20:
-                continue
-            rel = Path(m.name).relative_to(work.name) if Path(m.name).parts[0] == work.name else None
-            if rel is None or ".." in rel.parts:
-                continue
-            out = work / rel
-            if out.exists():
-                continue
-            src = tar.extractfile(m)
-            if src is not None:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(src.read())
+    with tempfile.TemporaryFile() as spool:
+        for chunk in stream:
+            spool.write(chunk)
+        spool.seek(0)
+        with tarfile.open(fileobj=spool) as tar:
+            for m in tar:
+                rel = Path(m.name).relative_to(work.name) if Path(m.name).parts[0] == work.name else None
+                if not m.isfile() or rel is None or ".." in rel.parts or (work / rel).exists():
+                    continue
+                src = tar.extractfile(m)
+                if src is not None:
+                    (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                    with src, (work / rel).open("wb") as out:
+                        shutil.copyfileobj(src, out)
 
 
 def machine_id() -> str:
