@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from chaoslab.context import RunContext
@@ -50,6 +50,7 @@ class Switch:
         self._seen = _Seen()
         self._lock = threading.Lock()
         self.gone = False
+        self.listeners: list[Callable[[], None]] = []
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -112,10 +113,17 @@ class Switch:
     # -- the heartbeat -------------------------------------------------------------------------
 
     def beat(self) -> None:
+        for also in self.listeners:
+            also()
         if self._beat_fd < 0:
             return
         with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
             os.write(self._beat_fd, b".")
+
+    def also(self, beat: Callable[[], None]) -> None:
+        """Beat another switch with this one (a helper's on a remote engine's host): it hears
+        the run exactly when this one does. `beat` must not block."""
+        self.listeners.append(beat)
 
     @contextlib.contextmanager
     def busy(self, seconds: float) -> Iterator[None]:

@@ -234,8 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--journal", type=Path, required=True)
     ap.add_argument("--within", type=float, default=5.0)
     ap.add_argument("--chaoslab", type=int, default=os.getppid())
+    # in chaoslab's helper container on a remote engine's host: it stays in the container's
+    # cgroup, so it never outlives the container
+    ap.add_argument("--stay", action="store_true")
     args = ap.parse_args(argv)
-    for failed in leave_cgroups():
+    for failed in [] if args.stay else leave_cgroups():
         log(f"stays in cgroup {failed}")
     with contextlib.suppress(OSError):
         Path("/proc/self/oom_score_adj").write_text("-1000\n")  # the last process to be killed

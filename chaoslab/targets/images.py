@@ -85,12 +85,14 @@ def digest(dockerfile: Path, files: dict[str, Path]) -> str:
 
 
 def _context(name: str, dockerfile: Path, files: dict[str, Path]) -> Path:
+    """The build context: the Dockerfile, `rootfs/` holding `files` at their paths in the image,
+    and any file named `./NAME` at the context's top (an archive the Dockerfile ADDs)."""
     ctx = BUILD / "images" / name
     shutil.rmtree(ctx, ignore_errors=True)
     (ctx / "rootfs").mkdir(parents=True)
     shutil.copy2(dockerfile, ctx / "Dockerfile")
     for dest, src in files.items():
-        out = ctx / "rootfs" / dest.lstrip("/")
+        out = ctx / dest if dest.startswith("./") else ctx / "rootfs" / dest.lstrip("/")
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(src, out)  # same file system: no copy of a 100 MB binary
@@ -101,11 +103,15 @@ def _context(name: str, dockerfile: Path, files: dict[str, Path]) -> Path:
 
 def ensure(client: DockerClient, service: Builtin) -> str:
     """The tag of a built-in's image, built now if this exact content has no image yet."""
+    return ensure_image(client, service.name, service.image_files())
+
+
+def ensure_image(client: DockerClient, name: str, files: dict[str, Path]) -> str:
+    """The tag of chaoslab's image `name` (docker/<name>/Dockerfile with `files`), built now if
+    this exact content has no image yet in the engine."""
     import docker.errors
 
-    name = service.name
     dockerfile = DOCKER_SRC / name / "Dockerfile"
-    files = service.image_files()
     tag = f"{REPOSITORY}/{name}:{digest(dockerfile, files)}"
     try:
         client.images.get(tag)
