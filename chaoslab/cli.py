@@ -268,11 +268,16 @@ def _plan(path: Path, runtime: str | None, out: Console) -> int:
             )
             for spec in phase.faults:
                 cls = FAULT_KINDS[spec.kind]
-                if targets[spec.target].remote and not cls.through_engine:
+                far = targets[spec.target].remote
+                if far and not cls.through_engine:
+                    said = (
+                        "applied inside chaoslab's helper on the engine's host, planned there at run time"
+                        if cls.through_helper
+                        else "refused at run time"
+                    )
                     out.print(
-                        f"  {spec.kind} on {spec.target} ({spec.path}): refused at run time, as "
-                        f"{spec.target} runs on the remote {targets[spec.target].remote} (README: Targets "
-                        "on another Docker engine)",
+                        f"  {spec.kind} on {spec.target} ({spec.path}): {said}, as {spec.target} runs on the "
+                        f"remote {far} (README: Targets on another Docker engine)",
                         highlight=False,
                         markup=False,
                     )

@@ -28,6 +28,7 @@ from chaoslab.context import RunContext
 from chaoslab.errors import PreflightError
 from chaoslab.expectations import check_all
 from chaoslab.faults import FAULT_KINDS, Fault, Verification
+from chaoslab.faults.far import make_fault
 from chaoslab.hist import Histogram
 from chaoslab.journal import Journal, pending
 from chaoslab.layers import Layer
@@ -120,7 +121,13 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         schemas = GrpcSchemas(ctx)
         schemas.compile()
         targets = runtime.start(stack)
-        faults = {id(f): FAULT_KINDS[f.kind](f, targets[f.target]) for p in scenario.phases for f in p.faults}
+        for helper in {id(t.helper): t.helper for t in targets.values() if t.helper}.values():
+            switch.also(helper.beat)
+        faults = {
+            id(f): make_fault(FAULT_KINDS[f.kind](f, targets[f.target]))
+            for p in scenario.phases
+            for f in p.faults
+        }
         # One run per target: taken before any probe or fault (even a fault's preflight, which
         # would find the other run's tracer or breakpoint) touches one; all or nothing.
         wanted = {key: what for fault in faults.values() for key, what in fault.locks().items()}
@@ -137,8 +144,8 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         far = sorted({t.name for t in targets.values() if t.remote})
         if far:
             ctx.say(
-                f"no probes at {', '.join(far)}: on a remote engine a probe attaches on the engine's "
-                "host, through a helper this version does not start (the client's figures only there)"
+                f"no probes at {', '.join(far)}: on a remote engine a probe would attach on the engine's "
+                "host, and probes are not carried to chaoslab's helper there yet (the client's figures only)"
             )
         if choice.left_out:
             left = ", ".join(f"{layer} at {t}" for layer, t in sorted(choice.left_out))

@@ -62,6 +62,10 @@ def _undo_netns(e: Entry) -> list[str]:
 
 def _undo_fault(e: Entry) -> list[str]:
     kind = str(e.data.get("kind"))
+    if e.data.get("through_helper"):  # applied by chaoslab's helper on a remote engine's host
+        from chaoslab.faults.far import FarFault
+
+        return FarFault.recover(e.data)
     cls = FAULT_KINDS.get(kind)
     return cls.recover(e.data) if cls else [f"unknown fault kind {kind!r} in journal: left as is"]
 

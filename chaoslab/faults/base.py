@@ -130,6 +130,9 @@ class Fault(ABC):
     # The kind acts on a remote Docker engine's container through the engine's API alone (no
     # helper on the engine's host): the runtime lets it at such a target.
     through_engine = False
+    # Otherwise the kind acts on such a container from chaoslab's helper on the engine's host
+    # (chaoslab/agent.py): it needs nothing of the run's own machine.
+    through_helper = True
 
 
 def own_cgroup(target: RunningTarget, what: str) -> None:

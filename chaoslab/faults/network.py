@@ -84,6 +84,8 @@ class NetworkSpec(FaultSpec):
 class NetworkFault(Fault):
     kind = "network"
     layer = Layer.NETWORK
+    # Its links are the run's own: the veth pairs and bridges chaoslab made on this machine.
+    through_helper = False
     spec: NetworkSpec
 
     @classmethod

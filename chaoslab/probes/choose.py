@@ -141,8 +141,8 @@ def far_layers(
     layers = sorted({cls.layer for cls in probe_types})
     return {
         (layer, t.name): (
-            f"{t.name} runs on the remote {t.remote}: its probes attach on that host, through a helper "
-            "this version does not start"
+            f"{t.name} runs on the remote {t.remote}: its probes would attach on that host, and are not "
+            "carried to chaoslab's helper there yet"
         )
         for t in targets.values()
         if t.remote

@@ -20,6 +20,7 @@ from chaoslab.targets.services import Launch, Service
 
 if TYPE_CHECKING:
     from chaoslab.targets.containers import EngineContainer
+    from chaoslab.targets.hosthelper import HostHelper
 
 # The peer name of a target's link to the host, where chaoslab and the load generator run.
 HOST = "host"
@@ -104,6 +105,7 @@ class RunningTarget:
     remote: str = ""
     published: dict[int, int] = field(default_factory=dict)
     container: EngineContainer | None = None  # on a remote engine: what its API does to it
+    helper: HostHelper | None = None  # on a remote engine: chaoslab's helper on its host
 
     @property
     def name(self) -> str:

@@ -41,12 +41,13 @@ from chaoslab.errors import PreflightError, TargetError
 from chaoslab.proc import run
 from chaoslab.safety import locks
 from chaoslab.scenario.model import Scenario, TargetSpec
-from chaoslab.targets import attach, certs, engines, images, netns
+from chaoslab.targets import attach, certs, engines, hosthelper, images, netns
 from chaoslab.targets.base import HOST, RunningTarget, WatchedProcess
 from chaoslab.targets.certs import Certs
 from chaoslab.targets.cgroup import Cgroup
 from chaoslab.targets.engines import Engine
 from chaoslab.targets.health import wait_healthy
+from chaoslab.targets.hosthelper import HostHelper
 from chaoslab.targets.local import start_order
 from chaoslab.targets.netns import Link
 from chaoslab.targets.services import Launch, Service
@@ -432,26 +433,26 @@ class DockerRuntime:
                 raise PreflightError(f"on the {self.engine}: {exc.message}", exc.hint) from exc
 
     def _refuse_on_remote(self) -> None:
-        """What cannot reach a remote engine's containers yet: faults and layer verdicts there
-        need chaoslab's helper on the engine's host."""
+        """What cannot reach a remote engine's containers yet: a fault kind tied to this machine
+        (the network fault's links), and layer verdicts there (the probes are not carried to the
+        engine's host yet)."""
         from chaoslab.faults import FAULT_KINDS
 
         s = self.ctx.scenario
         on_engine = {n for n, t in s.targets.items() if t.kind != "attach"}
-        why = (
-            "faults and probes reach a remote engine's containers only through a helper on its "
-            "host, which this version does not start"
-        )
         for phase in s.phases:
             for f in phase.faults:
-                if f.target in on_engine and not FAULT_KINDS[f.kind].through_engine:
-                    there = sorted(k for k, c in FAULT_KINDS.items() if c.through_engine)
+                cls = FAULT_KINDS[f.kind]
+                if f.target in on_engine and not (cls.through_engine or cls.through_helper):
+                    there = sorted(k for k, c in FAULT_KINDS.items() if c.through_engine or c.through_helper)
                     raise PreflightError(
-                        f"{f.path}: a {f.kind} fault at {f.target}, which runs on the remote "
-                        f"{self.engine}: {why}",
+                        f"{f.path}: a {f.kind} fault at {f.target}, which runs on the remote {self.engine}: "
+                        "its links are veth pairs and bridges on this machine, which a remote engine's "
+                        "containers do not have",
                         f"run it on a local engine (leave engine: out); at a remote engine's targets a run "
-                        f"takes the faults the engine's API does ({', '.join(there)})",
+                        f"takes {', '.join(there)}",
                     )
+        why = "the probes attach on the run's own machine, and are not carried to a remote engine's host yet"
         if s.required_probes and not (set(s.targets) - on_engine):
             raise PreflightError(
                 f"probes.required: {', '.join(s.required_probes)} must attach, and every target runs on the "
@@ -466,6 +467,56 @@ class DockerRuntime:
                     f"on the remote {self.engine}: {why}",
                     "expect client figures there (client_p50_below, status, ...), or leave engine: out",
                 )
+
+    def _needs_helper(self) -> bool:
+        from chaoslab.faults import FAULT_KINDS
+
+        s = self.ctx.scenario
+        on_engine = {n for n, t in s.targets.items() if t.kind != "attach"}
+        return self.remote and any(
+            f.target in on_engine and not FAULT_KINDS[f.kind].through_engine
+            for p in s.phases
+            for f in p.faults
+        )
+
+    def _start_helper(self, stack: ExitStack, labels: dict[str, str], where: dict[str, str]) -> HostHelper:
+        """chaoslab's helper on the remote engine's host, for the faults there: journaled like a
+        target's container; at the end its stream closes and it exits (its container goes)."""
+        name = f"chaoslab-{self.ctx.short_id}-{hosthelper.ROLE}"
+        helper = hosthelper.HostHelper(
+            self.engine, self.docker, name, self.ctx.work_dir / f"{hosthelper.ROLE}.log", self.ctx.say
+        )
+        with engine_errors(self.engine, "build chaoslab's helper image"):
+            try:
+                helper.image = hosthelper.ensure_image(self.docker)
+            except PreflightError as exc:
+                raise PreflightError(
+                    f"on the {self.engine}: chaoslab's helper: {exc.message}", exc.hint
+                ) from exc
+        seq = self.ctx.journal.intent("container", name=name, target=hosthelper.ROLE, **where)
+        stack.callback(self._stop_helper, helper, seq)
+        with engine_errors(self.engine, f"start chaoslab's helper {name}"):
+            helper.start({**labels, LABEL_TARGET: hosthelper.ROLE}, self.ctx.scenario.switch.within)
+        self.ctx.journal.update(seq, id=helper.id)
+        self.ctx.say(f"chaoslab's helper on the {self.engine}: container {name}, for the faults there")
+        return helper
+
+    def _stop_helper(self, helper: HostHelper, seq: int) -> None:
+        helper.close()
+        import docker.errors
+
+        deadline = time.monotonic() + hosthelper.STOP_TIMEOUT
+        while time.monotonic() < deadline:  # it exits once its watchdog is done; the engine removes it
+            try:
+                self.docker.api.inspect_container(helper.name)
+            except docker.errors.NotFound:
+                break
+            except docker.errors.APIError:
+                pass
+            time.sleep(0.1)
+        else:
+            hosthelper.stop(self.docker, helper.name, self.engine)
+        self.ctx.journal.undone(seq)
 
     def start(self, stack: ExitStack) -> dict[str, RunningTarget]:
         ctx, journal, docker = self.ctx, self.ctx.journal, self.docker
@@ -562,6 +613,11 @@ class DockerRuntime:
                 + f" (healthy in {took:.1f}s)"
             )
             running[t.name] = rt
+        if self._needs_helper():
+            helper = self._start_helper(stack, labels, where)
+            for rt in running.values():
+                if rt.remote:
+                    rt.helper = helper
         return running
 
     def _launch(self, rt: RunningTarget, container_id: str) -> float:
@@ -798,6 +854,9 @@ def _sweep(engine: DockerClient, live_runs: set[str]) -> list[str]:
     containers, networks = labelled(engine)
     for c in containers:
         if not live(c.labels, live_runs):
+            if (c.labels or {}).get(LABEL_TARGET) == hosthelper.ROLE:  # stopped: it undoes what it holds
+                done += hosthelper.stop(engine, c.name, Engine("", "a Docker engine"))
+                continue
             c.remove(force=True)
             done.append(f"removed container {c.name}")
     for n in networks:

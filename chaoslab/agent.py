@@ -1,0 +1,267 @@
+"""chaoslab's helper on a remote Docker engine's host: the faults of the targets there, applied,
+verified and reverted on that host, with the same code as on the run's own machine.
+
+    python -m chaoslab.agent serve --within 5     (the helper container's main process)
+    python -m chaoslab.agent undo KIND RECORD     (a one-shot container of `chaoslab recover`)
+
+The run starts the helper container from chaoslab's own image (targets/hosthelper.py), with the
+capabilities its work needs, in the host's PID and cgroup namespaces, so a target container's
+process is seen here by the PID its engine gives, and its cgroup by the path its /proc entry
+names. The run talks to it over the container's attached stream: one JSON command per line on
+its stdin, one JSON reply per line on its stdout (`{"id": N, "ok": true, ...}`, or `"ok": false`
+with the error's class, message and hint). Between commands the run sends `{"op": "beat"}` on
+every tick of its run loop.
+
+The helper's dead man's switch is the run's own (chaoslab/safety/watchdog.py), started here
+on the helper's journal: every fault applied here is journaled here first, and the watchdog
+undoes it when the run stops beating, when the stream closes without the run saying it ended
+(the run died, or its host, or the network between), or when the container is stopped. The
+helper then exits, and the engine removes its container.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from chaoslab import wire
+from chaoslab.errors import ChaoslabError, FaultError
+
+JOURNAL = Path(os.environ.get("CHAOSLAB_HELPER_JOURNAL", "/var/lib/chaoslab-helper/journal.jsonl"))
+DRAIN = 60.0  # seconds the command under way may take to finish once the stream closed
+
+
+class Agent:
+    def __init__(self, within: float) -> None:
+        from chaoslab.journal import Journal
+
+        self.journal = Journal(JOURNAL, f"helper-{os.getpid()}")
+        self._out = threading.Lock()
+        self.faults: dict[int, Any] = {}  # the run's number for a fault -> (Fault, journal seq)
+        self.todo: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.watchdog = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chaoslab.safety.watchdog",
+                "--journal",
+                str(JOURNAL),
+                "--within",
+                f"{within:g}",
+                "--chaoslab",
+                str(os.getpid()),
+                "--stay",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        threading.Thread(target=self._relay, name="watchdog", daemon=True).start()
+
+    # -- the stream ----------------------------------------------------------------------------
+
+    def send(self, message: Mapping[str, object]) -> None:
+        with self._out, contextlib.suppress(OSError, ValueError):
+            sys.stdout.write(json.dumps(message) + "\n")
+            sys.stdout.flush()
+
+    def _relay(self) -> None:
+        """What the watchdog says (armed, tripped, reverted ...) goes to the run as events."""
+        assert self.watchdog.stdout is not None
+        for line in self.watchdog.stdout:
+            with contextlib.suppress(ValueError):
+                self.send({"watchdog": json.loads(line)})
+
+    def _pulse(self, byte: bytes) -> None:
+        assert self.watchdog.stdin is not None
+        with contextlib.suppress(OSError, ValueError):
+            self.watchdog.stdin.write(byte)
+            self.watchdog.stdin.flush()
+
+    def serve(self, stream: Any) -> int:
+        """Read commands until the stream closes; a beat goes to the watchdog at once, every other
+        command to the worker (one at a time, in order), so a long apply never holds the beats."""
+        worker = threading.Thread(target=self._work, name="worker", daemon=True)
+        worker.start()
+        self.send({"event": "ready", "pid": os.getpid()})
+        for line in stream:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("op") == "beat":
+                self._pulse(b".")
+            elif msg.get("op") == "end":
+                self._pulse(b"E")
+            else:
+                self.todo.put(msg)
+        # The stream closed: the run ended, died, or lost its way here. The command under way
+        # finishes (a fault applied after the watchdog's undo would outlive the run), then the
+        # watchdog's stdin closes: without the run's end it undoes everything journaled here.
+        self.todo.put(None)
+        worker.join(DRAIN)
+        return self.close()
+
+    def close(self) -> int:
+        assert self.watchdog.stdin is not None
+        with contextlib.suppress(OSError):
+            self.watchdog.stdin.close()
+        try:
+            self.watchdog.wait(DRAIN)
+        except subprocess.TimeoutExpired:
+            self.watchdog.kill()
+        return 0
+
+    def _work(self) -> None:
+        while (msg := self.todo.get()) is not None:
+            try:
+                reply = self.handle(msg)
+            except ChaoslabError as exc:
+                reply = {"ok": False, "error": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+            except Exception as exc:
+                reply = {
+                    "ok": False,
+                    "error": "FaultError",
+                    "message": f"{type(exc).__name__}: {exc}",
+                    "hint": "",
+                }
+            else:
+                reply = {"ok": True, **reply}
+            self.send({"id": msg.get("id"), **reply})
+
+    # -- the commands --------------------------------------------------------------------------
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, object]:
+        op = msg.get("op")
+        if op == "prepare":
+            return self.prepare(msg)
+        n = int(msg.get("fault", -1))
+        if n not in self.faults:
+            raise FaultError(f"the helper holds no fault {n}", "prepare it first")
+        fault, seq = self.faults[n]
+        if op == "apply":
+            return self.apply(n, fault)
+        if op == "verify":
+            return {"verification": wire.dump(fault.verify())}
+        if op == "revert":
+            fault.revert()
+            if seq:
+                self.journal.undone(seq)
+            self.faults[n] = (fault, 0)
+            return {}
+        raise FaultError(
+            f"the helper does not know the command {op!r}", "use the same chaoslab on both sides"
+        )
+
+    def prepare(self, msg: dict[str, Any]) -> dict[str, object]:
+        """The fault on the target as this host sees it, checked (its preflight) and held."""
+        from chaoslab.faults import FAULT_KINDS
+
+        kind = str(msg["kind"])
+        cls = FAULT_KINDS[kind]
+        spec = wire.load(typing.get_type_hints(cls)["spec"], msg["spec"])  # the kind's spec class
+        target = view(msg["target"], int(msg["pid"]), str(msg["container"]), str(msg["name"]))
+        fault = cls(spec, target)
+        fault.preflight()
+        self.faults[int(msg["fault"])] = (fault, 0)
+        return {}
+
+    def apply(self, n: int, fault: Any) -> dict[str, object]:
+        record: dict[str, object] = {**fault.journal_record()}
+        seq = self.journal.intent("fault", kind=fault.kind, target=fault.spec.target, **record)
+        self.faults[n] = (fault, seq)
+
+        def note(**facts: object) -> None:
+            record.update(facts)
+            self.journal.update(seq, **facts)
+
+        fault.apply(note)
+        self.journal.update(seq, applied=True)
+        return {"record": record}
+
+
+def view(target: Mapping[str, Any], pid: int, container: str, name: str) -> Any:
+    """A target container as this host sees it: its process by PID (checked to be that
+    container's), its cgroup by the path /proc names."""
+    from chaoslab.errors import TargetError
+    from chaoslab.scenario.model import TargetSpec
+    from chaoslab.targets.base import RunningTarget, WatchedProcess
+    from chaoslab.targets.cgroup import Cgroup
+    from chaoslab.targets.services import Service
+
+    try:
+        ours = container in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        ours = False
+    if not ours:
+        raise TargetError(
+            f"container {name}: its engine gives pid {pid}, which is not that container on the helper's host",
+            "the helper must run on the engine's own host (a forwarded engine socket cannot carry faults)",
+        )
+    spec = wire.load(TargetSpec, target)
+    return RunningTarget(
+        spec,
+        Service(spec),
+        WatchedProcess(pid, name),
+        "",
+        name,
+        Cgroup.of_process(pid, name),
+        in_container=True,
+    )
+
+
+def undo(kind: str, record: Mapping[str, object]) -> int:
+    """One fault's undo, from the run's journal record of what the helper applied (the kind's
+    own `recover`, as on the run's machine); what it did goes to stdout, a line each."""
+    from chaoslab.faults import FAULT_KINDS
+
+    try:
+        lines = FAULT_KINDS[kind].recover(record)
+    except ChaoslabError as exc:
+        print(f"could not undo the {kind} fault: {exc.message}")
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m chaoslab.agent")
+    sub = ap.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve")
+    serve.add_argument("--within", type=float, default=5.0)
+    one = sub.add_parser("undo")
+    one.add_argument("kind")
+    one.add_argument("record")
+    args = ap.parse_args(argv)
+    if args.command == "undo":
+        return undo(args.kind, json.loads(args.record))
+    agent = Agent(args.within)
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        # stopped (`docker stop`, `chaoslab recover`): the watchdog undoes what is applied here
+        agent.watchdog.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            agent.watchdog.wait(DRAIN)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    return agent.serve(sys.stdin)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
