@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ class Agent:
         self.journal = Journal(JOURNAL, f"helper-{os.getpid()}")
         self._out = threading.Lock()
         self.faults: dict[int, Any] = {}  # the run's number for a fault -> (Fault, journal seq)
+        self.probes: Any = None  # the ProbeSet at the targets here
         self.todo: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.watchdog = subprocess.Popen(
             [
@@ -148,6 +150,18 @@ class Agent:
         op = msg.get("op")
         if op == "prepare":
             return self.prepare(msg)
+        if op == "probes":
+            return self.attach_probes(msg)
+        if op == "snapshot":
+            return {"snapshot": [] if self.probes is None else dump_snapshot(self.probes.snapshot())}
+        if op == "retarget":  # a target restarted: its probes follow its new process
+            if self.probes is not None:
+                self.probes.retarget(view(msg["target"]))
+            return {}
+        if op == "clock":
+            return {"time": time.time()}
+        if op == "stalls":
+            return {} if self.probes is None else self.stalls()
         n = int(msg.get("fault", -1))
         if n not in self.faults:
             raise FaultError(f"the helper holds no fault {n}", "prepare it first")
@@ -173,11 +187,49 @@ class Agent:
         kind = str(msg["kind"])
         cls = FAULT_KINDS[kind]
         spec = wire.load(typing.get_type_hints(cls)["spec"], msg["spec"])  # the kind's spec class
-        target = view(msg["target"], int(msg["pid"]), str(msg["container"]), str(msg["name"]))
+        target = view(msg["target"])
         fault = cls(spec, target)
         fault.preflight()
         self.faults[int(msg["fault"])] = (fault, 0)
         return {}
+
+    def attach_probes(self, msg: dict[str, Any]) -> dict[str, object]:
+        """The probes at the targets here, picked as on the run's machine from what the scenario
+        wants measured (`choose.pick`), attached with the same code."""
+        from chaoslab.layers import Layer
+        from chaoslab.probes import PROBES, ProbeSet
+        from chaoslab.probes.choose import pick
+
+        ensure_tracefs()
+        targets = {t.name: t for t in (view(x) for x in msg["targets"])}
+        wanted = {(Layer(layer), target): str(why) for layer, target, why in msg["wanted"]}
+        listed = msg.get("listed")
+        choice = pick(wanted, listed, targets, PROBES)
+        self.probes = ProbeSet(PROBES, targets, choice.attach)
+        lines = self.probes.attach(msg.get("required") or ())
+        return {
+            "lines": lines,
+            "measured": [
+                [str(p.layer), t, f"{p.layer}: {p.describe()}"]
+                for p in self.probes.probes
+                for t in p.index.values()
+            ],
+            "unmeasured": [
+                [str(layer), t, why]
+                for (layer, t), why in {**choice.left_out, **self.probes.unavailable}.items()
+            ],
+        }
+
+    def stalls(self) -> dict[str, object]:
+        """The stall layers' state: the stalls in progress, then those ended (in that order, as
+        `ProbeSet.stall_state` reads them), and each target's stalled seconds so far."""
+        ongoing, ended = self.probes.stall_state()
+        stalled = [[str(p.layer), t, s] for p in self.probes.probes for t, s in p.stalled_seconds().items()]
+        return {
+            "ongoing": [[str(layer), t, start] for layer, t, start in ongoing],
+            "stalls": [[str(layer), wire.dump(s)] for layer, s in ended],
+            "stalled": stalled,
+        }
 
     def apply(self, n: int, fault: Any) -> dict[str, object]:
         record: dict[str, object] = {**fault.journal_record()}
@@ -193,14 +245,18 @@ class Agent:
         return {"record": record}
 
 
-def view(target: Mapping[str, Any], pid: int, container: str, name: str) -> Any:
-    """A target container as this host sees it: its process by PID (checked to be that
-    container's), its cgroup by the path /proc names."""
+def view(data: Mapping[str, Any]) -> Any:
+    """A target container as this host sees it (the run's `hosthelper.described`): its process
+    by the PID its engine gives (checked to be that container's), its cgroup by the path /proc
+    names, its links as the run laid them out on the engine's network."""
     from chaoslab.errors import TargetError
     from chaoslab.scenario.model import TargetSpec
     from chaoslab.targets.base import RunningTarget, WatchedProcess
     from chaoslab.targets.cgroup import Cgroup
+    from chaoslab.targets.netns import Link
     from chaoslab.targets.services import Service
+
+    pid, container, name = int(data["pid"]), str(data["container"]), str(data["name"])
 
     try:
         ours = container in Path(f"/proc/{pid}/cgroup").read_text()
@@ -211,16 +267,35 @@ def view(target: Mapping[str, Any], pid: int, container: str, name: str) -> Any:
             f"container {name}: its engine gives pid {pid}, which is not that container on the helper's host",
             "the helper must run on the engine's own host (a forwarded engine socket cannot carry faults)",
         )
-    spec = wire.load(TargetSpec, target)
+    spec = wire.load(TargetSpec, data["spec"])
     return RunningTarget(
         spec,
         Service(spec),
         WatchedProcess(pid, name),
-        "",
+        str(data.get("ip") or ""),
         name,
         Cgroup.of_process(pid, name),
+        {peer: wire.load(Link, link) for peer, link in (data.get("links") or {}).items()},
         in_container=True,
     )
+
+
+def dump_snapshot(snap: Mapping[tuple[Any, str, str], Any]) -> list[object]:
+    return [[str(layer), t, metric, h.to_json()] for (layer, t, metric), h in snap.items()]
+
+
+def ensure_tracefs() -> None:
+    """tracefs at /sys/kernel/tracing in the helper's mount namespace (the engine's sysfs for a
+    container has the directory, not the mount): the tracepoint probes name their events there."""
+    import ctypes
+
+    tracing = Path("/sys/kernel/tracing")
+    if (tracing / "events").exists() or not tracing.is_dir():
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"nodev", str(tracing).encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        sys.stderr.write(f"helper: tracefs could not be mounted: {os.strerror(err)}\n")
 
 
 def undo(kind: str, record: Mapping[str, object]) -> int:

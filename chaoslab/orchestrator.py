@@ -36,8 +36,9 @@ from chaoslab.live import LiveView
 from chaoslab.load.grpc_schema import GrpcSchemas
 from chaoslab.load.runner import LoadRunner
 from chaoslab.probes import PROBES, ProbeSet
-from chaoslab.probes.choose import choose, far_layers
+from chaoslab.probes.choose import choose, needs
 from chaoslab.probes.cost import trap_cost
+from chaoslab.probes.far import FarProbes
 from chaoslab.probes.libbpf import map_sizes
 from chaoslab.probes.set import Lost, Snapshot
 from chaoslab.report.model import (
@@ -141,12 +142,14 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         ctx.events.subscribe("target_restarted", probes.retarget)
         for line in probes.attach(scenario.required_probes):
             ctx.say(line)
-        far = sorted({t.name for t in targets.values() if t.remote})
-        if far:
-            ctx.say(
-                f"no probes at {', '.join(far)}: on a remote engine a probe would attach on the engine's "
-                "host, and probes are not carried to chaoslab's helper there yet (the client's figures only)"
-            )
+        helpers = {id(t.helper): t.helper for t in targets.values() if t.helper}
+        for helper in helpers.values():  # a remote engine's targets: their probes attach on its host
+            far = FarProbes(helper, [t for t in targets.values() if t.helper is helper])
+            for line in far.attach(
+                needs(scenario, faults.values(), targets), scenario.probes, scenario.required_probes
+            ):
+                ctx.say(line)
+            probes.far.append(far)
         if choice.left_out:
             left = ", ".join(f"{layer} at {t}" for layer, t in sorted(choice.left_out))
             ctx.say(
@@ -160,7 +163,9 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
         stack.callback(stops.close)
         live = LiveView(ctx, load, ctx.console)
         stack.callback(live.close)
-        probe_lines = [f"{p.layer}: {p.describe()}" for p in probes.probes]
+        probe_lines = [f"{p.layer}: {p.describe()}" for p in probes.probes] + [
+            line for far in probes.far for line in far.lines
+        ]
         settler = Settler(load.names)
         ctx.events.subscribe("requests", settler.add)
         t0 = settler.tally.t0 = load.start()
@@ -185,7 +190,7 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
             {(p.layer, t): lost for p, lost in probes.lost.items() for t in p.index.values()},
             choice.left_out,
         )
-        unmeasured = {**probes.unavailable, **far_layers(targets)}
+        unmeasured = {**probes.unavailable, **{k: v for far in probes.far for k, v in far.unmeasured.items()}}
         report = _analyse(
             ctx, runtime.name, phases, load, stalls, probe_lines, unmeasured, abort, observer, settler
         )

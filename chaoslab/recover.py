@@ -72,7 +72,7 @@ def _undo_fault(e: Entry) -> list[str]:
 
 def _undo_docker(e: Entry) -> list[str]:
     """A container or a Docker network of the run, removed by name."""
-    from chaoslab.targets import containers, engines
+    from chaoslab.targets import containers, engines, hosthelper
 
     what, remove = {
         "container": ("container", containers.remove_container),
@@ -87,6 +87,8 @@ def _undo_docker(e: Entry) -> list[str]:
             raise TargetError(
                 f"{what} {name}{on}: the {where} is not reachable", "run `chaoslab recover` again"
             )
+        if e.kind == "container" and e.data.get("target") == hosthelper.ROLE:
+            return hosthelper.stop(engine, name, where)  # stopped: its watchdog undoes what it holds
         return [f"removed {what} {name}{on}"] if remove(engine, name) else []
 
 

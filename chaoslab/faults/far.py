@@ -57,18 +57,15 @@ class FarFault(Fault):
         return helper
 
     def preflight(self) -> None:
-        t, container = self.target, self.target.container
-        assert container is not None
+        from chaoslab.targets.hosthelper import described
+
         self._helper.call(
             "prepare",
             PREPARE_TIMEOUT,
             fault=self.number,
             kind=self.kind,
             spec=wire.dump(self.spec),
-            target=wire.dump(t.spec),
-            pid=t.pid,
-            container=container.id,
-            name=container.name,
+            target=described(self.target),
         )
 
     def plan(self) -> list[str]:

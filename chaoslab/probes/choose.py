@@ -95,16 +95,28 @@ def choose(
     faults: Iterable[Fault] = (),
     probe_types: Iterable[type[Probe]] = PROBES,
 ) -> Choice:
+    here = {n: t for n, t in targets.items() if not t.remote}  # a remote engine's: its helper picks
+    return pick(needs(scenario, faults, targets), scenario.probes, here, probe_types)
+
+
+def pick(
+    wanted: Mapping[tuple[Layer, str | None], str],
+    listed: Iterable[str] | None,
+    targets: Mapping[str, RunningTarget],
+    probe_types: Iterable[type[Probe]] = PROBES,
+) -> Choice:
+    """The probes for `targets` as they are seen where the probes attach (this machine, or a
+    remote engine's host from chaoslab's helper there): what `wanted` needs (`needs`), or exactly
+    the scenario's `probes:` list when it has one (`listed`)."""
     choice = Choice()
     types = tuple(probe_types)
-    targets = {n: t for n, t in targets.items() if not t.remote}  # unmeasured(): not here
-    if scenario.probes is not None:
+    if listed is not None:
+        layers = set(listed)
         for cls in types:
             for t in targets.values():
-                if cls.layer in scenario.probes and (cls.applies_to(t) or cls.unavailable_for(t)):
+                if cls.layer in layers and (cls.applies_to(t) or cls.unavailable_for(t)):
                     choice.attach[(cls, t.name)] = "listed in the scenario's probes:"
         return choice
-    wanted = needs(scenario, faults, targets)
 
     def wanted_at(layer: Layer, target: str) -> str | None:
         return wanted.get((layer, target)) or wanted.get((layer, None))
@@ -131,20 +143,3 @@ def choose(
                     f"list {cls.layer} in the scenario's probes: to measure it"
                 )
     return choice
-
-
-def far_layers(
-    targets: Mapping[str, RunningTarget], probe_types: Iterable[type[Probe]] = PROBES
-) -> dict[tuple[Layer, str], str]:
-    """(layer, target) -> why no probe measures it: every layer of a target on a remote Docker
-    engine, whose probes would attach on the engine's host."""
-    layers = sorted({cls.layer for cls in probe_types})
-    return {
-        (layer, t.name): (
-            f"{t.name} runs on the remote {t.remote}: its probes would attach on that host, and are not "
-            "carried to chaoslab's helper there yet"
-        )
-        for t in targets.values()
-        if t.remote
-        for layer in layers
-    }

@@ -12,6 +12,7 @@ from chaoslab.hist import Histogram
 from chaoslab.layers import Layer
 from chaoslab.probes.base import Probe, Stall
 from chaoslab.probes.cost import NO_TRAPS, TrapCost, Usage, other_run_cost, target_runs, trap_cost, usage
+from chaoslab.probes.far import FarProbes
 from chaoslab.probes.stats import STATS
 from chaoslab.report.model import ObserverCost
 from chaoslab.scenario.model import ProbeBudget as Budget
@@ -68,6 +69,7 @@ class ProbeSet:
             if (only is None or (cls, t.name) in only) and (why := cls.unavailable_for(t)) is not None
         }
         self.budget = budget or Budget()
+        self.far: list[FarProbes] = []  # the probes at remote engines' targets (probes/far.py)
         self.lost: dict[Probe, Lost] = {}  # detached mid-run by the kill switch
         self.retired: list[tuple[Probe, Usage]] = []  # detached probes and their use until then
         self._sampling = False  # the kernel's statistics sampled for this set
@@ -134,6 +136,8 @@ class ProbeSet:
 
     def retarget(self, target: RunningTarget) -> None:
         """A target was restarted: follow its new process (its old one is gone)."""
+        for far in self.far:
+            far.retarget(target)
         for probe in self.probes:
             index = next((i for i, name in probe.index.items() if name == target.name), None)
             if index is None or probe.obj is None:
@@ -147,23 +151,33 @@ class ProbeSet:
         for probe in self.probes:
             for (target, metric), hist in probe.snapshot().items():
                 out[(probe.layer, target, metric)] = hist
+        for far in self.far:  # a remote engine's targets, read by chaoslab's helper there
+            out.update(far.snapshot())
         return out
 
     def sample(self) -> None:
         """Read the stall counters: called on every tick of the run."""
         now = time.time()
         values = {(p.layer, t): s for p in self.probes for t, s in p.stalled_seconds().items()}
+        for far in self.far:
+            values.update(far.stall_state()[2])
         if values:
             self.samples.append((now, values))
 
     def stalls(self) -> list[tuple[Layer, Stall]]:
-        return [(p.layer, s) for p in self.probes for s in p.stalls()]
+        return [(p.layer, s) for p in self.probes for s in p.stalls()] + [
+            s for far in self.far for s in far.stall_state()[1]
+        ]
 
     def stall_state(self) -> tuple[list[tuple[Layer, str, float]], list[tuple[Layer, Stall]]]:
         """The stalls in progress (layer, target, start), then those ended: read in that order,
         so that a stall that ends between the two reads is in the second."""
         ongoing = [(p.layer, target, start) for p in self.probes for target, start in p.ongoing()]
-        return ongoing, self.stalls()
+        ended = [(p.layer, s) for p in self.probes for s in p.stalls()]
+        for far in self.far:
+            there, stalls, _ = far.stall_state()
+            ongoing, ended = ongoing + there, ended + stalls
+        return ongoing, ended
 
     def _edge(self, on: bool) -> None:
         """The kernel's statistics go on or off (called by the sampler, in its thread)."""

@@ -434,8 +434,7 @@ class DockerRuntime:
 
     def _refuse_on_remote(self) -> None:
         """What cannot reach a remote engine's containers yet: a fault kind tied to this machine
-        (the network fault's links), and layer verdicts there (the probes are not carried to the
-        engine's host yet)."""
+        (the network fault's links)."""
         from chaoslab.faults import FAULT_KINDS
 
         s = self.ctx.scenario
@@ -452,35 +451,14 @@ class DockerRuntime:
                         f"run it on a local engine (leave engine: out); at a remote engine's targets a run "
                         f"takes {', '.join(there)}",
                     )
-        why = "the probes attach on the run's own machine, and are not carried to a remote engine's host yet"
-        if s.required_probes and not (set(s.targets) - on_engine):
-            raise PreflightError(
-                f"probes.required: {', '.join(s.required_probes)} must attach, and every target runs on the "
-                f"remote {self.engine}: {why}",
-                "leave probes.required out for a run there, or leave engine: out",
-            )
-        for e in s.expect:
-            names_layer = e.absorbed_by or e.causes or e.cause
-            if names_layer and (e.target is None or e.target in on_engine):
-                raise PreflightError(
-                    f"{e.path}: a layer's verdict needs probes at {e.target or 'every target'}, "
-                    f"on the remote {self.engine}: {why}",
-                    "expect client figures there (client_p50_below, status, ...), or leave engine: out",
-                )
 
     def _needs_helper(self) -> bool:
-        from chaoslab.faults import FAULT_KINDS
-
-        s = self.ctx.scenario
-        on_engine = {n for n, t in s.targets.items() if t.kind != "attach"}
-        return self.remote and any(
-            f.target in on_engine and not FAULT_KINDS[f.kind].through_engine
-            for p in s.phases
-            for f in p.faults
-        )
+        """A remote engine's targets have their probes, and the faults its API does not do,
+        from chaoslab's helper on its host."""
+        return self.remote and any(t.kind != "attach" for t in self.ctx.scenario.targets.values())
 
     def _start_helper(self, stack: ExitStack, labels: dict[str, str], where: dict[str, str]) -> HostHelper:
-        """chaoslab's helper on the remote engine's host, for the faults there: journaled like a
+        """chaoslab's helper on the remote engine's host, for the faults and probes there: journaled like a
         target's container; at the end its stream closes and it exits (its container goes)."""
         name = f"chaoslab-{self.ctx.short_id}-{hosthelper.ROLE}"
         helper = hosthelper.HostHelper(
@@ -498,7 +476,10 @@ class DockerRuntime:
         with engine_errors(self.engine, f"start chaoslab's helper {name}"):
             helper.start({**labels, LABEL_TARGET: hosthelper.ROLE}, self.ctx.scenario.switch.within)
         self.ctx.journal.update(seq, id=helper.id)
-        self.ctx.say(f"chaoslab's helper on the {self.engine}: container {name}, for the faults there")
+        self.ctx.say(
+            f"chaoslab's helper on the {self.engine}: container {name}, for the faults and probes there "
+            f"(its clock {helper.offset * 1000:+.1f} ms from this one's)"
+        )
         return helper
 
     def _stop_helper(self, helper: HostHelper, seq: int) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chaoslab import build, errors
+from chaoslab import build, errors, wire
 from chaoslab.errors import ChaoslabError, FaultError, PreflightError, TargetError
 from chaoslab.paths import BPF_SRC, BUILD, PACKAGE
 from chaoslab.targets import engines, images
@@ -34,6 +34,8 @@ from chaoslab.targets.engines import Engine
 
 if TYPE_CHECKING:
     from docker.client import DockerClient
+
+    from chaoslab.targets.base import RunningTarget
 
 ROLE = "helper"  # the org.chaoslab.target label of a helper container
 READY_TIMEOUT = 60.0  # for the helper's Python to start and its watchdog to arm
@@ -61,8 +63,9 @@ def _python_archive() -> Path:
         return out
     stdlib = base / "lib" / ver
     skip = {"test", "site-packages", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data"}
-    libs: dict[str, Path] = {}
-    for binary in [exe, *(stdlib / "lib-dynload").glob("*.so"), _libbpf()]:
+    libbpf = _libbpf()  # loaded by name (ctypes), found through the loader's cache
+    libs: dict[str, Path] = {str(libbpf): libbpf.resolve()} if libbpf.exists() else {}
+    for binary in [exe, *(stdlib / "lib-dynload").glob("*.so"), libbpf]:
         if binary.exists():
             with contextlib.suppress(PreflightError):  # an extension module that needs no library
                 libs.update(images.shared_libraries(binary))
@@ -201,6 +204,7 @@ class HostHelper:
         self._beat_due = threading.Event()
         self._closing = threading.Event()
         self.events: list[dict[str, Any]] = []  # what its watchdog said (tripped, reverted ...)
+        self.offset = 0.0  # its host's clock less this one's, seconds
 
     @property
     def record(self) -> dict[str, object]:
@@ -242,6 +246,18 @@ class HostHelper:
                 + (f": {self._gone}" if self._gone else f" within {READY_TIMEOUT:g}s"),
                 f"see {self._log}",
             )
+        self.offset = self._clock()
+
+    def _clock(self) -> float:
+        """The engine host's clock less this one's, in seconds: the best of a few round trips,
+        each read at its middle (as NTP does). The stalls its probes time are moved by it."""
+        best = (float("inf"), 0.0)
+        for _ in range(5):
+            sent = time.time()
+            there = float(self.call("clock", 10.0)["time"])
+            back = time.time()
+            best = min(best, (back - sent, there - (sent + back) / 2))
+        return best[1]
 
     def _raw(self) -> Any:
         return getattr(self._sock, "_sock", self._sock)
@@ -358,6 +374,19 @@ def _words(event: Mapping[str, Any]) -> str:
     if what == "reverted":
         return f"undid {event.get('fault')} {float(event.get('after_s') or 0):.3f} s after"
     return f"could not undo {event.get('fault')}: {event.get('error')}"
+
+
+def described(t: RunningTarget) -> dict[str, object]:
+    """A remote target as the helper needs it (`agent.view`): its spec, the PID its engine
+    gives, its container, and its links on the run's network there."""
+    assert t.container is not None
+    return {
+        "spec": wire.dump(t.spec),
+        "pid": t.pid,
+        "container": t.container.id,
+        "name": t.container.name,
+        "links": {peer: wire.dump(link) for peer, link in t.links.items()},
+    }
 
 
 # -- after a killed run --------------------------------------------------------------------------
