@@ -82,10 +82,12 @@ def test_the_helper_answers_each_command_and_exits_when_its_stream_closes(tmp_pa
             "fault": 1,
             "kind": "entropy",
             "spec": {"kind": "entropy", "target": "api", "path": "phases[1].faults[0]", "delay": 0.003},
-            "target": {"name": "api", "service": "go-api"},
-            "pid": os.getpid(),
-            "container": "0123456789abcdef",
-            "name": "chaoslab-x-api",
+            "target": {
+                "spec": {"name": "api", "service": "go-api"},
+                "pid": os.getpid(),
+                "container": "0123456789abcdef",
+                "name": "chaoslab-x-api",
+            },
         }
         p.stdin.write(json.dumps(prepare) + "\n")
         p.stdin.flush()
