@@ -154,6 +154,10 @@ class Agent:
             return self.attach_probes(msg)
         if op == "snapshot":
             return {"snapshot": [] if self.probes is None else dump_snapshot(self.probes.snapshot())}
+        if op == "targets":  # the run's targets here, each network namespace named (a link's peer)
+            for t in msg["targets"]:
+                view(t)
+            return {}
         if op == "retarget":  # a target restarted: its probes follow its new process
             if self.probes is not None:
                 self.probes.retarget(view(msg["target"]))
@@ -250,7 +254,9 @@ def view(data: Mapping[str, Any]) -> Any:
     by the PID its engine gives (checked to be that container's), its cgroup by the path /proc
     names, its links as the run laid them out on the engine's network."""
     from chaoslab.errors import TargetError
+    from chaoslab.proc import run
     from chaoslab.scenario.model import TargetSpec
+    from chaoslab.targets import netns
     from chaoslab.targets.base import RunningTarget, WatchedProcess
     from chaoslab.targets.cgroup import Cgroup
     from chaoslab.targets.netns import Link
@@ -267,6 +273,10 @@ def view(data: Mapping[str, Any]) -> Any:
             f"container {name}: its engine gives pid {pid}, which is not that container on the helper's host",
             "the helper must run on the engine's own host (a forwarded engine socket cannot carry faults)",
         )
+    # its network namespace by its container's name, as the run's machine names a local
+    # engine's containers' (/run/netns here: the helper's own mount namespace)
+    netns.delete(name)
+    run(["ip", "netns", "attach", name, str(pid)])
     spec = wire.load(TargetSpec, data["spec"])
     return RunningTarget(
         spec,

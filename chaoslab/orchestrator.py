@@ -190,7 +190,11 @@ def execute(ctx: RunContext, signals: SignalState) -> Report:
             {(p.layer, t): lost for p, lost in probes.lost.items() for t in p.index.values()},
             choice.left_out,
         )
-        unmeasured = {**probes.unavailable, **{k: v for far in probes.far for k, v in far.unmeasured.items()}}
+        unmeasured = {
+            **probes.unavailable,
+            **{k: v for far in probes.far for k, v in far.unmeasured.items()},
+            **{k: v for f in faults.values() for k, v in f.unmeasurable().items()},
+        }
         report = _analyse(
             ctx, runtime.name, phases, load, stalls, probe_lines, unmeasured, abort, observer, settler
         )

@@ -108,6 +108,11 @@ class Fault(ABC):
         expected layer at its target: a cause found there is this fault's, not a side effect."""
         return ()
 
+    def unmeasurable(self) -> dict[tuple[Layer, str], str]:
+        """(layer, target) -> why no probe can time this fault's effect there, though the layer
+        is measured (the verdict is then inconclusive, with the reason, not invalid)."""
+        return {}
+
     def takes_target_away(self) -> bool:
         """The fault takes its target off the request path for its phase (killed, kept down):
         its layer there has no events by design, and the verdict looks for what absorbed it."""

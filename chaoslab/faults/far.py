@@ -106,6 +106,9 @@ class FarFault(Fault):
     def takes_target_away(self) -> bool:
         return self.inner.takes_target_away()
 
+    def unmeasurable(self) -> dict[tuple[Layer, str], str]:
+        return self.inner.unmeasurable()
+
     def shows_as_time(self) -> bool:
         return self.inner.shows_as_time()
 

@@ -84,8 +84,6 @@ class NetworkSpec(FaultSpec):
 class NetworkFault(Fault):
     kind = "network"
     layer = Layer.NETWORK
-    # Its links are the run's own: the veth pairs and bridges chaoslab made on this machine.
-    through_helper = False
     spec: NetworkSpec
 
     @classmethod
@@ -194,6 +192,18 @@ class NetworkFault(Fault):
         nums = [int(n) for n in re.findall(r"\d+", self.spec.path)] + [0, 0]
         return nums[0], nums[1]
 
+    def unmeasurable(self) -> dict[tuple[Layer, str], str]:
+        t = self.target
+        if not (t.remote and HOST in self.links):
+            return {}
+        return {
+            (Layer.NETWORK, t.name): (
+                f"the network layer times each turn from its sender to its receiver on one kernel, and the "
+                f"load's side of {t.name}, on the remote {t.remote}, is on another host (its connections "
+                "reach a published port): the delay there shows in the client's figures alone"
+            )
+        }
+
     @property
     def links(self) -> dict[str, Link]:
         links = self.target.links
@@ -255,7 +265,14 @@ class NetworkFault(Fault):
     def chain(self) -> Chain:
         phase, fault = self._index
         hook = "OUTPUT" if self.spec.direction == "egress" else "INPUT"
-        jumps = tuple((link.local_if, link.peer_ip) for link in self.links.values())
+        jumps = tuple(
+            j
+            for link in self.links.values()
+            for j in (
+                (link.local_if, link.peer_ip),
+                *(((link.local_if, f"!{link.beyond}"),) if link.beyond else ()),
+            )
+        )
         return Chain(self.target.netns, f"CHAOSLAB-{phase}-{fault}", hook, jumps)
 
     def rules(self) -> list[Rule]:
@@ -338,6 +355,7 @@ class NetworkFault(Fault):
         # through it towards the peer's address (egress) or the target's (ingress, shaped on
         # the peer's side).
         devices: dict[tuple[str | None, str], list[tuple[str, ...]]] = {}
+        beyond: dict[tuple[str | None, str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         for link in self.links.values():
             where: tuple[str | None, str]
             if self.spec.direction == "egress":
@@ -353,7 +371,14 @@ class NetworkFault(Fault):
                 where, dst = (link.peer_netns, link.peer_if), link.local_ip
             to = ("match", "ip", "dst", f"{dst}/32") if dst else ()
             devices.setdefault(where, []).append((*to, *match))
-        return [ShapingTree(ns, dev, leaf, control, tuple(m)) for (ns, dev), m in devices.items()]
+            if link.beyond and self.spec.direction == "egress":
+                # and everything off the run's network: after the peers' own matches, the
+                # network's other addresses go unshaped, and the rest is the fault's
+                beyond[where] = (("match", "ip", "dst", link.beyond), match or ("match", "u32", "0", "0"))
+        return [
+            ShapingTree(ns, dev, leaf, control, tuple(m), *beyond.get((ns, dev), ((), ())))
+            for (ns, dev), m in devices.items()
+        ]
 
     def delayer_argv(self) -> list[str]:
         s = self.spec

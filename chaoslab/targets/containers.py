@@ -312,16 +312,20 @@ def names(scenario: Scenario, run_id: str) -> dict[str, str]:
     return {t: f"chaoslab-{run_id}-{t}" for t in scenario.targets}
 
 
-def layout(scenario: Scenario, run_id: str, net: int) -> tuple[dict[str, str], dict[str, dict[str, Link]]]:
+def layout(
+    scenario: Scenario, run_id: str, net: int, remote: bool = False
+) -> tuple[dict[str, str], dict[str, dict[str, Link]]]:
     """Each started target's address and links on the run's network (one eth0, peers told by
-    address)."""
+    address). On a remote engine the host's side is also every address off the run's network
+    (`Link.beyond`): the load reaches a published port from wherever it runs, its source kept."""
     specs = [t for t in start_order(dict(scenario.targets)) if t.kind != "attach"]
     ips = {t.name: f"{NET}.{net}.{2 + i}" for i, t in enumerate(specs)}
     ns = names(scenario, run_id)
     gateway, bridge = f"{NET}.{net}.1", f"clb{run_id}"
     links: dict[str, dict[str, Link]] = {}
     for t in specs:
-        links[t.name] = {HOST: Link("eth0", ips[t.name], gateway, bridge, None)}
+        beyond = f"{NET}.{net}.0/24" if remote else ""
+        links[t.name] = {HOST: Link("eth0", ips[t.name], gateway, bridge, None, beyond)}
     for t in specs:
         for other in t.links:
             if other in ips:
@@ -346,9 +350,9 @@ def _command(service: Service, launch: Launch) -> list[str] | None:
 
 def plan_targets(scenario: Scenario, work_dir: Path) -> dict[str, RunningTarget]:
     """The targets as a Docker run would lay them out, with no container: for `chaoslab plan`."""
-    ips, links = layout(scenario, "RUNID", 1)
-    ns = names(scenario, "RUNID")
     engine = planned_engine(scenario)
+    ips, links = layout(scenario, "RUNID", 1, engine.remote)
+    ns = names(scenario, "RUNID")
     out = {}
     for t in scenario.targets.values():
         if t.kind == "attach":
@@ -433,8 +437,8 @@ class DockerRuntime:
                 raise PreflightError(f"on the {self.engine}: {exc.message}", exc.hint) from exc
 
     def _refuse_on_remote(self) -> None:
-        """What cannot reach a remote engine's containers yet: a fault kind tied to this machine
-        (the network fault's links)."""
+        """A fault kind that acts from this machine alone (neither through the engine's API nor
+        from chaoslab's helper on its host) cannot reach a remote engine's containers."""
         from chaoslab.faults import FAULT_KINDS
 
         s = self.ctx.scenario
@@ -446,8 +450,7 @@ class DockerRuntime:
                     there = sorted(k for k, c in FAULT_KINDS.items() if c.through_engine or c.through_helper)
                     raise PreflightError(
                         f"{f.path}: a {f.kind} fault at {f.target}, which runs on the remote {self.engine}: "
-                        "its links are veth pairs and bridges on this machine, which a remote engine's "
-                        "containers do not have",
+                        "this kind acts from the run's own machine alone",
                         f"run it on a local engine (leave engine: out); at a remote engine's targets a run "
                         f"takes {', '.join(there)}",
                     )
@@ -522,14 +525,11 @@ class DockerRuntime:
         with locks.allocating(), engine_errors(self.engine, f"create network {network}"):
             # two runs starting at once must not pick the same subnet
             net = free_subnet_index(docker)
-            ips, links = layout(ctx.scenario, short, net)
+            ips, links = layout(ctx.scenario, short, net, self.remote)
             seq = journal.intent("docker_network", name=network, **where)
             stack.callback(self._remove_network, network, seq)
-            options = (
-                {}
-                if self.remote
-                else {"com.docker.network.bridge.name": links[next(iter(links))][HOST].peer_if}
-            )
+            # its bridge by the name the links give it (a network fault shapes the host's end)
+            options = {"com.docker.network.bridge.name": links[next(iter(links))][HOST].peer_if}
             docker.networks.create(
                 network,
                 driver="bridge",
@@ -596,9 +596,10 @@ class DockerRuntime:
             running[t.name] = rt
         if self._needs_helper():
             helper = self._start_helper(stack, labels, where)
-            for rt in running.values():
-                if rt.remote:
-                    rt.helper = helper
+            far = [rt for rt in running.values() if rt.remote]
+            for rt in far:
+                rt.helper = helper
+            helper.call("targets", hosthelper.READY_TIMEOUT, targets=[hosthelper.described(rt) for rt in far])
         return running
 
     def _launch(self, rt: RunningTarget, container_id: str) -> float:
@@ -622,6 +623,8 @@ class DockerRuntime:
             rt.container = EngineContainer(self.engine, self.docker, container_id, rt.netns)
             self.ctx.journal.update(self._seq[rt.name], remote_pid=pid)
             rt.published = {p: int(h) for p, h in self._published(container_id).items()}
+            if rt.helper is not None:  # restarted: the helper names its new network namespace
+                rt.helper.call("targets", hosthelper.READY_TIMEOUT, targets=[hosthelper.described(rt)])
         else:
             here(self.engine, container_id, pid, rt.netns)
             rt.proc = ContainerProcess(self.docker, container_id, pid)

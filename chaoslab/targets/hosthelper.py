@@ -4,8 +4,8 @@ run (chaoslab/agent.py is the other side).
 
 The helper container runs chaoslab's own image (docker/helper: this machine's Python, chaoslab's
 package, its native injectors and BPF objects, on an empty image): with the capabilities its
-work needs (CAPABILITIES), in the host's PID and cgroup namespaces, with the host's cgroup tree,
-on no network. The run attaches to its stdin and stdout before starting it: commands go one JSON
+work needs (CAPABILITIES), in the host's PID, cgroup and network namespaces, with the host's
+cgroup tree. The run attaches to its stdin and stdout before starting it: commands go one JSON
 line each, replies and the helper's watchdog's events come back on its stdout. The engine
 removes the container when the helper exits, which it does only after its watchdog undid
 whatever it still held.
@@ -103,8 +103,24 @@ def _libbpf() -> Path:
     return Path("/nonexistent")
 
 
-# The programs the faults run there (the package that has each).
-TOOLS = {"objdump": "apt-get install binutils"}
+# The programs the faults run there (the package that has each), and the files they load at
+# run time (iptables' extensions, tc's delay distributions).
+TOOLS = {
+    "objdump": "apt-get install binutils",
+    "ip": "apt-get install iproute2",
+    "tc": "apt-get install iproute2",
+    "iptables": "apt-get install iptables",
+    "iptables-restore": "apt-get install iptables",
+    "iptables-save": "apt-get install iptables",
+    "nsenter": "apt-get install util-linux",
+    "unshare": "apt-get install util-linux",
+}
+PLUGINS = (
+    "/usr/lib/x86_64-linux-gnu/xtables",
+    "/usr/lib/x86_64-linux-gnu/tc",
+    "/usr/lib/xtables",
+    "/usr/lib/tc",
+)
 
 
 def image_files() -> dict[str, Path]:
@@ -137,6 +153,12 @@ def image_files() -> dict[str, Path]:
         files[f"/usr/bin/{tool}"] = Path(found).resolve()
         for named, real in images.shared_libraries(Path(found)).items():
             files.setdefault(named, real)
+    for d in PLUGINS:  # at the same paths: the tools look for them there
+        for f in sorted(Path(d).glob("*")) if Path(d).is_dir() else []:
+            files.setdefault(str(f), f.resolve())
+            if f.suffix == ".so":
+                for named, real in images.shared_libraries(f).items():
+                    files.setdefault(named, real)
     for src in sorted(BPF_SRC.glob("*.bpf.c")):
         obj = build.bpf_object(src.name.removesuffix(".bpf.c"))
         files[str(APP / "build" / "bpf" / obj.name)] = obj
@@ -175,7 +197,8 @@ def host_config(api: Any, auto_remove: bool) -> Any:
         security_opt=["seccomp=unconfined", "apparmor=unconfined", "label=disable"],
         pid_mode="host",
         cgroupns="host",
-        network_mode="none",
+        # the host's network namespace: a network fault shapes the host's end of a link too
+        network_mode="host",
         binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
         auto_remove=auto_remove,
     )

@@ -56,6 +56,9 @@ class Link:
     peer_ip: str
     peer_if: str = ""
     peer_netns: str | None = None  # None: the other end is in the host's namespace
+    # The peer's side also holds every address off this network (NET/LEN): a remote engine's
+    # host, reached through its published ports from wherever the load runs, the source kept.
+    beyond: str = ""
 
 
 def pair_ips(prefix: str, net: int, index: int) -> tuple[str, str]:

@@ -36,10 +36,11 @@ class Chain:
     jumps: tuple[tuple[str, str], ...]
 
     def _jump(self, iface: str, addr: str) -> tuple[str, ...]:
-        """Into the chain from the hook, for one link: its interface and, when known, its peer."""
-        if self.hook == "OUTPUT":
-            return ("-o", iface, *(("-d", addr) if addr else ()), "-j", self.name)
-        return ("-i", iface, *(("-s", addr) if addr else ()), "-j", self.name)
+        """Into the chain from the hook, for one link: its interface and, when known, its peer
+        (`!NET/LEN`: every address off that network, a remote engine's host's side)."""
+        side = "-d" if self.hook == "OUTPUT" else "-s"
+        peer = (("!", side, addr[1:]) if addr.startswith("!") else (side, addr)) if addr else ()
+        return ("-o" if self.hook == "OUTPUT" else "-i", iface, *peer, "-j", self.name)
 
     def _ipt(self, *args: str) -> list[str]:
         return [*prefix(self.netns), "iptables", "-w", "-t", "filter", *args]

@@ -32,6 +32,10 @@ class ShapingTree:
     control: tuple[tuple[str, ...], ...]  # u32 matches sent to the unshaped class
     # u32 matches of the fault's traffic, one filter each (a peer's address and ports).
     matches: tuple[tuple[str, ...], ...]
+    # A remote engine's host's side (`Link.beyond`): after `matches`, this match (the run's
+    # network) goes unshaped, then `rest` (everything else, with the fault's ports) is shaped.
+    unshaped_after: tuple[str, ...] = ()
+    rest: tuple[str, ...] = ()
 
     def _tc(self, *args: str) -> list[str]:
         return [*prefix(self.netns), "tc", *args]
@@ -46,6 +50,9 @@ class ShapingTree:
             out.append(self._filter("1", m, "1:1"))
         for m in self.matches or ((),):
             out.append(self._filter("2", m or ("match", "u32", "0", "0"), "1:4"))
+        if self.unshaped_after:
+            out.append(self._filter("3", self.unshaped_after, "1:1"))
+            out.append(self._filter("4", self.rest, "1:4"))
         return out
 
     def _filter(self, pref: str, match: tuple[str, ...], flow: str) -> list[str]:
