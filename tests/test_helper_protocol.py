@@ -105,3 +105,41 @@ def test_the_helper_answers_each_command_and_exits_when_its_stream_closes(tmp_pa
             if pipe and not pipe.closed:
                 pipe.close()
         p.wait()
+
+
+@pytest.mark.parametrize("peer", ["", "host", "edge"])
+def test_a_remote_target_s_host_side_is_the_gateway_and_every_address_off_the_run_s_network(
+    tmp_path: Path, peer: str
+) -> None:
+    """On a remote engine the load reaches a target through a published port with its source
+    kept: a network fault on the host's side matches the gateway and every address off the run's
+    network, after the peers' own matches (iptables: one more jump; tc: the network unshaped at
+    a later priority, then the rest shaped)."""
+    from chaoslab.faults.network import NetworkFault
+    from chaoslab.scenario.loader import parse_scenario
+    from chaoslab.targets.containers import plan_targets
+
+    text = (SCENARIOS / "short_entropy.yaml").read_text().split("expect:")[0]
+    fault = "{kind: network, target: api, delay: 20ms" + (f", peer: {peer}" if peer else "") + "}"
+    text = text.replace("{kind: entropy, target: api, delay: 3ms}", fault)
+    s = parse_scenario("runtime: docker\nengine: tcp://192.0.2.7:2375\n" + text)
+    [spec] = s.phases[1].faults
+    f = NetworkFault(spec, plan_targets(s, tmp_path)["api"])
+    f.netem = True  # the tree a kernel with sch_netem gets (this one has none: NFQUEUE's jumps)
+    jumps = [argv[argv.index("OUTPUT") :] for argv in f.chain().commands([]) if "OUTPUT" in argv]
+    filters = [
+        " ".join(argv[argv.index("prio") :]) for t in f.trees() for argv in t.commands() if "prio" in argv
+    ]
+    off = ["OUTPUT", "1", "-o", "eth0", "!", "-d", "10.233.1.0/24", "-j", "CHAOSLAB-1-0"]
+    gateway = ["OUTPUT", "1", "-o", "eth0", "-d", "10.233.1.1", "-j", "CHAOSLAB-1-0"]
+    to_edge = ["OUTPUT", "1", "-o", "eth0", "-d", "10.233.1.3", "-j", "CHAOSLAB-1-0"]
+    if peer == "edge":
+        assert jumps == [to_edge] and not any("10.233.1.0/24" in x for x in filters), filters
+        return
+    assert off in jumps and gateway in jumps and (to_edge in jumps) == (peer == ""), jumps
+    # tc: the peers' and the gateway's matches first, then the run's network unshaped, then the rest
+    prios = [(x.split()[1], x) for x in filters if not x.startswith("prio 1 ")]
+    assert [p for p, _ in prios][-2:] == ["3", "4"], prios
+    assert "match ip dst 10.233.1.0/24" in prios[-2][1] and prios[-2][1].endswith("flowid 1:1")
+    assert prios[-1][1].endswith("flowid 1:4") and "10.233.1" not in prios[-1][1]
+    assert any("match ip dst 10.233.1.1/32" in x for _, x in prios if x.startswith("prio 2 "))

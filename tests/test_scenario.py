@@ -248,7 +248,7 @@ def test_plan_of_a_syn_only_fault_matches_the_syn_flag(tmp_path: Path) -> None:
 
 def test_plan_on_a_remote_engine_names_it_and_the_faults_it_takes(tmp_path: Path) -> None:
     """`chaoslab plan` connects to nothing: a remote engine's faults are planned as its API does
-    them, the helper's said to be planned there at run time, the network fault refused."""
+    them, the helper's said to be planned there at run time."""
     faults = (
         "{kind: cpu, target: api, cpus: 0.5}, {kind: process, target: edge, action: pause}, "
         "{kind: network, target: api, delay: 5ms}, {kind: memory, target: edge, limit: 256MiB}"
@@ -262,7 +262,10 @@ def test_plan_on_a_remote_engine_names_it_and_the_faults_it_takes(tmp_path: Path
     assert "runtime docker on the remote Docker engine tcp://192.0.2.7:2375" in out
     assert "docker update --cpu-period 100000 --cpu-quota 50000 chaoslab-RUNID-api" in out
     assert "docker pause chaoslab-RUNID-edge" in out and "revert: docker unpause chaoslab-RUNID-edge" in out
-    assert "network on api (phases[1].faults[2]): refused at run time, as api runs on the remote" in out
+    assert (
+        "network on api (phases[1].faults[2]): applied inside chaoslab's helper on the engine's host, "
+        "planned there at run time, as api runs on the remote" in out
+    )
     assert (
         "memory on edge (phases[1].faults[3]): applied inside chaoslab's helper on the engine's host, "
         "planned there at run time, as edge runs on the remote" in out
