@@ -151,3 +151,33 @@ def _down(url: str) -> bool:
     except PreflightError:
         return True
     return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m tests.farhost SCENARIO OUT: the scenario run with its targets on a second Docker
+    engine stood up here (the main job's remote-engine run); its exit code is chaoslab's."""
+    import argparse
+    import shutil
+    import sys
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m tests.farhost")
+    ap.add_argument("scenario", type=Path)
+    ap.add_argument("out", type=Path)
+    args = ap.parse_args(argv)
+    with far_host() as far, tempfile.TemporaryDirectory(prefix="chaoslab-far-") as tmp:
+        root = Path(f"/var/tmp/chaoslab-far-engine-{far.ns}")
+        try:
+            with engine_there(far, root) as url:
+                scenario = Path(tmp) / args.scenario.name
+                scenario.write_text(f"runtime: docker\nengine: {url}\n" + args.scenario.read_text())
+                print(f"targets on the Docker engine {url}, in network namespace {far.ns}", flush=True)
+                return subprocess.run(
+                    [sys.executable, "-m", "chaoslab", "run", str(scenario), "--out", str(args.out)]
+                ).returncode
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
