@@ -42,6 +42,7 @@ from chaoslab.errors import ChaoslabError, FaultError
 
 JOURNAL = Path(os.environ.get("CHAOSLAB_HELPER_JOURNAL", "/var/lib/chaoslab-helper/journal.jsonl"))
 DRAIN = 60.0  # seconds the command under way may take to finish once the stream closed
+ARM_TIMEOUT = 60.0  # for the watchdog's Python to start and arm
 
 
 class Agent:
@@ -69,6 +70,12 @@ class Agent:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
+        self.armed = threading.Event()
+        # The switch tripped, or the helper is shutting down: no fault is applied any more, and
+        # one whose apply was under way is reverted as soon as it returns.
+        self.stopping = threading.Event()
+        self._shut = threading.RLock()  # a SIGTERM during a shutdown runs it again, harmlessly
+        self.worker: threading.Thread | None = None
         threading.Thread(target=self._relay, name="watchdog", daemon=True).start()
 
     # -- the stream ----------------------------------------------------------------------------
@@ -82,8 +89,15 @@ class Agent:
         """What the watchdog says (armed, tripped, reverted ...) goes to the run as events."""
         assert self.watchdog.stdout is not None
         for line in self.watchdog.stdout:
-            with contextlib.suppress(ValueError):
-                self.send({"watchdog": json.loads(line)})
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "armed":
+                self.armed.set()
+            elif isinstance(event, dict) and event.get("event") == "tripped":
+                self.stopping.set()
+            self.send({"watchdog": event})
 
     def _pulse(self, byte: bytes) -> None:
         assert self.watchdog.stdin is not None
@@ -94,8 +108,13 @@ class Agent:
     def serve(self, stream: Any) -> int:
         """Read commands until the stream closes; a beat goes to the watchdog at once, every other
         command to the worker (one at a time, in order), so a long apply never holds the beats."""
-        worker = threading.Thread(target=self._work, name="worker", daemon=True)
-        worker.start()
+        ensure_tracefs()  # the syscall fault and the tracepoint probes name their events there
+        # ready only with the switch armed: no fault is applied here without it
+        if not self.armed.wait(ARM_TIMEOUT) or self.watchdog.poll() is not None:
+            self.send({"event": "failed", "why": "the helper's watchdog did not arm"})
+            return self.shutdown()
+        self.worker = threading.Thread(target=self._work, name="worker", daemon=True)
+        self.worker.start()
         self.send({"event": "ready", "pid": os.getpid()})
         for line in stream:
             try:
@@ -110,22 +129,39 @@ class Agent:
                 self._pulse(b"E")
             else:
                 self.todo.put(msg)
-        # The stream closed: the run ended, died, or lost its way here. The command under way
-        # finishes (a fault applied after the watchdog's undo would outlive the run), then the
-        # watchdog's stdin closes: without the run's end it undoes everything journaled here.
-        self.todo.put(None)
-        worker.join(DRAIN)
-        return self.close()
+        # The stream closed: the run ended, died, or lost its way here.
+        return self.shutdown()
 
-    def close(self) -> int:
-        assert self.watchdog.stdin is not None
-        with contextlib.suppress(OSError):
-            self.watchdog.stdin.close()
-        try:
-            self.watchdog.wait(DRAIN)
-        except subprocess.TimeoutExpired:
-            self.watchdog.kill()
-        return 0
+    def shutdown(self) -> int:
+        """In order: no new fault; the command under way finishes (a fault it applies is then
+        reverted: one applied after the watchdog's undo would outlive the run); every fault
+        still held is reverted here; then the watchdog's stdin closes, and without the run's end
+        it undoes whatever is still journaled. It is never killed: the engine's stop timeout is
+        the outer bound."""
+        with self._shut:
+            self.stopping.set()
+            self.todo.put(None)
+            if self.worker is not None:
+                self.worker.join(DRAIN)
+            if self.worker is None or not self.worker.is_alive():
+                self.revert_held()
+            assert self.watchdog.stdin is not None
+            with contextlib.suppress(OSError):
+                self.watchdog.stdin.close()
+            self.watchdog.wait()
+            return 0
+
+    def revert_held(self) -> None:
+        for n, (fault, seq) in list(self.faults.items()):
+            if not seq:
+                continue
+            try:
+                fault.revert()
+            except Exception as exc:  # the watchdog's undo (from the journal) comes after
+                sys.stderr.write(f"helper: reverting {fault.describe()} failed: {exc}\n")
+                continue
+            self.journal.undone(seq)
+            self.faults[n] = (fault, 0)
 
     def _work(self) -> None:
         while (msg := self.todo.get()) is not None:
@@ -204,7 +240,6 @@ class Agent:
         from chaoslab.probes import PROBES, ProbeSet
         from chaoslab.probes.choose import pick
 
-        ensure_tracefs()
         targets = {t.name: t for t in (view(x) for x in msg["targets"])}
         wanted = {(Layer(layer), target): str(why) for layer, target, why in msg["wanted"]}
         listed = msg.get("listed")
@@ -236,6 +271,11 @@ class Agent:
         }
 
     def apply(self, n: int, fault: Any) -> dict[str, object]:
+        if self.stopping.is_set() or self.watchdog.poll() is not None:
+            raise FaultError(
+                f"{fault.describe()}: the helper's dead man's switch tripped or is gone: nothing is applied",
+                "see the helper's log in the run's work directory",
+            )
         record: dict[str, object] = {**fault.journal_record()}
         seq = self.journal.intent("fault", kind=fault.kind, target=fault.spec.target, **record)
         self.faults[n] = (fault, seq)
@@ -246,6 +286,14 @@ class Agent:
 
         fault.apply(note)
         self.journal.update(seq, applied=True)
+        if self.stopping.is_set():  # the switch tripped while it was applied: undone at once
+            fault.revert()
+            self.journal.undone(seq)
+            self.faults[n] = (fault, 0)
+            raise FaultError(
+                f"{fault.describe()}: the helper's dead man's switch tripped while it was applied: reverted",
+                "see the helper's log in the run's work directory",
+            )
         return {"record": record}
 
 
@@ -308,10 +356,19 @@ def ensure_tracefs() -> None:
         sys.stderr.write(f"helper: tracefs could not be mounted: {os.strerror(err)}\n")
 
 
-def undo(kind: str, record: Mapping[str, object]) -> int:
+def undo(kind: str, record: Mapping[str, object], netns_pids: Sequence[str] = ()) -> int:
     """One fault's undo, from the run's journal record of what the helper applied (the kind's
-    own `recover`, as on the run's machine); what it did goes to stdout, a line each."""
+    own `recover`, as on the run's machine), with the run's containers' network namespaces
+    named first (`NAME=PID`, as the helper named them); what it did goes to stdout, a line each."""
     from chaoslab.faults import FAULT_KINDS
+    from chaoslab.proc import run
+    from chaoslab.targets import netns
+
+    for item in netns_pids:
+        name, _, pid = item.partition("=")
+        if name and pid.isdigit():
+            netns.delete(name)
+            run(["ip", "netns", "attach", name, pid], check=False)
 
     try:
         lines = FAULT_KINDS[kind].recover(record)
@@ -329,18 +386,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve")
     serve.add_argument("--within", type=float, default=5.0)
     one = sub.add_parser("undo")
+    one.add_argument("--netns", action="append", default=[], metavar="NAME=PID")
     one.add_argument("kind")
     one.add_argument("record")
     args = ap.parse_args(argv)
     if args.command == "undo":
-        return undo(args.kind, json.loads(args.record))
+        return undo(args.kind, json.loads(args.record), args.netns)
     agent = Agent(args.within)
 
     def on_term(signum: int, _frame: FrameType | None) -> None:
-        # stopped (`docker stop`, `chaoslab recover`): the watchdog undoes what is applied here
-        agent.watchdog.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            agent.watchdog.wait(DRAIN)
+        # stopped (`docker stop`, `chaoslab recover`): the same ordered shutdown as a closed
+        # stream, then out (the main thread may be blocked reading the stream)
+        agent.shutdown()
         os._exit(0)
 
     signal.signal(signal.SIGTERM, on_term)

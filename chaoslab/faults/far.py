@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chaoslab import wire
-from chaoslab.errors import PreflightError
+from chaoslab.errors import FaultError, PreflightError
 from chaoslab.faults.base import Fault, Verification
 from chaoslab.layers import Layer
 from chaoslab.scenario.fields import Fields
@@ -80,7 +80,13 @@ class FarFault(Fault):
 
     def verify(self) -> Verification:
         reply = self._helper.call("verify", STEP_TIMEOUT, fault=self.number)
-        v = wire.load(Verification, reply["verification"])
+        try:
+            v = wire.load(Verification, reply.get("verification"))
+        except (TypeError, ValueError) as exc:
+            raise FaultError(
+                f"{self.describe()}: the helper's verification cannot be read: {exc}",
+                "use one chaoslab on both sides",
+            ) from exc
         return Verification(v.observed, v.detail, f"{v.mechanism}, on the engine's host", v.measured)
 
     def revert(self) -> None:

@@ -411,7 +411,12 @@ class NetworkFault(Fault):
             parts.append("iptables DROP (blackhole)")
         if s.reset:
             parts.append("iptables REJECT tcp-reset (reset)")
-        where = ", ".join(f"{link.local_if} (to {peer} {link.peer_ip})" for peer, link in self.links.items())
+        where = ", ".join(
+            f"{link.local_if} (to {peer} {link.peer_ip}"
+            + (f" and every address off {link.beyond}" if link.beyond else "")
+            + ")"
+            for peer, link in self.links.items()
+        )
         only = " (SYN packets only)" if s.packets == "syn" else ""
         return f"{'; '.join(parts)}; {s.direction}{only} on {where}"
 

@@ -11,6 +11,7 @@ on the engine's host (the README says so).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from chaoslab.targets.base import RunningTarget
     from chaoslab.targets.hosthelper import HostHelper
 
+StallState = tuple[list[tuple[Layer, str, float]], list[tuple[Layer, Stall]], dict[tuple[Layer, str], float]]
+SAME_TICK = 0.05  # seconds within which two reads of the stalls are one tick's
 ATTACH_TIMEOUT = 120.0  # BPF objects loaded and verified, uprobes placed, on a slow host
 READ_TIMEOUT = 30.0
 
@@ -37,6 +40,7 @@ class FarProbes:
         self.measured: set[tuple[Layer, str]] = set()
         self.unmeasured: dict[tuple[Layer, str], str] = {}
         self._last: Snapshot = {}
+        self._stalls: tuple[float, StallState] | None = None
 
     def attach(
         self,
@@ -65,13 +69,14 @@ class FarProbes:
         }
         return [f"{line} (on {where}, from chaoslab's helper)" for line in reply.get("lines", [])]
 
-    def stall_state(
-        self,
-    ) -> tuple[list[tuple[Layer, str, float]], list[tuple[Layer, Stall]], dict[tuple[Layer, str], float]]:
+    def stall_state(self) -> StallState:
         """The stall layers there: stalls in progress (layer, target, start), those ended, and
         each target's stalled seconds so far; their times moved onto this machine's clock."""
         if not self.measured:
             return [], [], {}
+        now = time.monotonic()
+        if self._stalls is not None and now - self._stalls[0] < SAME_TICK:
+            return self._stalls[1]  # one round trip a tick: `sample` and `stall_state` share it
         reply = self.helper.call("stalls", READ_TIMEOUT)
         off = self.helper.offset  # its clock, on this one's
         ongoing = [(Layer(layer), t, float(start) - off) for layer, t, start in reply.get("ongoing", [])]
@@ -80,6 +85,7 @@ class FarProbes:
             for layer, s in ((layer, wire.load(Stall, x)) for layer, x in reply.get("stalls", []))
         ]
         stalled = {(Layer(layer), t): float(secs) for layer, t, secs in reply.get("stalled", [])}
+        self._stalls = (now, (ongoing, ended, stalled))
         return ongoing, ended, stalled
 
     def retarget(self, target: RunningTarget) -> None:

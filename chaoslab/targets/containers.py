@@ -486,20 +486,26 @@ class DockerRuntime:
         return helper
 
     def _stop_helper(self, helper: HostHelper, seq: int) -> None:
-        helper.close()
+        """The stream closes and the helper exits once its watchdog is done (the engine removes
+        it); a helper still there after that is stopped. An engine that does not answer keeps
+        the entry pending, for `recover`."""
         import docker.errors
 
+        helper.close()
         deadline = time.monotonic() + hosthelper.STOP_TIMEOUT
-        while time.monotonic() < deadline:  # it exits once its watchdog is done; the engine removes it
-            try:
-                self.docker.api.inspect_container(helper.name)
-            except docker.errors.NotFound:
-                break
-            except docker.errors.APIError:
-                pass
-            time.sleep(0.1)
-        else:
-            hosthelper.stop(self.docker, helper.name, self.engine)
+        try:
+            with engine_errors(self.engine, f"remove chaoslab's helper {helper.name}"):
+                while time.monotonic() < deadline:
+                    try:
+                        self.docker.api.inspect_container(helper.name)
+                    except docker.errors.NotFound:
+                        break
+                    time.sleep(0.1)
+                else:
+                    hosthelper.stop(self.docker, helper.name, self.engine)
+        except TargetError as exc:
+            self.ctx.say(f"{exc.message}: left for `chaoslab recover`")
+            return
         self.ctx.journal.undone(seq)
 
     def start(self, stack: ExitStack) -> dict[str, RunningTarget]:

@@ -39,8 +39,12 @@ if TYPE_CHECKING:
 
 ROLE = "helper"  # the org.chaoslab.target label of a helper container
 READY_TIMEOUT = 60.0  # for the helper's Python to start and its watchdog to arm
-STOP_TIMEOUT = 60.0  # for a stopped helper's watchdog to undo what it holds
+# for a stopped helper to finish: the command under way (agent.DRAIN), its reverts, then its
+# watchdog's undo of what is left (another DRAIN at most), and a margin; then the engine kills it
+STOP_TIMEOUT = 150.0
 BEAT_EVERY = 0.25  # seconds between beats sent to the helper, at most
+SEND_TIMEOUT = 30.0  # for a line to go down the stream
+CARRIED_SETTINGS = ("CHAOSLAB_BPF_MAP_ENTRIES", "CHAOSLAB_BPF_STATS")
 APP = Path("/opt/chaoslab")
 PYTHON = Path("/usr/local")
 
@@ -153,6 +157,10 @@ def image_files() -> dict[str, Path]:
         files[f"/usr/bin/{tool}"] = Path(found).resolve()
         for named, real in images.shared_libraries(Path(found)).items():
             files.setdefault(named, real)
+    from chaoslab.probes.syscalls import UNISTD  # the syscall layer's names for its numbers
+
+    if UNISTD.exists():
+        files[str(UNISTD)] = UNISTD
     for d in PLUGINS:  # at the same paths: the tools look for them there
         for f in sorted(Path(d).glob("*")) if Path(d).is_dir() else []:
             files.setdefault(str(f), f.resolve())
@@ -244,6 +252,9 @@ class HostHelper:
         created = api.create_container(
             self.image,
             command=["serve", "--within", f"{within:g}"],
+            # the run's settings of the probes it carries there (a map's size, the BPF
+            # statistics' mode) are the helper's too
+            environment={k: v for k, v in os.environ.items() if k in CARRIED_SETTINGS} or None,
             name=self.name,
             labels={**labels},
             stdin_open=True,  # not detached: StdinOnce, its stdin closes with this stream
@@ -316,7 +327,9 @@ class HostHelper:
         with self._arrived:
             if msg.get("event") == "ready":
                 self._ready = True
-            elif "watchdog" in msg:
+            elif msg.get("event") == "failed":
+                self._gone = str(msg.get("why") or "it failed")
+            elif isinstance(msg.get("watchdog"), dict):
                 event = msg["watchdog"]
                 self.events.append(event)
                 if event.get("event") in ("tripped", "reverted", "failed"):
@@ -325,10 +338,16 @@ class HostHelper:
                 self._replies[msg["id"]] = msg
             self._arrived.notify_all()
 
-    def _write(self, msg: Mapping[str, object]) -> None:
+    def _write(self, msg: Mapping[str, object], wait: float = SEND_TIMEOUT) -> None:
+        """One line down the stream; an OSError when it cannot go within `wait` seconds (a
+        stalled connection: the helper's switch trips on the missing beats)."""
         data = (json.dumps(msg) + "\n").encode()
-        with self._send:
+        if not self._send.acquire(timeout=wait):
+            raise OSError("the stream to the helper is stalled")
+        try:
             self._raw().sendall(data)
+        finally:
+            self._send.release()
 
     def beat(self) -> None:
         """The run is alive: a beat goes to the helper (from a thread of its own, at most every
@@ -383,8 +402,8 @@ class HostHelper:
         if self._sock is None:
             return
         with contextlib.suppress(OSError):
-            self._write({"op": "end"})
-        with contextlib.suppress(OSError):
+            self._write({"op": "end"}, wait=5.0)
+        with contextlib.suppress(OSError):  # closed whatever happened: the helper then exits
             self._raw().shutdown(2)
         with contextlib.suppress(OSError):
             self._sock.close()
@@ -434,7 +453,7 @@ def recover(kind: str, record: Mapping[str, object]) -> list[str]:
         lines = stop(client, name, engine)
         inner = record.get("applied_there")
         if isinstance(inner, Mapping):
-            lines += _undo_there(client.api, image, kind, inner, engine)
+            lines += _undo_there(client, image, kind, inner, engine, name.removesuffix(ROLE))
     return lines
 
 
@@ -445,19 +464,34 @@ def stop(client: DockerClient, name: str, engine: Engine) -> list[str]:
 
     try:
         c = client.containers.get(name)
+        c.stop(timeout=int(STOP_TIMEOUT))  # the engine kills it only after that
     except NotFound:
         return []
-    with contextlib.suppress(APIError):
-        c.stop(timeout=int(STOP_TIMEOUT))
-    with contextlib.suppress(APIError):
-        c.remove(force=True)
+    except APIError as exc:  # never removed by force while it may be undoing: kept pending
+        raise TargetError(
+            f"chaoslab's helper {name} on the {engine} could not be stopped: {exc.explanation or exc}",
+            "see the engine's log; run `chaoslab recover` again",
+        ) from exc
+    with contextlib.suppress(NotFound, APIError):  # --rm: the engine may have removed it already
+        c.remove()
     return [f"stopped chaoslab's helper {name} on the {engine} (its watchdog undid what it held)"]
 
 
-def _undo_there(api: Any, image: str, kind: str, inner: Mapping[str, object], engine: Engine) -> list[str]:
+def _undo_there(
+    client: DockerClient, image: str, kind: str, inner: Mapping[str, object], engine: Engine, prefix: str
+) -> list[str]:
+    """The kind's own undo in a one-shot helper container, with the network namespace of each
+    of the run's containers still there named as the helper named it (a network fault's record
+    names its chain's and its trees' namespaces)."""
     import docker.errors
 
-    argv = ["undo", kind, json.dumps(dict(inner))]
+    api = client.api
+    named = []
+    for c in client.containers.list(filters={"name": prefix}):
+        pid = int((c.attrs.get("State") or {}).get("Pid") or 0)
+        if c.name.startswith(prefix) and pid > 0:
+            named += ["--netns", f"{c.name}={pid}"]
+    argv = ["undo", *named, kind, json.dumps(dict(inner))]
     try:
         c = api.create_container(image, command=argv, host_config=host_config(api, auto_remove=False))
     except docker.errors.ImageNotFound:
