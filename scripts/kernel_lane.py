@@ -186,6 +186,8 @@ def boot(short: str, command: list[str], timeout: float, log: Path, number: int 
         # seconds: each flip live-patches kernel text, which QEMU's TCG races on (soft lockups
         # of both vCPUs in the entropy scenario on 6.1 when they were sampled)
         "export CHAOSLAB_BPF_STATS=always",
+        # a lane test that only runs when asked (tests/test_kernel_lane.py says which)
+        *(f"export {k}={shlex.quote(v)}" for k, v in os.environ.items() if k == "CHAOSLAB_LANE_REMOTE"),
     ]
     job.write_text("\n".join([*env_lines, "exec " + shlex.join(command), ""]))
     init = kdir / "initramfs" / "init"

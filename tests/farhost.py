@@ -102,12 +102,13 @@ ENGINE_PORT = 2375
 
 
 @contextmanager
-def engine_there(far: FarHost, root: Path) -> Iterator[str]:
+def engine_there(far: FarHost, root: Path, timeout: float = 60.0) -> Iterator[str]:
     """A Docker engine of its own on the far host, standing in for a remote one: its own data
     root, exec root and sockets under `root`, its API on the far host's address over TCP (the
     way a remote engine is reached), its containers in the far host's network namespace and
-    under a cgroup parent of their own. Yields its URL; stopped and struck off chaoslab's list
-    of engines on the way out."""
+    under a cgroup parent of their own. Yields its URL once it answers (within `timeout`
+    seconds: an emulated guest takes minutes); stopped and struck off chaoslab's list of engines
+    on the way out."""
     from chaoslab.targets import engines
 
     root.mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,7 @@ def engine_there(far: FarHost, root: Path) -> Iterator[str]:
     with (root / "dockerd.log").open("wb") as log:
         daemon = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while _down(url):
             if daemon.poll() is not None or time.monotonic() > deadline:
                 tail = (root / "dockerd.log").read_text()[-2000:]

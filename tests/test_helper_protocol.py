@@ -143,3 +143,23 @@ def test_a_remote_target_s_host_side_is_the_gateway_and_every_address_off_the_ru
     assert "match ip dst 10.233.1.0/24" in prios[-2][1] and prios[-2][1].endswith("flowid 1:1")
     assert prios[-1][1].endswith("flowid 1:4") and "10.233.1" not in prios[-1][1]
     assert any("match ip dst 10.233.1.1/32" in x for _, x in prios if x.startswith("prio 2 "))
+
+
+def test_the_syscall_layer_knows_its_waits_without_the_libc_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host without linux-libc-dev (or chaoslab's helper image without the header) still
+    leaves the waits out of the layer: their numbers are the ABI's, and match the header's."""
+    from chaoslab.probes import syscalls
+
+    with_headers = {name: nr for nr, name in syscalls.syscall_table().items()}
+    assert with_headers, "this machine has the libc headers (the set-up installs them)"
+    for name, nr in syscalls.WAIT_NUMBERS.items():
+        assert with_headers[name] == nr, name
+    syscalls.syscall_table.cache_clear()
+    monkeypatch.setattr(syscalls, "UNISTD", Path("/nonexistent/unistd_64.h"))
+    try:
+        probe = syscalls.SyscallProbe()
+        assert not probe.in_layer(202 + 1) and not probe.in_layer(281 + 1)  # futex, epoll_pwait
+        assert probe.in_layer(1 + 1) and probe.metric_name(1 + 1) == "syscall 1"  # write, by number
+        assert set(syscalls.WAITS) - {"futex_wait"} == set(syscalls.WAIT_NUMBERS)
+    finally:
+        syscalls.syscall_table.cache_clear()

@@ -566,3 +566,27 @@ def test_a_killed_run_s_fault_there_is_undone_by_the_helper_alone(
         else True
     )
     nothing_left(out, far_client)
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("clean_machine")
+def test_a_syscall_fault_there_is_absorbed_by_the_syscall_layer_there(
+    tmp_path: Path, far_engine: str, far_client: DockerClient
+) -> None:
+    """A 30 ms hold of api's writes, from chaoslab's helper (its BPF selector and ptrace
+    injector on the engine's host), timed by the helper's syscall probe: absorbed by syscall
+    at api, as on a local engine (the helper knows the syscalls by name: its waits are left
+    out of the layer)."""
+    out = tmp_path / "out"
+    res = chaoslab(
+        "run", str(on_engine(SCENARIOS / "syscall_write.yaml", far_engine, tmp_path)), "--out", str(out)
+    )
+    assert res.returncode in (0, 1), res.stderr[-4000:]
+    r = json.loads((out / "report.json").read_text())
+    [f] = r["phases"][1]["faults"]
+    assert f["observed"] and "write calls held 30 ms" in f["detail"], f
+    [v] = r["verdicts"]
+    assert (v["status"], v["layer"], v["target"]) == ("absorbed", "syscall", "api"), v
+    named = {x["metric"] for x in r["layers"] if x["layer"] == "syscall" and x["metric"]}
+    assert {"write", "futex"} <= named and not any(m.startswith("syscall ") for m in named), named
+    nothing_left(out, far_client)
