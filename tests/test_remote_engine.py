@@ -374,12 +374,15 @@ def test_a_process_fault_there_acts_through_the_engine_and_is_reverted(
     rows = {row["phase"]: row for row in r["client"] if not row["name"]}
     [v] = r["verdicts"]
     # as on a local engine: a 2 s freeze is absorbed by cpu at api (the helper's cpu probe saw
-    # the stall); a kill with a fast restart adds nothing the app layer shows
+    # the stall). A kill with a 50 ms restart is judged on the app layer at api on both engines;
+    # whether it adds a significant time there is borderline (the local engine's own runs have
+    # come out absorbed and invalid), so the status is not compared
     if action == "pause":
         assert (v["status"], v["layer"], v["target"]) == ("absorbed", "cpu", "api"), v
     else:
         [here] = scenario_run("kill", "docker").report["verdicts"]
-        assert (v["status"], v["layer"], v["target"]) == (here["status"], here["layer"], here["target"])
+        assert (v["layer"], v["target"]) == (here["layer"], here["target"]) == ("app", "api"), (v, here)
+        assert v["status"] in ("absorbed", "invalid") and here["status"] in ("absorbed", "invalid"), (v, here)
         # the helper's probes followed the restarted process there
         app = [x for x in r["layers"] if (x["phase"], x["layer"], x["target"]) == ("recovery", "app", "api")]
         assert app and app[0]["count"] > 100
