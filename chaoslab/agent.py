@@ -117,11 +117,7 @@ class Agent:
         self.worker.start()
         self.send({"event": "ready", "pid": os.getpid()})
         for line in stream:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(msg, dict):
+            if (msg := wire.message(line)) is None:
                 continue
             if msg.get("op") == "beat":
                 self._pulse(b".")
@@ -306,17 +302,13 @@ def view(data: Mapping[str, Any]) -> Any:
     from chaoslab.scenario.model import TargetSpec
     from chaoslab.targets import netns
     from chaoslab.targets.base import RunningTarget, WatchedProcess
-    from chaoslab.targets.cgroup import Cgroup
+    from chaoslab.targets.cgroup import Cgroup, holds
     from chaoslab.targets.netns import Link
     from chaoslab.targets.services import Service
 
     pid, container, name = int(data["pid"]), str(data["container"]), str(data["name"])
 
-    try:
-        ours = container in Path(f"/proc/{pid}/cgroup").read_text()
-    except OSError:
-        ours = False
-    if not ours:
+    if not holds(container, pid):
         raise TargetError(
             f"container {name}: its engine gives pid {pid}, which is not that container on the helper's host",
             "the helper must run on the engine's own host (a forwarded engine socket cannot carry faults)",

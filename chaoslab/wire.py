@@ -11,9 +11,19 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import json
 import types
 import typing
 from typing import Any
+
+
+def message(line: str | bytes) -> dict[str, Any] | None:
+    """One line of the helper's stream as its JSON object; None for anything else."""
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return None
+    return msg if isinstance(msg, dict) else None
 
 
 def dump(value: Any) -> Any:

@@ -86,6 +86,15 @@ def membership(text: str, v2: bool) -> list[Path]:
     return [found[c] for c in ("", *V1_CONTROLLERS) if c in found]
 
 
+def holds(container_id: str, pid: int) -> bool:
+    """The process `pid` here is that container's: its cgroup path names the container (a PID
+    an engine gives for another kernel, or a reused one, is not)."""
+    try:
+        return container_id in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Cgroup:
     name: str

@@ -41,7 +41,7 @@ from chaoslab.errors import PreflightError, TargetError
 from chaoslab.proc import run
 from chaoslab.safety import locks
 from chaoslab.scenario.model import Scenario, TargetSpec
-from chaoslab.targets import attach, certs, engines, hosthelper, images, netns
+from chaoslab.targets import attach, certs, cgroup, engines, hosthelper, images, netns
 from chaoslab.targets.base import HOST, RunningTarget, WatchedProcess
 from chaoslab.targets.certs import Certs
 from chaoslab.targets.cgroup import Cgroup
@@ -284,11 +284,7 @@ def here(engine: Engine, container_id: str, pid: int, name: str) -> None:
     """Check that a container's PID, as its engine gives it, is that container's process on this
     machine (its cgroup names the container): an engine behind a forwarded socket, or in a VM,
     gives PIDs of another kernel, which faults and probes must never take for this one's."""
-    try:
-        ours = container_id in Path(f"/proc/{pid}/cgroup").read_text()
-    except OSError:
-        ours = False
-    if not ours:
+    if not cgroup.holds(container_id, pid):
         raise TargetError(
             f"container {name}: the {engine} says its process is pid {pid}, which is not it on this "
             "machine: the engine runs its containers on another kernel (a forwarded socket, a VM)",

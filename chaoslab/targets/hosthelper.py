@@ -318,11 +318,7 @@ class HostHelper:
             self._arrived.notify_all()
 
     def _take(self, line: bytes) -> None:
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(msg, dict):
+        if (msg := wire.message(line)) is None:
             return
         with self._arrived:
             if msg.get("event") == "ready":
